@@ -1,0 +1,31 @@
+# Binaries go to bin/. Static Go (no cgo) so they run in any guest image.
+GO        ?= go
+BIN       := bin
+GOFLAGS   := -trimpath
+export CGO_ENABLED := 0
+
+BINARIES := envd
+
+.PHONY: build generate test lint bench clean $(BINARIES)
+
+build: $(BINARIES)
+
+$(BINARIES):
+	$(GO) build $(GOFLAGS) -o $(BIN)/$@ ./cmd/$@
+
+generate:
+	scripts/generate
+
+# The whole suite, as CI runs it (installs what it needs first).
+test:
+	scripts/test
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench: build
+	$(GO) run ./cmd/wrenn bench envd
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,12 @@
+module git.omukk.dev/wrenn/sandbox
+
+go 1.26.0
+
+require (
+	connectrpc.com/connect v1.19.1 // indirect
+	github.com/creack/pty v1.1.24 // indirect
+	github.com/fsnotify/fsnotify v1.10.1 // indirect
+	github.com/rs/cors v1.11.1 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	google.golang.org/protobuf v1.36.11 // indirect
+)

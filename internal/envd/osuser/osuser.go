@@ -1,0 +1,153 @@
+// Package osuser resolves the Unix users that sandbox requests act as, and
+// the paths they name, the way E2B's envd does: "~" is the user's home,
+// relative paths are relative to the default workdir or the home directory.
+package osuser
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// User is a resolved Unix account.
+type User struct {
+	Name   string
+	UID    uint32
+	GID    uint32
+	Groups []uint32
+	Home   string
+}
+
+// ErrUnknownUser is returned for a name that has no account on this system.
+var ErrUnknownUser = errors.New("unknown user")
+
+// Lookup resolves an account by name.
+func Lookup(name string) (*User, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownUser, name)
+		}
+		return nil, fmt.Errorf("look up user %q: %w", name, err)
+	}
+	return fromOS(u)
+}
+
+// Current is the account envd itself runs as.
+func Current() (*User, error) {
+	u, err := user.Current()
+	if err != nil {
+		return nil, fmt.Errorf("look up current user: %w", err)
+	}
+	return fromOS(u)
+}
+
+func fromOS(u *user.User) (*User, error) {
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: uid %q: %w", u.Username, u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: gid %q: %w", u.Username, u.Gid, err)
+	}
+	out := &User{Name: u.Username, UID: uint32(uid), GID: uint32(gid), Home: u.HomeDir}
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				out.Groups = append(out.Groups, uint32(n))
+			}
+		}
+	}
+	if out.Home == "" {
+		out.Home = "/"
+	}
+	return out, nil
+}
+
+// IsSelf reports whether u is the account this process runs as, in which
+// case no credential switch is needed (or possible, when not root).
+func (u *User) IsSelf() bool { return u.UID == uint32(os.Geteuid()) }
+
+// CanActAs reports whether this process may act as u: root can be anyone,
+// anyone else only itself.
+func CanActAs(u *User) error {
+	if os.Geteuid() == 0 || u.IsSelf() {
+		return nil
+	}
+	return fmt.Errorf("envd runs as uid %d and cannot act as user %q; run it as root to select other users", os.Geteuid(), u.Name)
+}
+
+// Credential is what a child started for u runs with; nil means "as envd".
+func (u *User) Credential() *syscall.Credential {
+	if u.IsSelf() {
+		return nil
+	}
+	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+}
+
+// Chown gives path to u where envd is allowed to; as a non-root envd every
+// file is already its own.
+func (u *User) Chown(path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := os.Lchown(path, int(u.UID), int(u.GID)); err != nil {
+		return fmt.Errorf("chown %s to %s: %w", path, u.Name, err)
+	}
+	return nil
+}
+
+// ResolvePath turns a client's path into an absolute, cleaned one. "~" and
+// "~/x" are in the user's home; an empty path is the default workdir, and
+// other relative paths are relative to it; without a default workdir both
+// are relative to the home directory.
+func ResolvePath(path string, u *User, defaultWorkdir string) (string, error) {
+	if path == "" {
+		if defaultWorkdir != "" {
+			return filepath.Clean(defaultWorkdir), nil
+		}
+		return filepath.Clean(u.Home), nil
+	}
+	if strings.HasPrefix(path, "~") {
+		rest := path[1:]
+		if rest != "" && !strings.HasPrefix(rest, "/") {
+			return "", fmt.Errorf("path %q: expanding another user's home directory is not supported", path)
+		}
+		return filepath.Join(u.Home, rest), nil
+	}
+	if filepath.IsAbs(path) {
+		return filepath.Clean(path), nil
+	}
+	if defaultWorkdir != "" {
+		return filepath.Join(defaultWorkdir, path), nil
+	}
+	return filepath.Join(u.Home, path), nil
+}
+
+// MkdirAll creates dir and its missing parents with mode 0755, each new one
+// owned by u.
+func MkdirAll(dir string, u *User) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, u); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	return u.Chown(dir)
+}

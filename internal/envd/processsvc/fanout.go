@@ -1,0 +1,146 @@
+package processsvc
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
+)
+
+// Output fan-out. Every client following a process has its own queue with a
+// byte budget. The reader publishing a chunk waits for a full queue to drain,
+// so a slow client slows the process down (like a terminal would) and never
+// loses data; a client that makes no progress at all for stallTimeout is cut
+// off with an error, so a stuck client cannot hold the process or the other
+// clients forever.
+
+const subscriberBudget = 4 << 20
+
+// stallTimeout is a variable so that tests can shorten it.
+var stallTimeout = 10 * time.Second
+
+var errSubscriberStalled = errors.New("client did not read process output for 10s; its stream was closed (the process keeps running; reconnect with Connect)")
+
+type subscriber struct {
+	mu      sync.Mutex
+	queue   []*pb.ProcessEvent_DataEvent
+	bytes   int
+	evicted bool
+	ready   chan struct{} // data queued (capacity 1)
+	drained chan struct{} // data taken (capacity 1)
+}
+
+func newSubscriber() *subscriber {
+	return &subscriber{ready: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// take returns everything queued; the error is set once the subscriber was evicted.
+func (s *subscriber) take() ([]*pb.ProcessEvent_DataEvent, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.evicted {
+		return nil, errSubscriberStalled
+	}
+	q := s.queue
+	s.queue = nil
+	s.bytes = 0
+	if len(q) > 0 {
+		signal(s.drained)
+	}
+	return q, nil
+}
+
+// push queues ev, waiting while the budget is exhausted. It gives up on the
+// subscriber after stallTimeout without progress, or when stop closes.
+func (s *subscriber) push(ev *pb.ProcessEvent_DataEvent, size int, stop <-chan struct{}) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		s.mu.Lock()
+		if s.evicted {
+			s.mu.Unlock()
+			return
+		}
+		if s.bytes == 0 || s.bytes+size <= subscriberBudget {
+			s.queue = append(s.queue, ev)
+			s.bytes += size
+			s.mu.Unlock()
+			signal(s.ready)
+			return
+		}
+		s.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(stallTimeout)
+		} else {
+			timer.Reset(stallTimeout)
+		}
+		select {
+		case <-s.drained:
+		case <-timer.C:
+			s.evict()
+			return
+		case <-stop:
+			s.evict()
+			return
+		}
+	}
+}
+
+func (s *subscriber) evict() {
+	s.mu.Lock()
+	s.evicted = true
+	s.queue = nil
+	s.bytes = 0
+	s.mu.Unlock()
+	signal(s.ready)
+	signal(s.drained)
+}
+
+// fanout delivers output events to every subscribed client in order.
+type fanout struct {
+	mu   sync.Mutex
+	subs map[*subscriber]struct{}
+}
+
+func newFanout() *fanout { return &fanout{subs: map[*subscriber]struct{}{}} }
+
+func (f *fanout) subscribe() *subscriber {
+	s := newSubscriber()
+	f.mu.Lock()
+	f.subs[s] = struct{}{}
+	f.mu.Unlock()
+	return s
+}
+
+func (f *fanout) unsubscribe(s *subscriber) {
+	f.mu.Lock()
+	delete(f.subs, s)
+	f.mu.Unlock()
+	s.evict() // releases a publisher waiting on it
+}
+
+// publish hands ev to every subscriber; output published while nobody
+// follows the process is discarded, as in E2B's envd.
+func (f *fanout) publish(ev *pb.ProcessEvent_DataEvent, size int, stop <-chan struct{}) {
+	f.mu.Lock()
+	subs := make([]*subscriber, 0, len(f.subs))
+	for s := range f.subs {
+		subs = append(subs, s)
+	}
+	f.mu.Unlock()
+	for _, s := range subs {
+		s.push(ev, size, stop)
+	}
+}

@@ -1,0 +1,83 @@
+package processsvc
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
+)
+
+func chunk(b byte, n int) *pb.ProcessEvent_DataEvent {
+	return &pb.ProcessEvent_DataEvent{Output: &pb.ProcessEvent_DataEvent_Stdout{Stdout: bytes.Repeat([]byte{b}, n)}}
+}
+
+// A client that never reads is cut off after the stall timeout, and a client
+// that reads gets every byte, in order, meanwhile and afterwards.
+func TestStuckSubscriberIsEvictedOthersGetEverything(t *testing.T) {
+	old := stallTimeout
+	stallTimeout = 300 * time.Millisecond
+	defer func() { stallTimeout = old }()
+
+	f := newFanout()
+	stuck := f.subscribe()
+	live := f.subscribe()
+	stop := make(chan struct{})
+
+	const chunks, size = 400, 32 << 10 // 12.5 MiB, three times the budget
+	var got bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range live.ready {
+			evs, err := live.take()
+			if err != nil {
+				t.Errorf("live subscriber: %v", err)
+				return
+			}
+			for _, ev := range evs {
+				got.Write(ev.GetStdout())
+			}
+			if got.Len() == chunks*size {
+				return
+			}
+		}
+	}()
+	for i := range chunks {
+		f.publish(chunk(byte(i), size), size, stop)
+	}
+	wg.Wait()
+	for i := range chunks {
+		if got.Bytes()[i*size] != byte(i) {
+			t.Fatalf("chunk %d out of order", i)
+		}
+	}
+	if _, err := stuck.take(); err != errSubscriberStalled {
+		t.Fatalf("stuck subscriber: %v, want eviction", err)
+	}
+	f.unsubscribe(stuck)
+	f.unsubscribe(live)
+}
+
+// Unsubscribing releases a publisher blocked on that subscriber at once.
+func TestUnsubscribeReleasesPublisher(t *testing.T) {
+	f := newFanout()
+	s := f.subscribe()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 3 {
+			f.publish(chunk('x', subscriberBudget), subscriberBudget, stop)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	f.unsubscribe(s)
+	select {
+	case <-done:
+	case <-time.After(stallTimeout / 2):
+		t.Fatal("publisher stayed blocked on an unsubscribed client")
+	}
+}
