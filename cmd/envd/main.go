@@ -11,12 +11,15 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/envd"
 )
+
+const defaultMemoryLimit = 24 << 20
 
 func main() {
 	if err := run(); err != nil {
@@ -38,6 +41,11 @@ func run() error {
 	if *version {
 		fmt.Println(envd.Version)
 		return nil
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// envd shares a small VM with the user's work: keep the heap
+		// compact and hand freed memory back (a soft limit, never an OOM).
+		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 	level := slog.LevelInfo
 	if *verbose {

@@ -300,4 +300,3 @@ func (s *Server) snapshotPrepare(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }
-
