@@ -24,8 +24,11 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Benchmarks print tables with same-run baselines: envd over the wire, then
+# the E2B SDK's view of the same envd.
 bench: build
 	$(GO) run ./cmd/wrenn bench envd
+	cd tests/e2b && node bench.mjs ../../$(BIN)/envd
 
 clean:
 	rm -rf $(BIN)
