@@ -1,10 +1,10 @@
 # Binaries go to bin/. Static Go (no cgo) so they run in any guest image.
 GO        ?= go
 BIN       := bin
-GOFLAGS   := -trimpath
+GOFLAGS   := -trimpath -ldflags=-s\ -w
 export CGO_ENABLED := 0
 
-BINARIES := envd
+BINARIES := envd wrenn-init wrenn
 
 .PHONY: build generate test lint bench clean $(BINARIES)
 

@@ -1,5 +1,5 @@
-// Command wrenn is Wrenn's command-line tool. Today it runs benchmarks;
-// `wrenn dev` and `wrenn image build` are still to come and say so.
+// Command wrenn is Wrenn's command-line tool: guest images and benchmarks
+// today; `wrenn dev` is still to come and says so.
 package main
 
 import (
@@ -9,13 +9,20 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/bench"
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 )
 
 const usage = `usage: wrenn <command>
 
 commands:
+  image build <name>     build a guest image (minimal, base) [--dir, --force, ...]
+  image verify <name>    check an image's files against its manifest
+  image list             list built images
   bench envd [flags]     measure envd against baselines from the same run
 `
 
@@ -32,7 +39,9 @@ func main() {
 		err = plainServer(os.Args[2:])
 	case "bench":
 		err = benchCmd(ctx, os.Args[2:])
-	case "dev", "image":
+	case "image":
+		err = imageCmd(ctx, os.Args[2:])
+	case "dev":
 		err = fmt.Errorf("'wrenn %s' is not implemented yet (see the README's status section)", os.Args[1])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
@@ -80,4 +89,72 @@ func plainServer(args []string) error {
 		return err
 	}
 	return bench.PlainServer(ln, args[1])
+}
+
+func imageCmd(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("usage: wrenn image build|verify|list")
+	}
+	fs := flag.NewFlagSet("image "+args[0], flag.ExitOnError)
+	dir := fs.String("dir", defaultImagesDir(), "images directory (the agent's <state dir>/images)")
+	var o guestimage.Options
+	fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary to install")
+	fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary to install")
+	fs.StringVar(&o.KernelVersion, "kernel", "", "kernel version from /boot (default: the newest)")
+	fs.StringVar(&o.Mirror, "mirror", "", "Debian mirror for the base image (default http://deb.debian.org/debian)")
+	fs.BoolVar(&o.Force, "force", false, "rebuild even when the image is up to date")
+	switch args[0] {
+	case "build", "verify":
+		if len(args) < 2 {
+			return fmt.Errorf("usage: wrenn image %s <%s> [flags]", args[0], strings.Join(guestimage.Kinds, "|"))
+		}
+		if err := fs.Parse(args[2:]); err != nil {
+			return err
+		}
+		if args[0] == "verify" {
+			m, err := guestimage.Verify(filepath.Join(*dir, args[1]))
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: ok (kernel %s, built %s)\n", args[1], m.Kernel, m.Created.Format(time.RFC3339))
+			return nil
+		}
+		o.Name, o.Dir, o.Progress = args[1], *dir, os.Stderr
+		res, err := guestimage.Build(ctx, o)
+		if err != nil {
+			return fmt.Errorf("build image %s: %w", args[1], err)
+		}
+		fmt.Println(res.Dir)
+		return nil
+	case "list":
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(*dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			status := "ok"
+			m, err := guestimage.Verify(filepath.Join(*dir, e.Name()))
+			if err != nil {
+				status = err.Error()
+			} else {
+				status = fmt.Sprintf("ok, kernel %s, rootfs %.1f MiB", m.Kernel, float64(m.Files[guestimage.FileRootfs].Size)/(1<<20))
+			}
+			fmt.Printf("%s\t%s\n", e.Name(), status)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown image command %q", args[0])
+}
+
+func defaultImagesDir() string {
+	if d := os.Getenv("WRENN_STATE_DIR"); d != "" {
+		return filepath.Join(d, "images")
+	}
+	return guestimage.DefaultDir
 }
