@@ -238,7 +238,7 @@ func (p *pid1) reap() {
 
 func describe(ws unix.WaitStatus) string {
 	if ws.Signaled() {
-		return "killed by " + ws.Signal().String()
+		return "signal " + unix.SignalName(ws.Signal())
 	}
 	return fmt.Sprintf("exit %d", ws.ExitStatus())
 }

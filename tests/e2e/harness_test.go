@@ -1,0 +1,281 @@
+// Package e2e holds the end-to-end tests that boot real guests. They share
+// the images built once in TestMain, and run as root on a host with QEMU and
+// a kernel (scripts/setup installs both); elsewhere they skip and say why.
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/qemu"
+)
+
+var (
+	skipReason string
+	imagesDir  string
+	binDir     string
+	accel      string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if reason := prerequisites(); reason != "" {
+		skipReason = reason
+		return m.Run()
+	}
+	var err error
+	binDir, err = os.MkdirTemp("", "wrenn-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(binDir)
+	imagesDir, err = os.MkdirTemp("", "wrenn-e2e-images-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(imagesDir)
+	for _, name := range []string{"envd", "wrenn-init"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(binDir, name), "git.omukk.dev/wrenn/sandbox/cmd/"+name)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
+			return 1
+		}
+	}
+	if _, err := guestimage.Build(context.Background(), guestimage.Options{Name: "minimal", Dir: imagesDir, Envd: filepath.Join(binDir, "envd"), Init: filepath.Join(binDir, "wrenn-init"), Progress: os.Stderr}); err != nil {
+		fmt.Fprintln(os.Stderr, "build minimal image:", err)
+		return 1
+	}
+	var why string
+	accel, why, err = qemu.ChooseAccel(os.Getenv("WRENN_ACCEL"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "e2e: accelerator %s (%s)\n", accel, why)
+	return m.Run()
+}
+
+func prerequisites() string {
+	if os.Geteuid() != 0 {
+		return "end-to-end VM tests need root (network namespaces, taps)"
+	}
+	if _, err := exec.LookPath(qemu.Binary); err != nil {
+		return qemu.Binary + " is not installed (scripts/setup installs qemu-system-x86)"
+	}
+	if _, err := guestimage.FindKernel(""); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+func requireVMs(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+// testNet is a network namespace with tap0 at 169.254.0.22/30, the guest's
+// side being 169.254.0.21, as in every sandbox slot.
+type testNet struct {
+	name string
+}
+
+const (
+	guestIP = "169.254.0.21"
+	tapIP   = "169.254.0.22"
+)
+
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func newTestNet(t *testing.T) *testNet {
+	t.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	n := &testNet{name: "wrenn-e2e-" + hex.EncodeToString(b)}
+	if err := ip("netns", "add", n.name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ip("netns", "delete", n.name); err != nil {
+			t.Errorf("remove namespace: %v", err)
+		}
+		if _, err := os.Stat("/run/netns/" + n.name); !os.IsNotExist(err) {
+			t.Errorf("namespace %s left behind", n.name)
+		}
+	})
+	for _, args := range [][]string{
+		{"-n", n.name, "link", "set", "lo", "up"},
+		{"-n", n.name, "tuntap", "add", "tap0", "mode", "tap"},
+		{"-n", n.name, "addr", "add", tapIP + "/30", "dev", "tap0"},
+		{"-n", n.name, "link", "set", "tap0", "up"},
+	} {
+		if err := ip(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+// dial opens a TCP connection from inside the namespace: the socket is made
+// on a thread switched into it and stays there.
+func (n *testNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is left locked on purpose if switching back fails:
+		// the runtime then retires it instead of reusing it elsewhere.
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(n.name)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+func (n *testNet) httpClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: n.dial, DisableKeepAlives: false, MaxIdleConnsPerHost: 4}}
+}
+
+// guest is one booted VM.
+type guest struct {
+	dir     string
+	net     *testNet
+	cmd     *exec.Cmd
+	exited  chan error
+	qmp     *qemu.QMP
+	client  *http.Client
+	baseURL string
+	console string
+}
+
+// boot starts image in its own namespace with a private copy of its disk,
+// and waits for envd to answer. Cleanup stops it and checks nothing remains.
+func boot(t *testing.T, image string) *guest {
+	t.Helper()
+	img := filepath.Join(imagesDir, image)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.ext4")
+	if out, err := exec.Command("cp", "--reflink=auto", "--sparse=always", filepath.Join(img, guestimage.FileRootfs), disk).CombinedOutput(); err != nil {
+		t.Fatalf("copy disk: %v %s", err, out)
+	}
+	n := newTestNet(t)
+	vm := &qemu.VM{
+		Accel: accel, VCPUs: 1, MemoryMiB: 256,
+		Kernel: filepath.Join(img, guestimage.FileKernel), Initrd: filepath.Join(img, guestimage.FileInitramfs),
+		Disk: disk, Tap: "tap0", QMPSocket: filepath.Join(dir, "qmp.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
+		Cmdline: fmt.Sprintf("wrenn.ip=%s/30 wrenn.gw=%s wrenn.hostname=e2e-guest", guestIP, tapIP),
+	}
+	cmd, err := vm.Command(n.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := &guest{dir: dir, net: n, cmd: cmd, exited: make(chan error, 1), client: n.httpClient(), baseURL: "http://" + guestIP + ":49983", console: vm.ConsoleLog}
+	go func() { g.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		g.client.CloseIdleConnections()
+		if g.qmp != nil {
+			g.qmp.Close()
+		}
+		select {
+		case <-g.exited:
+		default:
+			cmd.Process.Kill()
+			<-g.exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(vm.ConsoleLog)
+			t.Logf("qemu stderr: %s\nconsole:\n%s", stderr.String(), b)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g.qmp, err = qemu.DialQMP(ctx, vm.QMPSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.waitHealthy(120 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func (g *guest) waitHealthy(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case err := <-g.exited:
+			g.exited <- err
+			return fmt.Errorf("VM exited before envd answered: %v", err)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", g.baseURL+"/health", nil)
+		resp, err := g.client.Do(req)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("envd did not answer /health within %s: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
