@@ -24,6 +24,7 @@ commands:
   image verify <name>    check an image's files against its manifest
   image list             list built images
   bench envd [flags]     measure envd against baselines from the same run
+  bench boot [flags]     image builds, sizes, and boot-to-ready against a busybox-only boot (root)
 `
 
 func main() {
@@ -57,8 +58,27 @@ func main() {
 }
 
 func benchCmd(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "boot" {
+		fs := flag.NewFlagSet("bench boot", flag.ExitOnError)
+		var o bench.BootOptions
+		fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary")
+		fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary")
+		fs.StringVar(&o.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
+		fs.IntVar(&o.Runs, "runs", 5, "boots of each image")
+		fs.BoolVar(&o.Base, "base", false, "also build and time the base image (debootstrap: minutes, needs the Debian mirror)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		o.Log = os.Stderr
+		rows, err := bench.Boot(ctx, o)
+		if err != nil {
+			return err
+		}
+		bench.Print(os.Stdout, "guest images and boot (QEMU microvm)", rows)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "envd" {
-		return fmt.Errorf("usage: wrenn bench envd [flags]")
+		return fmt.Errorf("usage: wrenn bench envd|boot [flags]")
 	}
 	fs := flag.NewFlagSet("bench envd", flag.ExitOnError)
 	var o bench.EnvdOptions

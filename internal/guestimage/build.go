@@ -42,6 +42,11 @@ const (
 // Kinds of image this builder makes.
 var Kinds = []string{"minimal", "base"}
 
+// BaselineKind is the busybox-only image boot benchmarks compare with: the
+// same kernel and initramfs, but a shell script as init that configures the
+// network and serves HTTP with busybox httpd: no wrenn-init, no envd.
+const BaselineKind = "busybox-baseline"
+
 // Options say what to build and where.
 type Options struct {
 	Name          string // "minimal" or "base"
@@ -145,12 +150,16 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		err = b.minimalTree(ctx, tree)
 	case "base":
 		err = b.baseTree(ctx, tree)
+	case BaselineKind:
+		err = b.baselineTree(ctx, tree)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := b.installWrenn(tree); err != nil {
-		return nil, err
+	if opts.Name != BaselineKind {
+		if err := b.installWrenn(tree); err != nil {
+			return nil, err
+		}
 	}
 	b.step("mkfs.ext4 → %s", FileRootfs)
 	if err := makeExt4(ctx, tree, filepath.Join(b.stage, FileRootfs)); err != nil {
@@ -183,7 +192,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 }
 
 func validKind(name string) bool {
-	for _, k := range Kinds {
+	for _, k := range append(Kinds, BaselineKind) {
 		if k == name {
 			return true
 		}
@@ -197,7 +206,7 @@ func (b *builder) fingerprint() (string, map[string]string, error) {
 	fmt.Fprintf(h, "builder %s\nimage %s\nkernel %s\n", BuilderVersion, b.opts.Name, b.kernel.Version)
 	components := map[string]string{"kernel": b.kernel.Version}
 	inputs := []struct{ name, path string }{{"envd", b.opts.Envd}, {"wrenn-init", b.opts.Init}, {"vmlinuz", b.kernel.Image}}
-	if b.opts.Name == "minimal" {
+	if b.opts.Name != "base" {
 		inputs = append(inputs, struct{ name, path string }{"busybox", busyboxPath}, struct{ name, path string }{"bash", bashStaticPath})
 	}
 	for _, in := range inputs {

@@ -174,3 +174,21 @@ func (b *builder) installWrenn(root string) error {
 	}
 	return copyFile(b.opts.Envd, filepath.Join(root, "usr/bin/envd"), 0o755)
 }
+
+// baselineTree is the minimal tree with a shell script as init.
+func (b *builder) baselineTree(ctx context.Context, root string) error {
+	if err := b.minimalTree(ctx, root); err != nil {
+		return err
+	}
+	script := `#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+ip link set lo up
+ip addr add 169.254.0.21/30 dev eth0
+ip link set eth0 up
+mkdir -p /www && echo ok > /www/index.html
+exec httpd -f -p 49983 -h /www
+`
+	_ = os.Remove(filepath.Join(root, "sbin/init"))
+	return os.WriteFile(filepath.Join(root, "sbin/init"), []byte(script), 0o755)
+}

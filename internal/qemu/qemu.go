@@ -78,8 +78,8 @@ type VM struct {
 	Kernel     string // ELF vmlinux, booted through PVH
 	Initrd     string
 	Disk       string
-	DiskFormat string // raw or qcow2
-	Tap        string // tap device name; "" for no network
+	DiskFormat string   // raw or qcow2
+	TapFile    *os.File // an open tap (network.OpenTap); nil for no network
 	MAC        string
 	Cmdline    string // appended to the fixed part
 	QMPSocket  string
@@ -118,8 +118,8 @@ func (vm *VM) Args() ([]string, error) {
 	if vm.Initrd != "" {
 		args = append(args, "-initrd", vm.Initrd)
 	}
-	if vm.Tap != "" {
-		nd := "tap,id=net0,ifname=" + vm.Tap + ",script=no,downscript=no"
+	if vm.TapFile != nil {
+		nd := "tap,id=net0,fd=3" // ExtraFiles[0] in Command
 		dev := "virtio-net-device,netdev=net0"
 		if vm.MAC != "" {
 			dev += ",mac=" + vm.MAC
@@ -136,15 +136,16 @@ func (vm *VM) Args() ([]string, error) {
 	return args, nil
 }
 
-// Command is the exec.Cmd that starts vm, optionally inside a named
-// network namespace (through ip netns exec, which execs QEMU itself).
-func (vm *VM) Command(netns string) (*exec.Cmd, error) {
+// Command is the exec.Cmd that starts vm. The tap descriptor is handed
+// over, so QEMU itself runs in the caller's namespace.
+func (vm *VM) Command() (*exec.Cmd, error) {
 	args, err := vm.Args()
 	if err != nil {
 		return nil, err
 	}
-	if netns == "" {
-		return exec.Command(Binary, args...), nil
+	cmd := exec.Command(Binary, args...)
+	if vm.TapFile != nil {
+		cmd.ExtraFiles = []*os.File{vm.TapFile}
 	}
-	return exec.Command("ip", append([]string{"netns", "exec", netns, Binary}, args...)...), nil
+	return cmd, nil
 }

@@ -8,19 +8,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/qemu"
 )
 
@@ -106,100 +103,41 @@ const (
 	tapIP   = "169.254.0.22"
 )
 
-func ip(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
 func newTestNet(t *testing.T) *testNet {
 	t.Helper()
 	b := make([]byte, 4)
 	rand.Read(b)
 	n := &testNet{name: "wrenn-e2e-" + hex.EncodeToString(b)}
-	if err := ip("netns", "add", n.name); err != nil {
+	if err := network.CreateNamespace(n.name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := ip("netns", "delete", n.name); err != nil {
-			t.Errorf("remove namespace: %v", err)
+		if err := network.DeleteNamespace(n.name); err != nil {
+			t.Error(err)
 		}
-		if _, err := os.Stat("/run/netns/" + n.name); !os.IsNotExist(err) {
+		if network.NamespaceExists(n.name) {
 			t.Errorf("namespace %s left behind", n.name)
 		}
 	})
-	for _, args := range [][]string{
-		{"-n", n.name, "link", "set", "lo", "up"},
-		{"-n", n.name, "tuntap", "add", "tap0", "mode", "tap"},
-		{"-n", n.name, "addr", "add", tapIP + "/30", "dev", "tap0"},
-		{"-n", n.name, "link", "set", "tap0", "up"},
-	} {
-		if err := ip(args...); err != nil {
-			t.Fatal(err)
-		}
+	if err := network.AddTap(n.name, "tap0", netip.MustParsePrefix(tapIP+"/30")); err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
 
-// dial opens a TCP connection from inside the namespace: the socket is made
-// on a thread switched into it and stays there.
-func (n *testNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is left locked on purpose if switching back fails:
-		// the runtime then retires it instead of reusing it elsewhere.
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(n.name)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
-}
-
 func (n *testNet) httpClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: n.dial, DisableKeepAlives: false, MaxIdleConnsPerHost: 4}}
+	return &http.Client{Transport: &http.Transport{DialContext: network.Dialer(n.name), MaxIdleConnsPerHost: 4}}
 }
 
 // guest is one booted VM.
 type guest struct {
-	dir     string
-	net     *testNet
-	cmd     *exec.Cmd
-	exited  chan error
-	qmp     *qemu.QMP
+	vm      *qemu.Instance
 	client  *http.Client
 	baseURL string
-	console string
 }
 
 // boot starts image in its own namespace with a private copy of its disk,
-// and waits for envd to answer. Cleanup stops it and checks nothing remains.
+// and waits for envd to answer. Cleanup stops it.
 func boot(t *testing.T, image string) *guest {
 	t.Helper()
 	img := filepath.Join(imagesDir, image)
@@ -209,45 +147,29 @@ func boot(t *testing.T, image string) *guest {
 		t.Fatalf("copy disk: %v %s", err, out)
 	}
 	n := newTestNet(t)
-	vm := &qemu.VM{
+	tap, err := network.OpenTap(n.name, "tap0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close() // QEMU holds its own copy
+	vm, err := qemu.Start(context.Background(), &qemu.VM{
 		Accel: accel, VCPUs: 1, MemoryMiB: 256,
 		Kernel: filepath.Join(img, guestimage.FileKernel), Initrd: filepath.Join(img, guestimage.FileInitramfs),
-		Disk: disk, Tap: "tap0", QMPSocket: filepath.Join(dir, "qmp.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
+		Disk: disk, TapFile: tap, QMPSocket: filepath.Join(dir, "qmp.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
 		Cmdline: fmt.Sprintf("wrenn.ip=%s/30 wrenn.gw=%s wrenn.hostname=e2e-guest", guestIP, tapIP),
-	}
-	cmd, err := vm.Command(n.name)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	g := &guest{dir: dir, net: n, cmd: cmd, exited: make(chan error, 1), client: n.httpClient(), baseURL: "http://" + guestIP + ":49983", console: vm.ConsoleLog}
-	go func() { g.exited <- cmd.Wait() }()
+	g := &guest{vm: vm, client: n.httpClient(), baseURL: "http://" + guestIP + ":49983"}
 	t.Cleanup(func() {
 		g.client.CloseIdleConnections()
-		if g.qmp != nil {
-			g.qmp.Close()
-		}
-		select {
-		case <-g.exited:
-		default:
-			cmd.Process.Kill()
-			<-g.exited
-		}
+		vm.Kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(vm.ConsoleLog)
-			t.Logf("qemu stderr: %s\nconsole:\n%s", stderr.String(), b)
+			b, _ := os.ReadFile(vm.VM.ConsoleLog)
+			t.Logf("qemu stderr: %s\nconsole:\n%s", vm.Stderr(), b)
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	g.qmp, err = qemu.DialQMP(ctx, vm.QMPSocket)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := g.waitHealthy(120 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -258,9 +180,8 @@ func (g *guest) waitHealthy(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
-		case err := <-g.exited:
-			g.exited <- err
-			return fmt.Errorf("VM exited before envd answered: %v", err)
+		case <-g.vm.Done():
+			return fmt.Errorf("VM exited before envd answered: %v", g.vm.Err())
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -161,19 +161,18 @@ func TestMinimalImageBoots(t *testing.T) {
 	t.Run("clean shutdown on request", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if _, err := g.qmp.Execute(ctx, "system_powerdown", nil); err != nil {
+		if _, err := g.vm.QMP.Execute(ctx, "system_powerdown", nil); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case err := <-g.exited:
-			g.exited <- err
-			if err != nil {
+		case <-g.vm.Done():
+			if err := g.vm.Err(); err != nil {
 				t.Fatalf("qemu exited with %v", err)
 			}
 		case <-time.After(60 * time.Second):
 			t.Fatal("the guest did not power off within 60s of the power button")
 		}
-		console, _ := os.ReadFile(g.console)
+		console, _ := os.ReadFile(g.vm.VM.ConsoleLog)
 		if !bytes.Contains(console, []byte("reboot: Power down")) {
 			t.Fatalf("no clean power-down on the console:\n%s", console)
 		}
