@@ -61,13 +61,16 @@ type Options struct {
 
 // Manifest describes a built image.
 type Manifest struct {
-	Name           string               `json:"name"`
-	BuilderVersion string               `json:"builderVersion"`
-	Fingerprint    string               `json:"fingerprint"`
-	Created        time.Time            `json:"created"`
-	Kernel         string               `json:"kernel"`
-	Components     map[string]string    `json:"components"`
-	Files          map[string]FileEntry `json:"files"`
+	Name           string    `json:"name"`
+	BuilderVersion string    `json:"builderVersion"`
+	Fingerprint    string    `json:"fingerprint"`
+	Created        time.Time `json:"created"`
+	Kernel         string    `json:"kernel"`
+	// DefaultUser is who commands run as unless a request names a user;
+	// the agent passes it to envd's /init.
+	DefaultUser string               `json:"defaultUser"`
+	Components  map[string]string    `json:"components"`
+	Files       map[string]FileEntry `json:"files"`
 }
 
 // FileEntry is one file of an image.
@@ -169,7 +172,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	b.step("manifest")
-	m := &Manifest{Name: opts.Name, BuilderVersion: BuilderVersion, Fingerprint: fp, Created: time.Now().UTC(), Kernel: k.Version, Components: components, Files: map[string]FileEntry{}}
+	m := &Manifest{Name: opts.Name, BuilderVersion: BuilderVersion, Fingerprint: fp, Created: time.Now().UTC(), Kernel: k.Version, DefaultUser: userName, Components: components, Files: map[string]FileEntry{}}
 	for _, name := range []string{FileKernel, FileInitramfs, FileRootfs} {
 		e, err := hashFile(filepath.Join(b.stage, name))
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,6 +84,27 @@ func prerequisites() string {
 		return err.Error()
 	}
 	return ""
+}
+
+var (
+	baseOnce sync.Once
+	baseErr  error
+)
+
+// requireBase builds the base image once, on first use (debootstrap takes
+// a minute or two and needs the Debian mirror); -short skips it.
+func requireBase(t *testing.T) {
+	t.Helper()
+	requireVMs(t)
+	if testing.Short() {
+		t.Skip("-short: the base image takes minutes to build")
+	}
+	baseOnce.Do(func() {
+		_, baseErr = guestimage.Build(context.Background(), guestimage.Options{Name: "base", Dir: imagesDir, Envd: filepath.Join(binDir, "envd"), Init: filepath.Join(binDir, "wrenn-init"), Progress: os.Stderr})
+	})
+	if baseErr != nil {
+		t.Fatalf("build base image: %v", baseErr)
+	}
 }
 
 func requireVMs(t *testing.T) {

@@ -9,12 +9,15 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
@@ -177,6 +180,26 @@ func TestMinimalImageBoots(t *testing.T) {
 			t.Fatalf("no clean power-down on the console:\n%s", console)
 		}
 	})
+}
+
+func TestBaseImage(t *testing.T) {
+	requireBase(t)
+	g := boot(t, "base")
+	m, err := guestimage.Verify(filepath.Join(imagesDir, "base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"defaultUser":%q,"timestamp":%q}`, m.DefaultUser, time.Now().UTC().Format(time.RFC3339Nano))
+	resp, err := g.client.Post(g.baseURL+"/init", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	out := runIn(t, g, "whoami; sudo -n whoami; python3 -c 'print(6*7)'; git --version | cut -d' ' -f1-2; curl --version | head -c 4; echo; command -v socat pip3 ps; ls /usr/sbin/chronyd")
+	want := "user\nroot\n42\ngit version\ncurl\n/usr/bin/socat\n/usr/bin/pip3\n/usr/bin/ps\n/usr/sbin/chronyd\n"
+	if out != want {
+		t.Fatalf("base image tools:\n%s\nwant:\n%s", out, want)
+	}
 }
 
 // After the tests, no VM, namespace or temporary file of theirs remains.
