@@ -168,3 +168,11 @@ func OpenTap(ns, name string) (*os.File, error) {
 	})
 	return f, err
 }
+
+func namespaceHandle(name string) (netns.NsHandle, error) {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return 0, fmt.Errorf("namespace %s: %w", name, err)
+	}
+	return h, nil
+}

@@ -1,0 +1,364 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+)
+
+// Every sandbox slot looks the same from inside: the guest is 169.254.0.21
+// behind tap0 at 169.254.0.22, so that snapshots can be cloned anywhere.
+var (
+	GuestAddr = netip.MustParseAddr("169.254.0.21")
+	TapPrefix = netip.MustParsePrefix("169.254.0.22/30")
+)
+
+const (
+	nsPrefix   = "wrenn-ns-"
+	vethPrefix = "wrenn-v"
+	nsVeth     = "veth0"
+	TapName    = "tap0"
+
+	chainForward = "WRENN-FORWARD"
+	chainInput   = "WRENN-INPUT"
+	chainNAT     = "WRENN-POSTROUTING"
+)
+
+// Slot is one sandbox's network: a namespace holding the tap and one end of
+// a veth pair, the other end on the host, and a host address that reaches
+// the guest through DNAT in the namespace.
+type Slot struct {
+	Index     int
+	Namespace string
+	HostVeth  string
+	HostIP    netip.Addr // host end of the /31
+	NsIP      netip.Addr // namespace end of the /31
+	GuestHost netip.Addr // the address the host uses to reach the guest
+	Internet  bool
+}
+
+// SlotFor computes slot i's names and addresses (10.12.0.0/16 for the /31s,
+// 10.11.0.0/16 for the host addresses).
+func SlotFor(i int) *Slot {
+	x := 2 * i
+	h := i + 1
+	return &Slot{
+		Index:     i,
+		Namespace: nsPrefix + strconv.Itoa(i),
+		HostVeth:  vethPrefix + strconv.Itoa(i),
+		HostIP:    netip.AddrFrom4([4]byte{10, 12, byte(x >> 8), byte(x)}),
+		NsIP:      netip.AddrFrom4([4]byte{10, 12, byte(x >> 8), byte(x + 1)}),
+		GuestHost: netip.AddrFrom4([4]byte{10, 11, byte(h >> 8), byte(h)}),
+	}
+}
+
+// MaxSlots bounds the slot index by the address plan (10.12.0.0/16 in /31s).
+const MaxSlots = 32768
+
+// Manager allocates slots and owns the host-wide rules that isolate them.
+type Manager struct {
+	mu    sync.Mutex
+	used  map[int]bool
+	max   int
+	ipt   *iptables.IPTables
+	ready bool
+}
+
+// NewManager prepares the host: forwarding on, Wrenn's chains present and
+// emptied (a crashed agent's rules are reclaimed), and the base isolation
+// rules in place. Namespaces and veths left by an earlier run are removed
+// unless keep says a slot is still in use (adopted sandboxes).
+func NewManager(maxSlots int, keep map[int]bool) (*Manager, error) {
+	if maxSlots <= 0 || maxSlots > MaxSlots {
+		maxSlots = MaxSlots
+	}
+	ipt, err := iptables.New()
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w (install the iptables package)", err)
+	}
+	m := &Manager{used: map[int]bool{}, max: maxSlots, ipt: ipt}
+	for i := range keep {
+		m.used[i] = true
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return nil, fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	if err := m.installBaseRules(keep); err != nil {
+		return nil, err
+	}
+	if err := m.reclaim(keep); err != nil {
+		return nil, err
+	}
+	m.ready = true
+	return m, nil
+}
+
+func (m *Manager) installBaseRules(keep map[int]bool) error {
+	type chain struct{ table, name, parent string }
+	for _, c := range []chain{{"filter", chainForward, "FORWARD"}, {"filter", chainInput, "INPUT"}, {"nat", chainNAT, "POSTROUTING"}} {
+		exists, err := m.ipt.ChainExists(c.table, c.name)
+		if err != nil {
+			return fmt.Errorf("iptables %s/%s: %w", c.table, c.name, err)
+		}
+		if !exists {
+			if err := m.ipt.NewChain(c.table, c.name); err != nil {
+				return fmt.Errorf("create chain %s: %w", c.name, err)
+			}
+		}
+		if err := m.ipt.ClearChain(c.table, c.name); err != nil {
+			return fmt.Errorf("flush chain %s: %w", c.name, err)
+		}
+		if ok, _ := m.ipt.Exists(c.table, c.parent, "-j", c.name); !ok {
+			if err := m.ipt.Insert(c.table, c.parent, 1, "-j", c.name); err != nil {
+				return fmt.Errorf("jump %s -> %s: %w", c.parent, c.name, err)
+			}
+		}
+	}
+	rules := [][]string{
+		// Replies to connections the host or the internet side began.
+		{"filter", chainForward, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+		// Sandboxes never reach each other, nor link-local services such
+		// as a cloud's metadata endpoint.
+		{"filter", chainForward, "-i", vethPrefix + "+", "-o", vethPrefix + "+", "-j", "DROP"},
+		{"filter", chainForward, "-i", vethPrefix + "+", "-d", "169.254.0.0/16", "-j", "DROP"},
+		// Sandboxes reach no service of the host itself; the host's own
+		// connections into them are answered.
+		{"filter", chainInput, "-i", vethPrefix + "+", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+		{"filter", chainInput, "-i", vethPrefix + "+", "-j", "DROP"},
+		{"nat", chainNAT, "-s", "10.12.0.0/16", "!", "-o", vethPrefix + "+", "-j", "MASQUERADE"},
+	}
+	for _, r := range rules {
+		if err := m.ipt.Append(r[0], r[1], r[2:]...); err != nil {
+			return fmt.Errorf("iptables rule %v: %w", r, err)
+		}
+	}
+	for i := range keep {
+		s := SlotFor(i)
+		s.Internet = keep[i]
+		if err := m.egressRule(s, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// egressRule lets a slot out (or not); the last rule of the chain drops it.
+func (m *Manager) egressRule(s *Slot, add bool) error {
+	target := "DROP"
+	if s.Internet {
+		target = "ACCEPT"
+	}
+	spec := []string{"-i", s.HostVeth, "-j", target}
+	if add {
+		return m.ipt.Append("filter", chainForward, spec...)
+	}
+	if err := m.ipt.DeleteIfExists("filter", chainForward, spec...); err != nil {
+		return fmt.Errorf("remove egress rule of %s: %w", s.HostVeth, err)
+	}
+	return nil
+}
+
+// reclaim removes namespaces and veths of slots nobody holds.
+func (m *Manager) reclaim(keep map[int]bool) error {
+	var errs []error
+	names, _ := filepath.Glob("/run/netns/" + nsPrefix + "*")
+	for _, p := range names {
+		i, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(p), nsPrefix))
+		if err == nil && keep[i] {
+			continue
+		}
+		if err := DeleteNamespace(filepath.Base(p)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if !strings.HasPrefix(name, vethPrefix) {
+			continue
+		}
+		i, err := strconv.Atoi(strings.TrimPrefix(name, vethPrefix))
+		if err == nil && keep[i] {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Acquire builds a new slot. On any failure everything it made is removed.
+func (m *Manager) Acquire(internet bool) (s *Slot, err error) {
+	m.mu.Lock()
+	i := -1
+	for j := range m.max {
+		if !m.used[j] {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("all %d network slots are in use", m.max)
+	}
+	m.used[i] = true
+	m.mu.Unlock()
+	s = SlotFor(i)
+	s.Internet = internet
+	defer func() {
+		if err != nil {
+			if rerr := m.Release(s); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+	}()
+	if err := m.build(s); err != nil {
+		return nil, fmt.Errorf("network slot %d: %w", i, err)
+	}
+	return s, nil
+}
+
+func (m *Manager) build(s *Slot) error {
+	// A namespace of the same name can only be a leftover: remove it.
+	_ = DeleteNamespace(s.Namespace)
+	if l, err := netlink.LinkByName(s.HostVeth); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+	if err := CreateNamespace(s.Namespace); err != nil {
+		return err
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.HostVeth}, PeerName: nsVeth + "-" + strconv.Itoa(s.Index)}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", s.HostVeth, err)
+	}
+	peer, err := netlink.LinkByName(veth.PeerName)
+	if err != nil {
+		return err
+	}
+	nsh, err := namespaceHandle(s.Namespace)
+	if err != nil {
+		return err
+	}
+	defer nsh.Close()
+	if err := netlink.LinkSetNsFd(peer, int(nsh)); err != nil {
+		return fmt.Errorf("move veth into %s: %w", s.Namespace, err)
+	}
+	host, err := netlink.LinkByName(s.HostVeth)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(host, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(s.HostIP, 31))}); err != nil {
+		return fmt.Errorf("address %s: %w", s.HostIP, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return err
+	}
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: prefixNet(netip.PrefixFrom(s.GuestHost, 32)), Gw: s.NsIP.AsSlice()}); err != nil {
+		return fmt.Errorf("route to %s: %w", s.GuestHost, err)
+	}
+	if err := InNamespace(s.Namespace, func() error { return s.configureInside(veth.PeerName) }); err != nil {
+		return err
+	}
+	if err := AddTap(s.Namespace, TapName, TapPrefix); err != nil {
+		return err
+	}
+	return m.egressRule(s, true)
+}
+
+// configureInside runs in the slot's namespace.
+func (s *Slot) configureInside(peerName string) error {
+	peer, err := netlink.LinkByName(peerName)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetName(peer, nsVeth); err != nil {
+		return fmt.Errorf("rename veth peer: %w", err)
+	}
+	if err := netlink.AddrAdd(peer, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(s.NsIP, 31))}); err != nil {
+		return fmt.Errorf("address %s: %w", s.NsIP, err)
+	}
+	if err := netlink.LinkSetUp(peer); err != nil {
+		return err
+	}
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: peer.Attrs().Index, Gw: s.HostIP.AsSlice()}); err != nil {
+		return fmt.Errorf("default route in %s: %w", s.Namespace, err)
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("forwarding in %s: %w", s.Namespace, err)
+	}
+	ipt, err := iptables.New()
+	if err != nil {
+		return err
+	}
+	for _, r := range [][]string{
+		{"PREROUTING", "-d", s.GuestHost.String(), "-j", "DNAT", "--to-destination", GuestAddr.String()},
+		{"POSTROUTING", "-o", nsVeth, "-s", GuestAddr.String(), "-j", "MASQUERADE"},
+	} {
+		if err := ipt.Append("nat", r[0], r[1:]...); err != nil {
+			return fmt.Errorf("nat rule in %s: %w", s.Namespace, err)
+		}
+	}
+	return nil
+}
+
+// Release removes a slot's namespace (and with it the tap, the veth pair
+// and the namespace's rules) and its host rule, and frees the index.
+func (m *Manager) Release(s *Slot) error {
+	var errs []error
+	if err := m.egressRule(s, false); err != nil {
+		errs = append(errs, err)
+	}
+	if l, err := netlink.LinkByName(s.HostVeth); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", s.HostVeth, err))
+		}
+	}
+	if err := DeleteNamespace(s.Namespace); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		m.mu.Lock()
+		delete(m.used, s.Index)
+		m.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// InUse is the number of slots held.
+func (m *Manager) InUse() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.used)
+}
+
+// Close removes the host-wide rules; call it after every slot is released.
+func (m *Manager) Close() error {
+	var errs []error
+	for _, c := range []struct{ table, name, parent string }{{"filter", chainForward, "FORWARD"}, {"filter", chainInput, "INPUT"}, {"nat", chainNAT, "POSTROUTING"}} {
+		if err := m.ipt.DeleteIfExists(c.table, c.parent, "-j", c.name); err != nil {
+			errs = append(errs, err)
+		}
+		if err := m.ipt.ClearAndDeleteChain(c.table, c.name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Dialer connects to the guest from the host through the slot's host address.
+func (s *Slot) GuestURL(port int) string {
+	return "http://" + net.JoinHostPort(s.GuestHost.String(), strconv.Itoa(port))
+}
