@@ -13,7 +13,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
-	"git.omukk.dev/wrenn/sandbox/internal/qemu"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
 )
 
 // BootOptions configures the boot benchmark.

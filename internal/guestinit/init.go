@@ -16,8 +16,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -56,6 +58,7 @@ func Run(log *slog.Logger) error {
 	if err := configureNetwork(params); err != nil {
 		return err
 	}
+	growRootFS(params.Root, log)
 	os.Setenv("PATH", defaultPath)
 	os.Setenv("HOME", "/root")
 
@@ -308,4 +311,39 @@ func (p *pid1) watchPowerButtons() {
 			}
 		}()
 	}
+}
+
+// ext4IocResizeFS is EXT4_IOC_RESIZE_FS, _IOW('f', 16, __u64).
+const ext4IocResizeFS = 0x40086610
+
+// growRootFS grows the root filesystem online to fill its disk: images are
+// built small, and each sandbox's disk layer has the size it was given.
+func growRootFS(dev string, log *slog.Logger) {
+	sizeFile := filepath.Join("/sys/class/block", filepath.Base(dev), "size")
+	b, err := os.ReadFile(sizeFile)
+	if err != nil {
+		return
+	}
+	sectors, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil || st.Type != unix.EXT4_SUPER_MAGIC {
+		return
+	}
+	blocks := sectors * 512 / uint64(st.Bsize)
+	if blocks <= st.Blocks+uint64(8<<20)/uint64(st.Bsize) {
+		return // within a few MB of the disk: nothing worth doing
+	}
+	fd, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ext4IocResizeFS, uintptr(unsafe.Pointer(&blocks))); errno != 0 {
+		log.Warn("could not grow the root filesystem", "device", dev, "err", errno.Error())
+		return
+	}
+	log.Info("grew the root filesystem", "device", dev, "bytes", blocks*uint64(st.Bsize))
 }

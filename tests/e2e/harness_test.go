@@ -19,7 +19,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
-	"git.omukk.dev/wrenn/sandbox/internal/qemu"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
 )
 
 var (
@@ -51,7 +51,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(imagesDir)
-	for _, name := range []string{"envd", "wrenn-init"} {
+	for _, name := range []string{"envd", "wrenn-init", "host-agent"} {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(binDir, name), "git.omukk.dev/wrenn/sandbox/cmd/"+name)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -94,7 +94,9 @@ func (vm *VM) Args() ([]string, error) {
 	case AccelKVM:
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	case AccelTCG:
-		args = append(args, "-accel", "tcg", "-cpu", "max")
+		// tb-size caps the translation cache (1 GiB by default) so a TCG
+		// guest's host memory stays near its RAM.
+		args = append(args, "-accel", "tcg,tb-size=64", "-cpu", "max")
 		khz, err := HostTSCkHz()
 		if err != nil {
 			return nil, fmt.Errorf("host TSC frequency for a TCG guest: %w", err)

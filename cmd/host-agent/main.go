@@ -1,0 +1,52 @@
+// Command host-agent (wrenn-agent) runs sandboxes on one host for the
+// control plane: see internal/hostagent.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
+)
+
+func main() {
+	var o hostagent.Options
+	secretFile := flag.String("secret-file", "", "file holding the bearer secret callers must present (or set WRENN_AGENT_SECRET)")
+	flag.StringVar(&o.Listen, "listen", "127.0.0.1:7070", "address to serve the agent API on")
+	flag.StringVar(&o.StateDir, "state-dir", "/var/lib/wrenn", "state directory (sandboxes/, images/)")
+	flag.StringVar(&o.ImagesDir, "images-dir", "", "guest images (default <state-dir>/images)")
+	flag.StringVar(&o.Runtime, "runtime", "qemu", "runtime driver: qemu (firecracker and gvisor are not available yet)")
+	flag.StringVar(&o.Accel, "accel", "auto", "QEMU accelerator: auto, kvm or tcg")
+	flag.StringVar(&o.HostID, "host-id", "", "this host's ID (default: the hostname)")
+	flag.IntVar(&o.MaxSandboxes, "max-sandboxes", 0, "most sandboxes at once (0: no limit beyond network slots)")
+	flag.DurationVar(&o.ReadyTimeout, "ready-timeout", 3*time.Minute, "how long a guest may take to boot")
+	debug := flag.Bool("debug", false, "log at debug level")
+	flag.Parse()
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	o.Secret = os.Getenv("WRENN_AGENT_SECRET")
+	if *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "host-agent: secret file:", err)
+			os.Exit(1)
+		}
+		o.Secret = strings.TrimSpace(string(b))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := hostagent.Run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "host-agent:", err)
+		os.Exit(1)
+	}
+}

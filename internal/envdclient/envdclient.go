@@ -1,0 +1,247 @@
+// Package envdclient is the agent's client of the envd inside a sandbox:
+// Connect clients for processes and files, /files transfers, /init, /health
+// and /metrics. Unary calls share a client with a 2-minute timeout; streams
+// and file transfers use one without, so long transfers are not cut.
+package envdclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"git.omukk.dev/wrenn/sandbox/proto/envd/filesystem/filesystemconnect"
+	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
+)
+
+// Port is envd's port inside every sandbox.
+const Port = 49983
+
+// UnaryTimeout bounds every call that is not a stream or a transfer.
+const UnaryTimeout = 2 * time.Minute
+
+// Client talks to one sandbox's envd.
+type Client struct {
+	base      string
+	token     string
+	unary     *http.Client
+	streaming *http.Client
+
+	// Process and FS carry the access token on every call.
+	Process       processconnect.ProcessClient // streams allowed (no timeout)
+	FS            filesystemconnect.FilesystemClient
+	ProcessStream processconnect.ProcessClient
+}
+
+// New makes a client for envd at base (http://host:port).
+func New(base, token string) *Client {
+	transport := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	c := &Client{
+		base:      strings.TrimRight(base, "/"),
+		token:     token,
+		unary:     &http.Client{Transport: &tokenTransport{token: token, next: transport}, Timeout: UnaryTimeout},
+		streaming: &http.Client{Transport: &tokenTransport{token: token, next: transport}},
+	}
+	c.Process = processconnect.NewProcessClient(c.unary, c.base)
+	c.ProcessStream = processconnect.NewProcessClient(c.streaming, c.base)
+	c.FS = filesystemconnect.NewFilesystemClient(c.unary, c.base)
+	return c
+}
+
+// CloseIdle closes idle connections, as before a snapshot, so their FINs
+// reach the guest while it still runs.
+func (c *Client) CloseIdle() {
+	c.unary.CloseIdleConnections()
+	c.streaming.CloseIdleConnections()
+}
+
+type tokenTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (t *tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.token != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("X-Access-Token", t.token)
+	}
+	return t.next.RoundTrip(r)
+}
+
+// WaitHealthy polls /health until envd answers, ctx ends, or gone closes
+// (the guest died: no point waiting).
+func (c *Client) WaitHealthy(ctx context.Context, gone <-chan struct{}) error {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, c.base+"/health", nil)
+		resp, err := c.unary.Do(req)
+		cancel()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("envd did not become ready: %w", ctx.Err())
+		case <-gone:
+			return errors.New("the guest exited before envd became ready")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// InitRequest is envd's /init body.
+type InitRequest struct {
+	AccessToken    string            `json:"accessToken,omitempty"`
+	EnvVars        map[string]string `json:"envVars,omitempty"`
+	DefaultUser    string            `json:"defaultUser,omitempty"`
+	DefaultWorkdir string            `json:"defaultWorkdir,omitempty"`
+	Timestamp      time.Time         `json:"timestamp"`
+}
+
+// Init sends /init (after boot and after every resume).
+func (c *Client) Init(ctx context.Context, r InitRequest) error {
+	body, _ := json.Marshal(r)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/init", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.unary.Do(req)
+	if err != nil {
+		return fmt.Errorf("envd /init: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("envd /init: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
+}
+
+// Metrics is envd's /metrics.
+type Metrics struct {
+	Timestamp  int64   `json:"ts"`
+	CPUCount   uint32  `json:"cpu_count"`
+	CPUUsedPct float32 `json:"cpu_used_pct"`
+	MemTotal   uint64  `json:"mem_total"`
+	MemUsed    uint64  `json:"mem_used"`
+	DiskUsed   uint64  `json:"disk_used"`
+	DiskTotal  uint64  `json:"disk_total"`
+}
+
+// Metrics fetches /metrics.
+func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
+	resp, err := c.unary.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("envd /metrics: %s", resp.Status)
+	}
+	var m Metrics
+	return &m, json.NewDecoder(resp.Body).Decode(&m)
+}
+
+// Error is an envd HTTP error.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("envd: %d: %s", e.Status, e.Message) }
+
+func httpError(resp *http.Response) error {
+	var body struct {
+		Message string `json:"message"`
+	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(raw, &body) != nil || body.Message == "" {
+		body.Message = strings.TrimSpace(string(raw))
+	}
+	return &Error{Status: resp.StatusCode, Message: body.Message}
+}
+
+func filesURL(base, path, user string) string {
+	q := url.Values{"path": {path}}
+	if user != "" {
+		q.Set("username", user)
+	}
+	return base + "/files?" + q.Encode()
+}
+
+// WriteFile streams src to path in the sandbox.
+func (c *Client) WriteFile(ctx context.Context, path, user string, src io.Reader, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, filesURL(c.base, path, user), src)
+	if err != nil {
+		return err
+	}
+	if size >= 0 {
+		req.ContentLength = size
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.streaming.Do(req)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return httpError(resp)
+	}
+	return nil
+}
+
+// ReadFile opens path in the sandbox for reading; the caller closes it.
+func (c *Client) ReadFile(ctx context.Context, path, user string) (io.ReadCloser, int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, filesURL(c.base, path, user), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := c.streaming.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, 0, httpError(resp)
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// ConnectCode maps an envd HTTP status to the Connect code a client of the
+// agent should see.
+func ConnectCode(err error) connect.Code {
+	var e *Error
+	if !errors.As(err, &e) {
+		if c := connect.CodeOf(err); c != connect.CodeUnknown {
+			return c
+		}
+		return connect.CodeUnavailable
+	}
+	switch e.Status {
+	case 400:
+		return connect.CodeInvalidArgument
+	case 401:
+		return connect.CodePermissionDenied
+	case 404:
+		return connect.CodeNotFound
+	case 507:
+		return connect.CodeResourceExhausted
+	default:
+		return connect.CodeInternal
+	}
+}

@@ -1,0 +1,151 @@
+package hostagent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/network"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
+	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
+)
+
+// Options configure an agent.
+type Options struct {
+	Listen       string
+	StateDir     string
+	ImagesDir    string
+	Secret       string
+	Runtime      string
+	Accel        string
+	HostID       string
+	MaxSandboxes int
+	ReadyTimeout time.Duration
+	Log          *slog.Logger
+	// Ready, if set, receives the listening address once serving.
+	Ready chan<- string
+}
+
+// Run serves until ctx ends, then destroys its sandboxes and removes the
+// host rules it installed.
+func Run(ctx context.Context, o Options) error {
+	if len(o.Secret) < 16 {
+		return errors.New("an agent secret of at least 16 characters is required (--secret-file or WRENN_AGENT_SECRET): without it anyone who reaches the agent runs code on this host")
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the agent must run as root: it creates network namespaces, taps and cgroups")
+	}
+	if o.ImagesDir == "" {
+		o.ImagesDir = filepath.Join(o.StateDir, "images")
+	}
+	var driver *qemu.Driver
+	switch o.Runtime {
+	case "qemu", "auto", "":
+		d, err := qemu.NewDriver(o.Accel)
+		if err != nil {
+			return err
+		}
+		driver = d
+	case "firecracker", "gvisor":
+		return fmt.Errorf("runtime %s is not available in this agent yet; use qemu", o.Runtime)
+	default:
+		return fmt.Errorf("unknown runtime %q: use qemu, firecracker or gvisor", o.Runtime)
+	}
+	accel, why := driver.Accelerator()
+	o.Log.Info("runtime", "driver", driver.Name(), "accelerator", accel, "reason", why)
+
+	netm, err := network.NewManager(0, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := netm.Close(); err != nil {
+			o.Log.Error("remove host network rules", "err", err)
+		}
+	}()
+	mem := hostMemMiB()
+	m, err := sandbox.NewManager(sandbox.Config{
+		StateDir: o.StateDir, ImagesDir: o.ImagesDir, Driver: driver, Net: netm, Log: o.Log,
+		HostCPUs: goruntime.NumCPU(), HostMemMiB: mem, MaxSandboxes: o.MaxSandboxes, DNS: hostDNS(),
+		ReadyTimeout: o.ReadyTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	if o.HostID == "" {
+		o.HostID, _ = os.Hostname()
+	}
+	mux := http.NewServeMux()
+	path, h := Handler(&Service{M: m, HostID: o.HostID, Log: o.Log}, o.Secret)
+	mux.Handle(path, h)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: mux, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.Listen, err)
+	}
+	o.Log.Info("agent listening", "addr", ln.Addr().String(), "state_dir", o.StateDir, "images", o.ImagesDir, "templates", m.Templates())
+	if o.Ready != nil {
+		o.Ready <- ln.Addr().String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	o.Log.Info("agent stopping: destroying sandboxes")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+func hostMemMiB() int {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kb int
+		if n, _ := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &kb); n == 1 {
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// hostDNS is the host's resolvers that a guest can reach (not loopback).
+func hostDNS() []netip.Addr {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && !a.IsLoopback() {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}

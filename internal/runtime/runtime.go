@@ -1,0 +1,51 @@
+// Package runtime defines what the agent needs of a sandbox runtime: start a
+// guest from an image in a network slot and stop it. The drivers are qemu
+// (microVMs; KVM or TCG), firecracker (microVMs on KVM) and gvisor (a
+// user-space kernel for hosts without usable KVM).
+package runtime
+
+import (
+	"context"
+	"net/netip"
+
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/network"
+)
+
+// Spec is one guest to start.
+type Spec struct {
+	SandboxID  string
+	TemplateID string
+	ImageDir   string
+	Manifest   *guestimage.Manifest
+	VCPUs      int
+	MemoryMiB  int
+	DiskMiB    int
+	Slot       *network.Slot
+	Dir        string // the sandbox's own directory: disk layer, sockets, logs
+	DNS        []netip.Addr
+}
+
+// Instance is a running guest. Its lifetime is the sandbox's, never a request's.
+type Instance interface {
+	PID() int
+	Done() <-chan struct{} // closed when the guest's process has exited
+	Err() error            // why it exited, after Done
+	// Shutdown asks the guest to power off and waits; when ctx ends first
+	// the guest is killed.
+	Shutdown(ctx context.Context) error
+	Kill()
+	// Release frees what the driver holds for the guest (disk layer,
+	// cgroup, sockets); the guest must have exited.
+	Release() error
+	HostRSS() uint64 // resident memory of the guest's process on the host
+	Console() string // path of the guest's console log
+}
+
+// Driver starts guests.
+type Driver interface {
+	Name() string
+	// Accelerator says what the driver runs guests with and why.
+	Accelerator() (name, reason string)
+	Start(ctx context.Context, spec Spec) (Instance, error)
+}

@@ -1,0 +1,524 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
+	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/network"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+)
+
+// Config of a manager.
+type Config struct {
+	StateDir     string // sandboxes live in StateDir/sandboxes/<id>
+	ImagesDir    string
+	Driver       runtime.Driver
+	Net          *network.Manager
+	Log          *slog.Logger
+	HostCPUs     int
+	HostMemMiB   int
+	MaxSandboxes int
+	DNS          []netip.Addr
+	// ReadyTimeout bounds boot to envd answering (TCG boots are slow).
+	ReadyTimeout time.Duration
+	SampleEvery  time.Duration
+}
+
+// Defaults for requests that leave a value at zero.
+const (
+	DefaultVCPUs     = 1
+	DefaultMemoryMiB = 256
+	DefaultTimeout   = 5 * time.Minute
+	MinMemoryMiB     = 128
+	diskHeadroomMiB  = 1024
+)
+
+// Manager owns every sandbox on this host.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	boxes  map[string]*Sandbox
+	closed bool
+	wg     sync.WaitGroup // guest watchers and timer-driven destroys
+
+	imagesMu sync.Mutex
+	images   map[string]*guestimage.Manifest
+}
+
+// NewManager removes what an earlier agent run left behind (guests,
+// sandbox directories, cgroups) and returns an empty manager. The network
+// manager it is given has already reclaimed stale slots.
+func NewManager(cfg Config) (*Manager, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 3 * time.Minute
+	}
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = 5 * time.Second
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, boxes: map[string]*Sandbox{}, images: map[string]*guestimage.Manifest{}}
+	if err := os.MkdirAll(m.sandboxesDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	if err := m.reclaim(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) sandboxesDir() string { return filepath.Join(m.cfg.StateDir, "sandboxes") }
+
+// record is what is persisted per sandbox, so that a later agent run can
+// find and stop its guest.
+type record struct {
+	ID   string `json:"id"`
+	PID  int    `json:"pid"`
+	Slot int    `json:"slot"`
+}
+
+// reclaim stops guests of an earlier run and removes their files and
+// cgroups. Adopting running guests would need their envd token and request,
+// which the control plane holds; it re-creates what it still wants.
+func (m *Manager) reclaim() error {
+	entries, err := os.ReadDir(m.sandboxesDir())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		dir := filepath.Join(m.sandboxesDir(), e.Name())
+		var rec record
+		if b, err := os.ReadFile(filepath.Join(dir, "sandbox.json")); err == nil && json.Unmarshal(b, &rec) == nil && rec.PID > 0 {
+			if ownsProcess(rec.PID, dir) {
+				m.log.Warn("stopping a guest left by an earlier agent run", "sandbox", rec.ID, "pid", rec.PID)
+				_ = syscall.Kill(rec.PID, syscall.SIGKILL)
+				waitGone(rec.PID, 5*time.Second)
+			}
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range cgroup.Stale() {
+		if err := cgroup.Open(name).Remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ownsProcess checks that pid is a guest process of dir (its command line
+// names files there), so a recycled pid is never killed.
+func ownsProcess(pid int, dir string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && strings.Contains(string(b), dir+"/")
+}
+
+func waitGone(pid int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Image loads (and on first use verifies) a template's manifest.
+func (m *Manager) Image(name string) (*guestimage.Manifest, string, error) {
+	if !ValidID(name) {
+		return nil, "", fmt.Errorf("%w: template name %q", ErrInvalid, name)
+	}
+	dir := filepath.Join(m.cfg.ImagesDir, name)
+	m.imagesMu.Lock()
+	defer m.imagesMu.Unlock()
+	if mf, ok := m.images[name]; ok {
+		return mf, dir, nil
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, "", fmt.Errorf("%w: template %q is not on this host (images are in %s)", ErrNotFound, name, m.cfg.ImagesDir)
+	}
+	mf, err := guestimage.Verify(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	m.images[name] = mf
+	return mf, dir, nil
+}
+
+// Config returns the manager's configuration.
+func (m *Manager) Config() Config { return m.cfg }
+
+// Templates lists the images present.
+func (m *Manager) Templates() []string {
+	entries, _ := os.ReadDir(m.cfg.ImagesDir)
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			if _, err := os.Stat(filepath.Join(m.cfg.ImagesDir, e.Name(), guestimage.FileManifest)); err == nil {
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out
+}
+
+func (m *Manager) normalize(r *Request) error {
+	if !ValidID(r.ID) {
+		return fmt.Errorf("%w: sandbox id %q must be 1-63 lowercase letters, digits or dashes", ErrInvalid, r.ID)
+	}
+	if r.VCPUs == 0 {
+		r.VCPUs = DefaultVCPUs
+	}
+	if r.MemoryMiB == 0 {
+		r.MemoryMiB = DefaultMemoryMiB
+	}
+	if r.Timeout == 0 {
+		r.Timeout = DefaultTimeout
+	}
+	if r.OnTimeout == "" {
+		r.OnTimeout = OnTimeoutDestroy
+	}
+	if r.VCPUs < 1 || (m.cfg.HostCPUs > 0 && r.VCPUs > m.cfg.HostCPUs) {
+		return fmt.Errorf("%w: %d vCPUs; this host allows 1 to %d", ErrInvalid, r.VCPUs, m.cfg.HostCPUs)
+	}
+	if r.MemoryMiB < MinMemoryMiB || (m.cfg.HostMemMiB > 0 && r.MemoryMiB > m.cfg.HostMemMiB) {
+		return fmt.Errorf("%w: %d MiB of memory; this host allows %d to %d", ErrInvalid, r.MemoryMiB, MinMemoryMiB, m.cfg.HostMemMiB)
+	}
+	if r.Timeout < time.Second || r.Timeout > 30*24*time.Hour {
+		return fmt.Errorf("%w: timeout %s; allowed is 1s to 30 days", ErrInvalid, r.Timeout)
+	}
+	if r.OnTimeout == OnTimeoutPause {
+		return fmt.Errorf("%w: pausing on timeout needs pause and resume, which this agent does not have yet; use destroy", ErrUnsupported)
+	}
+	if r.OnTimeout != OnTimeoutDestroy {
+		return fmt.Errorf("%w: on-timeout action %q", ErrInvalid, r.OnTimeout)
+	}
+	return nil
+}
+
+// Create boots a sandbox and returns when its envd answers. A failure on
+// any step releases everything the steps before it took.
+func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
+	if err := m.normalize(&r); err != nil {
+		return Info{}, err
+	}
+	mf, imgDir, err := m.Image(r.Template)
+	if err != nil {
+		return Info{}, err
+	}
+	rootfsMiB := int((mf.Files[guestimage.FileRootfs].Size + 1<<20 - 1) >> 20)
+	if r.DiskMiB == 0 {
+		r.DiskMiB = rootfsMiB + diskHeadroomMiB
+	}
+	if r.DiskMiB < rootfsMiB || r.DiskMiB > 1<<20 {
+		return Info{}, fmt.Errorf("%w: disk of %d MiB; template %s needs at least %d", ErrInvalid, r.DiskMiB, r.Template, rootfsMiB)
+	}
+	accel, _ := m.cfg.Driver.Accelerator()
+	s := &Sandbox{info: Info{Request: r, State: Creating, CreatedAt: time.Now(), Runtime: m.cfg.Driver.Name() + "/" + accel}}
+	s.info.EnvVars = maps.Clone(r.EnvVars)
+	s.info.Metadata = maps.Clone(r.Metadata)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return Info{}, fmt.Errorf("%w: the agent is shutting down", ErrNoCapacity)
+	}
+	if _, dup := m.boxes[r.ID]; dup {
+		m.mu.Unlock()
+		return Info{}, fmt.Errorf("%w: %s", ErrAlreadyExists, r.ID)
+	}
+	if m.cfg.MaxSandboxes > 0 && len(m.boxes) >= m.cfg.MaxSandboxes {
+		m.mu.Unlock()
+		return Info{}, fmt.Errorf("%w: this host runs its maximum of %d sandboxes", ErrNoCapacity, m.cfg.MaxSandboxes)
+	}
+	m.boxes[r.ID] = s
+	m.mu.Unlock()
+
+	if err := m.boot(ctx, s, mf, imgDir); err != nil {
+		m.teardown(s)
+		m.mu.Lock()
+		delete(m.boxes, r.ID)
+		m.mu.Unlock()
+		m.log.Warn("create failed", "sandbox", r.ID, "err", err)
+		return Info{}, fmt.Errorf("create sandbox %s: %w", r.ID, err)
+	}
+	m.log.Info("sandbox running", "sandbox", r.ID, "template", r.Template, "slot", s.slot.Index, "pid", s.inst.PID(), "boot", time.Since(s.info.CreatedAt).Round(time.Millisecond))
+	return s.Info(), nil
+}
+
+func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string) error {
+	r := s.info.Request
+	slot, err := m.cfg.Net.Acquire(r.AllowInternet)
+	if err != nil {
+		return err
+	}
+	s.slot = slot
+	s.dir = filepath.Join(m.sandboxesDir(), r.ID)
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return err
+	}
+	inst, err := m.cfg.Driver.Start(ctx, runtime.Spec{
+		SandboxID: r.ID, TemplateID: r.Template, ImageDir: imgDir, Manifest: mf,
+		VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB, Slot: slot, Dir: s.dir, DNS: m.cfg.DNS,
+	})
+	if err != nil {
+		return err
+	}
+	s.inst = inst
+	rec, _ := json.Marshal(record{ID: r.ID, PID: inst.PID(), Slot: slot.Index})
+	if err := os.WriteFile(filepath.Join(s.dir, "sandbox.json"), rec, 0o600); err != nil {
+		return err
+	}
+	s.envd = envdclient.New(slot.GuestURL(envdclient.Port), r.AccessToken)
+	readyCtx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	if err := s.envd.WaitHealthy(readyCtx, inst.Done()); err != nil {
+		return fmt.Errorf("%w (console: %s)", err, tail(inst.Console(), 800))
+	}
+	if err := s.envd.Init(readyCtx, envdclient.InitRequest{AccessToken: r.AccessToken, EnvVars: r.EnvVars, DefaultUser: mf.DefaultUser, Timestamp: time.Now().UTC()}); err != nil {
+		return err
+	}
+	s.infoMu.Lock()
+	s.info.State = Running
+	s.info.ExpiresAt = time.Now().Add(r.Timeout)
+	s.info.HostAddress = slot.GuestHost.String()
+	s.info.EnvdVersion = "0.6.13"
+	s.infoMu.Unlock()
+	s.expiry = time.AfterFunc(r.Timeout, func() { m.expire(r.ID) })
+	s.sampler = startSampler(s, m.cfg.SampleEvery)
+	s.watch = make(chan struct{})
+	m.wg.Add(1)
+	go m.watchGuest(s, inst, s.watch)
+	return nil
+}
+
+// watchGuest notices a guest that dies on its own: the sandbox goes to the
+// error state and everything it held is released.
+func (m *Manager) watchGuest(s *Sandbox, inst runtime.Instance, stop chan struct{}) {
+	defer m.wg.Done()
+	select {
+	case <-stop:
+		return
+	case <-inst.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.Info().State; st == Stopping || st == Stopped {
+		return
+	}
+	reason := fmt.Sprintf("the guest exited unexpectedly: %v", inst.Err())
+	m.log.Error("guest died", "sandbox", s.info.ID, "err", inst.Err())
+	s.watch = nil // this goroutine is the watcher; nothing to stop
+	m.teardown(s)
+	s.setState(Error, reason)
+}
+
+// teardown releases everything s holds, in reverse order of acquisition.
+// It is safe on a partly built sandbox. Callers hold s.mu.
+func (m *Manager) teardown(s *Sandbox) {
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	if s.sampler != nil {
+		s.sampler.stop()
+		s.sampler = nil
+	}
+	if s.watch != nil {
+		close(s.watch)
+		s.watch = nil
+	}
+	if s.envd != nil {
+		s.envd.CloseIdle()
+	}
+	if s.inst != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := s.inst.Shutdown(ctx); err != nil {
+			m.log.Warn("guest shutdown", "sandbox", s.info.ID, "err", err)
+		}
+		cancel()
+		if err := s.inst.Release(); err != nil {
+			m.log.Error("release guest resources", "sandbox", s.info.ID, "err", err)
+		}
+		s.inst = nil
+	}
+	if s.slot != nil {
+		if err := m.cfg.Net.Release(s.slot); err != nil {
+			m.log.Error("release network slot", "sandbox", s.info.ID, "slot", s.slot.Index, "err", err)
+		}
+		s.slot = nil
+	}
+	if s.dir != "" {
+		if err := os.RemoveAll(s.dir); err != nil {
+			m.log.Error("remove sandbox directory", "sandbox", s.info.ID, "err", err)
+		}
+	}
+}
+
+func (m *Manager) get(id string) (*Sandbox, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.boxes[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return s, nil
+}
+
+// Get returns a sandbox by ID.
+func (m *Manager) Get(id string) (*Sandbox, error) { return m.get(id) }
+
+// List returns every sandbox's state, by creation time.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	boxes := slices.Collect(maps.Values(m.boxes))
+	m.mu.Unlock()
+	out := make([]Info, 0, len(boxes))
+	for _, s := range boxes {
+		out = append(out, s.Info())
+	}
+	slices.SortFunc(out, func(a, b Info) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+// Destroy stops a sandbox and releases everything it holds.
+func (m *Manager) Destroy(id string) error {
+	s, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.Info().State; st == Stopped {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	s.setState(Stopping, "")
+	m.teardown(s)
+	s.setState(Stopped, "")
+	m.mu.Lock()
+	if m.boxes[id] == s {
+		delete(m.boxes, id)
+	}
+	m.mu.Unlock()
+	m.log.Info("sandbox destroyed", "sandbox", id)
+	return nil
+}
+
+// SetTimeout moves a running sandbox's expiry to d from now.
+func (m *Manager) SetTimeout(id string, d time.Duration) (Info, error) {
+	if d < time.Second || d > 30*24*time.Hour {
+		return Info{}, fmt.Errorf("%w: timeout %s; allowed is 1s to 30 days", ErrInvalid, d)
+	}
+	s, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.Info().State; st != Running {
+		return Info{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, st)
+	}
+	s.expiry.Reset(d)
+	s.infoMu.Lock()
+	s.info.ExpiresAt = time.Now().Add(d)
+	s.infoMu.Unlock()
+	return s.Info(), nil
+}
+
+// expire is the reaper: called by a sandbox's timer.
+func (m *Manager) expire(id string) {
+	m.wg.Add(1)
+	defer m.wg.Done()
+	s, err := m.get(id)
+	if err != nil {
+		return
+	}
+	if time.Now().Before(s.Info().ExpiresAt.Add(-10 * time.Millisecond)) {
+		return // extended while this timer fired
+	}
+	m.log.Info("sandbox timed out", "sandbox", id)
+	if err := m.Destroy(id); err != nil && !errors.Is(err, ErrNotFound) {
+		m.log.Error("destroy on timeout", "sandbox", id, "err", err)
+	}
+}
+
+// Metrics returns the latest samples of a running sandbox.
+func (m *Manager) Metrics(id string) ([]Metrics, error) {
+	s, err := m.get(id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sampler == nil {
+		return nil, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, s.Info().State)
+	}
+	recent := s.sampler.snapshot()
+	if len(recent) == 0 {
+		s.sampler.sample(context.Background(), s)
+		recent = s.sampler.snapshot()
+	}
+	return recent, nil
+}
+
+// Committed is what running sandboxes hold of the host.
+func (m *Manager) Committed() (vcpus, memMiB int) {
+	for _, i := range m.List() {
+		if i.State == Creating || i.State == Running {
+			vcpus += i.VCPUs
+			memMiB += i.MemoryMiB
+		}
+	}
+	return
+}
+
+// Close destroys every sandbox and waits for background work.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	ids := slices.Collect(maps.Keys(m.boxes))
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = m.Destroy(id)
+		}()
+	}
+	wg.Wait()
+	m.wg.Wait()
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unavailable"
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
+}

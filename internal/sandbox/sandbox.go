@@ -1,0 +1,193 @@
+// Package sandbox is the agent's sandbox manager: the state machine of each
+// sandbox, per-sandbox serialisation of operations, timeouts and the reaper,
+// metrics sampling, and the release of every host resource a sandbox holds
+// on every path (failed creates, guests that die, destroys, agent restarts).
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
+	"git.omukk.dev/wrenn/sandbox/internal/network"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+)
+
+// State of a sandbox.
+type State string
+
+const (
+	Creating State = "creating"
+	Running  State = "running"
+	Pausing  State = "pausing"
+	Paused   State = "paused"
+	Resuming State = "resuming"
+	Stopping State = "stopping"
+	Stopped  State = "stopped"
+	Error    State = "error"
+)
+
+// TimeoutAction is what the reaper does with an expired sandbox.
+type TimeoutAction string
+
+const (
+	OnTimeoutDestroy TimeoutAction = "destroy"
+	OnTimeoutPause   TimeoutAction = "pause"
+)
+
+// Request is what a sandbox is created from.
+type Request struct {
+	ID            string
+	Template      string
+	VCPUs         int
+	MemoryMiB     int
+	DiskMiB       int
+	Timeout       time.Duration
+	EnvVars       map[string]string
+	AllowInternet bool
+	Metadata      map[string]string
+	AccessToken   string
+	OnTimeout     TimeoutAction
+}
+
+// Info is a snapshot of a sandbox's public state.
+type Info struct {
+	Request
+	State       State
+	Err         string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	Runtime     string
+	EnvdVersion string
+	HostAddress string
+}
+
+// Sandbox is one sandbox. mu serialises operations on it; fields read by
+// List and Get are guarded by infoMu so they never wait on an operation.
+type Sandbox struct {
+	mu sync.Mutex
+
+	infoMu sync.RWMutex
+	info   Info
+
+	inst    runtime.Instance
+	slot    *network.Slot
+	dir     string
+	envd    *envdclient.Client
+	expiry  *time.Timer
+	sampler *sampler
+	watch   chan struct{} // closed to stop watching the guest
+}
+
+// Info returns a copy of the sandbox's state.
+func (s *Sandbox) Info() Info {
+	s.infoMu.RLock()
+	defer s.infoMu.RUnlock()
+	out := s.info
+	return out
+}
+
+func (s *Sandbox) setState(st State, errMsg string) {
+	s.infoMu.Lock()
+	s.info.State, s.info.Err = st, errMsg
+	s.infoMu.Unlock()
+}
+
+// Envd is the client of the sandbox's envd, or an error when it is not running.
+func (s *Sandbox) Envd() (*envdclient.Client, error) {
+	s.infoMu.RLock()
+	st := s.info.State
+	s.infoMu.RUnlock()
+	if st != Running {
+		return nil, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, s.info.ID, st)
+	}
+	return s.envd, nil
+}
+
+// Errors the service maps to status codes.
+var (
+	ErrNotFound      = errors.New("sandbox not found")
+	ErrAlreadyExists = errors.New("sandbox already exists")
+	ErrInvalid       = errors.New("invalid request")
+	ErrNotRunning    = errors.New("sandbox is not running")
+	ErrNoCapacity    = errors.New("no capacity")
+	ErrUnsupported   = errors.New("not supported")
+)
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidID reports whether id can name a sandbox (and its cgroup, files, hostname).
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Metrics sample of one sandbox.
+type Metrics struct {
+	At         time.Time
+	CPUUsedPct float32
+	CPUCount   uint32
+	MemUsed    uint64
+	MemTotal   uint64
+	DiskUsed   uint64
+	DiskTotal  uint64
+	HostRSS    uint64
+}
+
+// sampler polls envd's /metrics and the VMM's host memory while the
+// sandbox runs; it is stopped before the sandbox stops or pauses.
+type sampler struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	recent []Metrics
+}
+
+const samplesKept = 60
+
+func startSampler(s *Sandbox, every time.Duration) *sampler {
+	ctx, cancel := context.WithCancel(context.Background())
+	sm := &sampler{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(sm.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			sm.sample(ctx, s)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return sm
+}
+
+func (sm *sampler) sample(ctx context.Context, s *Sandbox) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := s.envd.Metrics(rctx)
+	if err != nil {
+		return
+	}
+	sample := Metrics{At: time.Now(), CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsed: m.MemUsed, MemTotal: m.MemTotal, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal, HostRSS: s.inst.HostRSS()}
+	sm.mu.Lock()
+	sm.recent = append(sm.recent, sample)
+	if len(sm.recent) > samplesKept {
+		sm.recent = sm.recent[len(sm.recent)-samplesKept:]
+	}
+	sm.mu.Unlock()
+}
+
+func (sm *sampler) stop() {
+	sm.cancel()
+	<-sm.done
+}
+
+func (sm *sampler) snapshot() []Metrics {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	return append([]Metrics(nil), sm.recent...)
+}

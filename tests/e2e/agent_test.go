@@ -1,0 +1,654 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+
+	"git.omukk.dev/wrenn/sandbox/internal/network"
+	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
+)
+
+const agentSecret = "e2e-secret-0123456789abcdef"
+
+type agent struct {
+	cmd      *exec.Cmd
+	stateDir string
+	addr     string
+	client   hostagentv1connect.HostAgentServiceClient
+	log      *bytes.Buffer
+	exited   chan error
+}
+
+type bearer struct {
+	secret string
+	next   http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if b.secret != "" {
+		r.Header.Set("Authorization", "Bearer "+b.secret)
+	}
+	return b.next.RoundTrip(r)
+}
+
+func agentClient(addr, secret string) hostagentv1connect.HostAgentServiceClient {
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, http.DefaultTransport}}, "http://"+addr)
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAgent runs the host-agent binary on stateDir ("" for a new one).
+func startAgent(t *testing.T, stateDir string) *agent {
+	t.Helper()
+	if stateDir == "" {
+		stateDir = t.TempDir()
+	}
+	a := &agent{stateDir: stateDir, addr: freeAddr(t), log: &bytes.Buffer{}, exited: make(chan error, 1)}
+	a.cmd = exec.Command(filepath.Join(binDir, "host-agent"), "--listen", a.addr, "--state-dir", stateDir, "--images-dir", imagesDir, "--accel", accel)
+	a.cmd.Env = append(os.Environ(), "WRENN_AGENT_SECRET="+agentSecret)
+	a.cmd.Stderr = &syncWriter{w: a.log}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.exited <- a.cmd.Wait() }()
+	a.client = agentClient(a.addr, agentSecret)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := a.client.HostInfo(context.Background(), connect.NewRequest(&pb.HostInfoRequest{}))
+		if err == nil {
+			break
+		}
+		select {
+		case err := <-a.exited:
+			t.Fatalf("agent exited: %v\n%s", err, a.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		a.stop(t, syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.log.String())
+		}
+	})
+	return a
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (a *agent) stop(t *testing.T, sig syscall.Signal) {
+	select {
+	case <-a.exited:
+		a.exited <- nil
+		return
+	default:
+	}
+	_ = a.cmd.Process.Signal(sig)
+	select {
+	case <-a.exited:
+		a.exited <- nil
+	case <-time.After(60 * time.Second):
+		a.cmd.Process.Kill()
+		t.Errorf("agent did not stop within 60s of %s", sig)
+	}
+}
+
+func create(t *testing.T, a *agent, id string, mod func(*pb.CreateSandboxRequest)) *pb.Sandbox {
+	t.Helper()
+	req := &pb.CreateSandboxRequest{SandboxId: id, Template: "minimal", TimeoutSeconds: 600, EnvVars: map[string]string{"FROM_CREATE": "yes"}}
+	if mod != nil {
+		mod(req)
+	}
+	resp, err := a.client.CreateSandbox(context.Background(), connect.NewRequest(req))
+	if err != nil {
+		t.Fatalf("create %s: %v", id, err)
+	}
+	return resp.Msg.Sandbox
+}
+
+func execIn(t *testing.T, a *agent, id, script string) *pb.ExecResponse {
+	t.Helper()
+	resp, err := a.client.Exec(context.Background(), connect.NewRequest(&pb.ExecRequest{SandboxId: id, Cmd: "/bin/bash", Args: []string{"-c", script}, User: "root", TimeoutSeconds: 60}))
+	if err != nil {
+		t.Fatalf("exec in %s: %v", id, err)
+	}
+	return resp.Msg
+}
+
+// assertNoLeftovers checks that no host resource of a sandbox remains.
+func assertNoLeftovers(t *testing.T, stateDir string) {
+	t.Helper()
+	if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
+		t.Errorf("namespaces left: %v", ns)
+	}
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, "wrenn-v") {
+			t.Errorf("veth left: %s", l.Attrs().Name)
+		}
+	}
+	ipt, err := iptables.New()
+	if err == nil {
+		for _, table := range []string{"filter", "nat"} {
+			rules, _ := ipt.List(table, map[string]string{"filter": "FORWARD", "nat": "POSTROUTING"}[table])
+			for _, r := range rules {
+				if strings.Contains(r, "WRENN") {
+					t.Errorf("iptables jump left in %s: %s", table, r)
+				}
+			}
+			for _, chain := range []string{"WRENN-FORWARD", "WRENN-INPUT", "WRENN-POSTROUTING"} {
+				if ok, _ := ipt.ChainExists(table, chain); ok {
+					t.Errorf("iptables chain %s/%s left", table, chain)
+				}
+			}
+		}
+	}
+	if out, _ := exec.Command("pgrep", "-f", stateDir).Output(); len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("processes left: %s", out)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(stateDir, "sandboxes")); len(entries) > 0 {
+		t.Errorf("sandbox directories left: %v", entries)
+	}
+	for _, dir := range []string{"/sys/fs/cgroup/wrenn", "/sys/fs/cgroup/memory/wrenn", "/sys/fs/cgroup/cpu/wrenn"} {
+		if entries, err := os.ReadDir(dir); err == nil {
+			for _, e := range entries {
+				if e.IsDir() {
+					t.Errorf("cgroup left: %s/%s", dir, e.Name())
+				}
+			}
+		}
+	}
+}
+
+func TestAgentSandboxLifecycle(t *testing.T) {
+	requireVMs(t)
+	a := startAgent(t, "")
+	ctx := context.Background()
+	sb := create(t, a, "life1", nil)
+	if sb.State != pb.SandboxState_SANDBOX_STATE_RUNNING || sb.HostAddress == "" || !strings.HasPrefix(sb.Runtime, "qemu/") {
+		t.Fatalf("created %v", sb)
+	}
+
+	r := execIn(t, a, "life1", "echo $FROM_CREATE; whoami; echo oops >&2; exit 3")
+	if string(r.Stdout) != "yes\nroot\n" || string(r.Stderr) != "oops\n" || r.ExitCode != 3 {
+		t.Fatalf("exec: %q %q %d", r.Stdout, r.Stderr, r.ExitCode)
+	}
+	st, err := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "cat", Stdin: []byte("piped in")}))
+	if err != nil || string(st.Msg.Stdout) != "piped in" {
+		t.Fatalf("exec with stdin: %v %v", st, err)
+	}
+	def, _ := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "whoami"}))
+	if string(def.Msg.Stdout) != "user\n" {
+		t.Errorf("default user: %q", def.Msg.Stdout)
+	}
+	_, err = a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "sleep", Args: []string{"30"}, TimeoutSeconds: 1}))
+	if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+		t.Errorf("exec past its timeout: %v", err)
+	}
+
+	es, err := a.client.ExecStream(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "/bin/sh", Args: []string{"-c", "for i in 1 2 3; do echo $i; done"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streamed bytes.Buffer
+	var end *pb.ExecEnd
+	for es.Receive() {
+		streamed.Write(es.Msg().GetStdout())
+		if e := es.Msg().GetEnd(); e != nil {
+			end = e
+		}
+	}
+	if streamed.String() != "1\n2\n3\n" || end == nil || end.ExitCode != 0 {
+		t.Fatalf("exec stream: %q %v %v", streamed.String(), end, es.Err())
+	}
+
+	// Files: unary, streaming, listing.
+	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt", Content: []byte("alpha")})); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt"}))
+	if err != nil || string(rf.Msg.Content) != "alpha" {
+		t.Fatalf("read file: %v %v", rf, err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16) // 3 MiB
+	ws := a.client.WriteFileStream(ctx)
+	ws.Send(&pb.WriteFileStreamRequest{Part: &pb.WriteFileStreamRequest_Header{Header: &pb.WriteFileRequest{SandboxId: "life1", Path: "/tmp/big.bin"}}})
+	for off := 0; off < len(big); off += 1 << 20 {
+		ws.Send(&pb.WriteFileStreamRequest{Part: &pb.WriteFileStreamRequest_Chunk{Chunk: big[off:min(off+1<<20, len(big))]}})
+	}
+	wr, err := ws.CloseAndReceive()
+	if err != nil || wr.Msg.Size != uint64(len(big)) {
+		t.Fatalf("write stream: %v %v", wr, err)
+	}
+	rs, err := a.client.ReadFileStream(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/tmp/big.bin"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back bytes.Buffer
+	for rs.Receive() {
+		back.Write(rs.Msg().Chunk)
+	}
+	if !bytes.Equal(back.Bytes(), big) {
+		t.Fatalf("read stream: %d bytes back of %d (%v)", back.Len(), len(big), rs.Err())
+	}
+	if _, err := a.client.MakeDir(ctx, connect.NewRequest(&pb.MakeDirRequest{SandboxId: "life1", Path: "/home/user/notes/sub"})); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := a.client.ListDir(ctx, connect.NewRequest(&pb.ListDirRequest{SandboxId: "life1", Path: "/home/user/notes", Depth: 2}))
+	if err != nil || len(ls.Msg.Entries) != 2 {
+		t.Fatalf("list: %v %v", ls, err)
+	}
+	if _, err := a.client.RemovePath(ctx, connect.NewRequest(&pb.RemovePathRequest{SandboxId: "life1", Path: "/home/user/notes"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("read a removed file: %v", err)
+	}
+	if _, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/dev/zero"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("read /dev/zero: %v", err)
+	}
+
+	// PTY round trip: start, type, resize, see the answer, kill.
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	pty, err := a.client.PtyAttach(pctx, connect.NewRequest(&pb.PtyAttachRequest{SandboxId: "life1", Cols: 80, Rows: 24}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pty.Receive() || pty.Msg().GetStartedPid() == 0 {
+		t.Fatalf("pty start: %v", pty.Err())
+	}
+	pid := pty.Msg().GetStartedPid()
+	output := make(chan string, 1)
+	go func() {
+		var seen strings.Builder
+		for pty.Receive() {
+			seen.Write(pty.Msg().GetOutput())
+			if strings.Contains(seen.String(), "50 132") {
+				output <- seen.String()
+				return
+			}
+		}
+		output <- seen.String()
+	}()
+	if _, err := a.client.PtyResize(ctx, connect.NewRequest(&pb.PtyResizeRequest{SandboxId: "life1", Pid: pid, Cols: 132, Rows: 50})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.client.PtySendInput(ctx, connect.NewRequest(&pb.PtySendInputRequest{SandboxId: "life1", Pid: pid, Data: []byte("stty size\n")})); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-output:
+		if !strings.Contains(got, "50 132") {
+			t.Fatalf("pty output: %q", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no pty output")
+	}
+	if _, err := a.client.PtyKill(ctx, connect.NewRequest(&pb.PtyKillRequest{SandboxId: "life1", Pid: pid})); err != nil {
+		t.Fatal(err)
+	}
+
+	met, err := a.client.GetSandboxMetrics(ctx, connect.NewRequest(&pb.GetSandboxMetricsRequest{SandboxId: "life1"}))
+	if err != nil || met.Msg.Latest == nil || met.Msg.Latest.MemTotalBytes == 0 || met.Msg.Latest.HostRssBytes == 0 {
+		t.Fatalf("metrics: %v %v", met, err)
+	}
+	before := sb.ExpiresAtUnixMs
+	to, err := a.client.SetSandboxTimeout(ctx, connect.NewRequest(&pb.SetSandboxTimeoutRequest{SandboxId: "life1", TimeoutSeconds: 3600}))
+	if err != nil || to.Msg.Sandbox.ExpiresAtUnixMs <= before {
+		t.Fatalf("extend timeout: %v %v", to, err)
+	}
+	info, err := a.client.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
+	if err != nil || info.Msg.Sandboxes != 1 || info.Msg.Accelerator != accel || info.Msg.CommittedVcpus != 1 {
+		t.Fatalf("host info: %v %v", info, err)
+	}
+
+	if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "life1"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "life1"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("get after destroy: %v", err)
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
+
+func TestAgentTimeoutReapsSandbox(t *testing.T) {
+	requireVMs(t)
+	a := startAgent(t, "")
+	create(t, a, "ttl1", func(r *pb.CreateSandboxRequest) { r.TimeoutSeconds = 2 })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "ttl1"}))
+		if connect.CodeOf(err) == connect.CodeNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the expired sandbox was not reaped")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
+
+func TestAgentBadInput(t *testing.T) {
+	requireVMs(t)
+	a := startAgent(t, "")
+	ctx := context.Background()
+	for name, c := range map[string]hostagentv1connect.HostAgentServiceClient{"no secret": agentClient(a.addr, ""), "wrong secret": agentClient(a.addr, "wrong-secret-0123456789")} {
+		if _, err := c.ListSandboxes(ctx, connect.NewRequest(&pb.ListSandboxesRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	bad := map[string]struct {
+		req  *pb.CreateSandboxRequest
+		code connect.Code
+	}{
+		"unknown template": {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "nope"}, connect.CodeNotFound},
+		"template path":    {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "../minimal"}, connect.CodeInvalidArgument},
+		"absurd vcpus":     {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", Vcpus: 4096}, connect.CodeInvalidArgument},
+		"absurd memory":    {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", MemoryMib: 1 << 30}, connect.CodeInvalidArgument},
+		"tiny memory":      {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", MemoryMib: 16}, connect.CodeInvalidArgument},
+		"tiny disk":        {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", DiskMib: 1}, connect.CodeInvalidArgument},
+		"bad id":           {&pb.CreateSandboxRequest{SandboxId: "../etc", Template: "minimal"}, connect.CodeInvalidArgument},
+		"empty id":         {&pb.CreateSandboxRequest{Template: "minimal"}, connect.CodeInvalidArgument},
+		"pause on timeout": {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_PAUSE}, connect.CodeUnimplemented},
+	}
+	for name, c := range bad {
+		if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(c.req)); connect.CodeOf(err) != c.code {
+			t.Errorf("%s: %v, want %s", name, err, c.code)
+		}
+	}
+	if _, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "ghost"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("get unknown: %v", err)
+	}
+	if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "ghost"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("destroy unknown: %v", err)
+	}
+	if _, err := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "ghost", Cmd: "true"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("exec in unknown: %v", err)
+	}
+
+	create(t, a, "dup1", nil)
+	if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: "dup1", Template: "minimal"})); connect.CodeOf(err) != connect.CodeAlreadyExists {
+		t.Errorf("duplicate id: %v", err)
+	}
+	// A client that goes away mid-stream leaves the agent and sandbox fine.
+	sctx, cancel := context.WithCancel(ctx)
+	es, err := a.client.ExecStream(sctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "dup1", Cmd: "/bin/sh", Args: []string{"-c", "while true; do echo tick; sleep 0.1; done"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	es.Receive()
+	es.Receive()
+	cancel()
+	for es.Receive() {
+	}
+	if r := execIn(t, a, "dup1", "echo still here"); string(r.Stdout) != "still here\n" {
+		t.Fatalf("after a disconnect: %q", r.Stdout)
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
+
+// outside is a stand-in for the internet: a namespace routed from the host,
+// serving HTTP on 10.99.0.2:8080.
+func outside(t *testing.T) string {
+	t.Helper()
+	ns := "wrenn-e2e-outside"
+	_ = network.DeleteNamespace(ns)
+	if err := network.CreateNamespace(ns); err != nil {
+		t.Fatal(err)
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "wrenn-e2e-o"}, PeerName: "wrenn-e2e-op"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName("wrenn-e2e-o"); err == nil {
+			netlink.LinkDel(l)
+		}
+		network.DeleteNamespace(ns)
+	})
+	host, _ := netlink.LinkByName("wrenn-e2e-o")
+	peer, _ := netlink.LinkByName("wrenn-e2e-op")
+	addr, _ := netlink.ParseAddr("10.99.0.1/30")
+	netlink.AddrAdd(host, addr)
+	netlink.LinkSetUp(host)
+	nsh, err := netlinkNs(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetNsFd(peer, nsh); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	err = network.InNamespace(ns, func() error {
+		p, err := netlink.LinkByName("wrenn-e2e-op")
+		if err != nil {
+			return err
+		}
+		a, _ := netlink.ParseAddr("10.99.0.2/30")
+		if err := netlink.AddrAdd(p, a); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(p); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", "10.99.0.2:8080")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "outside-ok") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://10.99.0.2:8080/"
+}
+
+func netlinkNs(name string) (int, error) {
+	f, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		return 0, err
+	}
+	// Kept open for the test's life: the fd is only read by LinkSetNsFd.
+	return int(f.Fd()), nil
+}
+
+// Four sandboxes created at once: none reaches another or the host's own
+// services; egress follows each sandbox's setting.
+func TestAgentConcurrentIsolation(t *testing.T) {
+	requireVMs(t)
+	a := startAgent(t, "")
+	outsideURL := outside(t)
+	hostSvc, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostSvc.Close()
+	go func() {
+		for {
+			c, err := hostSvc.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost-service"))
+			c.Close()
+		}
+	}()
+	hostPort := hostSvc.Addr().(*net.TCPAddr).Port
+
+	ids := []string{"iso0", "iso1", "iso2", "iso3"}
+	boxes := make([]*pb.Sandbox, len(ids))
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := a.client.CreateSandbox(context.Background(), connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Template: "minimal", TimeoutSeconds: 600, AllowInternet: i%2 == 0}))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			boxes[i] = resp.Msg.Sandbox
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(id, url string) string {
+		r := execIn(t, a, id, "wget -q -T 3 -O- "+url+" 2>/dev/null || echo BLOCKED")
+		return strings.TrimSpace(string(r.Stdout))
+	}
+	for i, id := range ids {
+		other := boxes[(i+1)%len(ids)]
+		if got := fetch(id, "http://"+other.HostAddress+":49983/health"); got != "BLOCKED" {
+			t.Errorf("%s reached %s through its host address: %q", id, other.Id, got)
+		}
+		slot := network.SlotFor(int(hostIndex(other.HostAddress)))
+		if got := fetch(id, "http://"+slot.NsIP.String()+":49983/health"); got != "BLOCKED" {
+			t.Errorf("%s reached %s's namespace: %q", id, other.Id, got)
+		}
+		own := network.SlotFor(int(hostIndex(boxes[i].HostAddress)))
+		if got := fetch(id, "http://"+own.HostIP.String()+":"+strconv.Itoa(hostPort)+"/"); got != "BLOCKED" {
+			t.Errorf("%s reached a host service: %q", id, got)
+		}
+		want := "BLOCKED"
+		if i%2 == 0 {
+			want = "outside-ok"
+		}
+		if got := fetch(id, outsideURL); got != want {
+			t.Errorf("%s (internet %v) fetching outside: %q, want %q", id, i%2 == 0, got, want)
+		}
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
+
+func hostIndex(hostAddr string) int {
+	var a, b, c, d int
+	fmt.Sscanf(hostAddr, "%d.%d.%d.%d", &a, &b, &c, &d)
+	return c<<8 + d - 1
+}
+
+// A guest whose VMM dies goes to error and gives back all it held.
+func TestAgentGuestDies(t *testing.T) {
+	requireVMs(t)
+	a := startAgent(t, "")
+	create(t, a, "dies1", nil)
+	pid := guestPID(t, filepath.Join(a.stateDir, "sandboxes", "dies1"))
+	syscall.Kill(pid, syscall.SIGKILL)
+	deadline := time.Now().Add(30 * time.Second)
+	var sb *pb.Sandbox
+	for time.Now().Before(deadline) {
+		resp, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "dies1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb = resp.Msg.Sandbox
+		if sb.State == pb.SandboxState_SANDBOX_STATE_ERROR {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if sb.State != pb.SandboxState_SANDBOX_STATE_ERROR || !strings.Contains(sb.Error, "exited unexpectedly") {
+		t.Fatalf("after the VMM died: %v", sb)
+	}
+	if _, err := a.client.Exec(context.Background(), connect.NewRequest(&pb.ExecRequest{SandboxId: "dies1", Cmd: "true"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Errorf("exec in a dead sandbox: %v", err)
+	}
+	if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
+		t.Errorf("the dead sandbox's namespace remains: %v", ns)
+	}
+	if _, err := a.client.DestroySandbox(context.Background(), connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "dies1"})); err != nil {
+		t.Errorf("destroying a dead sandbox: %v", err)
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
+
+func guestPID(t *testing.T, dir string) int {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-f", dir+"/").Output()
+	if err != nil {
+		t.Fatalf("no guest process for %s", dir)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Scan()
+	pid, _ := strconv.Atoi(sc.Text())
+	return pid
+}
+
+// An agent killed with sandboxes running leaves them behind; the next
+// agent on the same state directory removes them all and works.
+func TestAgentCrashRecovery(t *testing.T) {
+	requireVMs(t)
+	a := startAgent(t, "")
+	create(t, a, "crash1", nil)
+	create(t, a, "crash2", func(r *pb.CreateSandboxRequest) { r.AllowInternet = true })
+	pids := []int{guestPID(t, filepath.Join(a.stateDir, "sandboxes", "crash1")), guestPID(t, filepath.Join(a.stateDir, "sandboxes", "crash2"))}
+	a.stop(t, syscall.SIGKILL)
+
+	b := startAgent(t, a.stateDir)
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("guest %d of the crashed agent still runs", pid)
+		}
+	}
+	list, err := b.client.ListSandboxes(context.Background(), connect.NewRequest(&pb.ListSandboxesRequest{}))
+	if err != nil || len(list.Msg.Sandboxes) != 0 {
+		t.Fatalf("after recovery: %v %v", list, err)
+	}
+	if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
+		t.Errorf("namespaces of the crashed agent remain: %v", ns)
+	}
+	create(t, b, "crash1", nil)
+	if r := execIn(t, b, "crash1", "echo fresh"); string(r.Stdout) != "fresh\n" {
+		t.Fatalf("new sandbox after recovery: %q", r.Stdout)
+	}
+	b.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
