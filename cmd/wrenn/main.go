@@ -25,6 +25,7 @@ commands:
   image list             list built images
   bench envd [flags]     measure envd against baselines from the same run
   bench boot [flags]     image builds, sizes, and boot-to-ready against a busybox-only boot (root)
+  bench agent [flags]    sandbox create latency and concurrency through a host agent (root)
 `
 
 func main() {
@@ -77,8 +78,27 @@ func benchCmd(ctx context.Context, args []string) error {
 		bench.Print(os.Stdout, "guest images and boot (QEMU microvm)", rows)
 		return nil
 	}
+	if len(args) > 0 && args[0] == "agent" {
+		fs := flag.NewFlagSet("bench agent", flag.ExitOnError)
+		var o bench.AgentOptions
+		fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary")
+		fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary")
+		fs.StringVar(&o.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
+		fs.IntVar(&o.Serial, "serial", 10, "serial creates")
+		fs.IntVar(&o.Concurrent, "concurrent", 8, "concurrent creates")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		o.Log = os.Stderr
+		rows, err := bench.Agent(ctx, o)
+		if err != nil {
+			return err
+		}
+		bench.Print(os.Stdout, "host agent: sandbox creation", rows)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "envd" {
-		return fmt.Errorf("usage: wrenn bench envd|boot [flags]")
+		return fmt.Errorf("usage: wrenn bench envd|boot|agent [flags]")
 	}
 	fs := flag.NewFlagSet("bench envd", flag.ExitOnError)
 	var o bench.EnvdOptions

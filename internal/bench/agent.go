@@ -1,0 +1,169 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
+	"git.omukk.dev/wrenn/sandbox/internal/network"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
+	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
+)
+
+// AgentOptions configures the agent benchmark.
+type AgentOptions struct {
+	Envd, Init string
+	Accel      string
+	Serial     int // serial creates
+	Concurrent int // creates at once
+	Log        io.Writer
+}
+
+type bearerRT struct{ secret string }
+
+func (b bearerRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.secret)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// Agent runs an agent in this process on a temporary state directory and
+// measures sandbox creation through its API, against a bare QEMU boot of the
+// same image measured in the same run.
+func Agent(ctx context.Context, o AgentOptions) ([]Row, error) {
+	if o.Serial == 0 {
+		o.Serial = 10
+	}
+	if o.Concurrent == 0 {
+		o.Concurrent = 8
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	state, err := os.MkdirTemp("", "wrenn-bench-agent-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(state)
+	if _, err := guestimage.Build(ctx, guestimage.Options{Name: "minimal", Dir: filepath.Join(state, "images"), Envd: o.Envd, Init: o.Init, Progress: o.Log}); err != nil {
+		return nil, err
+	}
+	secret := "bench-secret-0123456789"
+	ready := make(chan string, 1)
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		stop()
+		return nil, err
+	}
+	defer func() {
+		stop()
+		<-done
+	}()
+	client := hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearerRT{secret}}, "http://"+addr)
+	info, err := client.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	runtimeDesc := fmt.Sprintf("%s/%s", info.Msg.Runtime, info.Msg.Accelerator)
+
+	create := func(id string) (time.Duration, error) {
+		t0 := time.Now()
+		_, err := client.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Template: "minimal", TimeoutSeconds: 600}))
+		return time.Since(t0), err
+	}
+	destroy := func(id string) error {
+		_, err := client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: id}))
+		return err
+	}
+
+	// Baseline: QEMU booting the same image straight to envd, no agent.
+	fmt.Fprintln(o.Log, "bare QEMU boots…")
+	ns := fmt.Sprintf("wrenn-bench-%d", os.Getpid())
+	if err := network.CreateNamespace(ns); err != nil {
+		return nil, err
+	}
+	defer network.DeleteNamespace(ns)
+	if err := network.AddTap(ns, "tap0", netip.MustParsePrefix("169.254.0.22/30")); err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: network.Dialer(ns), DisableKeepAlives: true}, Timeout: time.Second}
+	accel, _, _ := qemu.ChooseAccel(o.Accel)
+	var bare, serial []time.Duration
+	for i := range o.Serial {
+		fmt.Fprintf(o.Log, "create %d/%d…\n", i+1, o.Serial)
+		d, err := timeBoot(ctx, filepath.Join(state, "images", "minimal"), state, ns, accel, hc)
+		if err != nil {
+			return nil, err
+		}
+		bare = append(bare, d)
+		id := fmt.Sprintf("serial%d", i)
+		d, err = create(id)
+		if err != nil {
+			return nil, err
+		}
+		serial = append(serial, d)
+		if err := destroy(id); err != nil {
+			return nil, err
+		}
+	}
+
+	fmt.Fprintf(o.Log, "%d concurrent creates…\n", o.Concurrent)
+	var wg sync.WaitGroup
+	conc := make([]time.Duration, o.Concurrent)
+	errs := make([]error, o.Concurrent)
+	t0 := time.Now()
+	for i := range o.Concurrent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conc[i], errs[i] = create(fmt.Sprintf("conc%d", i))
+		}()
+	}
+	wg.Wait()
+	total := time.Since(t0)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	time.Sleep(5 * time.Second) // idle
+	var rss, used []float64
+	for i := range o.Concurrent {
+		m, err := client.GetSandboxMetrics(ctx, connect.NewRequest(&pb.GetSandboxMetricsRequest{SandboxId: fmt.Sprintf("conc%d", i)}))
+		if err != nil || m.Msg.Latest == nil {
+			return nil, fmt.Errorf("metrics: %v", err)
+		}
+		rss = append(rss, float64(m.Msg.Latest.HostRssBytes)/(1<<20))
+		used = append(used, float64(m.Msg.Latest.MemUsedBytes)/(1<<20))
+	}
+	for i := range o.Concurrent {
+		if err := destroy(fmt.Sprintf("conc%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	slowest := Percentile(conc, 100)
+	return []Row{
+		{Metric: fmt.Sprintf("create to ready, serial (median of %d, %s)", o.Serial, runtimeDesc), Wrenn: Ms(Median(serial)), Baseline: "bare QEMU boot to envd: " + Ms(Median(bare)), Ratio: "agent adds " + Ms(Median(serial)-Median(bare))},
+		{Metric: fmt.Sprintf("create to ready, serial (p95 of %d)", o.Serial), Wrenn: Ms(Percentile(serial, 95)), Baseline: "bare QEMU: " + Ms(Percentile(bare, 95))},
+		{Metric: fmt.Sprintf("%d concurrent creates (%s)", o.Concurrent, runtimeDesc), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(slowest)), Ratio: fmt.Sprintf("%.2f creates/s", float64(o.Concurrent)/total.Seconds())},
+		{Metric: "host memory per idle sandbox (256 MiB guest)", Wrenn: fmt.Sprintf("QEMU RSS %.0f MiB", MedianFloat(rss)), Baseline: fmt.Sprintf("guest's own use %.0f MiB", MedianFloat(used)), Ratio: fmt.Sprintf("beyond guest use: %.0f MiB", MedianFloat(rss)-MedianFloat(used))},
+	}, nil
+}
