@@ -580,4 +580,3 @@ func (s *Service) PtyKill(ctx context.Context, req *connect.Request[pb.PtyKillRe
 	}
 	return connect.NewResponse(&pb.PtyKillResponse{}), nil
 }
-
