@@ -45,6 +45,9 @@ func Run(log *slog.Logger) error {
 	}); err != nil {
 		return err
 	}
+	// Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this
+	// process, a clean shutdown, instead of an immediate reboot.
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	if _, err := os.Lstat("/dev/ptmx"); err != nil {
 		_ = os.Symlink("pts/ptmx", "/dev/ptmx")
 	}

@@ -16,22 +16,26 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/network"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/firecracker"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
 	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
 )
 
 // Options configure an agent.
 type Options struct {
-	Listen       string
-	StateDir     string
-	ImagesDir    string
-	Secret       string
-	Runtime      string
-	Accel        string
-	HostID       string
-	MaxSandboxes int
-	ReadyTimeout time.Duration
-	Log          *slog.Logger
+	Listen    string
+	StateDir  string
+	ImagesDir string
+	Secret    string
+	Runtime   string
+	Accel     string
+	// FirecrackerBin is the firecracker binary (default: firecracker on PATH).
+	FirecrackerBin string
+	HostID         string
+	MaxSandboxes   int
+	ReadyTimeout   time.Duration
+	Log            *slog.Logger
 	// Ready, if set, receives the listening address once serving.
 	Ready chan<- string
 }
@@ -48,7 +52,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.ImagesDir == "" {
 		o.ImagesDir = filepath.Join(o.StateDir, "images")
 	}
-	var driver *qemu.Driver
+	var driver runtime.Driver
 	switch o.Runtime {
 	case "qemu", "auto", "":
 		d, err := qemu.NewDriver(o.Accel)
@@ -56,8 +60,14 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		driver = d
-	case "firecracker", "gvisor":
-		return fmt.Errorf("runtime %s is not available in this agent yet; use qemu", o.Runtime)
+	case "firecracker":
+		d, err := firecracker.NewDriver(o.FirecrackerBin)
+		if err != nil {
+			return err
+		}
+		driver = d
+	case "gvisor":
+		return fmt.Errorf("runtime gvisor is not available in this agent yet; use qemu")
 	default:
 		return fmt.Errorf("unknown runtime %q: use qemu, firecracker or gvisor", o.Runtime)
 	}

@@ -65,13 +65,14 @@ func freeAddr(t *testing.T) string {
 }
 
 // startAgent runs the host-agent binary on stateDir ("" for a new one).
-func startAgent(t *testing.T, stateDir string) *agent {
+func startAgent(t *testing.T, stateDir string, extraArgs ...string) *agent {
 	t.Helper()
 	if stateDir == "" {
 		stateDir = t.TempDir()
 	}
 	a := &agent{stateDir: stateDir, addr: freeAddr(t), log: &bytes.Buffer{}, exited: make(chan error, 1)}
-	a.cmd = exec.Command(filepath.Join(binDir, "host-agent"), "--listen", a.addr, "--state-dir", stateDir, "--images-dir", imagesDir, "--accel", accel)
+	args := append([]string{"--listen", a.addr, "--state-dir", stateDir, "--images-dir", imagesDir, "--accel", accel}, extraArgs...)
+	a.cmd = exec.Command(filepath.Join(binDir, "host-agent"), args...)
 	a.cmd.Env = append(os.Environ(), "WRENN_AGENT_SECRET="+agentSecret)
 	a.cmd.Stderr = &syncWriter{w: a.log}
 	if err := a.cmd.Start(); err != nil {
@@ -667,5 +668,29 @@ func TestAgentCrashRecovery(t *testing.T) {
 		t.Fatalf("new sandbox after recovery: %q", r.Stdout)
 	}
 	b.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
+
+// The Firecracker driver end to end, where Firecracker can run.
+func TestAgentFirecracker(t *testing.T) {
+	requireVMs(t)
+	if _, err := exec.LookPath("firecracker"); err != nil {
+		t.Skip("no firecracker binary: Firecracker is not in Debian or the reachable registries")
+	}
+	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
+		t.Skip("this host's KVM is PVM-only and cannot boot a standard guest, which Firecracker needs")
+	}
+	a := startAgent(t, "", "--runtime", "firecracker")
+	sb := create(t, a, "fc1", nil)
+	if !strings.HasPrefix(sb.Runtime, "firecracker/") {
+		t.Fatalf("runtime %q", sb.Runtime)
+	}
+	if r := execIn(t, a, "fc1", "echo $FROM_CREATE; cat /proc/cmdline"); !strings.HasPrefix(string(r.Stdout), "yes\n") {
+		t.Fatalf("exec: %q", r.Stdout)
+	}
+	if _, err := a.client.DestroySandbox(context.Background(), connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "fc1"})); err != nil {
+		t.Fatal(err)
+	}
+	a.stop(t, syscall.SIGTERM)
 	assertNoLeftovers(t, a.stateDir)
 }

@@ -165,9 +165,10 @@ func (in *instance) Release() error {
 	return errors.Join(errs...)
 }
 
-func (in *instance) HostRSS() uint64 { return processRSS(in.PID()) }
+func (in *instance) HostRSS() uint64 { return ProcessRSS(in.PID()) }
 
-func processRSS(pid int) uint64 {
+// ProcessRSS is the resident memory of a process, 0 when it is gone.
+func ProcessRSS(pid int) uint64 {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
 	if err != nil {
 		return 0
