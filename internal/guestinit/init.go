@@ -33,6 +33,9 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // Run is PID 1 on the root disk. It returns only on a setup failure; a clean
 // shutdown ends in poweroff.
 func Run(log *slog.Logger) error {
+	if os.Getenv(ModeEnv) == ModeContainer {
+		return runInContainer(log)
+	}
 	if err := mountAll([]mount{
 		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
@@ -78,6 +81,28 @@ func Run(log *slog.Logger) error {
 		p.supervise(&child{name: "chronyd", argv: chrony})
 	}
 	p.watchPowerButtons()
+	return p.loop()
+}
+
+// ModeEnv set to ModeContainer tells wrenn-init it is a container's init
+// (gVisor): the runtime has mounted the filesystems, set the hostname and
+// configured the network, so only supervision and reaping are left.
+const (
+	ModeEnv       = "WRENN_INIT_MODE"
+	ModeContainer = "container"
+)
+
+func runInContainer(log *slog.Logger) error {
+	os.Setenv("PATH", defaultPath)
+	os.Setenv("HOME", "/root")
+	p := &pid1{log: log, children: map[int]*child{}, events: make(chan func(), 16), container: true}
+	args := []string{EnvdPath}
+	for _, kv := range []struct{ env, flag string }{{"WRENN_SANDBOX_ID", "--sandbox-id"}, {"WRENN_TEMPLATE_ID", "--template-id"}} {
+		if v := os.Getenv(kv.env); v != "" {
+			args = append(args, kv.flag, v)
+		}
+	}
+	p.supervise(&child{name: "envd", argv: args})
 	return p.loop()
 }
 
@@ -163,6 +188,7 @@ type pid1 struct {
 	children     map[int]*child
 	events       chan func() // work for the main loop from timers and readers
 	shuttingDown bool
+	container    bool // a container's init: exit instead of powering off
 }
 
 const (
@@ -259,6 +285,10 @@ func (p *pid1) shutdown() {
 		p.waitNoChildren(2 * time.Second)
 	}
 	unix.Sync()
+	if p.container {
+		p.log.Info("exiting")
+		os.Exit(0)
+	}
 	_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
 	unix.Sync()
 	p.log.Info("powering off")

@@ -18,6 +18,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/firecracker"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/gvisor"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
 	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
 )
@@ -32,10 +33,12 @@ type Options struct {
 	Accel     string
 	// FirecrackerBin is the firecracker binary (default: firecracker on PATH).
 	FirecrackerBin string
-	HostID         string
-	MaxSandboxes   int
-	ReadyTimeout   time.Duration
-	Log            *slog.Logger
+	// RunscBin is gVisor's runsc (default: runsc on PATH).
+	RunscBin     string
+	HostID       string
+	MaxSandboxes int
+	ReadyTimeout time.Duration
+	Log          *slog.Logger
 	// Ready, if set, receives the listening address once serving.
 	Ready chan<- string
 }
@@ -67,7 +70,11 @@ func Run(ctx context.Context, o Options) error {
 		}
 		driver = d
 	case "gvisor":
-		return fmt.Errorf("runtime gvisor is not available in this agent yet; use qemu")
+		d, err := gvisor.NewDriver(o.RunscBin, o.StateDir)
+		if err != nil {
+			return err
+		}
+		driver = d
 	default:
 		return fmt.Errorf("unknown runtime %q: use qemu, firecracker or gvisor", o.Runtime)
 	}

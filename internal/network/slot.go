@@ -24,6 +24,9 @@ var (
 
 const (
 	nsPrefix   = "wrenn-ns-"
+	gnsPrefix  = "wrenn-gns-"
+	guestVeth  = "gv0"
+	GuestIface = "eth0"
 	vethPrefix = "wrenn-v"
 	nsVeth     = "veth0"
 	TapName    = "tap0"
@@ -44,6 +47,11 @@ type Slot struct {
 	NsIP      netip.Addr // namespace end of the /31
 	GuestHost netip.Addr // the address the host uses to reach the guest
 	Internet  bool
+	// GuestNamespace is set for runtimes whose guest is a network namespace
+	// of its own (gVisor's netstack takes over its eth0) rather than a VM
+	// behind tap0; the namespace side of the pair is then gv0, at the
+	// tap's address, so the guest sees the same network either way.
+	GuestNamespace string
 }
 
 // SlotFor computes slot i's names and addresses (10.12.0.0/16 for the /31s,
@@ -171,8 +179,9 @@ func (m *Manager) egressRule(s *Slot, add bool) error {
 func (m *Manager) reclaim(keep map[int]bool) error {
 	var errs []error
 	names, _ := filepath.Glob("/run/netns/" + nsPrefix + "*")
-	for _, p := range names {
-		i, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(p), nsPrefix))
+	gnames, _ := filepath.Glob("/run/netns/" + gnsPrefix + "*")
+	for _, p := range append(names, gnames...) {
+		i, err := strconv.Atoi(strings.TrimPrefix(strings.TrimPrefix(filepath.Base(p), nsPrefix), gnsPrefix))
 		if err == nil && keep[i] {
 			continue
 		}
@@ -200,8 +209,17 @@ func (m *Manager) reclaim(keep map[int]bool) error {
 	return errors.Join(errs...)
 }
 
-// Acquire builds a new slot. On any failure everything it made is removed.
-func (m *Manager) Acquire(internet bool) (s *Slot, err error) {
+// Acquire builds a new slot for a VM (a tap in the slot's namespace). On
+// any failure everything it made is removed.
+func (m *Manager) Acquire(internet bool) (*Slot, error) { return m.acquire(internet, false) }
+
+// AcquireWithGuestNamespace builds a slot whose guest is a namespace of its
+// own, joined to the slot's namespace by a veth pair.
+func (m *Manager) AcquireWithGuestNamespace(internet bool) (*Slot, error) {
+	return m.acquire(internet, true)
+}
+
+func (m *Manager) acquire(internet, guestNS bool) (s *Slot, err error) {
 	m.mu.Lock()
 	i := -1
 	for j := range m.max {
@@ -218,6 +236,9 @@ func (m *Manager) Acquire(internet bool) (s *Slot, err error) {
 	m.mu.Unlock()
 	s = SlotFor(i)
 	s.Internet = internet
+	if guestNS {
+		s.GuestNamespace = gnsPrefix + strconv.Itoa(i)
+	}
 	defer func() {
 		if err != nil {
 			if rerr := m.Release(s); rerr != nil {
@@ -272,10 +293,79 @@ func (m *Manager) build(s *Slot) error {
 	if err := InNamespace(s.Namespace, func() error { return s.configureInside(veth.PeerName) }); err != nil {
 		return err
 	}
-	if err := AddTap(s.Namespace, TapName, TapPrefix); err != nil {
+	if s.GuestNamespace != "" {
+		if err := s.buildGuestNamespace(); err != nil {
+			return err
+		}
+	} else if err := AddTap(s.Namespace, TapName, TapPrefix); err != nil {
 		return err
 	}
 	return m.egressRule(s, true)
+}
+
+func (s *Slot) buildGuestNamespace() error {
+	_ = DeleteNamespace(s.GuestNamespace)
+	if err := CreateNamespace(s.GuestNamespace); err != nil {
+		return err
+	}
+	peerName := "gvp-" + strconv.Itoa(s.Index)
+	gh, err := namespaceHandle(s.GuestNamespace)
+	if err != nil {
+		return err
+	}
+	defer gh.Close()
+	return InNamespace(s.Namespace, func() error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: guestVeth}, PeerName: peerName}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("create guest veth: %w", err)
+		}
+		peer, err := netlink.LinkByName(peerName)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetNsFd(peer, int(gh)); err != nil {
+			return fmt.Errorf("move veth into %s: %w", s.GuestNamespace, err)
+		}
+		gv, err := netlink.LinkByName(guestVeth)
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(gv, &netlink.Addr{IPNet: prefixNet(TapPrefix)}); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(gv); err != nil {
+			return err
+		}
+		return InNamespace(s.GuestNamespace, func() error {
+			p, err := netlink.LinkByName(peerName)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetName(p, GuestIface)
+		})
+	})
+}
+
+// PrepareGuest (re)applies the guest namespace's address and route: gVisor
+// removes them from the kernel when its netstack takes the link over, so
+// they are set again before every start or restore.
+func (s *Slot) PrepareGuest() error {
+	if s.GuestNamespace == "" {
+		return nil
+	}
+	return InNamespace(s.GuestNamespace, func() error {
+		eth, err := netlink.LinkByName(GuestIface)
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrReplace(eth, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(GuestAddr, TapPrefix.Bits()))}); err != nil {
+			return fmt.Errorf("guest address: %w", err)
+		}
+		if err := netlink.LinkSetUp(eth); err != nil {
+			return err
+		}
+		return netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: TapPrefix.Addr().AsSlice()})
+	})
 }
 
 // configureInside runs in the slot's namespace.
@@ -328,6 +418,11 @@ func (m *Manager) Release(s *Slot) error {
 	}
 	if err := DeleteNamespace(s.Namespace); err != nil {
 		errs = append(errs, err)
+	}
+	if s.GuestNamespace != "" {
+		if err := DeleteNamespace(s.GuestNamespace); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) == 0 {
 		m.mu.Lock()

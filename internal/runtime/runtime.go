@@ -49,3 +49,15 @@ type Driver interface {
 	Accelerator() (name, reason string)
 	Start(ctx context.Context, spec Spec) (Instance, error)
 }
+
+// GuestNamespaceDriver is a driver whose guest is a network namespace of its
+// own rather than a VM behind a tap (see network.Slot.GuestNamespace).
+type GuestNamespaceDriver interface {
+	WantsGuestNamespace() bool
+}
+
+// Reclaimer is a driver that must clean up after an earlier agent run
+// (containers, mounts) before the agent removes sandbox directories.
+type Reclaimer interface {
+	Reclaim(stateDir string) error
+}

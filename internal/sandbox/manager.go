@@ -100,6 +100,13 @@ type record struct {
 // cgroups. Adopting running guests would need their envd token and request,
 // which the control plane holds; it re-creates what it still wants.
 func (m *Manager) reclaim() error {
+	if r, ok := m.cfg.Driver.(runtime.Reclaimer); ok {
+		if err := r.Reclaim(m.cfg.StateDir); err != nil {
+			// Directories may still hold mounts: removing them could reach
+			// through into what the mounts show.
+			return fmt.Errorf("reclaim %s runtime state: %w", m.cfg.Driver.Name(), err)
+		}
+	}
 	entries, err := os.ReadDir(m.sandboxesDir())
 	if err != nil {
 		return err
@@ -271,7 +278,11 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 
 func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string) error {
 	r := s.info.Request
-	slot, err := m.cfg.Net.Acquire(r.AllowInternet)
+	acquire := m.cfg.Net.Acquire
+	if g, ok := m.cfg.Driver.(runtime.GuestNamespaceDriver); ok && g.WantsGuestNamespace() {
+		acquire = m.cfg.Net.AcquireWithGuestNamespace
+	}
+	slot, err := acquire(r.AllowInternet)
 	if err != nil {
 		return err
 	}
@@ -353,6 +364,7 @@ func (m *Manager) teardown(s *Sandbox) {
 	if s.envd != nil {
 		s.envd.CloseIdle()
 	}
+	keepDir := false
 	if s.inst != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := s.inst.Shutdown(ctx); err != nil {
@@ -360,7 +372,10 @@ func (m *Manager) teardown(s *Sandbox) {
 		}
 		cancel()
 		if err := s.inst.Release(); err != nil {
+			// A mount may remain in the directory: leave it for the next
+			// start's reclaim rather than delete through it.
 			m.log.Error("release guest resources", "sandbox", s.info.ID, "err", err)
+			keepDir = true
 		}
 		s.inst = nil
 	}
@@ -370,7 +385,7 @@ func (m *Manager) teardown(s *Sandbox) {
 		}
 		s.slot = nil
 	}
-	if s.dir != "" {
+	if s.dir != "" && !keepDir {
 		if err := os.RemoveAll(s.dir); err != nil {
 			m.log.Error("remove sandbox directory", "sandbox", s.info.ID, "err", err)
 		}

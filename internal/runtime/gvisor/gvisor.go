@@ -1,0 +1,417 @@
+// Package gvisor runs sandboxes under gVisor (runsc): a user-space kernel
+// for hosts without a usable KVM. Each sandbox is an OCI bundle whose root
+// is an overlay of the template's tree (its rootfs.ext4 mounted read-only
+// once per template, shared) and a writable layer of its own, with
+// wrenn-init as the container's init and runsc's netstack on the slot's
+// guest namespace.
+package gvisor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
+)
+
+// PinnedVersion is the runsc module version scripts/setup builds; it records
+// it in VersionFile, since a build from the module proxy carries no version.
+const (
+	PinnedVersion = "v0.0.0-20260905035102-160fafc42237"
+	VersionFile   = "/usr/local/lib/wrenn-runsc.version"
+)
+
+// Driver runs sandboxes with runsc.
+type Driver struct {
+	bin      string
+	root     string // runsc --root: its container state
+	mounts   string // template lowers and sandbox overlays
+	platform string
+	version  string
+
+	mu     sync.Mutex
+	lowers map[string]*lower // by image directory
+}
+
+type lower struct {
+	dir  string
+	refs int
+}
+
+// NewDriver finds runsc and checks that it runs.
+func NewDriver(bin, stateDir string) (*Driver, error) {
+	if bin == "" {
+		bin = "runsc"
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, fmt.Errorf("runsc %q not found: scripts/setup builds it (or use --runtime qemu)", bin)
+	}
+	out, err := exec.Command(path, "--version").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("runsc --version: %v: %s", err, out)
+	}
+	d := &Driver{bin: path, root: filepath.Join(stateDir, "runsc"), mounts: filepath.Join(stateDir, "gvisor"), platform: "systrap", lowers: map[string]*lower{}}
+	d.version = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	if strings.Contains(d.version, "VERSION_MISSING") {
+		if b, err := os.ReadFile(VersionFile); err == nil {
+			d.version = "runsc " + strings.TrimSpace(string(b))
+		}
+	}
+	for _, dir := range []string{d.root, d.mounts} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func (d *Driver) Name() string { return "gvisor" }
+func (d *Driver) Accelerator() (string, string) {
+	return d.platform, d.version + ", platform " + d.platform + " (no KVM needed)"
+}
+
+// WantsGuestNamespace: runsc's netstack takes over a namespace's eth0.
+func (d *Driver) WantsGuestNamespace() bool { return true }
+
+func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
+	full := append([]string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none"}, args...)
+	cmd := exec.CommandContext(ctx, d.bin, full...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.Bytes(), fmt.Errorf("runsc %s: %v: %s", args[0], err, strings.TrimSpace(out.String()))
+	}
+	return out.Bytes(), nil
+}
+
+// acquireLower mounts a template's rootfs read-only, once for all its sandboxes.
+func (d *Driver) acquireLower(imageDir string, mf *guestimage.Manifest) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if l, ok := d.lowers[imageDir]; ok {
+		l.refs++
+		return l.dir, nil
+	}
+	dir := filepath.Join(d.mounts, "lower-"+filepath.Base(imageDir)+"-"+mf.Fingerprint[:12])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	out, err := exec.Command("mount", "-t", "ext4", "-o", "loop,ro,noload", filepath.Join(imageDir, guestimage.FileRootfs), dir).CombinedOutput()
+	if err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("mount template %s read-only: %v: %s", filepath.Base(imageDir), err, bytes.TrimSpace(out))
+	}
+	d.lowers[imageDir] = &lower{dir: dir, refs: 1}
+	return dir, nil
+}
+
+func (d *Driver) releaseLower(imageDir string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, ok := d.lowers[imageDir]
+	if !ok {
+		return nil
+	}
+	if l.refs--; l.refs > 0 {
+		return nil
+	}
+	delete(d.lowers, imageDir)
+	if err := unmount(l.dir); err != nil {
+		return err
+	}
+	return os.Remove(l.dir)
+}
+
+func unmount(dir string) error {
+	var err error
+	for range 50 {
+		err = syscall.Unmount(dir, 0)
+		if err == nil || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("unmount %s: %w", dir, err)
+}
+
+var containerID = regexp.MustCompile(`[^a-z0-9-]`)
+
+// Start builds the bundle and runs it detached.
+func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instance, err error) {
+	if spec.Slot.GuestNamespace == "" {
+		return nil, errors.New("gvisor needs a slot with a guest namespace")
+	}
+	in := &instance{d: d, id: "wrenn-" + containerID.ReplaceAllString(spec.SandboxID, "-"), dir: spec.Dir, imageDir: spec.ImageDir, done: make(chan struct{}), stop: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			in.Kill()
+			if rerr := in.Release(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+	}()
+	low, err := d.acquireLower(spec.ImageDir, spec.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	in.lowerHeld = true
+	upper, work, merged := filepath.Join(spec.Dir, "upper"), filepath.Join(spec.Dir, "work"), filepath.Join(spec.Dir, "rootfs")
+	for _, p := range []string{upper, work, merged} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := syscall.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", low, upper, work)); err != nil {
+		return nil, fmt.Errorf("overlay root: %w", err)
+	}
+	in.merged = merged
+	if err := spec.Slot.PrepareGuest(); err != nil {
+		return nil, err
+	}
+	cfg := ociConfig(spec, merged)
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(filepath.Join(spec.Dir, "config.json"), b, 0o600); err != nil {
+		return nil, err
+	}
+	log := filepath.Join(spec.Dir, "console.log")
+	if _, err := d.runsc(ctx, "run", "--detach", "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), "--user-log", log, in.id); err != nil {
+		return nil, err
+	}
+	in.started = true
+	st, err := d.state(ctx, in.id)
+	if err != nil {
+		return nil, err
+	}
+	in.pid = st.Pid
+	go in.watch()
+	return in, nil
+}
+
+type state struct {
+	ID     string `json:"id"`
+	Pid    int    `json:"pid"`
+	Status string `json:"status"`
+}
+
+func (d *Driver) state(ctx context.Context, id string) (*state, error) {
+	out, err := d.runsc(ctx, "state", id)
+	if err != nil {
+		return nil, err
+	}
+	var st state
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("runsc state %s: %w", id, err)
+	}
+	return &st, nil
+}
+
+func ociConfig(spec runtime.Spec, root string) map[string]any {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", guestinit.ModeEnv + "=" + guestinit.ModeContainer, "WRENN_SANDBOX_ID=" + spec.SandboxID}
+	if spec.TemplateID != "" {
+		env = append(env, "WRENN_TEMPLATE_ID="+spec.TemplateID)
+	}
+	period := 100000
+	return map[string]any{
+		"ociVersion": "1.0.2",
+		"process": map[string]any{
+			"terminal": false, "user": map[string]any{"uid": 0, "gid": 0},
+			"args": []string{"/sbin/init"}, "env": env, "cwd": "/",
+			"capabilities": capabilities(),
+			"rlimits":      []map[string]any{{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}},
+		},
+		"root":     map[string]any{"path": root, "readonly": false},
+		"hostname": spec.SandboxID,
+		"mounts": []map[string]any{
+			{"destination": "/proc", "type": "proc", "source": "proc"},
+			{"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": []string{"nosuid", "noexec", "nodev", "ro"}},
+			{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev", "mode=1777"}},
+			{"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev", "mode=755"}},
+		},
+		"linux": map[string]any{
+			"namespaces": []map[string]any{
+				{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+				{"type": "network", "path": "/run/netns/" + spec.Slot.GuestNamespace},
+			},
+			"cgroupsPath": "/wrenn/sb-" + spec.SandboxID,
+			"resources": map[string]any{
+				"cpu":    map[string]any{"quota": spec.VCPUs * period, "period": period},
+				"memory": map[string]any{"limit": int64(spec.MemoryMiB) << 20},
+				"pids":   map[string]any{"limit": 4096},
+			},
+		},
+	}
+}
+
+func capabilities() map[string]any {
+	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP", "CAP_SYS_TIME", "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_PTRACE"}
+	return map[string]any{"bounding": caps, "effective": caps, "permitted": caps}
+}
+
+type instance struct {
+	d         *Driver
+	id        string
+	dir       string
+	imageDir  string
+	merged    string
+	pid       int
+	started   bool
+	lowerHeld bool
+
+	done     chan struct{}
+	stop     chan struct{}
+	doneOnce sync.Once
+	killOnce sync.Once
+	exitErr  error
+}
+
+// watch notices the sandbox process going away (runsc detaches it, so it is
+// not this process's child to wait for).
+func (in *instance) watch() {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-in.stop:
+			return
+		case <-t.C:
+		}
+		if err := syscall.Kill(in.pid, 0); errors.Is(err, syscall.ESRCH) {
+			in.exitErr = errors.New("the gVisor sandbox process exited")
+			in.doneOnce.Do(func() { close(in.done) })
+			return
+		}
+	}
+}
+
+func (in *instance) PID() int              { return in.pid }
+func (in *instance) Done() <-chan struct{} { return in.done }
+func (in *instance) Err() error            { return in.exitErr }
+func (in *instance) Console() string       { return filepath.Join(in.dir, "console.log") }
+
+func (in *instance) Shutdown(ctx context.Context) error {
+	if !in.started {
+		return nil
+	}
+	_, _ = in.d.runsc(ctx, "kill", in.id, "TERM")
+	for {
+		st, err := in.d.state(ctx, in.id)
+		if err != nil || st.Status == "stopped" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			in.Kill()
+			return errors.New("sandbox did not stop in time; killed")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	in.Kill()
+	return nil
+}
+
+// Kill stops the container at once and deletes its runsc state.
+func (in *instance) Kill() {
+	in.killOnce.Do(func() {
+		close(in.stop)
+		if in.started {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, _ = in.d.runsc(ctx, "kill", "--all", in.id, "KILL")
+			_, _ = in.d.runsc(ctx, "delete", "--force", in.id)
+		}
+		in.doneOnce.Do(func() { close(in.done) })
+	})
+}
+
+func (in *instance) Release() error {
+	var errs []error
+	if in.merged != "" {
+		if err := unmount(in.merged); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if in.lowerHeld {
+		if err := in.d.releaseLower(in.imageDir); err != nil {
+			errs = append(errs, err)
+		}
+		in.lowerHeld = false
+	}
+	return errors.Join(errs...)
+}
+
+func (in *instance) HostRSS() uint64 { return qemu.ProcessRSS(in.pid) }
+
+// Reclaim removes what an earlier agent left: runsc containers under its
+// root, then every mount below the state directory, deepest first.
+func (d *Driver) Reclaim(stateDir string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errs []error
+	if out, err := d.runsc(ctx, "list", "--quiet"); err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			_, _ = d.runsc(ctx, "kill", "--all", id, "KILL")
+			if _, err := d.runsc(ctx, "delete", "--force", id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var points []string
+	for line := range strings.Lines(string(raw)) {
+		f := strings.Fields(line)
+		if len(f) > 4 && (strings.HasPrefix(f[4], stateDir+"/")) {
+			points = append(points, unescape(f[4]))
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, p := range points {
+		if err := unmount(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescape decodes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+var _ runtime.Driver = (*Driver)(nil)
