@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
@@ -202,7 +203,8 @@ func (m *Manager) reclaim(keep map[int]bool) error {
 		if err == nil && keep[i] {
 			continue
 		}
-		if err := netlink.LinkDel(l); err != nil {
+		// Removing a namespace takes its veth's host end with it.
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
 			errs = append(errs, fmt.Errorf("remove stale %s: %w", name, err))
 		}
 	}
@@ -219,7 +221,7 @@ func (m *Manager) AcquireWithGuestNamespace(internet bool) (*Slot, error) {
 	return m.acquire(internet, true)
 }
 
-func (m *Manager) acquire(internet, guestNS bool) (s *Slot, err error) {
+func (m *Manager) acquire(internet, guestNS bool) (_ *Slot, err error) {
 	m.mu.Lock()
 	i := -1
 	for j := range m.max {
@@ -234,7 +236,7 @@ func (m *Manager) acquire(internet, guestNS bool) (s *Slot, err error) {
 	}
 	m.used[i] = true
 	m.mu.Unlock()
-	s = SlotFor(i)
+	s := SlotFor(i)
 	s.Internet = internet
 	if guestNS {
 		s.GuestNamespace = gnsPrefix + strconv.Itoa(i)
@@ -412,7 +414,7 @@ func (m *Manager) Release(s *Slot) error {
 		errs = append(errs, err)
 	}
 	if l, err := netlink.LinkByName(s.HostVeth); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", s.HostVeth, err))
 		}
 	}

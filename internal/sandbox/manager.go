@@ -525,6 +525,11 @@ func (m *Manager) Close() {
 	}
 	wg.Wait()
 	m.wg.Wait()
+	if r, ok := m.cfg.Driver.(runtime.Reclaimer); ok {
+		if err := r.Reclaim(m.cfg.StateDir); err != nil {
+			m.log.Error("clean up runtime state", "err", err)
+		}
+	}
 }
 
 func tail(path string, n int) string {

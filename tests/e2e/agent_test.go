@@ -1,9 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +28,18 @@ import (
 )
 
 const agentSecret = "e2e-secret-0123456789abcdef"
+
+// forEachRuntime runs an agent test against every runtime this host has:
+// qemu always, gvisor where runsc is installed (scripts/setup builds it).
+func forEachRuntime(t *testing.T, f func(t *testing.T, rt string)) {
+	t.Run("qemu", func(t *testing.T) { f(t, "qemu") })
+	t.Run("gvisor", func(t *testing.T) {
+		if _, err := exec.LookPath("runsc"); err != nil {
+			t.Skip("runsc is not installed (scripts/setup builds it)")
+		}
+		f(t, "gvisor")
+	})
+}
 
 type agent struct {
 	cmd      *exec.Cmd
@@ -158,8 +170,11 @@ func execIn(t *testing.T, a *agent, id, script string) *pb.ExecResponse {
 // assertNoLeftovers checks that no host resource of a sandbox remains.
 func assertNoLeftovers(t *testing.T, stateDir string) {
 	t.Helper()
-	if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
+	if ns, _ := filepath.Glob("/run/netns/wrenn-*ns-*"); len(ns) > 0 {
 		t.Errorf("namespaces left: %v", ns)
+	}
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil && strings.Contains(string(mi), stateDir+"/") {
+		t.Errorf("mounts left under %s", stateDir)
 	}
 	links, _ := netlink.LinkList()
 	for _, l := range links {
@@ -202,234 +217,241 @@ func assertNoLeftovers(t *testing.T, stateDir string) {
 
 func TestAgentSandboxLifecycle(t *testing.T) {
 	requireVMs(t)
-	a := startAgent(t, "")
-	ctx := context.Background()
-	sb := create(t, a, "life1", nil)
-	if sb.State != pb.SandboxState_SANDBOX_STATE_RUNNING || sb.HostAddress == "" || !strings.HasPrefix(sb.Runtime, "qemu/") {
-		t.Fatalf("created %v", sb)
-	}
-
-	r := execIn(t, a, "life1", "echo $FROM_CREATE; whoami; echo oops >&2; exit 3")
-	if string(r.Stdout) != "yes\nroot\n" || string(r.Stderr) != "oops\n" || r.ExitCode != 3 {
-		t.Fatalf("exec: %q %q %d", r.Stdout, r.Stderr, r.ExitCode)
-	}
-	st, err := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "cat", Stdin: []byte("piped in")}))
-	if err != nil || string(st.Msg.Stdout) != "piped in" {
-		t.Fatalf("exec with stdin: %v %v", st, err)
-	}
-	def, _ := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "whoami"}))
-	if string(def.Msg.Stdout) != "user\n" {
-		t.Errorf("default user: %q", def.Msg.Stdout)
-	}
-	_, err = a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "sleep", Args: []string{"30"}, TimeoutSeconds: 1}))
-	if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
-		t.Errorf("exec past its timeout: %v", err)
-	}
-
-	es, err := a.client.ExecStream(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "/bin/sh", Args: []string{"-c", "for i in 1 2 3; do echo $i; done"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var streamed bytes.Buffer
-	var end *pb.ExecEnd
-	for es.Receive() {
-		streamed.Write(es.Msg().GetStdout())
-		if e := es.Msg().GetEnd(); e != nil {
-			end = e
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		ctx := context.Background()
+		sb := create(t, a, "life1", nil)
+		if sb.State != pb.SandboxState_SANDBOX_STATE_RUNNING || sb.HostAddress == "" || !strings.HasPrefix(sb.Runtime, rt+"/") {
+			t.Fatalf("created %v", sb)
 		}
-	}
-	if streamed.String() != "1\n2\n3\n" || end == nil || end.ExitCode != 0 {
-		t.Fatalf("exec stream: %q %v %v", streamed.String(), end, es.Err())
-	}
 
-	// Files: unary, streaming, listing.
-	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt", Content: []byte("alpha")})); err != nil {
-		t.Fatal(err)
-	}
-	rf, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt"}))
-	if err != nil || string(rf.Msg.Content) != "alpha" {
-		t.Fatalf("read file: %v %v", rf, err)
-	}
-	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16) // 3 MiB
-	ws := a.client.WriteFileStream(ctx)
-	ws.Send(&pb.WriteFileStreamRequest{Part: &pb.WriteFileStreamRequest_Header{Header: &pb.WriteFileRequest{SandboxId: "life1", Path: "/tmp/big.bin"}}})
-	for off := 0; off < len(big); off += 1 << 20 {
-		ws.Send(&pb.WriteFileStreamRequest{Part: &pb.WriteFileStreamRequest_Chunk{Chunk: big[off:min(off+1<<20, len(big))]}})
-	}
-	wr, err := ws.CloseAndReceive()
-	if err != nil || wr.Msg.Size != uint64(len(big)) {
-		t.Fatalf("write stream: %v %v", wr, err)
-	}
-	rs, err := a.client.ReadFileStream(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/tmp/big.bin"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back bytes.Buffer
-	for rs.Receive() {
-		back.Write(rs.Msg().Chunk)
-	}
-	if !bytes.Equal(back.Bytes(), big) {
-		t.Fatalf("read stream: %d bytes back of %d (%v)", back.Len(), len(big), rs.Err())
-	}
-	if _, err := a.client.MakeDir(ctx, connect.NewRequest(&pb.MakeDirRequest{SandboxId: "life1", Path: "/home/user/notes/sub"})); err != nil {
-		t.Fatal(err)
-	}
-	ls, err := a.client.ListDir(ctx, connect.NewRequest(&pb.ListDirRequest{SandboxId: "life1", Path: "/home/user/notes", Depth: 2}))
-	if err != nil || len(ls.Msg.Entries) != 2 {
-		t.Fatalf("list: %v %v", ls, err)
-	}
-	if _, err := a.client.RemovePath(ctx, connect.NewRequest(&pb.RemovePathRequest{SandboxId: "life1", Path: "/home/user/notes"})); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt"})); connect.CodeOf(err) != connect.CodeNotFound {
-		t.Errorf("read a removed file: %v", err)
-	}
-	if _, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/dev/zero"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
-		t.Errorf("read /dev/zero: %v", err)
-	}
+		r := execIn(t, a, "life1", "echo $FROM_CREATE; whoami; echo oops >&2; exit 3")
+		if string(r.Stdout) != "yes\nroot\n" || string(r.Stderr) != "oops\n" || r.ExitCode != 3 {
+			t.Fatalf("exec: %q %q %d", r.Stdout, r.Stderr, r.ExitCode)
+		}
+		st, err := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "cat", Stdin: []byte("piped in")}))
+		if err != nil || string(st.Msg.Stdout) != "piped in" {
+			t.Fatalf("exec with stdin: %v %v", st, err)
+		}
+		def, _ := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "whoami"}))
+		if string(def.Msg.Stdout) != "user\n" {
+			t.Errorf("default user: %q", def.Msg.Stdout)
+		}
+		_, err = a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "sleep", Args: []string{"30"}, TimeoutSeconds: 1}))
+		if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+			t.Errorf("exec past its timeout: %v", err)
+		}
 
-	// PTY round trip: start, type, resize, see the answer, kill.
-	pctx, pcancel := context.WithCancel(ctx)
-	defer pcancel()
-	pty, err := a.client.PtyAttach(pctx, connect.NewRequest(&pb.PtyAttachRequest{SandboxId: "life1", Cols: 80, Rows: 24}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !pty.Receive() || pty.Msg().GetStartedPid() == 0 {
-		t.Fatalf("pty start: %v", pty.Err())
-	}
-	pid := pty.Msg().GetStartedPid()
-	output := make(chan string, 1)
-	go func() {
-		var seen strings.Builder
-		for pty.Receive() {
-			seen.Write(pty.Msg().GetOutput())
-			if strings.Contains(seen.String(), "50 132") {
-				output <- seen.String()
-				return
+		es, err := a.client.ExecStream(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "life1", Cmd: "/bin/sh", Args: []string{"-c", "for i in 1 2 3; do echo $i; done"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var streamed bytes.Buffer
+		var end *pb.ExecEnd
+		for es.Receive() {
+			streamed.Write(es.Msg().GetStdout())
+			if e := es.Msg().GetEnd(); e != nil {
+				end = e
 			}
 		}
-		output <- seen.String()
-	}()
-	if _, err := a.client.PtyResize(ctx, connect.NewRequest(&pb.PtyResizeRequest{SandboxId: "life1", Pid: pid, Cols: 132, Rows: 50})); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.client.PtySendInput(ctx, connect.NewRequest(&pb.PtySendInputRequest{SandboxId: "life1", Pid: pid, Data: []byte("stty size\n")})); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case got := <-output:
-		if !strings.Contains(got, "50 132") {
-			t.Fatalf("pty output: %q", got)
+		if streamed.String() != "1\n2\n3\n" || end == nil || end.ExitCode != 0 {
+			t.Fatalf("exec stream: %q %v %v", streamed.String(), end, es.Err())
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no pty output")
-	}
-	if _, err := a.client.PtyKill(ctx, connect.NewRequest(&pb.PtyKillRequest{SandboxId: "life1", Pid: pid})); err != nil {
-		t.Fatal(err)
-	}
 
-	met, err := a.client.GetSandboxMetrics(ctx, connect.NewRequest(&pb.GetSandboxMetricsRequest{SandboxId: "life1"}))
-	if err != nil || met.Msg.Latest == nil || met.Msg.Latest.MemTotalBytes == 0 || met.Msg.Latest.HostRssBytes == 0 {
-		t.Fatalf("metrics: %v %v", met, err)
-	}
-	before := sb.ExpiresAtUnixMs
-	to, err := a.client.SetSandboxTimeout(ctx, connect.NewRequest(&pb.SetSandboxTimeoutRequest{SandboxId: "life1", TimeoutSeconds: 3600}))
-	if err != nil || to.Msg.Sandbox.ExpiresAtUnixMs <= before {
-		t.Fatalf("extend timeout: %v %v", to, err)
-	}
-	info, err := a.client.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
-	if err != nil || info.Msg.Sandboxes != 1 || info.Msg.Accelerator != accel || info.Msg.CommittedVcpus != 1 {
-		t.Fatalf("host info: %v %v", info, err)
-	}
+		// Files: unary, streaming, listing.
+		if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt", Content: []byte("alpha")})); err != nil {
+			t.Fatal(err)
+		}
+		rf, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt"}))
+		if err != nil || string(rf.Msg.Content) != "alpha" {
+			t.Fatalf("read file: %v %v", rf, err)
+		}
+		big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16) // 3 MiB
+		ws := a.client.WriteFileStream(ctx)
+		ws.Send(&pb.WriteFileStreamRequest{Part: &pb.WriteFileStreamRequest_Header{Header: &pb.WriteFileRequest{SandboxId: "life1", Path: "/tmp/big.bin"}}})
+		for off := 0; off < len(big); off += 1 << 20 {
+			ws.Send(&pb.WriteFileStreamRequest{Part: &pb.WriteFileStreamRequest_Chunk{Chunk: big[off:min(off+1<<20, len(big))]}})
+		}
+		wr, err := ws.CloseAndReceive()
+		if err != nil || wr.Msg.Size != uint64(len(big)) {
+			t.Fatalf("write stream: %v %v", wr, err)
+		}
+		rs, err := a.client.ReadFileStream(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/tmp/big.bin"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back bytes.Buffer
+		for rs.Receive() {
+			back.Write(rs.Msg().Chunk)
+		}
+		if !bytes.Equal(back.Bytes(), big) {
+			t.Fatalf("read stream: %d bytes back of %d (%v)", back.Len(), len(big), rs.Err())
+		}
+		if _, err := a.client.MakeDir(ctx, connect.NewRequest(&pb.MakeDirRequest{SandboxId: "life1", Path: "/home/user/notes/sub"})); err != nil {
+			t.Fatal(err)
+		}
+		ls, err := a.client.ListDir(ctx, connect.NewRequest(&pb.ListDirRequest{SandboxId: "life1", Path: "/home/user/notes", Depth: 2}))
+		if err != nil || len(ls.Msg.Entries) != 2 {
+			t.Fatalf("list: %v %v", ls, err)
+		}
+		if _, err := a.client.RemovePath(ctx, connect.NewRequest(&pb.RemovePathRequest{SandboxId: "life1", Path: "/home/user/notes"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/home/user/notes/a.txt"})); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("read a removed file: %v", err)
+		}
+		if _, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "life1", Path: "/dev/zero"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("read /dev/zero: %v", err)
+		}
 
-	if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "life1"})); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "life1"})); connect.CodeOf(err) != connect.CodeNotFound {
-		t.Errorf("get after destroy: %v", err)
-	}
-	a.stop(t, syscall.SIGTERM)
-	assertNoLeftovers(t, a.stateDir)
+		// PTY round trip: start, type, resize, see the answer, kill.
+		pctx, pcancel := context.WithCancel(ctx)
+		defer pcancel()
+		pty, err := a.client.PtyAttach(pctx, connect.NewRequest(&pb.PtyAttachRequest{SandboxId: "life1", Cols: 80, Rows: 24}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !pty.Receive() || pty.Msg().GetStartedPid() == 0 {
+			t.Fatalf("pty start: %v", pty.Err())
+		}
+		pid := pty.Msg().GetStartedPid()
+		output := make(chan string, 1)
+		go func() {
+			var seen strings.Builder
+			for pty.Receive() {
+				seen.Write(pty.Msg().GetOutput())
+				if strings.Contains(seen.String(), "50 132") {
+					output <- seen.String()
+					return
+				}
+			}
+			output <- seen.String()
+		}()
+		if _, err := a.client.PtyResize(ctx, connect.NewRequest(&pb.PtyResizeRequest{SandboxId: "life1", Pid: pid, Cols: 132, Rows: 50})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.client.PtySendInput(ctx, connect.NewRequest(&pb.PtySendInputRequest{SandboxId: "life1", Pid: pid, Data: []byte("stty size\n")})); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-output:
+			if !strings.Contains(got, "50 132") {
+				t.Fatalf("pty output: %q", got)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no pty output")
+		}
+		if _, err := a.client.PtyKill(ctx, connect.NewRequest(&pb.PtyKillRequest{SandboxId: "life1", Pid: pid})); err != nil {
+			t.Fatal(err)
+		}
+
+		met, err := a.client.GetSandboxMetrics(ctx, connect.NewRequest(&pb.GetSandboxMetricsRequest{SandboxId: "life1"}))
+		if err != nil || met.Msg.Latest == nil || met.Msg.Latest.MemTotalBytes == 0 || met.Msg.Latest.HostRssBytes == 0 {
+			t.Fatalf("metrics: %v %v", met, err)
+		}
+		before := sb.ExpiresAtUnixMs
+		to, err := a.client.SetSandboxTimeout(ctx, connect.NewRequest(&pb.SetSandboxTimeoutRequest{SandboxId: "life1", TimeoutSeconds: 3600}))
+		if err != nil || to.Msg.Sandbox.ExpiresAtUnixMs <= before {
+			t.Fatalf("extend timeout: %v %v", to, err)
+		}
+		info, err := a.client.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
+		wantAccel := map[string]string{"qemu": accel, "gvisor": "systrap"}[rt]
+		if err != nil || info.Msg.Sandboxes != 1 || info.Msg.Accelerator != wantAccel || info.Msg.CommittedVcpus != 1 {
+			t.Fatalf("host info: %v %v", info, err)
+		}
+
+		if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "life1"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "life1"})); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("get after destroy: %v", err)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
 }
 
 func TestAgentTimeoutReapsSandbox(t *testing.T) {
 	requireVMs(t)
-	a := startAgent(t, "")
-	create(t, a, "ttl1", func(r *pb.CreateSandboxRequest) { r.TimeoutSeconds = 2 })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "ttl1"}))
-		if connect.CodeOf(err) == connect.CodeNotFound {
-			break
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		create(t, a, "ttl1", func(r *pb.CreateSandboxRequest) { r.TimeoutSeconds = 2 })
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "ttl1"}))
+			if connect.CodeOf(err) == connect.CodeNotFound {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the expired sandbox was not reaped")
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the expired sandbox was not reaped")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	a.stop(t, syscall.SIGTERM)
-	assertNoLeftovers(t, a.stateDir)
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
 }
 
 func TestAgentBadInput(t *testing.T) {
 	requireVMs(t)
-	a := startAgent(t, "")
-	ctx := context.Background()
-	for name, c := range map[string]hostagentv1connect.HostAgentServiceClient{"no secret": agentClient(a.addr, ""), "wrong secret": agentClient(a.addr, "wrong-secret-0123456789")} {
-		if _, err := c.ListSandboxes(ctx, connect.NewRequest(&pb.ListSandboxesRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
-			t.Errorf("%s: %v", name, err)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		ctx := context.Background()
+		for name, c := range map[string]hostagentv1connect.HostAgentServiceClient{"no secret": agentClient(a.addr, ""), "wrong secret": agentClient(a.addr, "wrong-secret-0123456789")} {
+			if _, err := c.ListSandboxes(ctx, connect.NewRequest(&pb.ListSandboxesRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
+				t.Errorf("%s: %v", name, err)
+			}
 		}
-	}
-	bad := map[string]struct {
-		req  *pb.CreateSandboxRequest
-		code connect.Code
-	}{
-		"unknown template": {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "nope"}, connect.CodeNotFound},
-		"template path":    {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "../minimal"}, connect.CodeInvalidArgument},
-		"absurd vcpus":     {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", Vcpus: 4096}, connect.CodeInvalidArgument},
-		"absurd memory":    {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", MemoryMib: 1 << 30}, connect.CodeInvalidArgument},
-		"tiny memory":      {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", MemoryMib: 16}, connect.CodeInvalidArgument},
-		"tiny disk":        {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", DiskMib: 1}, connect.CodeInvalidArgument},
-		"bad id":           {&pb.CreateSandboxRequest{SandboxId: "../etc", Template: "minimal"}, connect.CodeInvalidArgument},
-		"empty id":         {&pb.CreateSandboxRequest{Template: "minimal"}, connect.CodeInvalidArgument},
-		"pause on timeout": {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_PAUSE}, connect.CodeUnimplemented},
-	}
-	for name, c := range bad {
-		if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(c.req)); connect.CodeOf(err) != c.code {
-			t.Errorf("%s: %v, want %s", name, err, c.code)
+		bad := map[string]struct {
+			req  *pb.CreateSandboxRequest
+			code connect.Code
+		}{
+			"unknown template": {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "nope"}, connect.CodeNotFound},
+			"template path":    {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "../minimal"}, connect.CodeInvalidArgument},
+			"absurd vcpus":     {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", Vcpus: 4096}, connect.CodeInvalidArgument},
+			"absurd memory":    {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", MemoryMib: 1 << 30}, connect.CodeInvalidArgument},
+			"tiny memory":      {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", MemoryMib: 16}, connect.CodeInvalidArgument},
+			"tiny disk":        {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", DiskMib: 1}, connect.CodeInvalidArgument},
+			"bad id":           {&pb.CreateSandboxRequest{SandboxId: "../etc", Template: "minimal"}, connect.CodeInvalidArgument},
+			"empty id":         {&pb.CreateSandboxRequest{Template: "minimal"}, connect.CodeInvalidArgument},
+			"pause on timeout": {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_PAUSE}, connect.CodeUnimplemented},
 		}
-	}
-	if _, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "ghost"})); connect.CodeOf(err) != connect.CodeNotFound {
-		t.Errorf("get unknown: %v", err)
-	}
-	if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "ghost"})); connect.CodeOf(err) != connect.CodeNotFound {
-		t.Errorf("destroy unknown: %v", err)
-	}
-	if _, err := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "ghost", Cmd: "true"})); connect.CodeOf(err) != connect.CodeNotFound {
-		t.Errorf("exec in unknown: %v", err)
-	}
+		for name, c := range bad {
+			if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(c.req)); connect.CodeOf(err) != c.code {
+				t.Errorf("%s: %v, want %s", name, err, c.code)
+			}
+		}
+		if _, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "ghost"})); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("get unknown: %v", err)
+		}
+		if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "ghost"})); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("destroy unknown: %v", err)
+		}
+		if _, err := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "ghost", Cmd: "true"})); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("exec in unknown: %v", err)
+		}
 
-	create(t, a, "dup1", nil)
-	if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: "dup1", Template: "minimal"})); connect.CodeOf(err) != connect.CodeAlreadyExists {
-		t.Errorf("duplicate id: %v", err)
-	}
-	// A client that goes away mid-stream leaves the agent and sandbox fine.
-	sctx, cancel := context.WithCancel(ctx)
-	es, err := a.client.ExecStream(sctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "dup1", Cmd: "/bin/sh", Args: []string{"-c", "while true; do echo tick; sleep 0.1; done"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	es.Receive()
-	es.Receive()
-	cancel()
-	for es.Receive() {
-	}
-	if r := execIn(t, a, "dup1", "echo still here"); string(r.Stdout) != "still here\n" {
-		t.Fatalf("after a disconnect: %q", r.Stdout)
-	}
-	a.stop(t, syscall.SIGTERM)
-	assertNoLeftovers(t, a.stateDir)
+		create(t, a, "dup1", nil)
+		if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: "dup1", Template: "minimal"})); connect.CodeOf(err) != connect.CodeAlreadyExists {
+			t.Errorf("duplicate id: %v", err)
+		}
+		// A client that goes away mid-stream leaves the agent and sandbox fine.
+		sctx, cancel := context.WithCancel(ctx)
+		es, err := a.client.ExecStream(sctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "dup1", Cmd: "/bin/sh", Args: []string{"-c", "while true; do echo tick; sleep 0.1; done"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		es.Receive()
+		es.Receive()
+		cancel()
+		for es.Receive() {
+		}
+		if r := execIn(t, a, "dup1", "echo still here"); string(r.Stdout) != "still here\n" {
+			t.Fatalf("after a disconnect: %q", r.Stdout)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
 }
 
 // outside is a stand-in for the internet: a namespace routed from the host,
@@ -501,89 +523,91 @@ func netlinkNs(name string) (int, error) {
 // services; egress follows each sandbox's setting.
 func TestAgentConcurrentIsolation(t *testing.T) {
 	requireVMs(t)
-	a := startAgent(t, "")
-	outsideAddr := outside(t)
-	hostSvc, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hostSvc.Close()
-	go func() {
-		for {
-			c, err := hostSvc.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost-service"))
-			c.Close()
-		}
-	}()
-	hostPort := hostSvc.Addr().(*net.TCPAddr).Port
-
-	ids := []string{"iso0", "iso1", "iso2", "iso3"}
-	boxes := make([]*pb.Sandbox, len(ids))
-	var wg sync.WaitGroup
-	errs := make([]error, len(ids))
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := a.client.CreateSandbox(context.Background(), connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Template: "minimal", TimeoutSeconds: 600, AllowInternet: i%2 == 0}))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			boxes[i] = resp.Msg.Sandbox
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	// bash's /dev/tcp rather than a client from the image: what is measured
-	// is the network, and a failing client must not pass for a blocked path.
-	fetch := func(id, hostPort string) string {
-		host, port, _ := net.SplitHostPort(hostPort)
-		script := fmt.Sprintf(`out=$(timeout 3 bash -c 'exec 3<>/dev/tcp/%s/%s && printf "GET / HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null); if [ -n "$out" ]; then echo "$out"; else echo BLOCKED; fi`, host, port)
-		r, err := a.client.Exec(context.Background(), connect.NewRequest(&pb.ExecRequest{SandboxId: id, Cmd: "/bin/bash", Args: []string{"-c", script}, User: "root", TimeoutSeconds: 30}))
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		outsideAddr := outside(t)
+		hostSvc, err := net.Listen("tcp", "0.0.0.0:0")
 		if err != nil {
-			return "exec failed: " + err.Error()
+			t.Fatal(err)
 		}
-		return strings.TrimSpace(string(r.Msg.Stdout))
-	}
-	// The probe itself works: each guest reaches its own envd this way.
-	for _, id := range ids {
-		if got := fetch(id, "127.0.0.1:49983"); !strings.Contains(got, "404 page not found") {
-			t.Fatalf("%s cannot reach its own envd with the probe: %q", id, got)
-		}
-	}
-	// Each sandbox's probes run at once; a blocked probe waits out its timeout.
-	var pw sync.WaitGroup
-	for i, id := range ids {
-		pw.Add(1)
+		defer hostSvc.Close()
 		go func() {
-			defer pw.Done()
-			other := boxes[(i+1)%len(ids)]
-			otherSlot := network.SlotFor(hostIndex(other.HostAddress))
-			own := network.SlotFor(hostIndex(boxes[i].HostAddress))
-			for what, target := range map[string]string{
-				"another sandbox's host address": other.HostAddress + ":49983",
-				"another sandbox's namespace":    otherSlot.NsIP.String() + ":49983",
-				"a service of the host":          own.HostIP.String() + ":" + strconv.Itoa(hostPort),
-			} {
-				if got := fetch(id, target); got != "BLOCKED" {
-					t.Errorf("%s reached %s (%s): %q", id, what, target, got)
+			for {
+				c, err := hostSvc.Accept()
+				if err != nil {
+					return
 				}
-			}
-			got := fetch(id, outsideAddr)
-			if (i%2 == 0) != strings.HasSuffix(got, "outside-ok") || (i%2 != 0 && got != "BLOCKED") {
-				t.Errorf("%s (internet %v) fetching outside: %q", id, i%2 == 0, got)
+				c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost-service"))
+				c.Close()
 			}
 		}()
-	}
-	pw.Wait()
-	a.stop(t, syscall.SIGTERM)
-	assertNoLeftovers(t, a.stateDir)
+		hostPort := hostSvc.Addr().(*net.TCPAddr).Port
+
+		ids := []string{"iso0", "iso1", "iso2", "iso3"}
+		boxes := make([]*pb.Sandbox, len(ids))
+		var wg sync.WaitGroup
+		errs := make([]error, len(ids))
+		for i, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := a.client.CreateSandbox(context.Background(), connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Template: "minimal", TimeoutSeconds: 600, AllowInternet: i%2 == 0}))
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				boxes[i] = resp.Msg.Sandbox
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		// bash's /dev/tcp rather than a client from the image: what is measured
+		// is the network, and a failing client must not pass for a blocked path.
+		fetch := func(id, hostPort string) string {
+			host, port, _ := net.SplitHostPort(hostPort)
+			script := fmt.Sprintf(`out=$(timeout 3 bash -c 'exec 3<>/dev/tcp/%s/%s && printf "GET / HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null); if [ -n "$out" ]; then echo "$out"; else echo BLOCKED; fi`, host, port)
+			r, err := a.client.Exec(context.Background(), connect.NewRequest(&pb.ExecRequest{SandboxId: id, Cmd: "/bin/bash", Args: []string{"-c", script}, User: "root", TimeoutSeconds: 30}))
+			if err != nil {
+				return "exec failed: " + err.Error()
+			}
+			return strings.TrimSpace(string(r.Msg.Stdout))
+		}
+		// The probe itself works: each guest reaches its own envd this way.
+		for _, id := range ids {
+			if got := fetch(id, "127.0.0.1:49983"); !strings.Contains(got, "404 page not found") {
+				t.Fatalf("%s cannot reach its own envd with the probe: %q", id, got)
+			}
+		}
+		// Each sandbox's probes run at once; a blocked probe waits out its timeout.
+		var pw sync.WaitGroup
+		for i, id := range ids {
+			pw.Add(1)
+			go func() {
+				defer pw.Done()
+				other := boxes[(i+1)%len(ids)]
+				otherSlot := network.SlotFor(hostIndex(other.HostAddress))
+				own := network.SlotFor(hostIndex(boxes[i].HostAddress))
+				for what, target := range map[string]string{
+					"another sandbox's host address": other.HostAddress + ":49983",
+					"another sandbox's namespace":    otherSlot.NsIP.String() + ":49983",
+					"a service of the host":          own.HostIP.String() + ":" + strconv.Itoa(hostPort),
+				} {
+					if got := fetch(id, target); got != "BLOCKED" {
+						t.Errorf("%s reached %s (%s): %q", id, what, target, got)
+					}
+				}
+				got := fetch(id, outsideAddr)
+				if (i%2 == 0) != strings.HasSuffix(got, "outside-ok") || (i%2 != 0 && got != "BLOCKED") {
+					t.Errorf("%s (internet %v) fetching outside: %q", id, i%2 == 0, got)
+				}
+			}()
+		}
+		pw.Wait()
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
 }
 
 func hostIndex(hostAddr string) int {
@@ -595,80 +619,92 @@ func hostIndex(hostAddr string) int {
 // A guest whose VMM dies goes to error and gives back all it held.
 func TestAgentGuestDies(t *testing.T) {
 	requireVMs(t)
-	a := startAgent(t, "")
-	create(t, a, "dies1", nil)
-	pid := guestPID(t, filepath.Join(a.stateDir, "sandboxes", "dies1"))
-	syscall.Kill(pid, syscall.SIGKILL)
-	deadline := time.Now().Add(30 * time.Second)
-	var sb *pb.Sandbox
-	for time.Now().Before(deadline) {
-		resp, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "dies1"}))
-		if err != nil {
-			t.Fatal(err)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		create(t, a, "dies1", nil)
+		pid := guestPID(t, filepath.Join(a.stateDir, "sandboxes", "dies1"))
+		syscall.Kill(pid, syscall.SIGKILL)
+		deadline := time.Now().Add(30 * time.Second)
+		var sb *pb.Sandbox
+		for time.Now().Before(deadline) {
+			resp, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "dies1"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sb = resp.Msg.Sandbox
+			if sb.State == pb.SandboxState_SANDBOX_STATE_ERROR {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		sb = resp.Msg.Sandbox
-		if sb.State == pb.SandboxState_SANDBOX_STATE_ERROR {
-			break
+		if sb.State != pb.SandboxState_SANDBOX_STATE_ERROR || !strings.Contains(sb.Error, "exited unexpectedly") {
+			t.Fatalf("after the VMM died: %v", sb)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if sb.State != pb.SandboxState_SANDBOX_STATE_ERROR || !strings.Contains(sb.Error, "exited unexpectedly") {
-		t.Fatalf("after the VMM died: %v", sb)
-	}
-	if _, err := a.client.Exec(context.Background(), connect.NewRequest(&pb.ExecRequest{SandboxId: "dies1", Cmd: "true"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
-		t.Errorf("exec in a dead sandbox: %v", err)
-	}
-	if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
-		t.Errorf("the dead sandbox's namespace remains: %v", ns)
-	}
-	if _, err := a.client.DestroySandbox(context.Background(), connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "dies1"})); err != nil {
-		t.Errorf("destroying a dead sandbox: %v", err)
-	}
-	a.stop(t, syscall.SIGTERM)
-	assertNoLeftovers(t, a.stateDir)
+		if _, err := a.client.Exec(context.Background(), connect.NewRequest(&pb.ExecRequest{SandboxId: "dies1", Cmd: "true"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Errorf("exec in a dead sandbox: %v", err)
+		}
+		if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
+			t.Errorf("the dead sandbox's namespace remains: %v", ns)
+		}
+		if _, err := a.client.DestroySandbox(context.Background(), connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "dies1"})); err != nil {
+			t.Errorf("destroying a dead sandbox: %v", err)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
 }
 
+// guestPID is the guest's process on the host, as the agent recorded it.
 func guestPID(t *testing.T, dir string) int {
 	t.Helper()
-	out, err := exec.Command("pgrep", "-f", dir+"/").Output()
+	b, err := os.ReadFile(filepath.Join(dir, "sandbox.json"))
 	if err != nil {
-		t.Fatalf("no guest process for %s", dir)
+		t.Fatalf("no record of the guest in %s: %v", dir, err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Scan()
-	pid, _ := strconv.Atoi(sc.Text())
-	return pid
+	var rec struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil || rec.PID <= 0 {
+		t.Fatalf("record %s: %v", b, err)
+	}
+	return rec.PID
 }
 
 // An agent killed with sandboxes running leaves them behind; the next
 // agent on the same state directory removes them all and works.
 func TestAgentCrashRecovery(t *testing.T) {
 	requireVMs(t)
-	a := startAgent(t, "")
-	create(t, a, "crash1", nil)
-	create(t, a, "crash2", func(r *pb.CreateSandboxRequest) { r.AllowInternet = true })
-	pids := []int{guestPID(t, filepath.Join(a.stateDir, "sandboxes", "crash1")), guestPID(t, filepath.Join(a.stateDir, "sandboxes", "crash2"))}
-	a.stop(t, syscall.SIGKILL)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		create(t, a, "crash1", nil)
+		create(t, a, "crash2", func(r *pb.CreateSandboxRequest) { r.AllowInternet = true })
+		pids := []int{guestPID(t, filepath.Join(a.stateDir, "sandboxes", "crash1")), guestPID(t, filepath.Join(a.stateDir, "sandboxes", "crash2"))}
+		a.stop(t, syscall.SIGKILL)
 
-	b := startAgent(t, a.stateDir)
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("guest %d of the crashed agent still runs", pid)
+		b := startAgent(t, a.stateDir, "--runtime", rt)
+		for _, pid := range pids {
+			deadline := time.Now().Add(10 * time.Second)
+			for processAlive(pid) && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if processAlive(pid) {
+				t.Errorf("guest %d of the crashed agent still runs", pid)
+			}
 		}
-	}
-	list, err := b.client.ListSandboxes(context.Background(), connect.NewRequest(&pb.ListSandboxesRequest{}))
-	if err != nil || len(list.Msg.Sandboxes) != 0 {
-		t.Fatalf("after recovery: %v %v", list, err)
-	}
-	if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
-		t.Errorf("namespaces of the crashed agent remain: %v", ns)
-	}
-	create(t, b, "crash1", nil)
-	if r := execIn(t, b, "crash1", "echo fresh"); string(r.Stdout) != "fresh\n" {
-		t.Fatalf("new sandbox after recovery: %q", r.Stdout)
-	}
-	b.stop(t, syscall.SIGTERM)
-	assertNoLeftovers(t, a.stateDir)
+		list, err := b.client.ListSandboxes(context.Background(), connect.NewRequest(&pb.ListSandboxesRequest{}))
+		if err != nil || len(list.Msg.Sandboxes) != 0 {
+			t.Fatalf("after recovery: %v %v", list, err)
+		}
+		if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
+			t.Errorf("namespaces of the crashed agent remain: %v", ns)
+		}
+		create(t, b, "crash1", nil)
+		if r := execIn(t, b, "crash1", "echo fresh"); string(r.Stdout) != "fresh\n" {
+			t.Fatalf("new sandbox after recovery: %q", r.Stdout)
+		}
+		b.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
 }
 
 // The Firecracker driver end to end, where Firecracker can run.
@@ -693,4 +729,14 @@ func TestAgentFirecracker(t *testing.T) {
 	}
 	a.stop(t, syscall.SIGTERM)
 	assertNoLeftovers(t, a.stateDir)
+}
+
+// processAlive: the process exists and is not a zombie waiting for a reaper.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }

@@ -92,13 +92,21 @@ func (d *Driver) WantsGuestNamespace() bool { return true }
 func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
 	full := append([]string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none"}, args...)
 	cmd := exec.CommandContext(ctx, d.bin, full...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	// Output goes to a file, not a pipe: "run --detach" leaves the sandbox
+	// holding its stdout, and a pipe would never reach EOF.
+	f, err := os.CreateTemp("", "wrenn-runsc-*.out")
 	if err != nil {
-		return out.Bytes(), fmt.Errorf("runsc %s: %v: %s", args[0], err, strings.TrimSpace(out.String()))
+		return nil, err
 	}
-	return out.Bytes(), nil
+	defer os.Remove(f.Name())
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	runErr := cmd.Run()
+	out, _ := os.ReadFile(f.Name())
+	if runErr != nil {
+		return out, fmt.Errorf("runsc %s: %v: %s", args[0], runErr, bytes.TrimSpace(out))
+	}
+	return out, nil
 }
 
 // acquireLower mounts a template's rootfs read-only, once for all its sandboxes.
@@ -295,7 +303,7 @@ func (in *instance) watch() {
 			return
 		case <-t.C:
 		}
-		if err := syscall.Kill(in.pid, 0); errors.Is(err, syscall.ESRCH) {
+		if !alive(in.pid) {
 			in.exitErr = errors.New("the gVisor sandbox process exited")
 			in.doneOnce.Do(func() { close(in.done) })
 			return
@@ -415,3 +423,14 @@ func unescape(s string) string {
 }
 
 var _ runtime.Driver = (*Driver)(nil)
+
+// alive: the process exists and is not a zombie (runsc detaches its sandbox,
+// so this agent is not the one to reap it).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
