@@ -7,8 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -17,7 +17,6 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
-	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
@@ -27,8 +26,9 @@ import (
 type AgentOptions struct {
 	Envd, Init string
 	Accel      string
-	Serial     int // serial creates
-	Concurrent int // creates at once
+	Runtimes   []string // default: qemu, and gvisor where runsc is installed
+	Serial     int      // serial creates
+	Concurrent int      // creates at once
 	Log        io.Writer
 }
 
@@ -61,12 +61,46 @@ func Agent(ctx context.Context, o AgentOptions) ([]Row, error) {
 	if _, err := guestimage.Build(ctx, guestimage.Options{Name: "minimal", Dir: filepath.Join(state, "images"), Envd: o.Envd, Init: o.Init, Progress: o.Log}); err != nil {
 		return nil, err
 	}
+	if len(o.Runtimes) == 0 {
+		o.Runtimes = []string{"qemu"}
+		if _, err := exec.LookPath("runsc"); err == nil {
+			o.Runtimes = append(o.Runtimes, "gvisor")
+		}
+	}
+	// Baseline: QEMU booting the same image straight to envd, no agent.
+	fmt.Fprintln(o.Log, "bare QEMU boots…")
+	ns, hc, cleanup, err := bootNet()
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	accel, _, _ := qemu.ChooseAccel(o.Accel)
+	var bare []time.Duration
+	for range o.Serial {
+		d, err := timeBoot(ctx, filepath.Join(state, "images", "minimal"), state, ns, accel, hc)
+		if err != nil {
+			return nil, err
+		}
+		bare = append(bare, d)
+	}
+	var rows []Row
+	for _, rt := range o.Runtimes {
+		r, err := agentRuntime(ctx, o, state, rt, bare)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", rt, err)
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+func agentRuntime(ctx context.Context, o AgentOptions, state, rt string, bare []time.Duration) ([]Row, error) {
 	secret := "bench-secret-0123456789"
 	ready := make(chan string, 1)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: rt, Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	var addr string
 	select {
@@ -96,28 +130,11 @@ func Agent(ctx context.Context, o AgentOptions) ([]Row, error) {
 		return err
 	}
 
-	// Baseline: QEMU booting the same image straight to envd, no agent.
-	fmt.Fprintln(o.Log, "bare QEMU boots…")
-	ns := fmt.Sprintf("wrenn-bench-%d", os.Getpid())
-	if err := network.CreateNamespace(ns); err != nil {
-		return nil, err
-	}
-	defer network.DeleteNamespace(ns)
-	if err := network.AddTap(ns, "tap0", netip.MustParsePrefix("169.254.0.22/30")); err != nil {
-		return nil, err
-	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: network.Dialer(ns), DisableKeepAlives: true}, Timeout: time.Second}
-	accel, _, _ := qemu.ChooseAccel(o.Accel)
-	var bare, serial []time.Duration
+	var serial []time.Duration
 	for i := range o.Serial {
-		fmt.Fprintf(o.Log, "create %d/%d…\n", i+1, o.Serial)
-		d, err := timeBoot(ctx, filepath.Join(state, "images", "minimal"), state, ns, accel, hc)
-		if err != nil {
-			return nil, err
-		}
-		bare = append(bare, d)
+		fmt.Fprintf(o.Log, "%s: create %d/%d…\n", rt, i+1, o.Serial)
 		id := fmt.Sprintf("serial%d", i)
-		d, err = create(id)
+		d, err := create(id)
 		if err != nil {
 			return nil, err
 		}
@@ -161,9 +178,9 @@ func Agent(ctx context.Context, o AgentOptions) ([]Row, error) {
 	}
 	slowest := Percentile(conc, 100)
 	return []Row{
-		{Metric: fmt.Sprintf("create to ready, serial (median of %d, %s)", o.Serial, runtimeDesc), Wrenn: Ms(Median(serial)), Baseline: "bare QEMU boot to envd: " + Ms(Median(bare)), Ratio: "agent adds " + Ms(Median(serial)-Median(bare))},
+		{Metric: fmt.Sprintf("create to ready, serial (median of %d, %s)", o.Serial, runtimeDesc), Wrenn: Ms(Median(serial)), Baseline: "bare QEMU boot to envd: " + Ms(Median(bare)), Ratio: fmt.Sprintf("%.2f× the bare boot", float64(Median(serial))/float64(Median(bare))), Target: map[string]string{"gvisor": "< 500 ms"}[rt]},
 		{Metric: fmt.Sprintf("create to ready, serial (p95 of %d)", o.Serial), Wrenn: Ms(Percentile(serial, 95)), Baseline: "bare QEMU: " + Ms(Percentile(bare, 95))},
 		{Metric: fmt.Sprintf("%d concurrent creates (%s)", o.Concurrent, runtimeDesc), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(slowest)), Ratio: fmt.Sprintf("%.2f creates/s", float64(o.Concurrent)/total.Seconds())},
-		{Metric: "host memory per idle sandbox (256 MiB guest)", Wrenn: fmt.Sprintf("QEMU RSS %.0f MiB", MedianFloat(rss)), Baseline: fmt.Sprintf("guest's own use %.0f MiB", MedianFloat(used)), Ratio: fmt.Sprintf("beyond guest use: %.0f MiB", MedianFloat(rss)-MedianFloat(used))},
+		{Metric: fmt.Sprintf("host memory per idle sandbox (256 MiB guest, %s)", runtimeDesc), Wrenn: fmt.Sprintf("QEMU RSS %.0f MiB", MedianFloat(rss)), Baseline: fmt.Sprintf("guest's own use %.0f MiB", MedianFloat(used)), Ratio: fmt.Sprintf("beyond guest use: %.0f MiB", MedianFloat(rss)-MedianFloat(used))},
 	}, nil
 }

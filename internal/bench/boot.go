@@ -71,15 +71,11 @@ func Boot(ctx context.Context, o BootOptions) ([]Row, error) {
 		})
 	}
 
-	ns := fmt.Sprintf("wrenn-bench-%d", os.Getpid())
-	if err := network.CreateNamespace(ns); err != nil {
+	ns, client, cleanup, err := bootNet()
+	if err != nil {
 		return nil, err
 	}
-	defer network.DeleteNamespace(ns)
-	if err := network.AddTap(ns, "tap0", netip.MustParsePrefix("169.254.0.22/30")); err != nil {
-		return nil, err
-	}
-	client := &http.Client{Transport: &http.Transport{DialContext: network.Dialer(ns), DisableKeepAlives: true}, Timeout: time.Second}
+	defer cleanup()
 
 	var wrenn, baseline []time.Duration
 	for i := range o.Runs {
@@ -105,6 +101,22 @@ func Boot(ctx context.Context, o BootOptions) ([]Row, error) {
 		Target:   "≤ 1.5×",
 	}}, rows...)
 	return rows, nil
+}
+
+// bootNet is a namespace with tap0 where guests booted outside an agent
+// answer at 169.254.0.21, and an HTTP client that reaches them.
+func bootNet() (string, *http.Client, func(), error) {
+	ns := fmt.Sprintf("wrenn-bench-%d", os.Getpid())
+	if err := network.CreateNamespace(ns); err != nil {
+		return "", nil, nil, err
+	}
+	cleanup := func() { _ = network.DeleteNamespace(ns) }
+	if err := network.AddTap(ns, "tap0", netip.MustParsePrefix("169.254.0.22/30")); err != nil {
+		cleanup()
+		return "", nil, nil, err
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: network.Dialer(ns), DisableKeepAlives: true}, Timeout: time.Second}
+	return ns, client, cleanup, nil
 }
 
 func humanMiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -1,11 +1,11 @@
-// The official E2B SDK, in debug mode, against Wrenn's envd started here in
-// --local mode. Every call goes over the real wire to a real envd.
+// The official E2B SDK, in debug mode, against Wrenn's envd: started here in
+// --local mode, or, with WRENN_E2B_SANDBOX_URL, one already running inside a
+// sandbox (tests/e2e drives that against a real guest). Every call goes over
+// the real wire to a real envd.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Sandbox, CommandExitError, FileType } from 'e2b'
@@ -49,18 +49,25 @@ async function until(what, fn, ms = 10000) {
 }
 
 before(async () => {
-  const port = await freePort()
-  envd = spawn(envdBin, ['--local', '--port', String(port)], { stdio: ['ignore', 'ignore', 'inherit'] })
-  const url = `http://127.0.0.1:${port}`
+  let url = process.env.WRENN_E2B_SANDBOX_URL
+  if (!url) {
+    const port = await freePort()
+    envd = spawn(envdBin, ['--local', '--port', String(port)], { stdio: ['ignore', 'ignore', 'inherit'] })
+    url = `http://127.0.0.1:${port}`
+  }
   await waitHealthy(url)
   sbx = await Sandbox.create({ debug: true, sandboxUrl: url })
-  work = mkdtempSync(join(tmpdir(), 'wrenn-e2b-'))
+  // The working directory lives wherever envd runs, so it is made through it.
+  work = `/tmp/wrenn-e2b-${Math.random().toString(36).slice(2)}`
+  assert.equal(await sbx.files.makeDir(work), true)
 })
 
 after(async () => {
-  envd?.kill('SIGTERM')
-  await new Promise((r) => envd.once('exit', r))
-  rmSync(work, { recursive: true, force: true })
+  await sbx?.files.remove(work).catch(() => {})
+  if (envd) {
+    envd.kill('SIGTERM')
+    await new Promise((r) => envd.once('exit', r))
+  }
 })
 
 test('commands.run returns stdout, stderr and exit code', async () => {

@@ -740,3 +740,28 @@ func processAlive(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
+
+// The official E2B SDK's envd suite, against envd inside a real guest.
+func TestE2BSDKAgainstGuestEnvd(t *testing.T) {
+	requireVMs(t)
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+	sdkDir, _ := filepath.Abs("../e2b")
+	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "e2b")); err != nil {
+		t.Skip("the e2b npm package is not installed (scripts/setup installs it)")
+	}
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		sb := create(t, a, "sdk1", nil)
+		cmd := exec.Command("node", "--test", "--test-concurrency=1", "envd.test.mjs")
+		cmd.Dir = sdkDir
+		cmd.Env = append(os.Environ(), "WRENN_E2B_SANDBOX_URL=http://"+sb.HostAddress+":49983")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("# fail 0")) {
+			t.Fatalf("E2B SDK suite against %s guest envd: %v\n%s", rt, err, out)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
+}
