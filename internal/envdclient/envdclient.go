@@ -131,6 +131,20 @@ func (c *Client) Init(ctx context.Context, r InitRequest) error {
 	return nil
 }
 
+// PrepareSnapshot asks envd to quiesce before its guest is paused.
+func (c *Client) PrepareSnapshot(ctx context.Context) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/snapshot/prepare", nil)
+	resp, err := c.unary.Do(req)
+	if err != nil {
+		return fmt.Errorf("envd /snapshot/prepare: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return httpError(resp)
+	}
+	return nil
+}
+
 // Metrics is envd's /metrics.
 type Metrics struct {
 	Timestamp  int64   `json:"ts"`

@@ -79,6 +79,8 @@ func rpcError(err error) error {
 		code = connect.CodeResourceExhausted
 	case errors.Is(err, sandbox.ErrUnsupported):
 		code = connect.CodeUnimplemented
+	case errors.Is(err, sandbox.ErrConflict):
+		code = connect.CodeAlreadyExists
 	case errors.Is(err, context.Canceled):
 		code = connect.CodeCanceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -103,6 +105,9 @@ func toPB(i sandbox.Info) *pb.Sandbox {
 		Id: i.ID, Template: i.Template, State: st, Vcpus: uint32(i.VCPUs), MemoryMib: uint32(i.MemoryMiB), DiskMib: uint32(i.DiskMiB),
 		CreatedAtUnixMs: i.CreatedAt.UnixMilli(), AllowInternet: i.AllowInternet, Metadata: i.Metadata, Runtime: i.Runtime,
 		Error: i.Err, EnvdVersion: i.EnvdVersion, HostAddress: i.HostAddress, OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_DESTROY,
+	}
+	if i.OnTimeout == sandbox.OnTimeoutPause {
+		out.OnTimeout = pb.TimeoutAction_TIMEOUT_ACTION_PAUSE
 	}
 	if !i.ExpiresAt.IsZero() {
 		out.ExpiresAtUnixMs = i.ExpiresAt.UnixMilli()
@@ -173,6 +178,22 @@ func (s *Service) SetSandboxTimeout(_ context.Context, req *connect.Request[pb.S
 		return nil, rpcError(err)
 	}
 	return connect.NewResponse(&pb.SetSandboxTimeoutResponse{Sandbox: toPB(info)}), nil
+}
+
+func (s *Service) PauseSandbox(ctx context.Context, req *connect.Request[pb.PauseSandboxRequest]) (*connect.Response[pb.PauseSandboxResponse], error) {
+	info, err := s.M.Pause(ctx, req.Msg.SandboxId)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.PauseSandboxResponse{Sandbox: toPB(info)}), nil
+}
+
+func (s *Service) ResumeSandbox(ctx context.Context, req *connect.Request[pb.ResumeSandboxRequest]) (*connect.Response[pb.ResumeSandboxResponse], error) {
+	info, err := s.M.Resume(ctx, req.Msg.SandboxId, time.Duration(req.Msg.TimeoutSeconds)*time.Second)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.ResumeSandboxResponse{Sandbox: toPB(info)}), nil
 }
 
 func metricsPB(m sandbox.Metrics) *pb.SandboxMetrics {

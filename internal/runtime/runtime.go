@@ -61,3 +61,18 @@ type GuestNamespaceDriver interface {
 type Reclaimer interface {
 	Reclaim(stateDir string) error
 }
+
+// PausableInstance can save its guest to its directory and exit, to be
+// brought back by the driver's Resume.
+type PausableInstance interface {
+	Instance
+	// Pause saves the guest's state and stops its process; the disk and
+	// memory stay in the sandbox's directory. After a failed Pause the
+	// guest is still running.
+	Pause(ctx context.Context) error
+}
+
+// Resumer brings back a guest that an instance of it paused into spec.Dir.
+type Resumer interface {
+	Resume(ctx context.Context, spec Spec) (Instance, error)
+}

@@ -215,10 +215,10 @@ func (m *Manager) normalize(r *Request) error {
 	if r.Timeout < time.Second || r.Timeout > 30*24*time.Hour {
 		return fmt.Errorf("%w: timeout %s; allowed is 1s to 30 days", ErrInvalid, r.Timeout)
 	}
-	if r.OnTimeout == OnTimeoutPause {
-		return fmt.Errorf("%w: pausing on timeout needs pause and resume, which this agent does not have yet; use destroy", ErrUnsupported)
+	if r.OnTimeout == OnTimeoutPause && !m.canPause() {
+		return fmt.Errorf("%w: the %s runtime cannot pause sandboxes yet; use destroy on timeout", ErrUnsupported, m.cfg.Driver.Name())
 	}
-	if r.OnTimeout != OnTimeoutDestroy {
+	if r.OnTimeout != OnTimeoutDestroy && r.OnTimeout != OnTimeoutPause {
 		return fmt.Errorf("%w: on-timeout action %q", ErrInvalid, r.OnTimeout)
 	}
 	return nil
@@ -309,7 +309,7 @@ func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest,
 	if err := s.envd.WaitHealthy(readyCtx, inst.Done()); err != nil {
 		return fmt.Errorf("%w (console: %s)", err, tail(inst.Console(), 800))
 	}
-	if err := s.envd.Init(readyCtx, envdclient.InitRequest{AccessToken: r.AccessToken, EnvVars: r.EnvVars, DefaultUser: mf.DefaultUser, Timestamp: time.Now().UTC()}); err != nil {
+	if err := s.envd.Init(readyCtx, m.initRequest(s)); err != nil {
 		return err
 	}
 	s.infoMu.Lock()
@@ -337,7 +337,7 @@ func (m *Manager) watchGuest(s *Sandbox, inst runtime.Instance, stop chan struct
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st := s.Info().State; st == Stopping || st == Stopped {
+	if st := s.Info().State; st == Stopping || st == Stopped || st == Pausing || st == Paused {
 		return
 	}
 	reason := fmt.Sprintf("the guest exited unexpectedly: %v", inst.Err())
@@ -473,10 +473,178 @@ func (m *Manager) expire(id string) {
 	if time.Now().Before(s.Info().ExpiresAt.Add(-10 * time.Millisecond)) {
 		return // extended while this timer fired
 	}
+	if s.Info().OnTimeout == OnTimeoutPause {
+		m.log.Info("sandbox timed out; pausing", "sandbox", id)
+		if _, err := m.Pause(context.Background(), id); err != nil {
+			m.log.Error("pause on timeout", "sandbox", id, "err", err)
+		}
+		return
+	}
 	m.log.Info("sandbox timed out", "sandbox", id)
 	if err := m.Destroy(id); err != nil && !errors.Is(err, ErrNotFound) {
 		m.log.Error("destroy on timeout", "sandbox", id, "err", err)
 	}
+}
+
+func (m *Manager) canPause() bool {
+	_, ok := m.cfg.Driver.(runtime.Resumer)
+	return ok
+}
+
+// quiesceWindow lets the FINs of the connections closed before a pause
+// reach the guest while it still runs.
+const quiesceWindow = 100 * time.Millisecond
+
+// Pause saves a running sandbox to disk and frees its CPU, RAM and network
+// slot. On failure the sandbox keeps running.
+func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
+	s, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st := s.Info().State; st {
+	case Running:
+	case Paused:
+		return Info{}, fmt.Errorf("%w: sandbox %s is already paused", ErrConflict, id)
+	default:
+		return Info{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, st)
+	}
+	pi, ok := s.inst.(runtime.PausableInstance)
+	if !ok {
+		return Info{}, fmt.Errorf("%w: the %s runtime cannot pause sandboxes yet", ErrUnsupported, m.cfg.Driver.Name())
+	}
+	t0 := time.Now()
+	s.setState(Pausing, "")
+	if err := s.envd.PrepareSnapshot(ctx); err != nil {
+		s.setState(Running, "")
+		return Info{}, fmt.Errorf("pause %s: %w", id, err)
+	}
+	s.envd.CloseIdle()
+	time.Sleep(quiesceWindow)
+	// The guest's exit is expected from here on.
+	close(s.watch)
+	s.watch = nil
+	if err := pi.Pause(ctx); err != nil {
+		// The guest runs on; envd needs its /init to leave snapshot mode.
+		s.watch = make(chan struct{})
+		m.wg.Add(1)
+		go m.watchGuest(s, s.inst, s.watch)
+		ierr := s.envd.Init(context.Background(), m.initRequest(s))
+		s.setState(Running, "")
+		return Info{}, errors.Join(fmt.Errorf("pause %s: %w", id, err), ierr)
+	}
+	s.expiry.Stop()
+	s.sampler.stop()
+	s.sampler = nil
+	s.envd.CloseIdle()
+	if err := m.cfg.Net.Release(s.slot); err != nil {
+		m.log.Error("release network slot after pause", "sandbox", id, "err", err)
+	}
+	s.slot = nil
+	s.infoMu.Lock()
+	s.info.State, s.info.HostAddress, s.info.ExpiresAt = Paused, "", time.Time{}
+	s.infoMu.Unlock()
+	m.log.Info("sandbox paused", "sandbox", id, "took", time.Since(t0).Round(time.Millisecond))
+	return s.Info(), nil
+}
+
+func (m *Manager) initRequest(s *Sandbox) envdclient.InitRequest {
+	r := s.info.Request
+	user := ""
+	if mf, _, err := m.Image(r.Template); err == nil {
+		user = mf.DefaultUser
+	}
+	return envdclient.InitRequest{AccessToken: r.AccessToken, EnvVars: r.EnvVars, DefaultUser: user, Timestamp: time.Now().UTC()}
+}
+
+// Resume brings a paused sandbox back; on a running one it only extends
+// the timeout when one is given.
+func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) (Info, error) {
+	s, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if timeout == 0 {
+		timeout = s.info.Timeout
+	}
+	switch st := s.Info().State; st {
+	case Running:
+		if timeout > 0 {
+			s.expiry.Reset(timeout)
+			s.infoMu.Lock()
+			s.info.ExpiresAt = time.Now().Add(timeout)
+			s.infoMu.Unlock()
+		}
+		return s.Info(), nil
+	case Paused:
+	default:
+		return Info{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, st)
+	}
+	t0 := time.Now()
+	s.setState(Resuming, "")
+	mf, imgDir, err := m.Image(s.info.Template)
+	if err == nil {
+		err = m.restore(ctx, s, mf, imgDir, timeout)
+	}
+	if err != nil {
+		if s.inst != nil {
+			s.inst.Kill()
+			s.inst = nil
+		}
+		if s.slot != nil {
+			_ = m.cfg.Net.Release(s.slot)
+			s.slot = nil
+		}
+		s.setState(Paused, "")
+		return Info{}, fmt.Errorf("resume %s: %w", id, err)
+	}
+	m.log.Info("sandbox resumed", "sandbox", id, "took", time.Since(t0).Round(time.Millisecond))
+	return s.Info(), nil
+}
+
+func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string, timeout time.Duration) error {
+	r := s.info.Request
+	slot, err := m.cfg.Net.Acquire(r.AllowInternet)
+	if err != nil {
+		return err
+	}
+	s.slot = slot
+	inst, err := m.cfg.Driver.(runtime.Resumer).Resume(ctx, runtime.Spec{
+		SandboxID: r.ID, TemplateID: r.Template, ImageDir: imgDir, Manifest: mf,
+		VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB, Slot: slot, Dir: s.dir, DNS: m.cfg.DNS,
+	})
+	if err != nil {
+		return err
+	}
+	s.inst = inst
+	rec, _ := json.Marshal(record{ID: r.ID, PID: inst.PID(), Slot: slot.Index})
+	if err := os.WriteFile(filepath.Join(s.dir, "sandbox.json"), rec, 0o600); err != nil {
+		return err
+	}
+	s.envd = envdclient.New(slot.GuestURL(envdclient.Port), r.AccessToken)
+	readyCtx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	if err := s.envd.WaitHealthy(readyCtx, inst.Done()); err != nil {
+		return err
+	}
+	if err := s.envd.Init(readyCtx, m.initRequest(s)); err != nil {
+		return err
+	}
+	s.infoMu.Lock()
+	s.info.State = Running
+	s.info.ExpiresAt = time.Now().Add(timeout)
+	s.info.HostAddress = slot.GuestHost.String()
+	s.infoMu.Unlock()
+	s.expiry.Reset(timeout)
+	s.sampler = startSampler(s, m.cfg.SampleEvery)
+	s.watch = make(chan struct{})
+	m.wg.Add(1)
+	go m.watchGuest(s, inst, s.watch)
+	return nil
 }
 
 // Metrics returns the latest samples of a running sandbox.

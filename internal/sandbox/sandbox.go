@@ -116,6 +116,7 @@ var (
 	ErrNotRunning    = errors.New("sandbox is not running")
 	ErrNoCapacity    = errors.New("no capacity")
 	ErrUnsupported   = errors.New("not supported")
+	ErrConflict      = errors.New("conflict")
 )
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

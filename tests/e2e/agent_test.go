@@ -414,7 +414,6 @@ func TestAgentBadInput(t *testing.T) {
 			"tiny disk":        {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", DiskMib: 1}, connect.CodeInvalidArgument},
 			"bad id":           {&pb.CreateSandboxRequest{SandboxId: "../etc", Template: "minimal"}, connect.CodeInvalidArgument},
 			"empty id":         {&pb.CreateSandboxRequest{Template: "minimal"}, connect.CodeInvalidArgument},
-			"pause on timeout": {&pb.CreateSandboxRequest{SandboxId: "b1", Template: "minimal", OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_PAUSE}, connect.CodeUnimplemented},
 		}
 		for name, c := range bad {
 			if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(c.req)); connect.CodeOf(err) != c.code {

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
@@ -71,9 +74,17 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	if err != nil {
 		return nil, err
 	}
+	if err := d.launch(ctx, in, spec, false); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// launch boots (or, with incoming, restores) the guest of in.
+func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, incoming bool) error {
 	tap, err := network.OpenTap(spec.Slot.Namespace, network.TapName)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer tap.Close() // QEMU has its own copy once started
 	cmdline := []string{
@@ -93,6 +104,7 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 		cmdline = append(cmdline, "wrenn.dns="+strings.Join(dns, ","))
 	}
 	vm := &VM{
+		MemoryFile: filepath.Join(spec.Dir, "memory"), Incoming: incoming,
 		Accel: d.accel, VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB,
 		Kernel: filepath.Join(spec.ImageDir, guestimage.FileKernel), Initrd: filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
 		Disk: in.disk, DiskFormat: "qcow2", TapFile: tap,
@@ -101,12 +113,9 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	}
 	in.vm, err = Start(context.Background(), vm)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := in.cg.Add(in.vm.Cmd.Process.Pid); err != nil {
-		return nil, err
-	}
-	return in, nil
+	return in.cg.Add(in.vm.Cmd.Process.Pid)
 }
 
 type instance struct {
@@ -154,7 +163,7 @@ func (in *instance) Release() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{in.disk, filepath.Join(in.dir, "qmp.sock")} {
+	for _, f := range []string{in.disk, filepath.Join(in.dir, "qmp.sock"), filepath.Join(in.dir, memoryFile), filepath.Join(in.dir, stateFile)} {
 		if f == "" {
 			continue
 		}
@@ -182,3 +191,165 @@ func ProcessRSS(pid int) uint64 {
 }
 
 var _ runtime.Driver = (*Driver)(nil)
+
+// State files of a paused sandbox, beside its disk layer and memory file.
+const (
+	stateFile    = "state"
+	memoryFile   = "memory"
+	stateTmpFile = "state.part"
+)
+
+var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+
+// Pause stops the guest and saves its device state; guest RAM is already in
+// the memory file, which x-ignore-shared leaves out of the stream.
+func (in *instance) Pause(ctx context.Context) error {
+	q := in.vm.QMP
+	if _, err := q.Execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
+		return err
+	}
+	if _, err := q.Execute(ctx, "stop", nil); err != nil {
+		return err
+	}
+	resume := func(cause error) error {
+		if _, err := q.Execute(context.Background(), "cont", nil); err != nil {
+			return errors.Join(cause, fmt.Errorf("and the guest could not be resumed: %w", err))
+		}
+		return cause
+	}
+	tmp := filepath.Join(in.dir, stateTmpFile)
+	if _, err := q.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(tmp)}); err != nil {
+		return resume(err)
+	}
+	if err := waitMigration(ctx, q, "query-migrate", func(st string) (bool, error) {
+		switch st {
+		case "completed":
+			return true, nil
+		case "failed", "cancelled":
+			return false, fmt.Errorf("saving guest state %s", st)
+		}
+		return false, nil
+	}); err != nil {
+		os.Remove(tmp)
+		return resume(fmt.Errorf("%w (is the disk full?)", err))
+	}
+	if err := syncFile(tmp); err != nil {
+		os.Remove(tmp)
+		return resume(err)
+	}
+	if err := syncFile(filepath.Join(in.dir, memoryFile)); err != nil {
+		os.Remove(tmp)
+		return resume(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(in.dir, stateFile)); err != nil {
+		return resume(err)
+	}
+	_, _ = q.Execute(ctx, "quit", nil)
+	select {
+	case <-in.vm.Done():
+	case <-ctx.Done():
+		in.Kill()
+	}
+	// The process is gone; its cgroup and socket go, the disk, memory and
+	// state stay for Resume.
+	if in.cg != nil {
+		if err := in.cg.Remove(); err != nil {
+			return err
+		}
+		in.cg = nil
+	}
+	_ = os.Remove(filepath.Join(in.dir, "qmp.sock"))
+	return nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// waitMigration polls a QMP query until done says so.
+func waitMigration(ctx context.Context, q *QMP, query string, done func(status string) (bool, error)) error {
+	for {
+		raw, err := q.Execute(ctx, query, nil)
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Status string `json:"status"`
+		}
+		_ = json.Unmarshal(raw, &st)
+		ok, err := done(st.Status)
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Resume restores a guest paused into spec.Dir, mapping its memory file
+// (pages load as the guest touches them) and loading its device state.
+func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Instance, err error) {
+	state := filepath.Join(spec.Dir, stateFile)
+	if _, err := os.Stat(state); err != nil {
+		return nil, fmt.Errorf("no saved state to resume from: %w", err)
+	}
+	in := &instance{dir: spec.Dir, sandboxID: spec.SandboxID, disk: diskPath(spec.Dir)}
+	defer func() {
+		if err != nil {
+			in.Kill()
+			if in.cg != nil {
+				in.cg.Remove()
+			}
+			os.Remove(filepath.Join(spec.Dir, "qmp.sock"))
+		}
+	}()
+	in.cg, err = cgroup.Create(cgroupName(spec.SandboxID), cgroup.Limits{CPUs: spec.VCPUs, MemoryBytes: int64(spec.MemoryMiB+vmmOverheadMiB) << 20})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.launch(ctx, in, spec, true); err != nil {
+		return nil, err
+	}
+	q := in.vm.QMP
+	if _, err := q.Execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
+		return nil, err
+	}
+	if _, err := q.Execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(state)}); err != nil {
+		return nil, err
+	}
+	if err := waitMigration(ctx, q, "query-status", func(st string) (bool, error) {
+		switch st {
+		case "inmigrate":
+			return false, nil
+		case "running", "paused", "postmigrate", "prelaunch":
+			return true, nil
+		}
+		return false, fmt.Errorf("restoring guest state: QEMU is %s", st)
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := q.Execute(ctx, "cont", nil); err != nil {
+		return nil, err
+	}
+	// The state is spent: a later pause writes a new one.
+	if err := os.Remove(state); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+var _ runtime.Resumer = (*Driver)(nil)
+var _ runtime.PausableInstance = (*instance)(nil)

@@ -84,6 +84,12 @@ type VM struct {
 	Cmdline    string // appended to the fixed part
 	QMPSocket  string
 	ConsoleLog string
+	// MemoryFile backs guest RAM with a file (share=on), so that a pause
+	// leaves the memory where it is and saves only device state, and a
+	// resume maps it back lazily.
+	MemoryFile string
+	// Incoming starts QEMU waiting for a saved state (migrate-incoming).
+	Incoming bool
 }
 
 // Args is QEMU's command line for vm.
@@ -109,9 +115,17 @@ func (vm *VM) Args() ([]string, error) {
 	if format == "" {
 		format = "raw"
 	}
+	mem := strconv.Itoa(max(vm.MemoryMiB, 128))
+	if vm.MemoryFile != "" {
+		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%sM,mem-path=%s,share=on", mem, vm.MemoryFile))
+		args[1] = "microvm,memory-backend=mem"
+	}
+	if vm.Incoming {
+		args = append(args, "-incoming", "defer")
+	}
 	args = append(args,
 		"-smp", strconv.Itoa(max(vm.VCPUs, 1)),
-		"-m", strconv.Itoa(max(vm.MemoryMiB, 128)),
+		"-m", mem,
 		"-kernel", vm.Kernel,
 		"-drive", fmt.Sprintf("id=root,file=%s,format=%s,if=none,cache=unsafe", vm.Disk, format),
 		"-device", "virtio-blk-device,drive=root",

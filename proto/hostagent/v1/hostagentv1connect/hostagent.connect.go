@@ -96,6 +96,12 @@ const (
 	// HostAgentServicePtyKillProcedure is the fully-qualified name of the HostAgentService's PtyKill
 	// RPC.
 	HostAgentServicePtyKillProcedure = "/hostagent.v1.HostAgentService/PtyKill"
+	// HostAgentServicePauseSandboxProcedure is the fully-qualified name of the HostAgentService's
+	// PauseSandbox RPC.
+	HostAgentServicePauseSandboxProcedure = "/hostagent.v1.HostAgentService/PauseSandbox"
+	// HostAgentServiceResumeSandboxProcedure is the fully-qualified name of the HostAgentService's
+	// ResumeSandbox RPC.
+	HostAgentServiceResumeSandboxProcedure = "/hostagent.v1.HostAgentService/ResumeSandbox"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -122,6 +128,10 @@ type HostAgentServiceClient interface {
 	PtySendInput(context.Context, *connect.Request[v1.PtySendInputRequest]) (*connect.Response[v1.PtySendInputResponse], error)
 	PtyResize(context.Context, *connect.Request[v1.PtyResizeRequest]) (*connect.Response[v1.PtyResizeResponse], error)
 	PtyKill(context.Context, *connect.Request[v1.PtyKillRequest]) (*connect.Response[v1.PtyKillResponse], error)
+	// Pause saves memory and device state to disk and frees the sandbox's CPU,
+	// RAM and network slot; Resume brings it back, idempotent when running.
+	PauseSandbox(context.Context, *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error)
+	ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -255,6 +265,18 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("PtyKill")),
 			connect.WithClientOptions(opts...),
 		),
+		pauseSandbox: connect.NewClient[v1.PauseSandboxRequest, v1.PauseSandboxResponse](
+			httpClient,
+			baseURL+HostAgentServicePauseSandboxProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("PauseSandbox")),
+			connect.WithClientOptions(opts...),
+		),
+		resumeSandbox: connect.NewClient[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse](
+			httpClient,
+			baseURL+HostAgentServiceResumeSandboxProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ResumeSandbox")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -280,6 +302,8 @@ type hostAgentServiceClient struct {
 	ptySendInput      *connect.Client[v1.PtySendInputRequest, v1.PtySendInputResponse]
 	ptyResize         *connect.Client[v1.PtyResizeRequest, v1.PtyResizeResponse]
 	ptyKill           *connect.Client[v1.PtyKillRequest, v1.PtyKillResponse]
+	pauseSandbox      *connect.Client[v1.PauseSandboxRequest, v1.PauseSandboxResponse]
+	resumeSandbox     *connect.Client[v1.ResumeSandboxRequest, v1.ResumeSandboxResponse]
 }
 
 // HostInfo calls hostagent.v1.HostAgentService.HostInfo.
@@ -382,6 +406,16 @@ func (c *hostAgentServiceClient) PtyKill(ctx context.Context, req *connect.Reque
 	return c.ptyKill.CallUnary(ctx, req)
 }
 
+// PauseSandbox calls hostagent.v1.HostAgentService.PauseSandbox.
+func (c *hostAgentServiceClient) PauseSandbox(ctx context.Context, req *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error) {
+	return c.pauseSandbox.CallUnary(ctx, req)
+}
+
+// ResumeSandbox calls hostagent.v1.HostAgentService.ResumeSandbox.
+func (c *hostAgentServiceClient) ResumeSandbox(ctx context.Context, req *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error) {
+	return c.resumeSandbox.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	HostInfo(context.Context, *connect.Request[v1.HostInfoRequest]) (*connect.Response[v1.HostInfoResponse], error)
@@ -406,6 +440,10 @@ type HostAgentServiceHandler interface {
 	PtySendInput(context.Context, *connect.Request[v1.PtySendInputRequest]) (*connect.Response[v1.PtySendInputResponse], error)
 	PtyResize(context.Context, *connect.Request[v1.PtyResizeRequest]) (*connect.Response[v1.PtyResizeResponse], error)
 	PtyKill(context.Context, *connect.Request[v1.PtyKillRequest]) (*connect.Response[v1.PtyKillResponse], error)
+	// Pause saves memory and device state to disk and frees the sandbox's CPU,
+	// RAM and network slot; Resume brings it back, idempotent when running.
+	PauseSandbox(context.Context, *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error)
+	ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -535,6 +573,18 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("PtyKill")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServicePauseSandboxHandler := connect.NewUnaryHandler(
+		HostAgentServicePauseSandboxProcedure,
+		svc.PauseSandbox,
+		connect.WithSchema(hostAgentServiceMethods.ByName("PauseSandbox")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceResumeSandboxHandler := connect.NewUnaryHandler(
+		HostAgentServiceResumeSandboxProcedure,
+		svc.ResumeSandbox,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ResumeSandbox")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceHostInfoProcedure:
@@ -577,6 +627,10 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServicePtyResizeHandler.ServeHTTP(w, r)
 		case HostAgentServicePtyKillProcedure:
 			hostAgentServicePtyKillHandler.ServeHTTP(w, r)
+		case HostAgentServicePauseSandboxProcedure:
+			hostAgentServicePauseSandboxHandler.ServeHTTP(w, r)
+		case HostAgentServiceResumeSandboxProcedure:
+			hostAgentServiceResumeSandboxHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -664,4 +718,12 @@ func (UnimplementedHostAgentServiceHandler) PtyResize(context.Context, *connect.
 
 func (UnimplementedHostAgentServiceHandler) PtyKill(context.Context, *connect.Request[v1.PtyKillRequest]) (*connect.Response[v1.PtyKillResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.PtyKill is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) PauseSandbox(context.Context, *connect.Request[v1.PauseSandboxRequest]) (*connect.Response[v1.PauseSandboxResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.PauseSandbox is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ResumeSandbox(context.Context, *connect.Request[v1.ResumeSandboxRequest]) (*connect.Response[v1.ResumeSandboxResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ResumeSandbox is not implemented"))
 }

@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	procpb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
+	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
+	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
+)
+
+func sandboxState(t *testing.T, a *agent, id string) *pb.Sandbox {
+	t.Helper()
+	r, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Msg.Sandbox
+}
+
+// Files, background processes and their output streams survive five
+// pause/resume cycles, one of them triggered by the sandbox's timeout.
+func TestPauseResumeKeepsEverything(t *testing.T) {
+	requireVMs(t)
+	a := startAgent(t, "", "--runtime", "qemu")
+	ctx := context.Background()
+	create(t, a, "pz1", func(r *pb.CreateSandboxRequest) { r.OnTimeout = pb.TimeoutAction_TIMEOUT_ACTION_PAUSE })
+
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "pz1", Path: "/home/user/keep.bin", Content: data})); err != nil {
+		t.Fatal(err)
+	}
+	// A background process started through envd, whose client goes away.
+	sctx, cancel := context.WithCancel(ctx)
+	es, err := a.client.ExecStream(sctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "pz1", Cmd: "/bin/sh", Args: []string{"-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; echo tick; sleep 0.3; done"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !es.Receive() || es.Msg().GetStartedPid() == 0 {
+		t.Fatalf("background start: %v", es.Err())
+	}
+	bgPid := es.Msg().GetStartedPid()
+	cancel()
+	for es.Receive() {
+	}
+
+	if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "pz1"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "pz1"})); connect.CodeOf(err) != connect.CodeAlreadyExists {
+		t.Errorf("pausing a paused sandbox: %v", err)
+	}
+	lastCounter := 0
+	for cycle := 1; cycle <= 5; cycle++ {
+		sb := sandboxState(t, a, "pz1")
+		if sb.State != pb.SandboxState_SANDBOX_STATE_PAUSED || sb.HostAddress != "" {
+			t.Fatalf("cycle %d: paused sandbox shows %v", cycle, sb)
+		}
+		if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) != 0 {
+			t.Fatalf("cycle %d: a paused sandbox holds a network slot: %v", cycle, ns)
+		}
+		if _, err := a.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "pz1", Cmd: "true"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Fatalf("cycle %d: exec in a paused sandbox: %v", cycle, err)
+		}
+		rs, err := a.client.ResumeSandbox(ctx, connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: "pz1"}))
+		if err != nil {
+			t.Fatalf("cycle %d: resume: %v", cycle, err)
+		}
+		if rs.Msg.Sandbox.State != pb.SandboxState_SANDBOX_STATE_RUNNING {
+			t.Fatalf("cycle %d: resumed into %v", cycle, rs.Msg.Sandbox.State)
+		}
+		again, err := a.client.ResumeSandbox(ctx, connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: "pz1"}))
+		if err != nil || again.Msg.Sandbox.State != pb.SandboxState_SANDBOX_STATE_RUNNING {
+			t.Fatalf("cycle %d: resuming a running sandbox is not a no-op: %v", cycle, err)
+		}
+		rf, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "pz1", Path: "/home/user/keep.bin"}))
+		if err != nil || sha256.Sum256(rf.Msg.Content) != want {
+			t.Fatalf("cycle %d: the file changed or vanished: %v", cycle, err)
+		}
+		// The process still runs, is listed, counts on, and can be followed.
+		time.Sleep(700 * time.Millisecond)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(execIn(t, a, "pz1", "cat /tmp/counter").Stdout)))
+		if n <= lastCounter {
+			t.Fatalf("cycle %d: the background process stopped counting (%d after %d)", cycle, n, lastCounter)
+		}
+		lastCounter = n
+		envd := processconnect.NewProcessClient(http.DefaultClient, "http://"+rs.Msg.Sandbox.HostAddress+":49983")
+		list, err := envd.List(ctx, connect.NewRequest(&procpb.ListRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := false
+		for _, p := range list.Msg.Processes {
+			listed = listed || p.Pid == bgPid
+		}
+		if !listed {
+			t.Fatalf("cycle %d: envd no longer lists the background process %d", cycle, bgPid)
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		follow, err := envd.Connect(cctx, connect.NewRequest(&procpb.ConnectRequest{Process: &procpb.ProcessSelector{Selector: &procpb.ProcessSelector_Pid{Pid: bgPid}}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotTick := false
+		for !gotTick && follow.Receive() {
+			gotTick = bytes.Contains(follow.Msg().GetEvent().GetData().GetStdout(), []byte("tick"))
+		}
+		ccancel()
+		if !gotTick {
+			t.Fatalf("cycle %d: reconnecting to the background process's output: %v", cycle, follow.Err())
+		}
+
+		if cycle == 4 {
+			// Let the timeout do this pause.
+			if _, err := a.client.SetSandboxTimeout(ctx, connect.NewRequest(&pb.SetSandboxTimeoutRequest{SandboxId: "pz1", TimeoutSeconds: 1})); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(60 * time.Second)
+			for sandboxState(t, a, "pz1").State != pb.SandboxState_SANDBOX_STATE_PAUSED {
+				if time.Now().After(deadline) {
+					t.Fatal("the timeout did not pause the sandbox")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		if cycle < 5 {
+			if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "pz1"})); err != nil {
+				t.Fatalf("cycle %d: pause: %v", cycle, err)
+			}
+		}
+	}
+	if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "pz1"})); err != nil {
+		t.Fatal(err)
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+	if entries, _ := os.ReadDir(filepath.Join(a.stateDir, "sandboxes")); len(entries) != 0 {
+		t.Errorf("snapshot files left: %v", entries)
+	}
+}
+
+func TestPauseUnsupportedOnGvisor(t *testing.T) {
+	requireVMs(t)
+	if _, err := os.Stat("/usr/local/bin/runsc"); err != nil {
+		t.Skip("runsc is not installed")
+	}
+	a := startAgent(t, "", "--runtime", "gvisor")
+	_, err := a.client.CreateSandbox(context.Background(), connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: "gp1", Template: "minimal", OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_PAUSE}))
+	if connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Errorf("pause on timeout under gvisor: %v", err)
+	}
+	create(t, a, "gp2", nil)
+	if _, err := a.client.PauseSandbox(context.Background(), connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "gp2"})); connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Errorf("pause under gvisor: %v", err)
+	}
+	if r := execIn(t, a, "gp2", "echo alive"); string(r.Stdout) != "alive\n" {
+		t.Errorf("after a refused pause: %q", r.Stdout)
+	}
+}
