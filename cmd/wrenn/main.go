@@ -26,6 +26,7 @@ commands:
   bench envd [flags]     measure envd against baselines from the same run
   bench boot [flags]     image builds, sizes, and boot-to-ready against a busybox-only boot (root)
   bench agent [flags]    sandbox create latency and concurrency through a host agent (root)
+  bench snapshot [flags] pause and resume latency, snapshot bytes, concurrent resumes (root)
 `
 
 func main() {
@@ -97,8 +98,27 @@ func benchCmd(ctx context.Context, args []string) error {
 		bench.Print(os.Stdout, "host agent: sandbox creation", rows)
 		return nil
 	}
+	if len(args) > 0 && args[0] == "snapshot" {
+		fs := flag.NewFlagSet("bench snapshot", flag.ExitOnError)
+		var o bench.SnapshotOptions
+		fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary")
+		fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary")
+		fs.StringVar(&o.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
+		fs.IntVar(&o.Runs, "runs", 5, "pause/resume cycles")
+		fs.IntVar(&o.Concurrent, "concurrent", 8, "sandboxes resumed at once")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		o.Log = os.Stderr
+		rows, err := bench.Snapshot(ctx, o)
+		if err != nil {
+			return err
+		}
+		bench.Print(os.Stdout, "pause and resume (QEMU, memory file + device state)", rows)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "envd" {
-		return fmt.Errorf("usage: wrenn bench envd|boot|agent [flags]")
+		return fmt.Errorf("usage: wrenn bench envd|boot|agent|snapshot [flags]")
 	}
 	fs := flag.NewFlagSet("bench envd", flag.ExitOnError)
 	var o bench.EnvdOptions

@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
+	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
+)
+
+// SnapshotOptions configures the pause/resume benchmark.
+type SnapshotOptions struct {
+	Envd, Init string
+	Accel      string
+	Runs       int // pause/resume cycles
+	Concurrent int // sandboxes resumed at once
+	Log        io.Writer
+}
+
+// Snapshot measures pause and resume through an agent (QEMU), the bytes a
+// pause writes, and concurrent resumes; the baseline is create-to-ready of
+// the same image in the same run.
+func Snapshot(ctx context.Context, o SnapshotOptions) ([]Row, error) {
+	if o.Runs == 0 {
+		o.Runs = 5
+	}
+	if o.Concurrent == 0 {
+		o.Concurrent = 8
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	state, err := os.MkdirTemp("", "wrenn-bench-snap-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(state)
+	if _, err := guestimage.Build(ctx, guestimage.Options{Name: "minimal", Dir: filepath.Join(state, "images"), Envd: o.Envd, Init: o.Init, Progress: o.Log}); err != nil {
+		return nil, err
+	}
+	secret := "bench-secret-0123456789"
+	ready := make(chan string, 1)
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: "qemu", Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		stop()
+		return nil, err
+	}
+	defer func() {
+		stop()
+		<-done
+	}()
+	c := hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearerRT{secret}}, "http://"+addr)
+	create := func(id string) (time.Duration, error) {
+		t0 := time.Now()
+		_, err := c.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Template: "minimal", TimeoutSeconds: 3600}))
+		return time.Since(t0), err
+	}
+	pause := func(id string) (time.Duration, error) {
+		t0 := time.Now()
+		_, err := c.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: id}))
+		return time.Since(t0), err
+	}
+	resume := func(id string) (time.Duration, error) {
+		t0 := time.Now()
+		_, err := c.ResumeSandbox(ctx, connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: id}))
+		return time.Since(t0), err
+	}
+	dir := filepath.Join(state, "sandboxes", "snap0")
+
+	fmt.Fprintln(o.Log, "create…")
+	createTime, err := create("snap0")
+	if err != nil {
+		return nil, err
+	}
+	var pauses, resumes []time.Duration
+	var firstBytes, laterBytes int64
+	for i := range o.Runs {
+		fmt.Fprintf(o.Log, "pause/resume %d/%d…\n", i+1, o.Runs)
+		before := deviceWritten(dir)
+		d, err := pause("snap0")
+		if err != nil {
+			return nil, err
+		}
+		written := deviceWritten(dir) - before
+		if i == 0 {
+			firstBytes = written
+		} else if i == 1 {
+			laterBytes = written
+		}
+		pauses = append(pauses, d)
+		d, err = resume("snap0")
+		if err != nil {
+			return nil, err
+		}
+		resumes = append(resumes, d)
+		time.Sleep(2 * time.Second) // idle
+	}
+
+	fmt.Fprintf(o.Log, "%d sandboxes, paused, resumed at once…\n", o.Concurrent)
+	var wg sync.WaitGroup
+	errs := make([]error, o.Concurrent)
+	for i := range o.Concurrent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("conc%d", i)
+			if _, errs[i] = create(id); errs[i] == nil {
+				_, errs[i] = pause(id)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	conc := make([]time.Duration, o.Concurrent)
+	t0 := time.Now()
+	for i := range o.Concurrent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conc[i], errs[i] = resume(fmt.Sprintf("conc%d", i))
+		}()
+	}
+	wg.Wait()
+	total := time.Since(t0)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return []Row{
+		{Metric: fmt.Sprintf("pause, 256 MiB guest (median of %d)", o.Runs), Wrenn: Ms(Median(pauses)), Baseline: "E2B: ~1 s per 256 MiB (4 s/GiB)"},
+		{Metric: fmt.Sprintf("resume to ready (median of %d)", o.Runs), Wrenn: Ms(Median(resumes)), Baseline: "create to ready, same run: " + Ms(createTime), Ratio: fmt.Sprintf("%.2f× create", float64(Median(resumes))/float64(createTime)), Target: "< 1.5 s"},
+		{Metric: "bytes written to disk by the first pause", Wrenn: humanMiB(firstBytes), Baseline: "on disk after it: " + humanMiB(diskBytes(dir))},
+		{Metric: "bytes written by the second pause of an idle sandbox", Wrenn: humanMiB(laterBytes), Ratio: fmt.Sprintf("%.1f%% of the first", 100*float64(laterBytes)/float64(max(firstBytes, 1))), Target: "< 10%"},
+		{Metric: fmt.Sprintf("%d concurrent resumes", o.Concurrent), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(Percentile(conc, 100))), Ratio: fmt.Sprintf("median %s", Ms(Median(conc)))},
+	}, nil
+}
+
+// deviceWritten is the bytes written so far to the block device holding
+// path (from its sysfs stat); the machine's other writes are noise in it.
+func deviceWritten(path string) int64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0
+	}
+	major, minor := (st.Dev>>8)&0xfff, (st.Dev&0xff)|((st.Dev>>12)&0xfff00)
+	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/stat", major, minor))
+	if err != nil {
+		return 0
+	}
+	var f [11]int64
+	fmt.Sscan(string(b), &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6])
+	return f[6] * 512
+}
+
+// diskBytes is the space allocated under dir (sparse files count only what
+// they hold).
+func diskBytes(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return n
+}
