@@ -278,11 +278,7 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 
 func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string) error {
 	r := s.info.Request
-	acquire := m.cfg.Net.Acquire
-	if g, ok := m.cfg.Driver.(runtime.GuestNamespaceDriver); ok && g.WantsGuestNamespace() {
-		acquire = m.cfg.Net.AcquireWithGuestNamespace
-	}
-	slot, err := acquire(r.AllowInternet)
+	slot, err := m.acquireSlot(r.AllowInternet)
 	if err != nil {
 		return err
 	}
@@ -486,6 +482,14 @@ func (m *Manager) expire(id string) {
 	}
 }
 
+// acquireSlot builds the kind of network slot the driver's guests need.
+func (m *Manager) acquireSlot(internet bool) (*network.Slot, error) {
+	if g, ok := m.cfg.Driver.(runtime.GuestNamespaceDriver); ok && g.WantsGuestNamespace() {
+		return m.cfg.Net.AcquireWithGuestNamespace(internet)
+	}
+	return m.cfg.Net.Acquire(internet)
+}
+
 func (m *Manager) canPause() bool {
 	_, ok := m.cfg.Driver.(runtime.Resumer)
 	return ok
@@ -608,7 +612,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 
 func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string, timeout time.Duration) error {
 	r := s.info.Request
-	slot, err := m.cfg.Net.Acquire(r.AllowInternet)
+	slot, err := m.acquireSlot(r.AllowInternet)
 	if err != nil {
 		return err
 	}

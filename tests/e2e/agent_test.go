@@ -225,6 +225,13 @@ func TestAgentSandboxLifecycle(t *testing.T) {
 			t.Fatalf("created %v", sb)
 		}
 
+		// vCPU and memory limits hold on the host too, not only in the guest.
+		quota, mem := cgroupLimits(t, "sb-life1")
+		wantMem := map[string]int64{"qemu": (256 + 192) << 20, "gvisor": 256 << 20}[rt]
+		if quota != 100000 || mem != wantMem {
+			t.Errorf("cgroup limits: cpu quota %d (want 100000 for 1 vCPU), memory %d (want %d)", quota, mem, wantMem)
+		}
+
 		r := execIn(t, a, "life1", "echo $FROM_CREATE; whoami; echo oops >&2; exit 3")
 		if string(r.Stdout) != "yes\nroot\n" || string(r.Stderr) != "oops\n" || r.ExitCode != 3 {
 			t.Fatalf("exec: %q %q %d", r.Stdout, r.Stderr, r.ExitCode)
@@ -763,4 +770,26 @@ func TestE2BSDKAgainstGuestEnvd(t *testing.T) {
 		a.stop(t, syscall.SIGTERM)
 		assertNoLeftovers(t, a.stateDir)
 	})
+}
+
+// cgroupLimits reads a sandbox cgroup's CPU quota (per 100 ms period) and
+// memory limit, on cgroup v2 or v1.
+func cgroupLimits(t *testing.T, name string) (quota, mem int64) {
+	t.Helper()
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("cgroup: %v", err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		f := strings.Fields(read("/sys/fs/cgroup/wrenn/" + name + "/cpu.max"))
+		quota, _ = strconv.ParseInt(f[0], 10, 64)
+		mem, _ = strconv.ParseInt(read("/sys/fs/cgroup/wrenn/"+name+"/memory.max"), 10, 64)
+		return quota, mem
+	}
+	quota, _ = strconv.ParseInt(read("/sys/fs/cgroup/cpu/wrenn/"+name+"/cpu.cfs_quota_us"), 10, 64)
+	mem, _ = strconv.ParseInt(read("/sys/fs/cgroup/memory/wrenn/"+name+"/memory.limit_in_bytes"), 10, 64)
+	return quota, mem
 }

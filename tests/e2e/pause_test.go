@@ -34,7 +34,11 @@ func sandboxState(t *testing.T, a *agent, id string) *pb.Sandbox {
 // pause/resume cycles, one of them triggered by the sandbox's timeout.
 func TestPauseResumeKeepsEverything(t *testing.T) {
 	requireVMs(t)
-	a := startAgent(t, "", "--runtime", "qemu")
+	forEachRuntime(t, func(t *testing.T, rt string) { pauseResumeKeepsEverything(t, rt) })
+}
+
+func pauseResumeKeepsEverything(t *testing.T, rt string) {
+	a := startAgent(t, "", "--runtime", rt)
 	ctx := context.Background()
 	create(t, a, "pz1", func(r *pb.CreateSandboxRequest) { r.OnTimeout = pb.TimeoutAction_TIMEOUT_ACTION_PAUSE })
 
@@ -151,24 +155,5 @@ func TestPauseResumeKeepsEverything(t *testing.T) {
 	assertNoLeftovers(t, a.stateDir)
 	if entries, _ := os.ReadDir(filepath.Join(a.stateDir, "sandboxes")); len(entries) != 0 {
 		t.Errorf("snapshot files left: %v", entries)
-	}
-}
-
-func TestPauseUnsupportedOnGvisor(t *testing.T) {
-	requireVMs(t)
-	if _, err := os.Stat("/usr/local/bin/runsc"); err != nil {
-		t.Skip("runsc is not installed")
-	}
-	a := startAgent(t, "", "--runtime", "gvisor")
-	_, err := a.client.CreateSandbox(context.Background(), connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: "gp1", Template: "minimal", OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_PAUSE}))
-	if connect.CodeOf(err) != connect.CodeUnimplemented {
-		t.Errorf("pause on timeout under gvisor: %v", err)
-	}
-	create(t, a, "gp2", nil)
-	if _, err := a.client.PauseSandbox(context.Background(), connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "gp2"})); connect.CodeOf(err) != connect.CodeUnimplemented {
-		t.Errorf("pause under gvisor: %v", err)
-	}
-	if r := execIn(t, a, "gp2", "echo alive"); string(r.Stdout) != "alive\n" {
-		t.Errorf("after a refused pause: %q", r.Stdout)
 	}
 }

@@ -175,25 +175,13 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 			}
 		}
 	}()
-	low, err := d.acquireLower(spec.ImageDir, spec.Manifest)
-	if err != nil {
+	if err := d.mountRoot(in, spec); err != nil {
 		return nil, err
 	}
-	in.lowerHeld = true
-	upper, work, merged := filepath.Join(spec.Dir, "upper"), filepath.Join(spec.Dir, "work"), filepath.Join(spec.Dir, "rootfs")
-	for _, p := range []string{upper, work, merged} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if err := syscall.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", low, upper, work)); err != nil {
-		return nil, fmt.Errorf("overlay root: %w", err)
-	}
-	in.merged = merged
 	if err := spec.Slot.PrepareGuest(); err != nil {
 		return nil, err
 	}
-	cfg := ociConfig(spec, merged)
+	cfg := ociConfig(spec, in.merged)
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := os.WriteFile(filepath.Join(spec.Dir, "config.json"), b, 0o600); err != nil {
 		return nil, err
@@ -211,6 +199,113 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	go in.watch()
 	return in, nil
 }
+
+// mountRoot makes the sandbox's root: the template's shared read-only
+// tree under the sandbox's own writable layer.
+func (d *Driver) mountRoot(in *instance, spec runtime.Spec) error {
+	low, err := d.acquireLower(spec.ImageDir, spec.Manifest)
+	if err != nil {
+		return err
+	}
+	in.lowerHeld = true
+	upper, work, merged := filepath.Join(spec.Dir, "upper"), filepath.Join(spec.Dir, "work"), filepath.Join(spec.Dir, "rootfs")
+	for _, p := range []string{upper, work, merged} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := syscall.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", low, upper, work)); err != nil {
+		return fmt.Errorf("overlay root: %w", err)
+	}
+	in.merged = merged
+	return nil
+}
+
+const checkpointDir = "checkpoint"
+
+// Pause checkpoints the container (memory and kernel state) into the
+// sandbox's directory, waits until it has really stopped, deletes it and
+// unmounts its root; the writable layer stays.
+func (in *instance) Pause(ctx context.Context) error {
+	img := filepath.Join(in.dir, checkpointDir)
+	tmp := img + ".part"
+	_ = os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return err
+	}
+	if _, err := in.d.runsc(ctx, "checkpoint", "--image-path", tmp, in.id); err != nil {
+		os.RemoveAll(tmp)
+		// A failed checkpoint leaves the container running, or stopped;
+		// only the first is a sandbox that still works.
+		if st, serr := in.d.state(context.Background(), in.id); serr == nil && st.Status == "running" {
+			return err
+		}
+		return fmt.Errorf("%w (the container did not survive it)", err)
+	}
+	// checkpoint returns before the container has stopped.
+	for {
+		st, err := in.d.state(ctx, in.id)
+		if err != nil || st.Status == "stopped" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	_ = os.RemoveAll(img)
+	if err := os.Rename(tmp, img); err != nil {
+		return err
+	}
+	in.Kill() // deletes the stopped container's runsc state
+	return in.Release()
+}
+
+// Resume restores a checkpoint into the sandbox's own root and namespace.
+func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Instance, err error) {
+	img := filepath.Join(spec.Dir, checkpointDir)
+	if _, err := os.Stat(img); err != nil {
+		return nil, fmt.Errorf("no checkpoint to resume from: %w", err)
+	}
+	in := &instance{d: d, id: "wrenn-" + containerID.ReplaceAllString(spec.SandboxID, "-"), dir: spec.Dir, imageDir: spec.ImageDir, done: make(chan struct{}), stop: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			in.Kill()
+			if rerr := in.Release(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+	}()
+	if err := d.mountRoot(in, spec); err != nil {
+		return nil, err
+	}
+	if err := spec.Slot.PrepareGuest(); err != nil {
+		return nil, err
+	}
+	// The guest namespace may be another slot's now.
+	cfg := ociConfig(spec, in.merged)
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(filepath.Join(spec.Dir, "config.json"), b, 0o600); err != nil {
+		return nil, err
+	}
+	if _, err := d.runsc(ctx, "restore", "--detach", "--image-path", img, "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), in.id); err != nil {
+		return nil, err
+	}
+	in.started = true
+	st, err := d.state(ctx, in.id)
+	if err != nil {
+		return nil, err
+	}
+	in.pid = st.Pid
+	go in.watch()
+	return in, os.RemoveAll(img)
+}
+
+var (
+	_ runtime.Resumer          = (*Driver)(nil)
+	_ runtime.PausableInstance = (*instance)(nil)
+)
 
 type state struct {
 	ID     string `json:"id"`
