@@ -114,7 +114,7 @@ func benchCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		bench.Print(os.Stdout, "pause and resume (QEMU, memory file + device state)", rows)
+		bench.Print(os.Stdout, "pause and resume (qemu: memory file + device state; gvisor: runsc checkpoint)", rows)
 		return nil
 	}
 	if len(args) == 0 || args[0] != "envd" {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -52,12 +53,28 @@ func Snapshot(ctx context.Context, o SnapshotOptions) ([]Row, error) {
 	if _, err := guestimage.Build(ctx, guestimage.Options{Name: "minimal", Dir: filepath.Join(state, "images"), Envd: o.Envd, Init: o.Init, Progress: o.Log}); err != nil {
 		return nil, err
 	}
+	runtimes := []string{"qemu"}
+	if _, err := exec.LookPath("runsc"); err == nil {
+		runtimes = append(runtimes, "gvisor")
+	}
+	var rows []Row
+	for _, rt := range runtimes {
+		r, err := snapshotRuntime(ctx, o, state, rt)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", rt, err)
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+func snapshotRuntime(ctx context.Context, o SnapshotOptions, state, rt string) ([]Row, error) {
 	secret := "bench-secret-0123456789"
 	ready := make(chan string, 1)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: "qemu", Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: rt, Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	var addr string
 	select {
@@ -88,7 +105,7 @@ func Snapshot(ctx context.Context, o SnapshotOptions) ([]Row, error) {
 	}
 	dir := filepath.Join(state, "sandboxes", "snap0")
 
-	fmt.Fprintln(o.Log, "create…")
+	fmt.Fprintf(o.Log, "%s: create…\n", rt)
 	createTime, err := create("snap0")
 	if err != nil {
 		return nil, err
@@ -149,11 +166,11 @@ func Snapshot(ctx context.Context, o SnapshotOptions) ([]Row, error) {
 		return nil, err
 	}
 	return []Row{
-		{Metric: fmt.Sprintf("pause, 256 MiB guest (median of %d)", o.Runs), Wrenn: Ms(Median(pauses)), Baseline: "E2B: ~1 s per 256 MiB (4 s/GiB)"},
-		{Metric: fmt.Sprintf("resume to ready (median of %d)", o.Runs), Wrenn: Ms(Median(resumes)), Baseline: "create to ready, same run: " + Ms(createTime), Ratio: fmt.Sprintf("%.2f× create", float64(Median(resumes))/float64(createTime)), Target: "< 1.5 s"},
-		{Metric: "bytes written to disk by the first pause", Wrenn: humanMiB(firstBytes), Baseline: "on disk after it: " + humanMiB(diskBytes(dir))},
-		{Metric: "bytes written by the second pause of an idle sandbox", Wrenn: humanMiB(laterBytes), Ratio: fmt.Sprintf("%.1f%% of the first", 100*float64(laterBytes)/float64(max(firstBytes, 1))), Target: "< 10%"},
-		{Metric: fmt.Sprintf("%d concurrent resumes", o.Concurrent), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(Percentile(conc, 100))), Ratio: fmt.Sprintf("median %s", Ms(Median(conc)))},
+		{Metric: fmt.Sprintf("%s: pause, 256 MiB guest (median of %d)", rt, o.Runs), Wrenn: Ms(Median(pauses)), Baseline: "E2B: ~1 s per 256 MiB (4 s/GiB)"},
+		{Metric: fmt.Sprintf("%s: resume to ready (median of %d)", rt, o.Runs), Wrenn: Ms(Median(resumes)), Baseline: "create to ready, same run: " + Ms(createTime), Ratio: fmt.Sprintf("%.2f× create", float64(Median(resumes))/float64(createTime)), Target: "< 1.5 s"},
+		{Metric: rt + ": bytes written to disk by the first pause", Wrenn: humanMiB(firstBytes), Baseline: "on disk after it: " + humanMiB(diskBytes(dir))},
+		{Metric: rt + ": bytes written by the second pause of an idle sandbox", Wrenn: humanMiB(laterBytes), Ratio: fmt.Sprintf("%.1f%% of the first", 100*float64(laterBytes)/float64(max(firstBytes, 1))), Target: "< 10%"},
+		{Metric: fmt.Sprintf("%s: %d concurrent resumes", rt, o.Concurrent), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(Percentile(conc, 100))), Ratio: fmt.Sprintf("median %s", Ms(Median(conc)))},
 	}, nil
 }
 
