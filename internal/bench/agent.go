@@ -181,6 +181,6 @@ func agentRuntime(ctx context.Context, o AgentOptions, state, rt string, bare []
 		{Metric: fmt.Sprintf("create to ready, serial (median of %d, %s)", o.Serial, runtimeDesc), Wrenn: Ms(Median(serial)), Baseline: "bare QEMU boot to envd: " + Ms(Median(bare)), Ratio: fmt.Sprintf("%.2f× the bare boot", float64(Median(serial))/float64(Median(bare))), Target: map[string]string{"gvisor": "< 500 ms"}[rt]},
 		{Metric: fmt.Sprintf("create to ready, serial (p95 of %d)", o.Serial), Wrenn: Ms(Percentile(serial, 95)), Baseline: "bare QEMU: " + Ms(Percentile(bare, 95))},
 		{Metric: fmt.Sprintf("%d concurrent creates (%s)", o.Concurrent, runtimeDesc), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(slowest)), Ratio: fmt.Sprintf("%.2f creates/s", float64(o.Concurrent)/total.Seconds())},
-		{Metric: fmt.Sprintf("host memory per idle sandbox (256 MiB guest, %s)", runtimeDesc), Wrenn: fmt.Sprintf("QEMU RSS %.0f MiB", MedianFloat(rss)), Baseline: fmt.Sprintf("guest's own use %.0f MiB", MedianFloat(used)), Ratio: fmt.Sprintf("beyond guest use: %.0f MiB", MedianFloat(rss)-MedianFloat(used))},
+		{Metric: fmt.Sprintf("host memory per idle sandbox (256 MiB guest, %s)", runtimeDesc), Wrenn: fmt.Sprintf("host RSS %.0f MiB", MedianFloat(rss)), Baseline: fmt.Sprintf("guest's own use %.0f MiB", MedianFloat(used)), Ratio: fmt.Sprintf("beyond guest use: %.0f MiB", MedianFloat(rss)-MedianFloat(used))},
 	}, nil
 }
