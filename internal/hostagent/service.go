@@ -106,6 +106,7 @@ func toPB(i sandbox.Info) *pb.Sandbox {
 		CreatedAtUnixMs: i.CreatedAt.UnixMilli(), AllowInternet: i.AllowInternet, Metadata: i.Metadata, Runtime: i.Runtime,
 		Error: i.Err, EnvdVersion: i.EnvdVersion, HostAddress: i.HostAddress, OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_DESTROY,
 	}
+	out.Snapshot = i.Snapshot
 	if i.OnTimeout == sandbox.OnTimeoutPause {
 		out.OnTimeout = pb.TimeoutAction_TIMEOUT_ACTION_PAUSE
 	}
@@ -141,7 +142,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *connect.Request[pb.Cre
 	info, err := s.M.Create(ctx, sandbox.Request{
 		ID: m.SandboxId, Template: m.Template, VCPUs: int(m.Vcpus), MemoryMiB: int(m.MemoryMib), DiskMiB: int(m.DiskMib),
 		Timeout: time.Duration(m.TimeoutSeconds) * time.Second, EnvVars: m.EnvVars, AllowInternet: m.AllowInternet,
-		Metadata: m.Metadata, AccessToken: m.EnvdAccessToken, OnTimeout: onTimeout,
+		Metadata: m.Metadata, AccessToken: m.EnvdAccessToken, OnTimeout: onTimeout, Snapshot: m.Snapshot,
 	})
 	if err != nil {
 		return nil, rpcError(err)
@@ -194,6 +195,36 @@ func (s *Service) ResumeSandbox(ctx context.Context, req *connect.Request[pb.Res
 		return nil, rpcError(err)
 	}
 	return connect.NewResponse(&pb.ResumeSandboxResponse{Sandbox: toPB(info)}), nil
+}
+
+func snapshotPB(si *sandbox.SnapshotInfo) *pb.Snapshot {
+	return &pb.Snapshot{Name: si.Name, Template: si.Template, SourceSandboxId: si.Source, Vcpus: uint32(si.VCPUs), MemoryMib: uint32(si.MemoryMiB), DiskMib: uint32(si.DiskMiB), CreatedAtUnixMs: si.Created.UnixMilli(), SizeBytes: uint64(si.SizeBytes), Runtime: si.Runtime}
+}
+
+func (s *Service) CreateSnapshot(ctx context.Context, req *connect.Request[pb.CreateSnapshotRequest]) (*connect.Response[pb.CreateSnapshotResponse], error) {
+	si, err := s.M.CreateSnapshot(ctx, req.Msg.SandboxId, req.Msg.Name)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.CreateSnapshotResponse{Snapshot: snapshotPB(si)}), nil
+}
+
+func (s *Service) DeleteSnapshot(_ context.Context, req *connect.Request[pb.DeleteSnapshotRequest]) (*connect.Response[pb.DeleteSnapshotResponse], error) {
+	if err := s.M.DeleteSnapshot(req.Msg.Name); err != nil {
+		if errors.Is(err, sandbox.ErrConflict) {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+		}
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.DeleteSnapshotResponse{}), nil
+}
+
+func (s *Service) ListSnapshots(_ context.Context, _ *connect.Request[pb.ListSnapshotsRequest]) (*connect.Response[pb.ListSnapshotsResponse], error) {
+	out := &pb.ListSnapshotsResponse{}
+	for _, si := range s.M.ListSnapshots() {
+		out.Snapshots = append(out.Snapshots, snapshotPB(si))
+	}
+	return connect.NewResponse(out), nil
 }
 
 func metricsPB(m sandbox.Metrics) *pb.SandboxMetrics {

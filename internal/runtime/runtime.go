@@ -76,3 +76,11 @@ type PausableInstance interface {
 type Resumer interface {
 	Resume(ctx context.Context, spec Spec) (Instance, error)
 }
+
+// Snapshotter turns a paused sandbox's directory into a snapshot template
+// and prepares new sandboxes' directories from one, which Resume then
+// starts. The template's files are never written after SaveSnapshot.
+type Snapshotter interface {
+	SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error
+	PrepareClone(ctx context.Context, snapshotDir string, spec Spec) error
+}

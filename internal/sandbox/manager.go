@@ -126,6 +126,13 @@ func (m *Manager) reclaim() error {
 			errs = append(errs, err)
 		}
 	}
+	// Snapshot templates survive restarts; half-written ones do not.
+	parts, _ := filepath.Glob(filepath.Join(m.cfg.StateDir, "snapshots", ".*.part-*"))
+	for _, p := range parts {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, name := range cgroup.Stale() {
 		if err := cgroup.Open(name).Remove(); err != nil {
 			errs = append(errs, err)
@@ -227,6 +234,24 @@ func (m *Manager) normalize(r *Request) error {
 // Create boots a sandbox and returns when its envd answers. A failure on
 // any step releases everything the steps before it took.
 func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
+	var snap *SnapshotInfo
+	if r.Snapshot != "" {
+		var err error
+		if snap, err = m.snapshot(r.Snapshot); err != nil {
+			return Info{}, err
+		}
+		if _, ok := m.cfg.Driver.(runtime.Snapshotter); !ok {
+			return Info{}, fmt.Errorf("%w: the %s runtime cannot start from snapshots", ErrUnsupported, m.cfg.Driver.Name())
+		}
+		// The saved machine fixes these.
+		r.Template, r.VCPUs, r.MemoryMiB = snap.Template, snap.VCPUs, snap.MemoryMiB
+		if r.DiskMiB == 0 {
+			r.DiskMiB = snap.DiskMiB
+		}
+		if r.DiskMiB < snap.DiskMiB {
+			return Info{}, fmt.Errorf("%w: disk of %d MiB; snapshot %s needs at least %d", ErrInvalid, r.DiskMiB, snap.Name, snap.DiskMiB)
+		}
+	}
 	if err := m.normalize(&r); err != nil {
 		return Info{}, err
 	}
@@ -264,7 +289,16 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 	m.boxes[r.ID] = s
 	m.mu.Unlock()
 
-	if err := m.boot(ctx, s, mf, imgDir); err != nil {
+	var err2 error
+	if snap != nil {
+		s.dir = filepath.Join(m.sandboxesDir(), r.ID)
+		if err2 = os.MkdirAll(s.dir, 0o700); err2 == nil {
+			err2 = m.restore(ctx, s, mf, imgDir, r.Timeout, m.snapshotDir(snap.Name))
+		}
+	} else {
+		err2 = m.boot(ctx, s, mf, imgDir)
+	}
+	if err := err2; err != nil {
 		m.teardown(s)
 		m.mu.Lock()
 		delete(m.boxes, r.ID)
@@ -508,6 +542,11 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return m.pauseLocked(ctx, s)
+}
+
+func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
+	id := s.info.ID
 	switch st := s.Info().State; st {
 	case Running:
 	case Paused:
@@ -572,6 +611,11 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return m.resumeLocked(ctx, s, timeout)
+}
+
+func (m *Manager) resumeLocked(ctx context.Context, s *Sandbox, timeout time.Duration) (Info, error) {
+	id := s.info.ID
 	if timeout == 0 {
 		timeout = s.info.Timeout
 	}
@@ -592,7 +636,7 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	s.setState(Resuming, "")
 	mf, imgDir, err := m.Image(s.info.Template)
 	if err == nil {
-		err = m.restore(ctx, s, mf, imgDir, timeout)
+		err = m.restore(ctx, s, mf, imgDir, timeout, "")
 	}
 	if err != nil {
 		if s.inst != nil {
@@ -610,17 +654,25 @@ func (m *Manager) Resume(ctx context.Context, id string, timeout time.Duration) 
 	return s.Info(), nil
 }
 
-func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string, timeout time.Duration) error {
+// restore resumes s from its directory, or, with snapshotDir, first makes
+// that directory a clone of the snapshot.
+func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string, timeout time.Duration, snapshotDir string) error {
 	r := s.info.Request
 	slot, err := m.acquireSlot(r.AllowInternet)
 	if err != nil {
 		return err
 	}
 	s.slot = slot
-	inst, err := m.cfg.Driver.(runtime.Resumer).Resume(ctx, runtime.Spec{
+	spec := runtime.Spec{
 		SandboxID: r.ID, TemplateID: r.Template, ImageDir: imgDir, Manifest: mf,
 		VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB, Slot: slot, Dir: s.dir, DNS: m.cfg.DNS,
-	})
+	}
+	if snapshotDir != "" {
+		if err := m.cfg.Driver.(runtime.Snapshotter).PrepareClone(ctx, snapshotDir, spec); err != nil {
+			return err
+		}
+	}
+	inst, err := m.cfg.Driver.(runtime.Resumer).Resume(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -642,8 +694,13 @@ func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manife
 	s.info.State = Running
 	s.info.ExpiresAt = time.Now().Add(timeout)
 	s.info.HostAddress = slot.GuestHost.String()
+	s.info.EnvdVersion = "0.6.13"
 	s.infoMu.Unlock()
-	s.expiry.Reset(timeout)
+	if s.expiry == nil {
+		s.expiry = time.AfterFunc(timeout, func() { m.expire(r.ID) })
+	} else {
+		s.expiry.Reset(timeout)
+	}
 	s.sampler = startSampler(s, m.cfg.SampleEvery)
 	s.watch = make(chan struct{})
 	m.wg.Add(1)

@@ -52,6 +52,7 @@ type Request struct {
 	Metadata      map[string]string
 	AccessToken   string
 	OnTimeout     TimeoutAction
+	Snapshot      string // start from this snapshot template
 }
 
 // Info is a snapshot of a sandbox's public state.

@@ -157,3 +157,107 @@ func pauseResumeKeepsEverything(t *testing.T, rt string) {
 		t.Errorf("snapshot files left: %v", entries)
 	}
 }
+
+// checksumTree hashes every file under dir.
+func checksumTree(t *testing.T, dir string) map[string][32]byte {
+	t.Helper()
+	out := map[string][32]byte{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out[p] = sha256.Sum256(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A snapshot template starts warm clones that diverge from each other and
+// leave the template's files as they were.
+func TestSnapshotTemplatesAndClones(t *testing.T) {
+	requireVMs(t)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		ctx := context.Background()
+		create(t, a, "src", nil)
+		execIn(t, a, "src", "echo 'from the template' > /home/user/base.txt")
+		snap, err := a.client.CreateSnapshot(ctx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: "src", Name: "tpl1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.Msg.Snapshot.SizeBytes == 0 || snap.Msg.Snapshot.Template != "minimal" {
+			t.Fatalf("snapshot %v", snap.Msg.Snapshot)
+		}
+		if st := sandboxState(t, a, "src").State; st != pb.SandboxState_SANDBOX_STATE_RUNNING {
+			t.Fatalf("the source is %v after its snapshot, want running", st)
+		}
+		if _, err := a.client.CreateSnapshot(ctx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: "src", Name: "tpl1"})); connect.CodeOf(err) != connect.CodeAlreadyExists {
+			t.Errorf("a second snapshot of the same name: %v", err)
+		}
+		if _, err := a.client.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: "x", Snapshot: "nope"})); connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("create from an unknown snapshot: %v", err)
+		}
+		tplDir := filepath.Join(a.stateDir, "snapshots", "tpl1")
+		before := checksumTree(t, tplDir)
+
+		for _, id := range []string{"clone1", "clone2"} {
+			resp, err := a.client.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Snapshot: "tpl1", TimeoutSeconds: 600}))
+			if err != nil {
+				t.Fatalf("clone %s: %v", id, err)
+			}
+			if resp.Msg.Sandbox.Snapshot != "tpl1" || resp.Msg.Sandbox.State != pb.SandboxState_SANDBOX_STATE_RUNNING {
+				t.Fatalf("clone %s: %v", id, resp.Msg.Sandbox)
+			}
+		}
+		for _, id := range []string{"clone1", "clone2"} {
+			if got := string(execIn(t, a, id, "cat /home/user/base.txt").Stdout); got != "from the template\n" {
+				t.Fatalf("%s: template file %q", id, got)
+			}
+			execIn(t, a, id, "echo "+id+" > /home/user/own.txt")
+		}
+		for _, id := range []string{"clone1", "clone2"} {
+			if got := string(execIn(t, a, id, "cat /home/user/own.txt").Stdout); got != id+"\n" {
+				t.Fatalf("%s did not diverge: %q", id, got)
+			}
+		}
+		if got := string(execIn(t, a, "src", "cat /home/user/own.txt 2>/dev/null || echo none").Stdout); got != "none\n" {
+			t.Fatalf("a clone's write reached the source: %q", got)
+		}
+		after := checksumTree(t, tplDir)
+		if len(after) != len(before) {
+			t.Fatalf("the template's files changed: %d before, %d after", len(before), len(after))
+		}
+		for p, sum := range before {
+			if after[p] != sum {
+				t.Fatalf("the template's %s changed", p)
+			}
+		}
+		if _, err := a.client.DeleteSnapshot(ctx, connect.NewRequest(&pb.DeleteSnapshotRequest{Name: "tpl1"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Errorf("deleting a snapshot clones use: %v", err)
+		}
+		list, err := a.client.ListSnapshots(ctx, connect.NewRequest(&pb.ListSnapshotsRequest{}))
+		if err != nil || len(list.Msg.Snapshots) != 1 || list.Msg.Snapshots[0].Name != "tpl1" {
+			t.Fatalf("list: %v %v", list, err)
+		}
+		for _, id := range []string{"clone1", "clone2", "src"} {
+			if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: id})); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := a.client.DeleteSnapshot(ctx, connect.NewRequest(&pb.DeleteSnapshotRequest{Name: "tpl1"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(tplDir); !os.IsNotExist(err) {
+			t.Errorf("snapshot directory left: %v", err)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
+}

@@ -529,3 +529,33 @@ func alive(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
+
+func copyTree(ctx context.Context, src, dst string) error {
+	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", src, dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("copy %s: %v: %s", filepath.Base(src), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// SaveSnapshot copies a paused sandbox's writable layer and checkpoint.
+func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error {
+	for _, f := range []string{"upper", checkpointDir} {
+		if err := copyTree(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PrepareClone gives a new sandbox its own copies of both.
+func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runtime.Spec) error {
+	for _, f := range []string{"upper", checkpointDir} {
+		if err := copyTree(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var _ runtime.Snapshotter = (*Driver)(nil)
