@@ -134,6 +134,23 @@ func snapshotRuntime(ctx context.Context, o SnapshotOptions, state, rt string) (
 		time.Sleep(2 * time.Second) // idle
 	}
 
+	fmt.Fprintln(o.Log, "snapshot template and clones…")
+	if _, err := c.CreateSnapshot(ctx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: "snap0", Name: "tpl"})); err != nil {
+		return nil, err
+	}
+	var clones []time.Duration
+	for i := range o.Runs {
+		t0 := time.Now()
+		id := fmt.Sprintf("clone%d", i)
+		if _, err := c.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Snapshot: "tpl", TimeoutSeconds: 3600})); err != nil {
+			return nil, err
+		}
+		clones = append(clones, time.Since(t0))
+		if _, err := c.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: id})); err != nil {
+			return nil, err
+		}
+	}
+
 	fmt.Fprintf(o.Log, "%d sandboxes, paused, resumed at once…\n", o.Concurrent)
 	var wg sync.WaitGroup
 	errs := make([]error, o.Concurrent)
@@ -168,6 +185,7 @@ func snapshotRuntime(ctx context.Context, o SnapshotOptions, state, rt string) (
 	return []Row{
 		{Metric: fmt.Sprintf("%s: pause, 256 MiB guest (median of %d)", rt, o.Runs), Wrenn: Ms(Median(pauses)), Baseline: "E2B: ~1 s per 256 MiB (4 s/GiB)"},
 		{Metric: fmt.Sprintf("%s: resume to ready (median of %d)", rt, o.Runs), Wrenn: Ms(Median(resumes)), Baseline: "create to ready, same run: " + Ms(createTime), Ratio: fmt.Sprintf("%.2f× create", float64(Median(resumes))/float64(createTime)), Target: "< 1.5 s"},
+		{Metric: fmt.Sprintf("%s: clone from a snapshot template to ready (median of %d)", rt, o.Runs), Wrenn: Ms(Median(clones)), Baseline: "create to ready, same run: " + Ms(createTime), Ratio: fmt.Sprintf("%.2f× create", float64(Median(clones))/float64(createTime))},
 		{Metric: rt + ": bytes written to disk by the first pause", Wrenn: humanMiB(firstBytes), Baseline: "on disk after it: " + humanMiB(diskBytes(dir))},
 		{Metric: rt + ": bytes written by the second pause of an idle sandbox", Wrenn: humanMiB(laterBytes), Ratio: fmt.Sprintf("%.1f%% of the first", 100*float64(laterBytes)/float64(max(firstBytes, 1))), Target: "< 10%"},
 		{Metric: fmt.Sprintf("%s: %d concurrent resumes", rt, o.Concurrent), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(Percentile(conc, 100))), Ratio: fmt.Sprintf("median %s", Ms(Median(conc)))},
