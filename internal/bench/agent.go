@@ -32,6 +32,29 @@ type AgentOptions struct {
 	Log        io.Writer
 }
 
+// startAgent runs a host agent in this process on state, and returns a
+// client of it and the function that stops it.
+func startAgent(ctx context.Context, state, rt, accel string) (hostagentv1connect.HostAgentServiceClient, func(), error) {
+	secret := "bench-secret-0123456789"
+	ready := make(chan string, 1)
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: rt, Accel: accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	select {
+	case addr := <-ready:
+		stop := func() {
+			cancel()
+			<-done
+		}
+		return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearerRT{secret}}, "http://"+addr), stop, nil
+	case err := <-done:
+		cancel()
+		return nil, nil, err
+	}
+}
+
 type bearerRT struct{ secret string }
 
 func (b bearerRT) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -95,25 +118,11 @@ func Agent(ctx context.Context, o AgentOptions) ([]Row, error) {
 }
 
 func agentRuntime(ctx context.Context, o AgentOptions, state, rt string, bare []time.Duration) ([]Row, error) {
-	secret := "bench-secret-0123456789"
-	ready := make(chan string, 1)
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: rt, Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		stop()
+	client, stop, err := startAgent(ctx, state, rt, o.Accel)
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		stop()
-		<-done
-	}()
-	client := hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearerRT{secret}}, "http://"+addr)
+	defer stop()
 	info, err := client.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
 	if err != nil {
 		return nil, err

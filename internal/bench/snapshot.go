@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +16,7 @@ import (
 	"connectrpc.com/connect"
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
-	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
-	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
 // SnapshotOptions configures the pause/resume benchmark.
@@ -69,25 +65,11 @@ func Snapshot(ctx context.Context, o SnapshotOptions) ([]Row, error) {
 }
 
 func snapshotRuntime(ctx context.Context, o SnapshotOptions, state, rt string) ([]Row, error) {
-	secret := "bench-secret-0123456789"
-	ready := make(chan string, 1)
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: rt, Accel: o.Accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		stop()
+	c, stop, err := startAgent(ctx, state, rt, o.Accel)
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		stop()
-		<-done
-	}()
-	c := hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearerRT{secret}}, "http://"+addr)
+	defer stop()
 	create := func(id string) (time.Duration, error) {
 		t0 := time.Now()
 		_, err := c.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Template: "minimal", TimeoutSeconds: 3600}))

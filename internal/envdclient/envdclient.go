@@ -26,6 +26,10 @@ import (
 // Port is envd's port inside every sandbox.
 const Port = 49983
 
+// Version is the envd protocol level the guests' envd speaks (what the E2B
+// SDKs gate features on).
+const Version = "0.6.13"
+
 // UnaryTimeout bounds every call that is not a stream or a transfer.
 const UnaryTimeout = 2 * time.Minute
 

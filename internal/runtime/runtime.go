@@ -5,8 +5,12 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
@@ -83,4 +87,30 @@ type Resumer interface {
 type Snapshotter interface {
 	SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error
 	PrepareClone(ctx context.Context, snapshotDir string, spec Spec) error
+}
+
+// ProcessRSS is the resident memory of a process, 0 when it is gone.
+func ProcessRSS(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+// ProcessAlive reports whether pid exists and is not a zombie: a process
+// this agent did not start (runsc detaches its sandbox) is reaped by
+// someone else, maybe late.
+func ProcessAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }

@@ -328,6 +328,14 @@ func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest,
 	if err != nil {
 		return err
 	}
+	return m.bringUp(ctx, s, inst, r.Timeout)
+}
+
+// bringUp takes a started guest to running: its record on disk, envd
+// answering and initialised, the timeout, the metrics sampler and the
+// watcher that notices the guest dying.
+func (m *Manager) bringUp(ctx context.Context, s *Sandbox, inst runtime.Instance, timeout time.Duration) error {
+	r, slot := s.info.Request, s.slot
 	s.inst = inst
 	rec, _ := json.Marshal(record{ID: r.ID, PID: inst.PID(), Slot: slot.Index})
 	if err := os.WriteFile(filepath.Join(s.dir, "sandbox.json"), rec, 0o600); err != nil {
@@ -344,11 +352,15 @@ func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest,
 	}
 	s.infoMu.Lock()
 	s.info.State = Running
-	s.info.ExpiresAt = time.Now().Add(r.Timeout)
+	s.info.ExpiresAt = time.Now().Add(timeout)
 	s.info.HostAddress = slot.GuestHost.String()
-	s.info.EnvdVersion = "0.6.13"
+	s.info.EnvdVersion = envdclient.Version
 	s.infoMu.Unlock()
-	s.expiry = time.AfterFunc(r.Timeout, func() { m.expire(r.ID) })
+	if s.expiry == nil {
+		s.expiry = time.AfterFunc(timeout, func() { m.expire(r.ID) })
+	} else {
+		s.expiry.Reset(timeout)
+	}
 	s.sampler = startSampler(s, m.cfg.SampleEvery)
 	s.watch = make(chan struct{})
 	m.wg.Add(1)
@@ -676,36 +688,7 @@ func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manife
 	if err != nil {
 		return err
 	}
-	s.inst = inst
-	rec, _ := json.Marshal(record{ID: r.ID, PID: inst.PID(), Slot: slot.Index})
-	if err := os.WriteFile(filepath.Join(s.dir, "sandbox.json"), rec, 0o600); err != nil {
-		return err
-	}
-	s.envd = envdclient.New(slot.GuestURL(envdclient.Port), r.AccessToken)
-	readyCtx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
-	defer cancel()
-	if err := s.envd.WaitHealthy(readyCtx, inst.Done()); err != nil {
-		return err
-	}
-	if err := s.envd.Init(readyCtx, m.initRequest(s)); err != nil {
-		return err
-	}
-	s.infoMu.Lock()
-	s.info.State = Running
-	s.info.ExpiresAt = time.Now().Add(timeout)
-	s.info.HostAddress = slot.GuestHost.String()
-	s.info.EnvdVersion = "0.6.13"
-	s.infoMu.Unlock()
-	if s.expiry == nil {
-		s.expiry = time.AfterFunc(timeout, func() { m.expire(r.ID) })
-	} else {
-		s.expiry.Reset(timeout)
-	}
-	s.sampler = startSampler(s, m.cfg.SampleEvery)
-	s.watch = make(chan struct{})
-	m.wg.Add(1)
-	go m.watchGuest(s, inst, s.watch)
-	return nil
+	return m.bringUp(ctx, s, inst, timeout)
 }
 
 // Metrics returns the latest samples of a running sandbox.

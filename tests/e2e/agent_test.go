@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"git.omukk.dev/wrenn/sandbox/internal/network"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
@@ -690,10 +691,10 @@ func TestAgentCrashRecovery(t *testing.T) {
 		b := startAgent(t, a.stateDir, "--runtime", rt)
 		for _, pid := range pids {
 			deadline := time.Now().Add(10 * time.Second)
-			for processAlive(pid) && time.Now().Before(deadline) {
+			for runtime.ProcessAlive(pid) && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
-			if processAlive(pid) {
+			if runtime.ProcessAlive(pid) {
 				t.Errorf("guest %d of the crashed agent still runs", pid)
 			}
 		}
@@ -735,16 +736,6 @@ func TestAgentFirecracker(t *testing.T) {
 	}
 	a.stop(t, syscall.SIGTERM)
 	assertNoLeftovers(t, a.stateDir)
-}
-
-// processAlive: the process exists and is not a zombie waiting for a reaper.
-func processAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
 
 // The official E2B SDK's envd suite, against envd inside a real guest.

@@ -192,6 +192,6 @@ func (in *instance) Release() error {
 	return errors.Join(errs...)
 }
 
-func (in *instance) HostRSS() uint64 { return qemu.ProcessRSS(in.PID()) }
+func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.PID()) }
 
 var _ runtime.Driver = (*Driver)(nil)

@@ -26,7 +26,6 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
-	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
 )
 
 // PinnedVersion is the runsc module version scripts/setup builds; it records
@@ -166,24 +165,13 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	if spec.Slot.GuestNamespace == "" {
 		return nil, errors.New("gvisor needs a slot with a guest namespace")
 	}
-	in := &instance{d: d, id: "wrenn-" + containerID.ReplaceAllString(spec.SandboxID, "-"), dir: spec.Dir, imageDir: spec.ImageDir, done: make(chan struct{}), stop: make(chan struct{})}
+	in := d.newInstance(spec)
 	defer func() {
 		if err != nil {
-			in.Kill()
-			if rerr := in.Release(); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
+			err = in.abandon(err)
 		}
 	}()
-	if err := d.mountRoot(in, spec); err != nil {
-		return nil, err
-	}
-	if err := spec.Slot.PrepareGuest(); err != nil {
-		return nil, err
-	}
-	cfg := ociConfig(spec, in.merged)
-	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := os.WriteFile(filepath.Join(spec.Dir, "config.json"), b, 0o600); err != nil {
+	if err := d.prepare(in, spec); err != nil {
 		return nil, err
 	}
 	log := filepath.Join(spec.Dir, "console.log")
@@ -198,6 +186,32 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	in.pid = st.Pid
 	go in.watch()
 	return in, nil
+}
+
+func (d *Driver) newInstance(spec runtime.Spec) *instance {
+	return &instance{d: d, id: "wrenn-" + containerID.ReplaceAllString(spec.SandboxID, "-"), dir: spec.Dir, imageDir: spec.ImageDir, done: make(chan struct{}), stop: make(chan struct{})}
+}
+
+// abandon undoes a start that failed with cause.
+func (in *instance) abandon(cause error) error {
+	in.Kill()
+	if err := in.Release(); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+// prepare mounts the root, readies the guest namespace (runsc strips its
+// address at every start) and writes the OCI bundle.
+func (d *Driver) prepare(in *instance, spec runtime.Spec) error {
+	if err := d.mountRoot(in, spec); err != nil {
+		return err
+	}
+	if err := spec.Slot.PrepareGuest(); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(ociConfig(spec, in.merged), "", "  ")
+	return os.WriteFile(filepath.Join(spec.Dir, "config.json"), b, 0o600)
 }
 
 // mountRoot makes the sandbox's root: the template's shared read-only
@@ -268,25 +282,14 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 	if _, err := os.Stat(img); err != nil {
 		return nil, fmt.Errorf("no checkpoint to resume from: %w", err)
 	}
-	in := &instance{d: d, id: "wrenn-" + containerID.ReplaceAllString(spec.SandboxID, "-"), dir: spec.Dir, imageDir: spec.ImageDir, done: make(chan struct{}), stop: make(chan struct{})}
+	in := d.newInstance(spec)
 	defer func() {
 		if err != nil {
-			in.Kill()
-			if rerr := in.Release(); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
+			err = in.abandon(err)
 		}
 	}()
-	if err := d.mountRoot(in, spec); err != nil {
-		return nil, err
-	}
-	if err := spec.Slot.PrepareGuest(); err != nil {
-		return nil, err
-	}
-	// The guest namespace may be another slot's now.
-	cfg := ociConfig(spec, in.merged)
-	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := os.WriteFile(filepath.Join(spec.Dir, "config.json"), b, 0o600); err != nil {
+	// The bundle is written again: the guest namespace may be another slot's now.
+	if err := d.prepare(in, spec); err != nil {
 		return nil, err
 	}
 	if _, err := d.runsc(ctx, "restore", "--detach", "--image-path", img, "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), in.id); err != nil {
@@ -398,7 +401,7 @@ func (in *instance) watch() {
 			return
 		case <-t.C:
 		}
-		if !alive(in.pid) {
+		if !runtime.ProcessAlive(in.pid) {
 			in.exitErr = errors.New("the gVisor sandbox process exited")
 			in.doneOnce.Do(func() { close(in.done) })
 			return
@@ -462,7 +465,7 @@ func (in *instance) Release() error {
 	return errors.Join(errs...)
 }
 
-func (in *instance) HostRSS() uint64 { return qemu.ProcessRSS(in.pid) }
+func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.pid) }
 
 // Reclaim removes what an earlier agent left: runsc containers under its
 // root, then every mount below the state directory, deepest first.
@@ -518,17 +521,6 @@ func unescape(s string) string {
 }
 
 var _ runtime.Driver = (*Driver)(nil)
-
-// alive: the process exists and is not a zombie (runsc detaches its sandbox,
-// so this agent is not the one to reap it).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
-}
 
 func copyTree(ctx context.Context, src, dst string) error {
 	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", src, dst).CombinedOutput()

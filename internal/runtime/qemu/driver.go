@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"time"
@@ -174,21 +173,7 @@ func (in *instance) Release() error {
 	return errors.Join(errs...)
 }
 
-func (in *instance) HostRSS() uint64 { return ProcessRSS(in.PID()) }
-
-// ProcessRSS is the resident memory of a process, 0 when it is gone.
-func ProcessRSS(pid int) uint64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseUint(f[1], 10, 64)
-	return pages * uint64(os.Getpagesize())
-}
+func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.PID()) }
 
 var _ runtime.Driver = (*Driver)(nil)
 
