@@ -784,3 +784,22 @@ func cgroupLimits(t *testing.T, name string) (quota, mem int64) {
 	mem, _ = strconv.ParseInt(read("/sys/fs/cgroup/memory/wrenn/"+name+"/memory.limit_in_bytes"), 10, 64)
 	return quota, mem
 }
+
+// A sandbox's disk size is a hard limit: writing past it fails in the
+// guest, and the sandbox stays usable.
+func TestAgentDiskLimit(t *testing.T) {
+	requireVMs(t)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		create(t, a, "disk1", func(r *pb.CreateSandboxRequest) { r.DiskMib = 96 })
+		r := execIn(t, a, "disk1", "dd if=/dev/zero of=/home/user/fill bs=1M count=160 2>&1; echo rc=$?")
+		if !strings.Contains(string(r.Stdout), "No space left") || strings.Contains(string(r.Stdout), "rc=0") {
+			t.Fatalf("writing 160 MiB into a 96 MiB disk: %q", r.Stdout)
+		}
+		if r := execIn(t, a, "disk1", "rm /home/user/fill && echo freed"); string(r.Stdout) != "freed\n" {
+			t.Fatalf("after the disk filled: %q", r.Stdout)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
+}

@@ -72,6 +72,9 @@ func NewDriver(bin, stateDir string) (*Driver, error) {
 			d.version = "runsc " + strings.TrimSpace(string(b))
 		}
 	}
+	if !strings.Contains(d.version, PinnedVersion) {
+		d.version += " (not the pinned " + PinnedVersion + ": scripts/setup installs that one)"
+	}
 	for _, dir := range []string{d.root, d.mounts} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
@@ -222,7 +225,22 @@ func (d *Driver) mountRoot(in *instance, spec runtime.Spec) error {
 		return err
 	}
 	in.lowerHeld = true
-	upper, work, merged := filepath.Join(spec.Dir, "upper"), filepath.Join(spec.Dir, "work"), filepath.Join(spec.Dir, "rootfs")
+	// The writable layer is an ext4 image of the sandbox's disk size, so the
+	// disk limit holds as it does for VMs.
+	layerImg, layer := filepath.Join(spec.Dir, layerFile), filepath.Join(spec.Dir, "layer")
+	if _, err := os.Stat(layerImg); os.IsNotExist(err) {
+		if err := makeLayer(layerImg, spec.DiskMiB); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(layer, 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.Command("mount", "-t", "ext4", "-o", "loop", layerImg, layer).CombinedOutput(); err != nil {
+		return fmt.Errorf("mount the writable layer: %v: %s", err, bytes.TrimSpace(out))
+	}
+	in.layer = layer
+	upper, work, merged := filepath.Join(layer, "upper"), filepath.Join(layer, "work"), filepath.Join(spec.Dir, "rootfs")
 	for _, p := range []string{upper, work, merged} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return err
@@ -235,7 +253,20 @@ func (d *Driver) mountRoot(in *instance, spec runtime.Spec) error {
 	return nil
 }
 
-const checkpointDir = "checkpoint"
+const (
+	checkpointDir = "checkpoint"
+	layerFile     = "layer.ext4"
+)
+
+// makeLayer creates a sparse ext4 image of sizeMiB.
+func makeLayer(path string, sizeMiB int) error {
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,root_owner=0:0", path, fmt.Sprintf("%dM", sizeMiB)).CombinedOutput()
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("make the writable layer (%d MiB): %v: %s", sizeMiB, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
 
 // Pause checkpoints the container (memory and kernel state) into the
 // sandbox's directory, waits until it has really stopped, deletes it and
@@ -379,6 +410,7 @@ type instance struct {
 	dir       string
 	imageDir  string
 	merged    string
+	layer     string
 	pid       int
 	started   bool
 	lowerHeld bool
@@ -456,6 +488,11 @@ func (in *instance) Release() error {
 			errs = append(errs, err)
 		}
 	}
+	if in.layer != "" {
+		if err := unmount(in.layer); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if in.lowerHeld {
 		if err := in.d.releaseLower(in.imageDir); err != nil {
 			errs = append(errs, err)
@@ -523,7 +560,7 @@ func unescape(s string) string {
 var _ runtime.Driver = (*Driver)(nil)
 
 func copyTree(ctx context.Context, src, dst string) error {
-	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", src, dst).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("copy %s: %v: %s", filepath.Base(src), err, bytes.TrimSpace(out))
 	}
@@ -532,7 +569,7 @@ func copyTree(ctx context.Context, src, dst string) error {
 
 // SaveSnapshot copies a paused sandbox's writable layer and checkpoint.
 func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error {
-	for _, f := range []string{"upper", checkpointDir} {
+	for _, f := range []string{layerFile, checkpointDir} {
 		if err := copyTree(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
 			return err
 		}
@@ -540,11 +577,25 @@ func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir strin
 	return nil
 }
 
-// PrepareClone gives a new sandbox its own copies of both.
+// PrepareClone gives a new sandbox its own copies of both; a larger disk
+// than the snapshot's grows the layer.
 func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runtime.Spec) error {
-	for _, f := range []string{"upper", checkpointDir} {
+	for _, f := range []string{layerFile, checkpointDir} {
 		if err := copyTree(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
 			return err
+		}
+	}
+	layer := filepath.Join(spec.Dir, layerFile)
+	fi, err := os.Stat(layer)
+	if err != nil {
+		return err
+	}
+	if want := int64(spec.DiskMiB) << 20; want > fi.Size() {
+		if err := os.Truncate(layer, want); err != nil {
+			return err
+		}
+		if out, err := exec.CommandContext(ctx, "resize2fs", "-f", layer).CombinedOutput(); err != nil {
+			return fmt.Errorf("grow the writable layer: %v: %s", err, bytes.TrimSpace(out))
 		}
 	}
 	return nil
