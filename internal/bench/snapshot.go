@@ -117,14 +117,14 @@ func snapshotRuntime(ctx context.Context, o SnapshotOptions, state, rt string) (
 	}
 
 	fmt.Fprintln(o.Log, "snapshot template and clones…")
-	if _, err := c.CreateSnapshot(ctx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: "snap0", Name: "tpl"})); err != nil {
+	if _, err := c.CreateSnapshot(ctx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: "snap0", Name: "tpl-" + rt})); err != nil {
 		return nil, err
 	}
 	var clones []time.Duration
 	for i := range o.Runs {
 		t0 := time.Now()
 		id := fmt.Sprintf("clone%d", i)
-		if _, err := c.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Snapshot: "tpl", TimeoutSeconds: 3600})); err != nil {
+		if _, err := c.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: id, Snapshot: "tpl-" + rt, TimeoutSeconds: 3600})); err != nil {
 			return nil, err
 		}
 		clones = append(clones, time.Since(t0))

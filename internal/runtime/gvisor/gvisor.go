@@ -299,6 +299,10 @@ func (in *instance) Pause(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	// On disk before the container is gone: the checkpoint is the sandbox now.
+	if err := syncTree(tmp); err != nil {
+		return err
+	}
 	_ = os.RemoveAll(img)
 	if err := os.Rename(tmp, img); err != nil {
 		return err
@@ -602,3 +606,21 @@ func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runt
 }
 
 var _ runtime.Snapshotter = (*Driver)(nil)
+
+// syncTree fsyncs every file under dir, and dir itself.
+func syncTree(dir string) error {
+	return filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+		return nil
+	})
+}
