@@ -22,7 +22,7 @@ func main() {
 	flag.StringVar(&o.Listen, "listen", "127.0.0.1:7070", "address to serve the agent API on")
 	flag.StringVar(&o.StateDir, "state-dir", "/var/lib/wrenn", "state directory (sandboxes/, images/)")
 	flag.StringVar(&o.ImagesDir, "images-dir", "", "guest images (default <state-dir>/images)")
-	flag.StringVar(&o.Runtime, "runtime", "qemu", "runtime driver: qemu, gvisor (runsc; no KVM needed), or firecracker (needs the firecracker binary and a KVM host that runs standard guests)")
+	flag.StringVar(&o.Runtime, "runtime", "auto", "runtime driver: auto (firecracker or qemu on a KVM that runs standard guests, else gvisor, else qemu under TCG), qemu, gvisor (runsc; no KVM needed), or firecracker")
 	flag.StringVar(&o.RunscBin, "runsc-bin", "", "gVisor's runsc (default: runsc on PATH)")
 	flag.StringVar(&o.FirecrackerBin, "firecracker-bin", "", "firecracker binary (default: firecracker on PATH)")
 	flag.StringVar(&o.Accel, "accel", "auto", "QEMU accelerator: auto, kvm or tcg")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
@@ -55,9 +56,12 @@ func Run(ctx context.Context, o Options) error {
 	if o.ImagesDir == "" {
 		o.ImagesDir = filepath.Join(o.StateDir, "images")
 	}
+	if o.Runtime == "auto" || o.Runtime == "" {
+		o.Runtime = chooseRuntime(o)
+	}
 	var driver runtime.Driver
 	switch o.Runtime {
-	case "qemu", "auto", "":
+	case "qemu":
 		d, err := qemu.NewDriver(o.Accel)
 		if err != nil {
 			return err
@@ -131,6 +135,30 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return nil
+}
+
+// chooseRuntime picks the best runtime this host has: Firecracker, then
+// QEMU, on a KVM that runs standard guests; otherwise gVisor, which needs no
+// KVM and starts in a few hundred milliseconds; QEMU under TCG last.
+func chooseRuntime(o Options) string {
+	accel, _, err := qemu.ChooseAccel(o.Accel)
+	if err == nil && accel == qemu.AccelKVM {
+		if _, err := firecracker.NewDriver(o.FirecrackerBin); err == nil {
+			return "firecracker"
+		}
+		return "qemu"
+	}
+	if _, err := exec.LookPath(firstNonEmpty(o.RunscBin, "runsc")); err == nil {
+		return "gvisor"
+	}
+	return "qemu"
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func hostMemMiB() int {
