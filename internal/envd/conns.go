@@ -70,12 +70,6 @@ func (t *connTracker) closePreSnapshot(keep net.Conn) int {
 	return n
 }
 
-func (t *connTracker) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.conns)
-}
-
 type connKey struct{}
 
 func withConn(ctx context.Context, c net.Conn) context.Context {

@@ -57,16 +57,15 @@ type Config struct {
 
 // Server is one envd instance.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	state   *envstate.State
-	procs   *processsvc.Service
-	fs      *filesystemsvc.Service
-	ports   *portfwd.Forwarder
-	conns   *connTracker
-	cpu     cpuSampler
-	http    *http.Server
-	handler http.Handler
+	cfg   Config
+	log   *slog.Logger
+	state *envstate.State
+	procs *processsvc.Service
+	fs    *filesystemsvc.Service
+	ports *portfwd.Forwarder
+	conns *connTracker
+	cpu   cpuSampler
+	http  *http.Server
 
 	initMu       sync.Mutex
 	snapshotting bool // /snapshot/prepare ran; the next /init is a restore
@@ -108,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("POST /snapshot/prepare", s.snapshotPrepare)
 	mux.Handle("/files", &files.Handler{State: s.state, Log: s.log})
-	s.handler = cors.New(cors.Options{
+	handler := cors.New(cors.Options{
 		AllowOriginFunc:  func(string) bool { return true },
 		AllowedMethods:   []string{"HEAD", "GET", "POST", "PUT", "PATCH", "DELETE"},
 		AllowedHeaders:   []string{"*"},
@@ -121,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
-		Handler:           s.handler,
+		Handler:           handler,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnState:         s.conns.hook,
@@ -130,9 +129,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	return s, nil
 }
-
-// Handler is the whole HTTP surface, for tests that serve it themselves.
-func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
@@ -160,16 +156,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.http.Close()
 	}
 	return err
-}
-
-// Close is Shutdown for tests and error paths: it does not wait for streams.
-func (s *Server) Close() {
-	s.procs.Close()
-	s.fs.Close()
-	if s.ports != nil {
-		s.ports.Stop()
-	}
-	s.http.Close()
 }
 
 // publicRoute reports whether a route skips the access-token check: /files

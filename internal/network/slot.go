@@ -434,13 +434,6 @@ func (m *Manager) Release(s *Slot) error {
 	return errors.Join(errs...)
 }
 
-// InUse is the number of slots held.
-func (m *Manager) InUse() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.used)
-}
-
 // Close removes the host-wide rules; call it after every slot is released.
 func (m *Manager) Close() error {
 	var errs []error

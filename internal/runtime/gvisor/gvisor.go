@@ -181,13 +181,9 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	if _, err := d.runsc(ctx, "run", "--detach", "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), "--user-log", log, in.id); err != nil {
 		return nil, err
 	}
-	in.started = true
-	st, err := d.state(ctx, in.id)
-	if err != nil {
+	if err := in.track(ctx); err != nil {
 		return nil, err
 	}
-	in.pid = st.Pid
-	go in.watch()
 	return in, nil
 }
 
@@ -330,14 +326,23 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 	if _, err := d.runsc(ctx, "restore", "--detach", "--image-path", img, "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), in.id); err != nil {
 		return nil, err
 	}
-	in.started = true
-	st, err := d.state(ctx, in.id)
-	if err != nil {
+	if err := in.track(ctx); err != nil {
 		return nil, err
+	}
+	return in, os.RemoveAll(img)
+}
+
+// track records the running container's sandbox process and starts
+// watching it.
+func (in *instance) track(ctx context.Context) error {
+	in.started = true
+	st, err := in.d.state(ctx, in.id)
+	if err != nil {
+		return err
 	}
 	in.pid = st.Pid
 	go in.watch()
-	return in, os.RemoveAll(img)
+	return nil
 }
 
 var (

@@ -15,7 +15,7 @@ type Instance struct {
 	Cmd *exec.Cmd
 	QMP *QMP
 
-	stderr   strings.Builder
+	stderr   lockedWriter
 	done     chan struct{}
 	waitErr  error
 	stopOnce sync.Once
@@ -28,7 +28,7 @@ func Start(ctx context.Context, vm *VM) (*Instance, error) {
 		return nil, err
 	}
 	in := &Instance{VM: vm, Cmd: cmd, done: make(chan struct{})}
-	cmd.Stderr = &lockedWriter{b: &in.stderr}
+	cmd.Stderr = &in.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", Binary, err)
 	}
@@ -46,9 +46,10 @@ func Start(ctx context.Context, vm *VM) (*Instance, error) {
 	return in, nil
 }
 
+// lockedWriter collects QEMU's stderr while it may be read.
 type lockedWriter struct {
 	mu sync.Mutex
-	b  *strings.Builder
+	b  strings.Builder
 }
 
 func (w *lockedWriter) Write(p []byte) (int, error) {
@@ -59,10 +60,9 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 
 // Stderr is what QEMU printed so far.
 func (in *Instance) Stderr() string {
-	lw := in.Cmd.Stderr.(*lockedWriter)
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return in.stderr.String()
+	in.stderr.mu.Lock()
+	defer in.stderr.mu.Unlock()
+	return in.stderr.b.String()
 }
 
 // Done is closed when the process has exited.
