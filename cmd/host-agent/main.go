@@ -27,8 +27,12 @@ func main() {
 	flag.StringVar(&o.FirecrackerBin, "firecracker-bin", "", "firecracker binary (default: firecracker on PATH)")
 	flag.StringVar(&o.Accel, "accel", "auto", "QEMU accelerator: auto, kvm or tcg")
 	flag.StringVar(&o.HostID, "host-id", "", "this host's ID (default: the hostname)")
+	flag.IntVar(&o.NetworkPartition, "network-partition", 0, "for several agents on one host: each needs its own partition, 0 to 7")
 	flag.IntVar(&o.MaxSandboxes, "max-sandboxes", 0, "most sandboxes at once (0: no limit beyond network slots)")
 	flag.DurationVar(&o.ReadyTimeout, "ready-timeout", 3*time.Minute, "how long a guest may take to boot")
+	flag.StringVar(&o.ControlPlane, "control-plane", os.Getenv("WRENN_CONTROL_PLANE"), "wrenn-cp base URL to register with and heartbeat to (or WRENN_CONTROL_PLANE)")
+	tokenFile := flag.String("registration-token-file", "", "file holding a one-time host registration token, needed the first time (or set WRENN_REGISTRATION_TOKEN)")
+	flag.StringVar(&o.Advertise, "advertise", "", "host:port where the control plane reaches this agent (default: the listen address)")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 	level := slog.LevelInfo
@@ -44,6 +48,15 @@ func main() {
 			os.Exit(1)
 		}
 		o.Secret = strings.TrimSpace(string(b))
+	}
+	o.RegistrationToken = os.Getenv("WRENN_REGISTRATION_TOKEN")
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "host-agent: registration token file:", err)
+			os.Exit(1)
+		}
+		o.RegistrationToken = strings.TrimSpace(string(b))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -1,25 +1,29 @@
-// Command wrenn is Wrenn's command-line tool: guest images and benchmarks
-// today; `wrenn dev` is still to come and says so.
+// Command wrenn is Wrenn's command-line tool: `wrenn dev` (the whole
+// platform on this machine), guest images, and benchmarks.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/bench"
+	"git.omukk.dev/wrenn/sandbox/internal/devstack"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 )
 
 const usage = `usage: wrenn <command>
 
 commands:
+  dev [flags]            run PostgreSQL, the control plane, the sandbox proxy and an agent on this machine (root)
   image build <name>     build a guest image (minimal, base) [--dir, --force, ...]
   image verify <name>    check an image's files against its manifest
   image list             list built images
@@ -34,7 +38,7 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
 	switch os.Args[1] {
@@ -45,7 +49,7 @@ func main() {
 	case "image":
 		err = imageCmd(ctx, os.Args[2:])
 	case "dev":
-		err = fmt.Errorf("'wrenn %s' is not implemented yet (see the README's status section)", os.Args[1])
+		err = devCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -217,4 +221,31 @@ func defaultImagesDir() string {
 		return filepath.Join(d, "images")
 	}
 	return guestimage.DefaultDir
+}
+
+func devCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ExitOnError)
+	exe, _ := os.Executable()
+	binDir := filepath.Dir(exe)
+	var o devstack.Options
+	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/wrenn-dev", "where PostgreSQL, the agent, images and credentials live (kept between runs)")
+	fs.StringVar(&o.ImagesDir, "images-dir", "", "guest images (default <data-dir>/images)")
+	fs.StringVar(&o.Runtime, "runtime", "auto", "auto (firecracker or qemu on a KVM that runs standard guests, else gvisor, else qemu/TCG), qemu, gvisor or firecracker")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "control plane API")
+	fs.StringVar(&o.ProxyListen, "proxy-listen", "127.0.0.1:8081", "sandbox proxy")
+	fs.StringVar(&o.AgentListen, "agent-listen", "127.0.0.1:7070", "host agent")
+	fs.BoolVar(&o.Base, "base", false, "also build the base image (Debian with python3, git, ...; debootstrap takes minutes)")
+	fs.StringVar(&o.Envd, "envd", filepath.Join(binDir, "envd"), "envd binary for images")
+	fs.StringVar(&o.Init, "init", filepath.Join(binDir, "wrenn-init"), "wrenn-init binary for images")
+	verbose := fs.Bool("verbose", false, "log at info level (default: warnings only)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	o.Out = os.Stdout
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return devstack.Run(ctx, o)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
@@ -48,19 +48,11 @@ func startAgent(ctx context.Context, state, rt, accel string) (hostagentv1connec
 			cancel()
 			<-done
 		}
-		return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearerRT{secret}}, "http://"+addr), stop, nil
+		return agentclient.New(addr, secret), stop, nil
 	case err := <-done:
 		cancel()
 		return nil, nil, err
 	}
-}
-
-type bearerRT struct{ secret string }
-
-func (b bearerRT) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.secret)
-	return http.DefaultTransport.RoundTrip(r)
 }
 
 // Agent runs an agent in this process on a temporary state directory and

@@ -83,6 +83,24 @@ func Open(name string) *Group {
 	return g
 }
 
+// populated reports whether a process lives in dir or below it.
+func populated(dir string) bool {
+	if b, err := os.ReadFile(filepath.Join(dir, "cgroup.events")); err == nil {
+		return strings.Contains(string(b), "populated 1")
+	}
+	found := false
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Name() == "cgroup.procs" {
+			if b, _ := os.ReadFile(p); len(strings.TrimSpace(string(b))) > 0 {
+				found = true
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	return found
+}
+
 // Add moves a process into the group.
 func (g *Group) Add(pid int) error {
 	for _, d := range g.dirs {
@@ -128,7 +146,9 @@ func (g *Group) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Stale lists groups under wrenn/ (names), for reclaiming after a crash.
+// Stale lists the groups under wrenn/ (names) that hold no process, for
+// reclaiming after a crash. A group with processes belongs to a live
+// sandbox — possibly another agent's on the same host — and is left alone.
 func Stale() []string {
 	dir := filepath.Join(root, "wrenn")
 	if !isV2() {
@@ -137,7 +157,10 @@ func Stale() []string {
 	entries, _ := os.ReadDir(dir)
 	var out []string
 	for _, e := range entries {
-		if e.IsDir() {
+		if !e.IsDir() {
+			continue
+		}
+		if !populated(filepath.Join(dir, e.Name())) {
 			out = append(out, e.Name())
 		}
 	}

@@ -968,6 +968,20 @@ func TestInitAuthAndSignedURLs(t *testing.T) {
 	if resp, body := do(t, "GET", e.url+"/envs", nil, map[string]string{"X-Access-Token": token}); !strings.Contains(string(body), `"GREETING":"hi"`) {
 		t.Errorf("a stale /init changed the env: %d %s", resp.StatusCode, body)
 	}
+	// A clone replaces the token frozen in its snapshot by presenting the
+	// current one in X-Access-Token; a wrong header token does not.
+	if resp, _ := do(t, "POST", e.url+"/init", strings.NewReader(`{"accessToken":"clone-token"}`), map[string]string{"X-Access-Token": "wrong"}); resp.StatusCode != 401 {
+		t.Errorf("init with a wrong header token: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, "POST", e.url+"/init", strings.NewReader(`{"accessToken":"clone-token"}`), map[string]string{"X-Access-Token": token}); resp.StatusCode != 204 {
+		t.Errorf("init replacing the token: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, "GET", e.url+"/envs", nil, map[string]string{"X-Access-Token": token}); resp.StatusCode != 401 {
+		t.Errorf("the replaced token still works: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, "GET", e.url+"/envs", nil, map[string]string{"X-Access-Token": "clone-token"}); resp.StatusCode != 200 {
+		t.Errorf("the new token: %d", resp.StatusCode)
+	}
 }
 
 // withHeader adds one header to every request, streams included.

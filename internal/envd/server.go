@@ -224,7 +224,7 @@ func (s *Server) init(w http.ResponseWriter, r *http.Request) {
 	}
 	s.initMu.Lock()
 	defer s.initMu.Unlock()
-	if !s.state.Authorize(&req) {
+	if !s.state.Authorize(&req, r.Header.Get("X-Access-Token")) {
 		s.log.Warn("rejected /init with a wrong access token", "remote", r.RemoteAddr)
 		files.WriteError(w, http.StatusUnauthorized, "access token does not match the one already set")
 		return

@@ -78,7 +78,7 @@ type tokenTransport struct {
 }
 
 func (t *tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.token != "" {
+	if t.token != "" && r.Header.Get("X-Access-Token") == "" {
 		r = r.Clone(r.Context())
 		r.Header.Set("X-Access-Token", t.token)
 	}
@@ -116,6 +116,9 @@ type InitRequest struct {
 	DefaultUser    string            `json:"defaultUser,omitempty"`
 	DefaultWorkdir string            `json:"defaultWorkdir,omitempty"`
 	Timestamp      time.Time         `json:"timestamp"`
+	// CurrentToken, if envd already holds a different token (a clone of
+	// a snapshot), authorises the change: sent as X-Access-Token.
+	CurrentToken string `json:"-"`
 }
 
 // Init sends /init (after boot and after every resume).
@@ -123,6 +126,9 @@ func (c *Client) Init(ctx context.Context, r InitRequest) error {
 	body, _ := json.Marshal(r)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/init", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	if r.CurrentToken != "" {
+		req.Header.Set("X-Access-Token", r.CurrentToken)
+	}
 	resp, err := c.unary.Do(req)
 	if err != nil {
 		return fmt.Errorf("envd /init: %w", err)

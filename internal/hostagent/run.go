@@ -38,8 +38,20 @@ type Options struct {
 	RunscBin     string
 	HostID       string
 	MaxSandboxes int
-	ReadyTimeout time.Duration
-	Log          *slog.Logger
+	// NetworkPartition lets several agents share one host (development,
+	// tests): each takes its own range of network slots and iptables
+	// chains. 0 to network.Partitions-1.
+	NetworkPartition int
+	ReadyTimeout     time.Duration
+	// ControlPlane is wrenn-cp's base URL; when set, the agent registers
+	// (once, with RegistrationToken), heartbeats, and accepts the secret
+	// registration gave it instead of Secret.
+	ControlPlane      string
+	RegistrationToken string
+	// Advertise is host:port where the control plane reaches this agent
+	// (default: the listening address, which must then be specific).
+	Advertise string
+	Log       *slog.Logger
 	// Ready, if set, receives the listening address once serving.
 	Ready chan<- string
 }
@@ -47,7 +59,7 @@ type Options struct {
 // Run serves until ctx ends, then destroys its sandboxes and removes the
 // host rules it installed.
 func Run(ctx context.Context, o Options) error {
-	if len(o.Secret) < 16 {
+	if len(o.Secret) < 16 && o.ControlPlane == "" {
 		return errors.New("an agent secret of at least 16 characters is required (--secret-file or WRENN_AGENT_SECRET): without it anyone who reaches the agent runs code on this host")
 	}
 	if os.Geteuid() != 0 {
@@ -85,7 +97,7 @@ func Run(ctx context.Context, o Options) error {
 	accel, why := driver.Accelerator()
 	o.Log.Info("runtime", "driver", driver.Name(), "accelerator", accel, "reason", why)
 
-	netm, err := network.NewManager(0, nil)
+	netm, err := network.NewManager(o.NetworkPartition, 0, nil)
 	if err != nil {
 		return err
 	}
@@ -108,17 +120,43 @@ func Run(ctx context.Context, o Options) error {
 	if o.HostID == "" {
 		o.HostID, _ = os.Hostname()
 	}
-	mux := http.NewServeMux()
-	path, h := Handler(&Service{M: m, HostID: o.HostID, Log: o.Log}, o.Secret)
-	mux.Handle(path, h)
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: mux, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.Listen, err)
 	}
+	defer ln.Close()
+	svc := &Service{M: m, HostID: o.HostID, Log: o.Log}
+	if o.ControlPlane != "" {
+		if o.Advertise == "" {
+			o.Advertise = ln.Addr().String()
+			if ap, err := netip.ParseAddrPort(o.Advertise); err != nil || ap.Addr().IsUnspecified() {
+				return fmt.Errorf("listening on %s: pass --advertise host:port, the address the control plane reaches this agent at", o.Advertise)
+			}
+		}
+		creds, err := joinControlPlane(ctx, o.StateDir, o.ControlPlane, o.RegistrationToken, o.HostID, o.Advertise)
+		if err != nil {
+			return err
+		}
+		o.Secret = creds.Secret
+		o.Log.Info("registered with the control plane", "control_plane", creds.ControlPlane, "host", creds.HostID, "advertise", o.Advertise)
+		hbCtx, stopHeartbeats := context.WithCancel(ctx)
+		hbDone := make(chan struct{})
+		go func() {
+			defer close(hbDone)
+			heartbeat(hbCtx, o.Log, creds, o.Advertise, svc)
+		}()
+		defer func() {
+			stopHeartbeats()
+			<-hbDone
+		}()
+	}
+	mux := http.NewServeMux()
+	path, h := Handler(svc, o.Secret)
+	mux.Handle(path, h)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: withGuestProxy(m, o.Secret, o.Log, mux), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 	o.Log.Info("agent listening", "addr", ln.Addr().String(), "state_dir", o.StateDir, "images", o.ImagesDir, "templates", m.Templates())
 	if o.Ready != nil {
 		o.Ready <- ln.Addr().String()

@@ -331,6 +331,24 @@ func (s *Service) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest]
 
 // ExecStream runs a command and streams its output; a client that goes
 // away leaves nothing running for it only if it set a timeout.
+// ListProcesses lists what envd runs in the sandbox.
+func (s *Service) ListProcesses(ctx context.Context, req *connect.Request[pb.ListProcessesRequest]) (*connect.Response[pb.ListProcessesResponse], error) {
+	c, err := s.envdFor(req.Msg.SandboxId)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.Process.List(ctx, connect.NewRequest(&procpb.ListRequest{}))
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	out := &pb.ListProcessesResponse{}
+	for _, p := range res.Msg.GetProcesses() {
+		cfg := p.GetConfig()
+		out.Processes = append(out.Processes, &pb.Process{Pid: p.GetPid(), Tag: p.GetTag(), Cmd: cfg.GetCmd(), Args: cfg.GetArgs(), Cwd: cfg.GetCwd()})
+	}
+	return connect.NewResponse(out), nil
+}
+
 func (s *Service) ExecStream(ctx context.Context, req *connect.Request[pb.ExecRequest], out *connect.ServerStream[pb.ExecStreamResponse]) error {
 	m := req.Msg
 	if m.Cmd == "" {

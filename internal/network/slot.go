@@ -31,10 +31,6 @@ const (
 	vethPrefix = "wrenn-v"
 	nsVeth     = "veth0"
 	TapName    = "tap0"
-
-	chainForward = "WRENN-FORWARD"
-	chainInput   = "WRENN-INPUT"
-	chainNAT     = "WRENN-POSTROUTING"
 )
 
 // Slot is one sandbox's network: a namespace holding the tap and one end of
@@ -73,28 +69,58 @@ func SlotFor(i int) *Slot {
 // MaxSlots bounds the slot index by the address plan (10.12.0.0/16 in /31s).
 const MaxSlots = 32768
 
+// Partitions divide the slot indices among agents sharing one host (a
+// development or test setup): each owns PartitionSlots indices, its own
+// iptables chains, and reclaims only its own leftovers.
+const (
+	Partitions     = 8
+	PartitionSlots = MaxSlots / Partitions
+)
+
 // Manager allocates slots and owns the host-wide rules that isolate them.
 type Manager struct {
 	mu    sync.Mutex
 	used  map[int]bool
+	base  int // first slot index of the partition
 	max   int
 	ipt   *iptables.IPTables
 	ready bool
+	// The partition's chains, jumped to from FORWARD, INPUT, POSTROUTING.
+	chainForward, chainInput, chainNAT string
 }
+
+func chainPrefix(partition int) string {
+	if partition == 0 {
+		return "WRENN"
+	}
+	return "WRENN" + strconv.Itoa(partition)
+}
+
+func (m *Manager) chains() []struct{ table, name, parent string } {
+	return []struct{ table, name, parent string }{{"filter", m.chainForward, "FORWARD"}, {"filter", m.chainInput, "INPUT"}, {"nat", m.chainNAT, "POSTROUTING"}}
+}
+
+// owns reports whether slot index i is in this manager's partition.
+func (m *Manager) owns(i int) bool { return i >= m.base && i < m.base+PartitionSlots }
 
 // NewManager prepares the host: forwarding on, Wrenn's chains present and
 // emptied (a crashed agent's rules are reclaimed), and the base isolation
 // rules in place. Namespaces and veths left by an earlier run are removed
 // unless keep says a slot is still in use (adopted sandboxes).
-func NewManager(maxSlots int, keep map[int]bool) (*Manager, error) {
-	if maxSlots <= 0 || maxSlots > MaxSlots {
-		maxSlots = MaxSlots
+func NewManager(partition, maxSlots int, keep map[int]bool) (*Manager, error) {
+	if partition < 0 || partition >= Partitions {
+		return nil, fmt.Errorf("network partition %d: use 0 to %d", partition, Partitions-1)
+	}
+	if maxSlots <= 0 || maxSlots > PartitionSlots {
+		maxSlots = PartitionSlots
 	}
 	ipt, err := iptables.New()
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w (install the iptables package)", err)
 	}
-	m := &Manager{used: map[int]bool{}, max: maxSlots, ipt: ipt}
+	cp := chainPrefix(partition)
+	m := &Manager{used: map[int]bool{}, base: partition * PartitionSlots, max: maxSlots, ipt: ipt,
+		chainForward: cp + "-FORWARD", chainInput: cp + "-INPUT", chainNAT: cp + "-POSTROUTING"}
 	for i := range keep {
 		m.used[i] = true
 	}
@@ -112,8 +138,8 @@ func NewManager(maxSlots int, keep map[int]bool) (*Manager, error) {
 }
 
 func (m *Manager) installBaseRules(keep map[int]bool) error {
-	type chain struct{ table, name, parent string }
-	for _, c := range []chain{{"filter", chainForward, "FORWARD"}, {"filter", chainInput, "INPUT"}, {"nat", chainNAT, "POSTROUTING"}} {
+	chainForward, chainInput, chainNAT := m.chainForward, m.chainInput, m.chainNAT
+	for _, c := range m.chains() {
 		exists, err := m.ipt.ChainExists(c.table, c.name)
 		if err != nil {
 			return fmt.Errorf("iptables %s/%s: %w", c.table, c.name, err)
@@ -168,9 +194,9 @@ func (m *Manager) egressRule(s *Slot, add bool) error {
 	}
 	spec := []string{"-i", s.HostVeth, "-j", target}
 	if add {
-		return m.ipt.Append("filter", chainForward, spec...)
+		return m.ipt.Append("filter", m.chainForward, spec...)
 	}
-	if err := m.ipt.DeleteIfExists("filter", chainForward, spec...); err != nil {
+	if err := m.ipt.DeleteIfExists("filter", m.chainForward, spec...); err != nil {
 		return fmt.Errorf("remove egress rule of %s: %w", s.HostVeth, err)
 	}
 	return nil
@@ -183,7 +209,7 @@ func (m *Manager) reclaim(keep map[int]bool) error {
 	gnames, _ := filepath.Glob("/run/netns/" + gnsPrefix + "*")
 	for _, p := range append(names, gnames...) {
 		i, err := strconv.Atoi(strings.TrimPrefix(strings.TrimPrefix(filepath.Base(p), nsPrefix), gnsPrefix))
-		if err == nil && keep[i] {
+		if err == nil && (keep[i] || !m.owns(i)) {
 			continue
 		}
 		if err := DeleteNamespace(filepath.Base(p)); err != nil {
@@ -200,7 +226,7 @@ func (m *Manager) reclaim(keep map[int]bool) error {
 			continue
 		}
 		i, err := strconv.Atoi(strings.TrimPrefix(name, vethPrefix))
-		if err == nil && keep[i] {
+		if err == nil && (keep[i] || !m.owns(i)) {
 			continue
 		}
 		// Removing a namespace takes its veth's host end with it.
@@ -224,7 +250,7 @@ func (m *Manager) AcquireWithGuestNamespace(internet bool) (*Slot, error) {
 func (m *Manager) acquire(internet, guestNS bool) (_ *Slot, err error) {
 	m.mu.Lock()
 	i := -1
-	for j := range m.max {
+	for j := m.base; j < m.base+m.max; j++ {
 		if !m.used[j] {
 			i = j
 			break
@@ -437,7 +463,7 @@ func (m *Manager) Release(s *Slot) error {
 // Close removes the host-wide rules; call it after every slot is released.
 func (m *Manager) Close() error {
 	var errs []error
-	for _, c := range []struct{ table, name, parent string }{{"filter", chainForward, "FORWARD"}, {"filter", chainInput, "INPUT"}, {"nat", chainNAT, "POSTROUTING"}} {
+	for _, c := range m.chains() {
 		if err := m.ipt.DeleteIfExists(c.table, c.parent, "-j", c.name); err != nil {
 			errs = append(errs, err)
 		}

@@ -291,6 +291,7 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 
 	var err2 error
 	if snap != nil {
+		s.frozenToken = snap.AccessToken
 		s.dir = filepath.Join(m.sandboxesDir(), r.ID)
 		if err2 = os.MkdirAll(s.dir, 0o700); err2 == nil {
 			err2 = m.restore(ctx, s, mf, imgDir, r.Timeout, m.snapshotDir(snap.Name))
@@ -350,7 +351,10 @@ func (m *Manager) bringUp(ctx context.Context, s *Sandbox, inst runtime.Instance
 	if err := s.envd.Init(readyCtx, m.initRequest(s)); err != nil {
 		return err
 	}
+	s.frozenToken = "" // envd holds this sandbox's own token from now on
 	s.infoMu.Lock()
+	s.guestHTTP = newGuestTransport()
+	s.guestCtx, s.guestCancel = context.WithCancel(context.Background())
 	s.info.State = Running
 	s.info.ExpiresAt = time.Now().Add(timeout)
 	s.info.HostAddress = slot.GuestHost.String()
@@ -404,8 +408,9 @@ func (m *Manager) teardown(s *Sandbox) {
 		s.watch = nil
 	}
 	if s.envd != nil {
-		s.envd.CloseIdle()
+		s.closeIdle()
 	}
+	s.cutGuestTraffic()
 	keepDir := false
 	if s.inst != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -576,7 +581,7 @@ func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
 		s.setState(Running, "")
 		return Info{}, fmt.Errorf("pause %s: %w", id, err)
 	}
-	s.envd.CloseIdle()
+	s.closeIdle()
 	time.Sleep(quiesceWindow)
 	// The guest's exit is expected from here on.
 	close(s.watch)
@@ -593,7 +598,8 @@ func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
 	s.expiry.Stop()
 	s.sampler.stop()
 	s.sampler = nil
-	s.envd.CloseIdle()
+	s.closeIdle()
+	s.cutGuestTraffic()
 	if err := m.cfg.Net.Release(s.slot); err != nil {
 		m.log.Error("release network slot after pause", "sandbox", id, "err", err)
 	}
@@ -611,7 +617,7 @@ func (m *Manager) initRequest(s *Sandbox) envdclient.InitRequest {
 	if mf, _, err := m.Image(r.Template); err == nil {
 		user = mf.DefaultUser
 	}
-	return envdclient.InitRequest{AccessToken: r.AccessToken, EnvVars: r.EnvVars, DefaultUser: user, Timestamp: time.Now().UTC()}
+	return envdclient.InitRequest{AccessToken: r.AccessToken, EnvVars: r.EnvVars, DefaultUser: user, Timestamp: time.Now().UTC(), CurrentToken: s.frozenToken}
 }
 
 // Resume brings a paused sandbox back; on a running one it only extends

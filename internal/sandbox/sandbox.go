@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
 	"sync"
 	"time"
@@ -71,6 +72,17 @@ type Info struct {
 // List and Get are guarded by infoMu so they never wait on an operation.
 type Sandbox struct {
 	mu sync.Mutex
+
+	// frozenToken is envd's token in the snapshot a clone starts from,
+	// until the clone's first /init replaces it.
+	frozenToken string
+	// guestHTTP carries proxied requests into the guest (any port); it is
+	// replaced at every bring-up and written with both mu and infoMu held.
+	guestHTTP *http.Transport
+	// guestCtx ends, cutting proxied requests, when the guest stops or
+	// pauses; set with guestHTTP.
+	guestCtx    context.Context
+	guestCancel context.CancelFunc
 
 	infoMu sync.RWMutex
 	info   Info

@@ -26,7 +26,10 @@ type SnapshotInfo struct {
 	DiskMiB   int       `json:"diskMiB"`
 	Runtime   string    `json:"runtime"`
 	Created   time.Time `json:"created"`
-	SizeBytes int64     `json:"-"`
+	// AccessToken is envd's token frozen in the snapshot's memory; a clone
+	// presents it to replace it with its own. Only in snapshot.json (0600).
+	AccessToken string `json:"accessToken,omitempty"`
+	SizeBytes   int64  `json:"-"`
 }
 
 const snapshotRecord = "snapshot.json"
@@ -115,7 +118,7 @@ func (m *Manager) saveSnapshot(ctx context.Context, saver runtime.Snapshotter, s
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}
 	r := s.info.Request
-	si := &SnapshotInfo{Name: name, Template: r.Template, Source: r.ID, VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB, Runtime: m.cfg.Driver.Name(), Created: time.Now().UTC()}
+	si := &SnapshotInfo{Name: name, Template: r.Template, Source: r.ID, VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB, Runtime: m.cfg.Driver.Name(), Created: time.Now().UTC(), AccessToken: r.AccessToken}
 	b, _ := json.Marshal(si)
 	if err := os.WriteFile(filepath.Join(tmp, snapshotRecord), b, 0o600); err != nil {
 		return nil, err

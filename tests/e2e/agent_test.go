@@ -22,6 +22,7 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
 
+	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
@@ -51,23 +52,6 @@ type agent struct {
 	exited   chan error
 }
 
-type bearer struct {
-	secret string
-	next   http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	if b.secret != "" {
-		r.Header.Set("Authorization", "Bearer "+b.secret)
-	}
-	return b.next.RoundTrip(r)
-}
-
-func agentClient(addr, secret string) hostagentv1connect.HostAgentServiceClient {
-	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, http.DefaultTransport}}, "http://"+addr)
-}
-
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,27 +64,48 @@ func freeAddr(t *testing.T) string {
 // startAgent runs the host-agent binary on stateDir ("" for a new one).
 func startAgent(t *testing.T, stateDir string, extraArgs ...string) *agent {
 	t.Helper()
+	a := launchAgent(t, stateDir, []string{"WRENN_AGENT_SECRET=" + agentSecret}, extraArgs...)
+	a.waitReady(t, agentSecret)
+	return a
+}
+
+// launchAgent starts the agent binary; the caller waits for it to serve.
+func launchAgent(t *testing.T, stateDir string, env []string, extraArgs ...string) *agent {
+	t.Helper()
 	if stateDir == "" {
 		stateDir = t.TempDir()
 	}
 	a := &agent{stateDir: stateDir, addr: freeAddr(t), log: &bytes.Buffer{}, exited: make(chan error, 1)}
 	args := append([]string{"--listen", a.addr, "--state-dir", stateDir, "--images-dir", imagesDir, "--accel", accel}, extraArgs...)
 	a.cmd = exec.Command(filepath.Join(binDir, "host-agent"), args...)
-	a.cmd.Env = append(os.Environ(), "WRENN_AGENT_SECRET="+agentSecret)
+	a.cmd.Env = append(os.Environ(), env...)
 	a.cmd.Stderr = &syncWriter{w: a.log}
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { a.exited <- a.cmd.Wait() }()
-	a.client = agentClient(a.addr, agentSecret)
+	t.Cleanup(func() {
+		a.stop(t, syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.log.String())
+		}
+	})
+	return a
+}
+
+// waitReady waits until the agent answers calls authenticated with secret.
+func (a *agent) waitReady(t *testing.T, secret string) {
+	t.Helper()
+	a.client = agentclient.New(a.addr, secret)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, err := a.client.HostInfo(context.Background(), connect.NewRequest(&pb.HostInfoRequest{}))
 		if err == nil {
-			break
+			return
 		}
 		select {
 		case err := <-a.exited:
+			a.exited <- err
 			t.Fatalf("agent exited: %v\n%s", err, a.log.String())
 		default:
 		}
@@ -109,13 +114,6 @@ func startAgent(t *testing.T, stateDir string, extraArgs ...string) *agent {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Cleanup(func() {
-		a.stop(t, syscall.SIGTERM)
-		if t.Failed() {
-			t.Logf("agent log:\n%s", a.log.String())
-		}
-	})
-	return a
 }
 
 type syncWriter struct {
@@ -405,7 +403,7 @@ func TestAgentBadInput(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt string) {
 		a := startAgent(t, "", "--runtime", rt)
 		ctx := context.Background()
-		for name, c := range map[string]hostagentv1connect.HostAgentServiceClient{"no secret": agentClient(a.addr, ""), "wrong secret": agentClient(a.addr, "wrong-secret-0123456789")} {
+		for name, c := range map[string]hostagentv1connect.HostAgentServiceClient{"no secret": agentclient.New(a.addr, ""), "wrong secret": agentclient.New(a.addr, "wrong-secret-0123456789")} {
 			if _, err := c.ListSandboxes(ctx, connect.NewRequest(&pb.ListSandboxesRequest{})); connect.CodeOf(err) != connect.CodeUnauthenticated {
 				t.Errorf("%s: %v", name, err)
 			}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cptest"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
@@ -51,7 +52,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(imagesDir)
-	for _, name := range []string{"envd", "wrenn-init", "host-agent"} {
+	defer stopPostgres()
+	for _, name := range []string{"envd", "wrenn-init", "host-agent", "control-plane", "wrenn"} {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(binDir, name), "git.omukk.dev/wrenn/sandbox/cmd/"+name)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -104,6 +106,28 @@ func requireBase(t *testing.T) {
 	})
 	if baseErr != nil {
 		t.Fatalf("build base image: %v", baseErr)
+	}
+}
+
+var (
+	pgOnce   sync.Once
+	pgServer *cptest.Postgres
+	pgErr    error
+)
+
+// requirePostgres starts the PostgreSQL the control plane tests share, once.
+func requirePostgres(t *testing.T) *cptest.Postgres {
+	t.Helper()
+	pgOnce.Do(func() { pgServer, pgErr = cptest.StartPostgres() })
+	if pgErr != nil {
+		t.Fatalf("start PostgreSQL: %v", pgErr)
+	}
+	return pgServer
+}
+
+func stopPostgres() {
+	if pgServer != nil {
+		pgServer.Stop()
 	}
 }
 

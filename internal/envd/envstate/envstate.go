@@ -92,11 +92,16 @@ type InitRequest struct {
 }
 
 // Authorize decides whether an /init request may change the state: it must
-// carry the current token, or there must be no token yet.
-func (s *State) Authorize(req *InitRequest) bool {
+// carry the current token, in its body or in the X-Access-Token header
+// (headerToken; how the host replaces the token frozen in a snapshot with
+// a clone's own), or there must be no token yet.
+func (s *State) Authorize(req *InitRequest, headerToken string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.token == "" {
+		return true
+	}
+	if headerToken != "" && subtle.ConstantTimeCompare([]byte(s.token), []byte(headerToken)) == 1 {
 		return true
 	}
 	if req.AccessToken == nil {

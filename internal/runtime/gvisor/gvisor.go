@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
@@ -178,6 +179,7 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 		return nil, err
 	}
 	log := filepath.Join(spec.Dir, "console.log")
+	in.launched = true
 	if _, err := d.runsc(ctx, "run", "--detach", "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), "--user-log", log, in.id); err != nil {
 		return nil, err
 	}
@@ -188,7 +190,12 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 }
 
 func (d *Driver) newInstance(spec runtime.Spec) *instance {
-	return &instance{d: d, id: "wrenn-" + containerID.ReplaceAllString(spec.SandboxID, "-"), dir: spec.Dir, imageDir: spec.ImageDir, done: make(chan struct{}), stop: make(chan struct{})}
+	return &instance{d: d, id: "wrenn-" + containerID.ReplaceAllString(spec.SandboxID, "-"), cgroup: cgroupName(spec.SandboxID), dir: spec.Dir, imageDir: spec.ImageDir, done: make(chan struct{}), stop: make(chan struct{})}
+}
+
+// cgroupName is the sandbox's group under wrenn/, which runsc creates.
+func cgroupName(sandboxID string) string {
+	return "sb-" + sandboxID
 }
 
 // abandon undoes a start that failed with cause.
@@ -323,6 +330,7 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 	if err := d.prepare(in, spec); err != nil {
 		return nil, err
 	}
+	in.launched = true
 	if _, err := d.runsc(ctx, "restore", "--detach", "--image-path", img, "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), in.id); err != nil {
 		return nil, err
 	}
@@ -398,7 +406,7 @@ func ociConfig(spec runtime.Spec, root string) map[string]any {
 				{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
 				{"type": "network", "path": "/run/netns/" + spec.Slot.GuestNamespace},
 			},
-			"cgroupsPath": "/wrenn/sb-" + spec.SandboxID,
+			"cgroupsPath": "/wrenn/" + cgroupName(spec.SandboxID),
 			"resources": map[string]any{
 				"cpu":    map[string]any{"quota": spec.VCPUs * period, "period": period},
 				"memory": map[string]any{"limit": int64(spec.MemoryMiB) << 20},
@@ -414,14 +422,19 @@ func capabilities() map[string]any {
 }
 
 type instance struct {
-	d         *Driver
-	id        string
-	dir       string
-	imageDir  string
-	merged    string
-	layer     string
-	pid       int
-	started   bool
+	d        *Driver
+	id       string
+	dir      string
+	imageDir string
+	merged   string
+	layer    string
+	pid      int
+	started  bool
+	// launched is set once runsc run or restore was invoked: a launch cut
+	// short (its context cancelled) can leave a container, processes and
+	// a cgroup that started never learned of.
+	launched  bool
+	cgroup    string
 	lowerHeld bool
 
 	done     chan struct{}
@@ -480,7 +493,7 @@ func (in *instance) Shutdown(ctx context.Context) error {
 func (in *instance) Kill() {
 	in.killOnce.Do(func() {
 		close(in.stop)
-		if in.started {
+		if in.started || in.launched {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			_, _ = in.d.runsc(ctx, "kill", "--all", in.id, "KILL")
@@ -492,6 +505,13 @@ func (in *instance) Kill() {
 
 func (in *instance) Release() error {
 	var errs []error
+	if in.launched {
+		// runsc removes its cgroup on delete, unless it was killed before
+		// it recorded the container.
+		if err := cgroup.Open(in.cgroup).Remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if in.merged != "" {
 		if err := unmount(in.merged); err != nil {
 			errs = append(errs, err)

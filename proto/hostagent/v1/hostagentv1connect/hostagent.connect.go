@@ -63,6 +63,9 @@ const (
 	// HostAgentServiceExecStreamProcedure is the fully-qualified name of the HostAgentService's
 	// ExecStream RPC.
 	HostAgentServiceExecStreamProcedure = "/hostagent.v1.HostAgentService/ExecStream"
+	// HostAgentServiceListProcessesProcedure is the fully-qualified name of the HostAgentService's
+	// ListProcesses RPC.
+	HostAgentServiceListProcessesProcedure = "/hostagent.v1.HostAgentService/ListProcesses"
 	// HostAgentServiceWriteFileProcedure is the fully-qualified name of the HostAgentService's
 	// WriteFile RPC.
 	HostAgentServiceWriteFileProcedure = "/hostagent.v1.HostAgentService/WriteFile"
@@ -124,6 +127,8 @@ type HostAgentServiceClient interface {
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecStreamResponse], error)
+	// The processes envd started in the sandbox (commands and terminals).
+	ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error)
 	WriteFile(context.Context, *connect.Request[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error)
 	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest]) (*connect.Response[v1.ReadFileResponse], error)
 	// Streaming forms for files larger than a message should carry: the
@@ -212,6 +217,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+HostAgentServiceExecStreamProcedure,
 			connect.WithSchema(hostAgentServiceMethods.ByName("ExecStream")),
+			connect.WithClientOptions(opts...),
+		),
+		listProcesses: connect.NewClient[v1.ListProcessesRequest, v1.ListProcessesResponse](
+			httpClient,
+			baseURL+HostAgentServiceListProcessesProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ListProcesses")),
 			connect.WithClientOptions(opts...),
 		),
 		writeFile: connect.NewClient[v1.WriteFileRequest, v1.WriteFileResponse](
@@ -324,6 +335,7 @@ type hostAgentServiceClient struct {
 	getSandboxMetrics *connect.Client[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse]
 	exec              *connect.Client[v1.ExecRequest, v1.ExecResponse]
 	execStream        *connect.Client[v1.ExecRequest, v1.ExecStreamResponse]
+	listProcesses     *connect.Client[v1.ListProcessesRequest, v1.ListProcessesResponse]
 	writeFile         *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
 	readFile          *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
 	writeFileStream   *connect.Client[v1.WriteFileStreamRequest, v1.WriteFileResponse]
@@ -385,6 +397,11 @@ func (c *hostAgentServiceClient) Exec(ctx context.Context, req *connect.Request[
 // ExecStream calls hostagent.v1.HostAgentService.ExecStream.
 func (c *hostAgentServiceClient) ExecStream(ctx context.Context, req *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecStreamResponse], error) {
 	return c.execStream.CallServerStream(ctx, req)
+}
+
+// ListProcesses calls hostagent.v1.HostAgentService.ListProcesses.
+func (c *hostAgentServiceClient) ListProcesses(ctx context.Context, req *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error) {
+	return c.listProcesses.CallUnary(ctx, req)
 }
 
 // WriteFile calls hostagent.v1.HostAgentService.WriteFile.
@@ -478,6 +495,8 @@ type HostAgentServiceHandler interface {
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecStreamResponse]) error
+	// The processes envd started in the sandbox (commands and terminals).
+	ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error)
 	WriteFile(context.Context, *connect.Request[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error)
 	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest]) (*connect.Response[v1.ReadFileResponse], error)
 	// Streaming forms for files larger than a message should carry: the
@@ -562,6 +581,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		HostAgentServiceExecStreamProcedure,
 		svc.ExecStream,
 		connect.WithSchema(hostAgentServiceMethods.ByName("ExecStream")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceListProcessesHandler := connect.NewUnaryHandler(
+		HostAgentServiceListProcessesProcedure,
+		svc.ListProcesses,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ListProcesses")),
 		connect.WithHandlerOptions(opts...),
 	)
 	hostAgentServiceWriteFileHandler := connect.NewUnaryHandler(
@@ -680,6 +705,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceExecHandler.ServeHTTP(w, r)
 		case HostAgentServiceExecStreamProcedure:
 			hostAgentServiceExecStreamHandler.ServeHTTP(w, r)
+		case HostAgentServiceListProcessesProcedure:
+			hostAgentServiceListProcessesHandler.ServeHTTP(w, r)
 		case HostAgentServiceWriteFileProcedure:
 			hostAgentServiceWriteFileHandler.ServeHTTP(w, r)
 		case HostAgentServiceReadFileProcedure:
@@ -755,6 +782,10 @@ func (UnimplementedHostAgentServiceHandler) Exec(context.Context, *connect.Reque
 
 func (UnimplementedHostAgentServiceHandler) ExecStream(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecStreamResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ExecStream is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ListProcesses is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) WriteFile(context.Context, *connect.Request[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error) {

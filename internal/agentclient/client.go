@@ -1,0 +1,34 @@
+// Package agentclient dials a host agent's hostagent.v1 API with its bearer
+// secret.
+package agentclient
+
+import (
+	"net/http"
+	"strings"
+
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
+)
+
+// New returns a client for the agent at addr ("host:port" or a URL).
+func New(addr, secret string) hostagentv1connect.HostAgentServiceClient {
+	return NewWithTransport(addr, secret, http.DefaultTransport)
+}
+
+// NewWithTransport is New over a transport the caller owns.
+func NewWithTransport(addr, secret string, rt http.RoundTripper) hostagentv1connect.HostAgentServiceClient {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr)
+}
+
+type bearer struct {
+	secret string
+	next   http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.secret)
+	return b.next.RoundTrip(r)
+}

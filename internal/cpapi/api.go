@@ -1,0 +1,233 @@
+// Package cpapi is wrenn-cp's HTTP API under /v1: routes, authentication
+// and audit middleware, request and response shapes, WebSocket streams,
+// and the OpenAPI document that describes them.
+package cpapi
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/httprate"
+	"github.com/google/uuid"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
+	"git.omukk.dev/wrenn/sandbox/pkg/service"
+)
+
+// API serves the control plane's routes.
+type API struct {
+	svc *service.Service
+	cfg config.Config
+	log *slog.Logger
+	// Root is the whole router; V1 is the authenticated /v1 group, where
+	// extensions add routes that need a caller.
+	Root chi.Router
+	V1   chi.Router
+}
+
+// New builds the router.
+func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
+	a := &API{svc: svc, cfg: cfg, log: log}
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Use(a.audit)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such route")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route")
+	})
+
+	r.Get("/health", func(w http.ResponseWriter, r *http.Request) {
+		if err := svc.Pool.Ping(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "database unreachable")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/openapi.yaml", serveSpec)
+	r.Get("/docs", serveDocs)
+	r.Get("/docs/*", serveDocs)
+
+	r.Route("/v1", func(r chi.Router) {
+		// Public: sign-in and host registration, rate-limited per client.
+		r.Group(func(r chi.Router) {
+			r.Use(httprate.Limit(cfg.AuthRatePerMinute, time.Minute, httprate.WithKeyFuncs(httprate.KeyByIP),
+				httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
+					a.log.Warn("auth rate limit", "ip", clientIP(r), "path", r.URL.Path)
+					writeError(w, http.StatusTooManyRequests, "rate_limited", "too many attempts; wait a minute")
+				})))
+			r.Post("/auth/signup", a.signup)
+			r.Post("/auth/login", a.login)
+			r.Post("/hosts/register", a.registerHost)
+		})
+		// Hosts authenticate with their own secret.
+		r.Post("/hosts/{hostID}/heartbeat", a.heartbeat)
+
+		// WebSocket streams: their own group, their own authentication
+		// (which also accepts ?token= because browsers cannot set headers
+		// on a WebSocket).
+		r.Route("/ws", func(r chi.Router) {
+			r.Use(a.authenticate(true))
+			r.Get("/sandboxes/{sandboxID}/pty", a.wsPty)
+			r.Get("/sandboxes/{sandboxID}/exec", a.wsExec)
+		})
+
+		r.Group(func(r chi.Router) {
+			r.Use(a.authenticate(false))
+			a.V1 = r
+			r.Post("/auth/logout", a.logout)
+			r.Get("/auth/me", a.me)
+			r.Post("/auth/switch-team", a.switchTeam)
+
+			r.Get("/api-keys", a.listKeys)
+			r.Post("/api-keys", a.createKey)
+			r.Delete("/api-keys/{keyID}", a.revokeKey)
+
+			r.Get("/teams", a.listTeams)
+			r.Post("/teams", a.createTeam)
+			r.Get("/teams/{teamID}", a.getTeam)
+			r.Patch("/teams/{teamID}", a.renameTeam)
+			r.Delete("/teams/{teamID}", a.deleteTeam)
+			r.Get("/teams/{teamID}/members", a.listMembers)
+			r.Post("/teams/{teamID}/members", a.addMember)
+			r.Patch("/teams/{teamID}/members/{userID}", a.setMemberRole)
+			r.Delete("/teams/{teamID}/members/{userID}", a.removeMember)
+
+			r.Get("/templates", a.listTemplates)
+
+			r.Get("/sandboxes", a.listSandboxes)
+			r.Post("/sandboxes", a.createSandbox)
+			r.Get("/sandboxes/{sandboxID}", a.getSandbox)
+			r.Delete("/sandboxes/{sandboxID}", a.destroySandbox)
+			r.Post("/sandboxes/{sandboxID}/timeout", a.setTimeout)
+			r.Post("/sandboxes/{sandboxID}/pause", a.pauseSandbox)
+			r.Post("/sandboxes/{sandboxID}/resume", a.resumeSandbox)
+			r.Post("/sandboxes/{sandboxID}/exec", a.exec)
+			r.Get("/sandboxes/{sandboxID}/processes", a.listProcesses)
+			r.Get("/sandboxes/{sandboxID}/metrics", a.metrics)
+			r.Get("/sandboxes/{sandboxID}/files", a.downloadFile)
+			r.Put("/sandboxes/{sandboxID}/files", a.uploadFile)
+			r.Delete("/sandboxes/{sandboxID}/files", a.removeFile)
+			r.Get("/sandboxes/{sandboxID}/files/list", a.listDir)
+			r.Post("/sandboxes/{sandboxID}/files/mkdir", a.makeDir)
+
+			r.Get("/snapshots", a.listSnapshots)
+			r.Post("/snapshots", a.createSnapshot)
+			r.Get("/snapshots/{snapshotID}", a.getSnapshot)
+			r.Delete("/snapshots/{snapshotID}", a.deleteSnapshot)
+
+			r.Get("/audit", a.listAudit)
+
+			r.Post("/hosts/tokens", a.createHostToken)
+			r.Get("/hosts", a.listHosts)
+			r.Get("/hosts/{hostID}", a.getHost)
+			r.Post("/hosts/{hostID}/drain", a.drainHost)
+			r.Delete("/hosts/{hostID}", a.deleteHost)
+
+			r.Get("/admin/users", a.adminUsers)
+			r.Post("/admin/users/{userID}/activate", a.adminActivate)
+			r.Post("/admin/users/{userID}/deactivate", a.adminDeactivate)
+			r.Get("/admin/teams", a.adminTeams)
+			r.Get("/admin/sandboxes", a.adminSandboxes)
+			r.Get("/admin/audit", a.adminAudit)
+		})
+	})
+	a.Root = r
+	return a
+}
+
+// ServeHTTP serves the API.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.Root.ServeHTTP(w, r) }
+
+// credential is the bearer token or API key a request carries.
+func credential(r *http.Request, allowQuery bool) (string, string) {
+	if k := r.Header.Get("X-API-Key"); k != "" {
+		return k, "header"
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(tok), "header"
+		}
+		return "", "malformed"
+	}
+	if allowQuery {
+		if t := r.URL.Query().Get("token"); t != "" {
+			return t, "query"
+		}
+	}
+	return "", ""
+}
+
+// authenticate requires a session or API key. Upgrade headers play no
+// part: a request is let through on its credential alone.
+func (a *API) authenticate(allowQuery bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			cred, _ := credential(r, allowQuery)
+			c, err := a.svc.Authenticate(r.Context(), cred)
+			if err != nil {
+				a.log.Warn("authentication failed", "ip", clientIP(r), "method", r.Method, "path", r.URL.Path, "credential", describeCredential(cred), "reason", err.Error())
+				a.fail(w, r, err)
+				return
+			}
+			if rec := auditOf(r.Context()); rec != nil {
+				rec.caller = &c
+			}
+			next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
+		})
+	}
+}
+
+// describeCredential names a credential for logs without revealing it.
+func describeCredential(cred string) string {
+	switch {
+	case cred == "":
+		return "none"
+	case strings.Count(cred, ".") == 2:
+		return "session token"
+	default:
+		if len(cred) > 12 {
+			return "api key " + cred[:12] + "…"
+		}
+		return "malformed key"
+	}
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func caller(r *http.Request) auth.Caller {
+	c, _ := auth.CallerFrom(r.Context())
+	return c
+}
+
+// pathID parses a wire ID from the route; a malformed one is a 400.
+func pathID(w http.ResponseWriter, r *http.Request, param string, kind id.Kind) (uuid.UUID, bool) {
+	u, err := id.Parse(kind, chi.URLParam(r, param))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_id", err.Error())
+		return u, false
+	}
+	return u, true
+}
+
+// setAudit names the action and resource a state-changing call touched.
+func setAudit(ctx context.Context, action, resourceType, resourceID string) {
+	if rec := auditOf(ctx); rec != nil {
+		rec.action, rec.resourceType, rec.resourceID = action, resourceType, resourceID
+	}
+}

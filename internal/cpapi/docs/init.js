@@ -1,0 +1,1 @@
+window.ui = SwaggerUIBundle({ url: "/openapi.yaml", dom_id: "#ui", deepLinking: true });

@@ -1,0 +1,116 @@
+package cpapi
+
+import (
+	"net/http"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
+)
+
+func (a *API) createHostToken(w http.ResponseWriter, r *http.Request) {
+	platformAudit(r.Context())
+	setAudit(r.Context(), "host.create_token", "host_token", "")
+	tok, exp, err := a.svc.CreateHostToken(r.Context(), caller(r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": tok, "expires_at": exp})
+}
+
+func (a *API) registerHost(w http.ResponseWriter, r *http.Request) {
+	var b hostapi.RegisterRequest
+	if !a.decode(w, r, &b) {
+		return
+	}
+	setActor(r.Context(), "host", b.Address, id.PlatformTeam)
+	setAudit(r.Context(), "host.register", "host", "")
+	h, secret, err := a.svc.RegisterHost(r.Context(), b.Token, b.Name, b.Address)
+	if err != nil {
+		a.log.Warn("host registration failed", "ip", clientIP(r), "address", b.Address, "reason", err.Error())
+		a.fail(w, r, err)
+		return
+	}
+	setActor(r.Context(), "host", id.Format(id.Host, h.ID), id.PlatformTeam)
+	setAudit(r.Context(), "host.register", "host", id.Format(id.Host, h.ID))
+	a.log.Info("host registered", "host", id.Format(id.Host, h.ID), "name", h.Name, "address", h.Address)
+	writeJSON(w, http.StatusCreated, hostapi.RegisterResponse{HostID: id.Format(id.Host, h.ID), Secret: secret})
+}
+
+func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
+	if rec := auditOf(r.Context()); rec != nil {
+		rec.skip = true // every few seconds per host: not worth an entry each
+	}
+	hid, ok := pathID(w, r, "hostID", id.Host)
+	if !ok {
+		return
+	}
+	secret, _ := credential(r, false)
+	h, err := a.svc.AuthenticateHost(r.Context(), hid, secret)
+	if err != nil {
+		a.log.Warn("host authentication failed", "ip", clientIP(r), "host", id.Format(id.Host, hid))
+		a.fail(w, r, err)
+		return
+	}
+	var hb hostapi.Heartbeat
+	if !a.decode(w, r, &hb) {
+		return
+	}
+	if _, err := a.svc.RecordHeartbeat(r.Context(), h, hb); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, hostapi.HeartbeatResponse{IntervalSeconds: max(1, int(a.cfg.HeartbeatTimeout/3/time.Second))})
+}
+
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request) {
+	hs, err := a.svc.ListHosts(r.Context(), caller(r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, mapSlice(hs, viewHost))
+}
+
+func (a *API) getHost(w http.ResponseWriter, r *http.Request) {
+	hid, ok := pathID(w, r, "hostID", id.Host)
+	if !ok {
+		return
+	}
+	h, err := a.svc.GetHost(r.Context(), caller(r), hid)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewHost(h))
+}
+
+func (a *API) drainHost(w http.ResponseWriter, r *http.Request) {
+	hid, ok := pathID(w, r, "hostID", id.Host)
+	if !ok {
+		return
+	}
+	platformAudit(r.Context())
+	setAudit(r.Context(), "host.drain", "host", id.Format(id.Host, hid))
+	h, err := a.svc.DrainHost(r.Context(), caller(r), hid)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewHost(h))
+}
+
+func (a *API) deleteHost(w http.ResponseWriter, r *http.Request) {
+	hid, ok := pathID(w, r, "hostID", id.Host)
+	if !ok {
+		return
+	}
+	platformAudit(r.Context())
+	setAudit(r.Context(), "host.delete", "host", id.Format(id.Host, hid))
+	if err := a.svc.DeleteHost(r.Context(), caller(r), hid, r.URL.Query().Get("force") == "true"); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

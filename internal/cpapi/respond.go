@@ -1,0 +1,101 @@
+package cpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/service"
+)
+
+// apiError is the one error shape every route returns.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Code: code, Message: msg})
+}
+
+// serviceStatus maps a service error kind to its status and stable code.
+func serviceStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, service.ErrInvalid):
+		return http.StatusBadRequest, "invalid_argument"
+	case errors.Is(err, service.ErrUnauthorized):
+		return http.StatusUnauthorized, "unauthenticated"
+	case errors.Is(err, service.ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, service.ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, service.ErrConflict):
+		return http.StatusConflict, "conflict"
+	case errors.Is(err, service.ErrNoCapacity):
+		return http.StatusServiceUnavailable, "no_capacity"
+	case errors.Is(err, service.ErrUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, service.ErrHost):
+		return http.StatusBadGateway, "host_error"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// fail writes err; errors the service did not classify are logged and
+// reported without their details.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := serviceStatus(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = "internal error; the control plane's log has the details"
+	}
+	writeError(w, status, code, msg)
+}
+
+// decodeOptional is decode for bodies whose every field is optional: an
+// empty body means all defaults.
+func (a *API) decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
+	if r.ContentLength == 0 {
+		return true
+	}
+	return a.decode(w, r, v)
+}
+
+// decode reads a JSON body into v: bounded, one object, no unknown fields.
+func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body exceeds %d bytes", a.cfg.MaxBodyBytes))
+		case errors.Is(err, io.EOF):
+			writeError(w, http.StatusBadRequest, "invalid_argument", "a JSON body is required")
+		default:
+			writeError(w, http.StatusBadRequest, "invalid_argument", "malformed JSON body: "+err.Error())
+		}
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "invalid_argument", "the body must hold a single JSON object")
+		return false
+	}
+	return true
+}

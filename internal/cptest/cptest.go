@@ -1,0 +1,253 @@
+// Package cptest runs a real control plane for tests and benchmarks: a
+// private PostgreSQL (pglocal) with a fresh database per control plane,
+// and cpserver.Run in this process on a loopback port, plus a small JSON
+// client for its API.
+package cptest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
+	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
+	"git.omukk.dev/wrenn/sandbox/pkg/cpserver"
+)
+
+// Postgres is one server shared by the control planes of a test binary.
+type Postgres struct {
+	*pglocal.Server
+	stop func()
+	n    atomic.Int64
+}
+
+// StartPostgres starts the shared server; Stop removes it.
+func StartPostgres() (*Postgres, error) {
+	s, stop, err := pglocal.StartTemp(context.Background(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Postgres{Server: s, stop: stop}, nil
+}
+
+// Stop stops the server and removes its data.
+func (p *Postgres) Stop() { p.stop() }
+
+// NewDatabase creates an empty database and returns its URL.
+func (p *Postgres) NewDatabase(ctx context.Context) (string, error) {
+	name := fmt.Sprintf("wrenn_test_%d", p.n.Add(1))
+	if err := p.CreateDatabase(ctx, name); err != nil {
+		return "", err
+	}
+	return p.URL(name), nil
+}
+
+// CP is a running control plane.
+type CP struct {
+	URL string
+	// ProxyURL is the sandbox proxy's (header routing: E2b-Sandbox-Id/Port).
+	ProxyURL string
+	Config   config.Config
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// Options tune a control plane for a test.
+type Options struct {
+	// DatabaseURL reuses a database (a restart); empty makes a new one.
+	DatabaseURL string
+	Secret      []byte
+	Listen      string
+	ProxyListen string
+	Extensions  []cpextension.Extension
+	Tune        func(*config.Config)
+	Log         *slog.Logger
+}
+
+// Start runs a control plane until Stop.
+func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
+	cfg := config.Defaults()
+	cfg.DatabaseURL = o.DatabaseURL
+	if cfg.DatabaseURL == "" {
+		var err error
+		if cfg.DatabaseURL, err = p.NewDatabase(ctx); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Secret = o.Secret
+	if cfg.Secret == nil {
+		cfg.Secret = make([]byte, 32)
+		rand.Read(cfg.Secret)
+	}
+	cfg.AuthRatePerMinute = 10000
+	if o.Tune != nil {
+		o.Tune(&cfg)
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if o.ProxyListen == "" {
+		o.ProxyListen = "127.0.0.1:0"
+	}
+	pln, err := net.Listen("tcp", o.ProxyListen)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cp := &CP{URL: "http://" + ln.Addr().String(), ProxyURL: "http://" + pln.Addr().String(), Config: cfg, cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	go func() {
+		cp.done <- cpserver.Run(cctx, cpserver.WithConfig(cfg), cpserver.WithListener(ln), cpserver.WithProxyListener(pln), cpserver.WithLogger(o.Log),
+			cpserver.WithExtensions(o.Extensions...), cpserver.WithReady(func(string) { close(ready) }))
+	}()
+	select {
+	case <-ready:
+		return cp, nil
+	case err := <-cp.done:
+		cancel()
+		return nil, fmt.Errorf("control plane did not start: %w", err)
+	}
+}
+
+// Stop shuts the control plane down and returns Run's result.
+func (cp *CP) Stop() error {
+	cp.cancel()
+	select {
+	case err := <-cp.done:
+		return err
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("control plane did not stop within 30 s")
+	}
+}
+
+// Response is a decoded API response.
+type Response struct {
+	Status int
+	Body   []byte
+	Header http.Header
+}
+
+// JSON decodes the body into v.
+func (r Response) JSON(v any) error { return json.Unmarshal(r.Body, v) }
+
+// Map decodes an object body.
+func (r Response) Map() map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(r.Body, &m)
+	return m
+}
+
+// Code is the error code of an error body.
+func (r Response) Code() string {
+	s, _ := r.Map()["code"].(string)
+	return s
+}
+
+func (r Response) String() string {
+	return fmt.Sprintf("%d %s", r.Status, strings.TrimSpace(string(r.Body)))
+}
+
+// Do calls the API with token as the bearer credential (none if empty).
+// body is JSON-encoded unless it is a []byte or io.Reader (sent as is), or
+// a json.RawMessage (sent as is, as JSON, even if malformed).
+func (cp *CP) Do(method, path, token string, body any) (Response, error) {
+	var rd io.Reader
+	ct := ""
+	switch b := body.(type) {
+	case nil:
+	case json.RawMessage:
+		rd, ct = bytes.NewReader(b), "application/json"
+	case []byte:
+		rd, ct = bytes.NewReader(b), "application/octet-stream"
+	case io.Reader:
+		rd, ct = b, "application/octet-stream"
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			return Response{}, err
+		}
+		rd, ct = bytes.NewReader(data), "application/json"
+	}
+	req, err := http.NewRequest(method, cp.URL+path, rd)
+	if err != nil {
+		return Response{}, err
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return Response{}, err
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	return Response{Status: res.StatusCode, Body: data, Header: res.Header}, err
+}
+
+// Must is Do that fails the test on a transport error or a status other
+// than want.
+func (cp *CP) Must(t testing.TB, want int, method, path, token string, body any) Response {
+	t.Helper()
+	r, err := cp.Do(method, path, token, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if r.Status != want {
+		t.Fatalf("%s %s: want %d, got %s", method, path, want, r)
+	}
+	return r
+}
+
+// Account is a signed-up user with their personal team.
+type Account struct {
+	Email, Token, UserID, TeamID string
+}
+
+// Signup creates an account.
+func (cp *CP) Signup(t testing.TB, email string) Account {
+	t.Helper()
+	r := cp.Must(t, http.StatusCreated, "POST", "/v1/auth/signup", "", map[string]string{"email": email, "password": "correct horse battery"})
+	var s struct {
+		Token string
+		User  struct{ ID string }
+	}
+	if err := r.JSON(&s); err != nil {
+		t.Fatal(err)
+	}
+	me := cp.Must(t, http.StatusOK, "GET", "/v1/auth/me", s.Token, nil)
+	var m struct {
+		ActiveTeamID string `json:"active_team_id"`
+	}
+	_ = me.JSON(&m)
+	return Account{Email: email, Token: s.Token, UserID: s.User.ID, TeamID: m.ActiveTeamID}
+}
+
+// APIKey creates a key in the account's active team.
+func (cp *CP) APIKey(t testing.TB, a Account) string {
+	t.Helper()
+	r := cp.Must(t, http.StatusCreated, "POST", "/v1/api-keys", a.Token, map[string]string{"name": "test"})
+	k, _ := r.Map()["key"].(string)
+	return k
+}

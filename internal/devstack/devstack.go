@@ -1,0 +1,353 @@
+// Package devstack is `wrenn dev`: the whole platform on one machine from
+// one command. It starts a private PostgreSQL (pglocal) in the data
+// directory, the control plane with its sandbox proxy, and a host agent
+// with the best runtime the host has, registered with the control plane;
+// builds the minimal image if it is missing; creates an admin, a team and
+// an API key on the first run; and prints how to use it all. Ctrl-C stops
+// everything in order and leaves nothing running; the next run reuses the
+// data.
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
+	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
+	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/cpserver"
+)
+
+// Options configure the stack.
+type Options struct {
+	DataDir string
+	// ImagesDir holds the guest images (default DataDir/images).
+	ImagesDir string
+	// Runtime is auto, qemu, gvisor or firecracker.
+	Runtime     string
+	Listen      string // control plane API
+	ProxyListen string // sandbox proxy
+	AgentListen string
+	// Base also builds the base image (debootstrap: minutes).
+	Base bool
+	// Envd and Init are the binaries baked into images.
+	Envd, Init string
+	// Out receives the usage text; Log everything else.
+	Out io.Writer
+	Log *slog.Logger
+	// Ready, if set, is called with the stack's details once it serves.
+	Ready func(Info)
+}
+
+// Info is how to reach the running stack.
+type Info struct {
+	APIURL, ProxyURL      string
+	AdminEmail, AdminPass string
+	APIKey                string
+	E2BEnv                []string // NAME=value for the E2B SDK
+	EnvFile               string   // the same, in a file
+}
+
+// credentials are the first run's admin and key, kept for later runs.
+type credentials struct {
+	AdminEmail    string `json:"admin_email"`
+	AdminPassword string `json:"admin_password"`
+	APIKey        string `json:"api_key"`
+}
+
+const adminEmail = "admin@wrenn.local"
+
+// Run starts the stack and serves until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if os.Geteuid() != 0 {
+		return errors.New("wrenn dev needs root: the agent makes network namespaces, taps and cgroups (sudo wrenn dev)")
+	}
+	if o.ImagesDir == "" {
+		o.ImagesDir = filepath.Join(o.DataDir, "images")
+	}
+	// The postgres user must be able to reach its directory inside.
+	if err := os.MkdirAll(o.DataDir, 0o711); err != nil {
+		return err
+	}
+	if err := os.Chmod(o.DataDir, 0o711); err != nil {
+		return err
+	}
+	log := o.Log
+
+	for _, name := range append([]string{"minimal"}, map[bool][]string{true: {"base"}}[o.Base]...) {
+		log.Info("guest image", "name", name, "dir", o.ImagesDir)
+		if _, err := guestimage.Build(ctx, guestimage.Options{Name: name, Dir: o.ImagesDir, Envd: o.Envd, Init: o.Init, Progress: os.Stderr}); err != nil {
+			return fmt.Errorf("build the %s image: %w", name, err)
+		}
+	}
+
+	pgLog, err := os.OpenFile(filepath.Join(o.DataDir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer pgLog.Close()
+	pg, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(o.DataDir, "pg"), Log: pgLog})
+	if err != nil {
+		return fmt.Errorf("PostgreSQL: %w (its log: %s)", err, pgLog.Name())
+	}
+	defer pg.Stop()
+	log.Info("PostgreSQL running", "port", pg.Port, "data", pg.DataDir)
+	if err := pg.CreateDatabase(ctx, "wrenn"); err != nil {
+		return err
+	}
+
+	secret, err := readOrCreate(filepath.Join(o.DataDir, "cp.secret"), func() []byte {
+		b := make([]byte, 32)
+		rand.Read(b)
+		return []byte(hex.EncodeToString(b))
+	})
+	if err != nil {
+		return err
+	}
+	cfg := config.Defaults()
+	cfg.Listen, cfg.ProxyListen, cfg.DatabaseURL, cfg.Secret = o.Listen, o.ProxyListen, pg.URL("wrenn"), secret
+	cfg.HeartbeatTimeout = 15 * time.Second
+	cpCtx, stopCP := context.WithCancel(context.WithoutCancel(ctx))
+	cpDone := make(chan error, 1)
+	cpReady := make(chan string, 1)
+	go func() {
+		cpDone <- cpserver.Run(cpCtx, cpserver.WithConfig(cfg), cpserver.WithLogger(log), cpserver.WithReady(func(a string) { cpReady <- a }))
+	}()
+	defer func() {
+		stopCP()
+		if err := <-cpDone; err != nil {
+			log.Error("control plane stopped", "err", err)
+		}
+	}()
+	var apiAddr string
+	select {
+	case apiAddr = <-cpReady:
+	case err := <-cpDone:
+		cpDone <- nil
+		return fmt.Errorf("control plane: %w", err)
+	}
+	api := &client{base: "http://" + apiAddr}
+
+	creds, err := bootstrap(api, filepath.Join(o.DataDir, "credentials.json"))
+	if err != nil {
+		return err
+	}
+	session, err := api.login(creds)
+	if err != nil {
+		return err
+	}
+	agentState := filepath.Join(o.DataDir, "agent")
+	if err := forgetStaleRegistration(api, session, agentState); err != nil {
+		return err
+	}
+	token, err := api.hostToken(session)
+	if err != nil {
+		return err
+	}
+	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+	agentDone := make(chan error, 1)
+	go func() {
+		agentDone <- hostagent.Run(agentCtx, hostagent.Options{
+			Listen: o.AgentListen, StateDir: agentState, ImagesDir: o.ImagesDir, Runtime: o.Runtime,
+			ControlPlane: api.base, RegistrationToken: token, ReadyTimeout: 3 * time.Minute, Log: log,
+		})
+	}()
+	defer func() {
+		stopAgent()
+		if err := <-agentDone; err != nil {
+			log.Error("agent stopped", "err", err)
+		}
+	}()
+	if err := api.waitHostReady(ctx, session, agentDone); err != nil {
+		return err
+	}
+
+	info := Info{APIURL: api.base, ProxyURL: "http://" + o.ProxyListen, AdminEmail: creds.AdminEmail, AdminPass: creds.AdminPassword, APIKey: creds.APIKey}
+	info.E2BEnv = []string{"E2B_API_URL=" + api.base + "/e2b", "E2B_SANDBOX_URL=" + info.ProxyURL, "E2B_API_KEY=" + creds.APIKey}
+	info.EnvFile = filepath.Join(o.DataDir, "e2b.env")
+	if err := os.WriteFile(info.EnvFile, []byte(strings.Join(info.E2BEnv, "\n")+"\n"), 0o600); err != nil {
+		return err
+	}
+	printUsage(o.Out, info, o.DataDir)
+	if o.Ready != nil {
+		o.Ready(info)
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: agent (destroys its sandboxes), control plane, PostgreSQL")
+		return nil
+	case err := <-agentDone:
+		agentDone <- nil
+		return fmt.Errorf("the agent stopped: %w", err)
+	case err := <-cpDone:
+		cpDone <- nil
+		return fmt.Errorf("the control plane stopped: %w", err)
+	}
+}
+
+func printUsage(w io.Writer, i Info, dataDir string) {
+	fmt.Fprintf(w, `
+Wrenn is running. Data in %[1]s; Ctrl-C stops everything.
+
+  API         %[2]s/v1   (reference and console: %[2]s/docs)
+  Dashboard   not built yet: use the API docs above
+  Sandboxes   %[3]s   (sandbox proxy: E2b-Sandbox-Id / E2b-Sandbox-Port headers)
+  Admin       %[4]s   password %[5]s
+  API key     %[6]s
+
+For the E2B SDK, one per line (also in %[7]s; load it with: set -a; . %[7]s; set +a):
+
+%[8]s
+
+For Wrenn's own API:
+
+WRENN_API_URL=%[2]s
+WRENN_API_KEY=%[6]s
+
+Try it:
+
+  curl -s -X POST %[2]s/v1/sandboxes -H "Authorization: Bearer %[6]s" -d '{"template":"minimal"}'
+  set -a; . %[7]s; set +a; node -e "import('e2b').then(async ({Sandbox}) => { const s = await Sandbox.create(); console.log((await s.commands.run('uname -a')).stdout); await s.kill() })"
+
+`, dataDir, i.APIURL, i.ProxyURL, i.AdminEmail, i.AdminPass, i.APIKey, i.EnvFile, strings.Join(i.E2BEnv, "\n"))
+}
+
+func readOrCreate(path string, gen func() []byte) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return bytes.TrimSpace(b), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	b = gen()
+	return b, os.WriteFile(path, b, 0o600)
+}
+
+// bootstrap creates the admin, their team and an API key on the first
+// run, and reads them back on later ones.
+func bootstrap(api *client, path string) (credentials, error) {
+	var c credentials
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("%s: %w (delete it and the database to start over)", path, err)
+		}
+		return c, nil
+	}
+	pw := make([]byte, 12)
+	rand.Read(pw)
+	c = credentials{AdminEmail: adminEmail, AdminPassword: hex.EncodeToString(pw)}
+	var s struct{ Token string }
+	if err := api.do("POST", "/v1/auth/signup", "", map[string]string{"email": c.AdminEmail, "password": c.AdminPassword, "name": "admin"}, &s); err != nil {
+		return c, fmt.Errorf("create the admin: %w (if the database already has users, delete %s/pg to start over)", err, filepath.Dir(path))
+	}
+	var k struct{ Key string }
+	if err := api.do("POST", "/v1/api-keys", s.Token, map[string]string{"name": "wrenn dev"}, &k); err != nil {
+		return c, fmt.Errorf("create an API key: %w", err)
+	}
+	c.APIKey = k.Key
+	b, _ := json.MarshalIndent(c, "", "  ")
+	return c, os.WriteFile(path, b, 0o600)
+}
+
+// forgetStaleRegistration drops the agent's saved credentials when the
+// control plane no longer knows its host (a wiped database).
+func forgetStaleRegistration(api *client, session, agentState string) error {
+	path := filepath.Join(agentState, "control-plane.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var saved struct {
+		HostID string `json:"host_id"`
+	}
+	_ = json.Unmarshal(b, &saved)
+	var h map[string]any
+	if err := api.do("GET", "/v1/hosts/"+saved.HostID, session, nil, &h); err == nil {
+		return nil
+	}
+	return os.Remove(path)
+}
+
+type client struct{ base string }
+
+func (c *client) do(method, path, token string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func (c *client) login(cr credentials) (string, error) {
+	var s struct{ Token string }
+	err := c.do("POST", "/v1/auth/login", "", map[string]string{"email": cr.AdminEmail, "password": cr.AdminPassword}, &s)
+	return s.Token, err
+}
+
+func (c *client) hostToken(session string) (string, error) {
+	var t struct{ Token string }
+	err := c.do("POST", "/v1/hosts/tokens", session, nil, &t)
+	return t.Token, err
+}
+
+func (c *client) waitHostReady(ctx context.Context, session string, agentDone chan error) error {
+	for {
+		var hosts []struct {
+			Status    string
+			Templates []string
+		}
+		if err := c.do("GET", "/v1/hosts", session, nil, &hosts); err == nil {
+			for _, h := range hosts {
+				if h.Status == "ready" && len(h.Templates) > 0 {
+					return nil
+				}
+			}
+		}
+		select {
+		case err := <-agentDone:
+			agentDone <- err
+			return fmt.Errorf("the agent stopped before it was ready: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

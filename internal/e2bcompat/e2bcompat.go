@@ -1,0 +1,679 @@
+// Package e2bcompat serves the REST subset E2B's SDKs use (create, list,
+// get, kill, pause, connect/resume, timeout, refresh, metrics, snapshots)
+// under /e2b, mapped onto Wrenn's own model, auth and audit. An SDK user
+// points E2B_API_URL at <control plane>/e2b and E2B_SANDBOX_URL at the
+// sandbox proxy, with a Wrenn API key as E2B_API_KEY.
+package e2bcompat
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
+	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
+	"git.omukk.dev/wrenn/sandbox/pkg/service"
+)
+
+// Prefix is where the API is mounted.
+const Prefix = "/e2b"
+
+type handler struct {
+	svc     *service.Service
+	log     *slog.Logger
+	domain  string
+	maxBody int64
+}
+
+// Mount adds the routes under Prefix on api's root router.
+func Mount(api *cpapi.API, svc *service.Service, domain string, maxBody int64, log *slog.Logger) {
+	h := &handler{svc: svc, log: log, domain: domain, maxBody: maxBody}
+	api.Root.Route(Prefix, func(r chi.Router) {
+		r.Use(h.authenticate)
+		r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+			writeError(w, http.StatusNotFound, "no such route in the E2B-compatible API")
+		})
+		r.Post("/sandboxes", h.create)
+		r.Post("/v2/sandboxes", h.create)
+		r.Get("/sandboxes", h.listV1)
+		r.Get("/v2/sandboxes", h.list)
+		r.Get("/sandboxes/{sandboxID}", h.get)
+		r.Delete("/sandboxes/{sandboxID}", h.kill)
+		r.Post("/sandboxes/{sandboxID}/pause", h.pause)
+		r.Post("/sandboxes/{sandboxID}/resume", h.resume)
+		r.Post("/sandboxes/{sandboxID}/connect", h.connect)
+		r.Post("/v2/sandboxes/{sandboxID}/connect", h.connect)
+		r.Post("/sandboxes/{sandboxID}/timeout", h.timeout)
+		r.Post("/sandboxes/{sandboxID}/refreshes", h.refresh)
+		r.Get("/sandboxes/{sandboxID}/metrics", h.metrics)
+		r.Post("/sandboxes/{sandboxID}/snapshots", h.createSnapshot)
+		r.Get("/snapshots", h.listSnapshots)
+		r.Delete("/templates/{templateID}", h.deleteSnapshot)
+	})
+}
+
+// apiError is E2B's error body; the SDK reads 404 and 409 from code.
+type apiError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, apiError{Code: status, Message: msg})
+}
+
+func (h *handler) fail(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	msg := err.Error()
+	switch {
+	case errors.Is(err, service.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, service.ErrUnauthorized):
+		status = http.StatusUnauthorized
+	case errors.Is(err, service.ErrForbidden):
+		status = http.StatusForbidden
+	case errors.Is(err, service.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, service.ErrConflict):
+		status = http.StatusConflict
+	case errors.Is(err, service.ErrNoCapacity), errors.Is(err, service.ErrUnavailable):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, service.ErrHost):
+		status = http.StatusBadGateway
+	default:
+		h.log.Error("e2b api", "err", err)
+		msg = "internal error; the control plane's log has the details"
+	}
+	writeError(w, status, msg)
+}
+
+func (h *handler) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred := r.Header.Get("X-API-Key")
+		if cred == "" {
+			cred, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		}
+		c, err := h.svc.Authenticate(r.Context(), strings.TrimSpace(cred))
+		if err != nil {
+			h.log.Warn("authentication failed", "api", "e2b", "ip", r.RemoteAddr, "path", r.URL.Path, "key_prefix", keyPrefix(cred))
+			writeError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		cpapi.NoteCaller(r.Context(), c)
+		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
+	})
+}
+
+func keyPrefix(k string) string {
+	if len(k) > 12 {
+		return k[:12] + "…"
+	}
+	return "(none or malformed)"
+}
+
+func caller(r *http.Request) auth.Caller {
+	c, _ := auth.CallerFrom(r.Context())
+	return c
+}
+
+// decode reads an optional JSON body.
+func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.maxBody))
+		return false
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return true
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func sandboxParam(w http.ResponseWriter, r *http.Request, action string) (uuid.UUID, bool) {
+	raw := chi.URLParam(r, "sandboxID")
+	sid, err := id.Parse(id.Sandbox, raw)
+	if err != nil {
+		// An ID of another shape cannot name a sandbox: as E2B does, that
+		// is "not found", which the SDK turns into SandboxNotFoundError.
+		writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox %q not found", raw))
+		return sid, false
+	}
+	if action != "" {
+		cpapi.SetAudit(r.Context(), action, "sandbox", raw)
+	}
+	return sid, true
+}
+
+// newSandbox is E2B's NewSandbox body.
+type newSandbox struct {
+	TemplateID          string            `json:"templateID"`
+	Timeout             *int32            `json:"timeout"`
+	Secure              *bool             `json:"secure"`
+	AllowInternetAccess *bool             `json:"allow_internet_access"`
+	Metadata            map[string]string `json:"metadata"`
+	EnvVars             map[string]string `json:"envVars"`
+	AutoPause           *bool             `json:"autoPause"`
+	AutoResume          *struct {
+		Enabled bool `json:"enabled"`
+	} `json:"autoResume"`
+	Network *struct {
+		AllowPublicTraffic *bool `json:"allowPublicTraffic"`
+	} `json:"network"`
+}
+
+// sandboxView is E2B's Sandbox (create and connect responses).
+type sandboxView struct {
+	TemplateID         string  `json:"templateID"`
+	SandboxID          string  `json:"sandboxID"`
+	ClientID           string  `json:"clientID"`
+	EnvdVersion        string  `json:"envdVersion"`
+	EnvdAccessToken    string  `json:"envdAccessToken,omitempty"`
+	TrafficAccessToken *string `json:"trafficAccessToken"`
+	Domain             *string `json:"domain"`
+}
+
+func (h *handler) view(sb service.Sandbox) sandboxView {
+	v := sandboxView{TemplateID: sb.Template, SandboxID: id.Format(id.Sandbox, sb.ID), ClientID: "wrenn", EnvdVersion: sb.EnvdVersion, EnvdAccessToken: sb.EnvdAccessToken}
+	if !sb.AllowPublicTraffic && sb.TrafficAccessToken != "" {
+		v.TrafficAccessToken = &sb.TrafficAccessToken
+	}
+	if h.domain != "" {
+		v.Domain = &h.domain
+	}
+	return v
+}
+
+func (h *handler) create(w http.ResponseWriter, r *http.Request) {
+	var b newSandbox
+	if !h.decode(w, r, &b) {
+		return
+	}
+	cpapi.SetAudit(r.Context(), "sandbox.create", "sandbox", "")
+	in := service.CreateSandboxInput{Metadata: b.Metadata, EnvVars: b.EnvVars, AllowInternet: b.AllowInternetAccess}
+	if b.Timeout != nil {
+		in.TimeoutSeconds = *b.Timeout
+	}
+	if b.AutoPause != nil && *b.AutoPause {
+		in.OnTimeout = "pause"
+	}
+	if b.AutoResume != nil {
+		in.AutoResume = b.AutoResume.Enabled
+	}
+	if b.Network != nil {
+		in.AllowPublicTraffic = b.Network.AllowPublicTraffic
+	}
+	c := caller(r)
+	// templateID names a snapshot (by ID or name), or a template; the
+	// SDK's default "base" is the default image where no host has "base".
+	switch snap, err := h.svc.FindSnapshot(r.Context(), c, b.TemplateID); {
+	case err == nil:
+		in.SnapshotID = &snap.ID
+	case !errors.Is(err, service.ErrNotFound):
+		h.fail(w, err)
+		return
+	default:
+		in.Template = b.TemplateID
+		if in.Template == "" || in.Template == "base" && !h.svc.TemplateAvailable(r.Context(), "base") {
+			in.Template = service.DefaultTemplate
+		}
+	}
+	sb, err := h.svc.CreateSandbox(r.Context(), c, in)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	cpapi.SetAudit(r.Context(), "sandbox.create", "sandbox", id.Format(id.Sandbox, sb.ID))
+	writeJSON(w, http.StatusCreated, h.view(sb))
+}
+
+// detail is E2B's SandboxDetail and ListedSandbox.
+type detail struct {
+	TemplateID          string            `json:"templateID"`
+	SandboxID           string            `json:"sandboxID"`
+	ClientID            string            `json:"clientID"`
+	StartedAt           time.Time         `json:"startedAt"`
+	EndAt               time.Time         `json:"endAt"`
+	CPUCount            int32             `json:"cpuCount"`
+	MemoryMB            int32             `json:"memoryMB"`
+	DiskSizeMB          int32             `json:"diskSizeMB"`
+	State               string            `json:"state"`
+	EnvdVersion         string            `json:"envdVersion"`
+	EnvdAccessToken     string            `json:"envdAccessToken,omitempty"`
+	AllowInternetAccess *bool             `json:"allowInternetAccess,omitempty"`
+	Domain              *string           `json:"domain"`
+	Metadata            map[string]string `json:"metadata"`
+	Lifecycle           *lifecycle        `json:"lifecycle,omitempty"`
+	VolumeMounts        []any             `json:"volumeMounts"`
+}
+
+type lifecycle struct {
+	AutoResume bool   `json:"autoResume"`
+	OnTimeout  string `json:"onTimeout"`
+}
+
+func (h *handler) detail(sb service.Sandbox) detail {
+	meta := map[string]string{}
+	_ = json.Unmarshal(sb.Metadata, &meta)
+	state := "running"
+	if sb.State == "paused" || sb.State == "pausing" {
+		state = "paused"
+	}
+	end := sb.CreatedAt.Add(time.Duration(sb.TimeoutSeconds) * time.Second)
+	if sb.ExpiresAt != nil {
+		end = *sb.ExpiresAt
+	}
+	onTimeout := "kill"
+	if sb.OnTimeout == "pause" {
+		onTimeout = "pause"
+	}
+	d := detail{
+		TemplateID: sb.Template, SandboxID: id.Format(id.Sandbox, sb.ID), ClientID: "wrenn", StartedAt: sb.CreatedAt, EndAt: end,
+		CPUCount: sb.Vcpus, MemoryMB: sb.MemoryMib, DiskSizeMB: sb.DiskMib, State: state, EnvdVersion: sb.EnvdVersion,
+		EnvdAccessToken: sb.EnvdAccessToken, AllowInternetAccess: &sb.AllowInternet, Metadata: meta,
+		Lifecycle: &lifecycle{AutoResume: sb.AutoResume, OnTimeout: onTimeout}, VolumeMounts: []any{},
+	}
+	if h.domain != "" {
+		d.Domain = &h.domain
+	}
+	return d
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request) {
+	sid, ok := sandboxParam(w, r, "")
+	if !ok {
+		return
+	}
+	sb, err := h.svc.GetSandbox(r.Context(), caller(r), sid)
+	if err == nil && (sb.State == "stopped" || sb.State == "error") {
+		err = &service.Error{Kind: service.ErrNotFound, Msg: "sandbox " + id.Format(id.Sandbox, sid) + " not found (it has stopped)"}
+	}
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h.detail(sb))
+}
+
+// list is GET /v2/sandboxes: filters by metadata, state, template and
+// start time, paginated by X-Next-Token.
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := service.SandboxFilter{Template: q.Get("template"), Limit: 100}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			writeError(w, http.StatusBadRequest, "limit must be 1 to 100")
+			return
+		}
+		f.Limit = int32(n)
+	}
+	if tok := q.Get("nextToken"); tok != "" {
+		n, err := strconv.Atoi(tok)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "invalid nextToken")
+			return
+		}
+		f.Offset = int32(n)
+	}
+	switch q.Get("order") {
+	case "", "desc":
+	case "asc":
+		f.OldestFirst = true
+	default:
+		writeError(w, http.StatusBadRequest, "order must be asc or desc")
+		return
+	}
+	if s := q.Get("startedAfter"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "startedAfter must be an RFC 3339 time")
+			return
+		}
+		f.StartedAfter = &t
+	}
+	f.States = []string{"running", "paused", "pausing", "resuming"}
+	if st := q.Get("state"); st != "" {
+		f.States = nil
+		for _, s := range strings.Split(st, ",") {
+			switch s {
+			case "running":
+				f.States = append(f.States, "running", "resuming")
+			case "paused":
+				f.States = append(f.States, "paused", "pausing")
+			default:
+				writeError(w, http.StatusBadRequest, "state must be running and/or paused")
+				return
+			}
+		}
+	}
+	if m := q.Get("metadata"); m != "" {
+		meta, err := parseMetadata(m)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		f.Metadata = meta
+	}
+	sbs, err := h.svc.ListSandboxes(r.Context(), caller(r), f)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if int32(len(sbs)) == f.Limit {
+		w.Header().Set("X-Next-Token", strconv.Itoa(int(f.Offset+f.Limit)))
+	}
+	out := make([]detail, len(sbs))
+	for i, sb := range sbs {
+		out[i] = h.detail(sb)
+		out[i].EnvdAccessToken = ""
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseMetadata reads the SDK's metadata filter: k=v pairs joined by &,
+// each key and value URL-encoded once more on top of the query encoding.
+func parseMetadata(m string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, pair := range strings.Split(m, "&") {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, errors.New("metadata filters are key=value pairs joined by &")
+		}
+		dk, err1 := url.QueryUnescape(k)
+		dv, err2 := url.QueryUnescape(v)
+		if err1 != nil || err2 != nil || dk == "" {
+			return nil, errors.New("metadata filter is not URL-encoded correctly")
+		}
+		out[dk] = dv
+	}
+	return out, nil
+}
+
+// listV1 is the older GET /sandboxes: every running or paused sandbox.
+func (h *handler) listV1(w http.ResponseWriter, r *http.Request) {
+	sbs, err := h.svc.ListSandboxes(r.Context(), caller(r), service.SandboxFilter{States: []string{"running", "paused", "pausing", "resuming"}})
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	out := make([]detail, len(sbs))
+	for i, sb := range sbs {
+		out[i] = h.detail(sb)
+		out[i].EnvdAccessToken = ""
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) kill(w http.ResponseWriter, r *http.Request) {
+	sid, ok := sandboxParam(w, r, "sandbox.destroy")
+	if !ok {
+		return
+	}
+	err := h.svc.DestroySandbox(r.Context(), caller(r), sid)
+	if errors.Is(err, service.ErrConflict) {
+		// Already stopped: gone, as far as the SDK is concerned.
+		err = &service.Error{Kind: service.ErrNotFound, Msg: "sandbox " + id.Format(id.Sandbox, sid) + " not found"}
+	}
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) pause(w http.ResponseWriter, r *http.Request) {
+	sid, ok := sandboxParam(w, r, "sandbox.pause")
+	if !ok {
+		return
+	}
+	var b struct {
+		Memory *bool `json:"memory"`
+	}
+	if !h.decode(w, r, &b) {
+		return
+	}
+	if b.Memory != nil && !*b.Memory {
+		writeError(w, http.StatusBadRequest, "pausing without memory (a filesystem-only snapshot) is not supported: pause keeps memory")
+		return
+	}
+	sb, err := h.svc.GetSandbox(r.Context(), caller(r), sid)
+	if err == nil && sb.State == "paused" {
+		writeError(w, http.StatusConflict, "sandbox "+id.Format(id.Sandbox, sid)+" is already paused")
+		return
+	}
+	if err == nil && sb.State != "running" && sb.State != "pausing" {
+		err = &service.Error{Kind: service.ErrNotFound, Msg: "sandbox " + id.Format(id.Sandbox, sid) + " is " + sb.State}
+	}
+	if err == nil {
+		_, err = h.svc.PauseSandbox(r.Context(), caller(r), sid)
+	}
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type timeoutBody struct {
+	Timeout *int32 `json:"timeout"`
+}
+
+// connect returns a running sandbox (200, its timeout extended when one is
+// given) or resumes a paused one (201).
+func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
+	h.resumeOrConnect(w, r, true)
+}
+
+// resume is the older resume route: only a paused sandbox may be resumed.
+func (h *handler) resume(w http.ResponseWriter, r *http.Request) {
+	h.resumeOrConnect(w, r, false)
+}
+
+func (h *handler) resumeOrConnect(w http.ResponseWriter, r *http.Request, connect bool) {
+	sid, ok := sandboxParam(w, r, "sandbox.resume")
+	if !ok {
+		return
+	}
+	var b timeoutBody
+	if !h.decode(w, r, &b) {
+		return
+	}
+	c := caller(r)
+	sb, err := h.svc.GetSandbox(r.Context(), c, sid)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	switch sb.State {
+	case "running":
+		if !connect {
+			writeError(w, http.StatusConflict, "sandbox "+id.Format(id.Sandbox, sid)+" is already running")
+			return
+		}
+		if b.Timeout != nil && *b.Timeout > 0 {
+			if sb, err = h.svc.SetTimeout(r.Context(), c, sid, *b.Timeout); err != nil {
+				h.fail(w, err)
+				return
+			}
+			sb = h.svc.WithTokens(sb)
+		}
+		writeJSON(w, http.StatusOK, h.view(sb))
+	case "paused":
+		var timeout int32
+		if b.Timeout != nil {
+			timeout = *b.Timeout
+		}
+		sb, err := h.svc.ResumeSandbox(r.Context(), c, sid, timeout)
+		if err != nil {
+			h.fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, h.view(sb))
+	default:
+		writeError(w, http.StatusNotFound, "sandbox "+id.Format(id.Sandbox, sid)+" not found (it is "+sb.State+")")
+	}
+}
+
+func (h *handler) timeout(w http.ResponseWriter, r *http.Request) {
+	sid, ok := sandboxParam(w, r, "sandbox.set_timeout")
+	if !ok {
+		return
+	}
+	var b timeoutBody
+	if !h.decode(w, r, &b) {
+		return
+	}
+	if b.Timeout == nil {
+		writeError(w, http.StatusBadRequest, "timeout (seconds) is required")
+		return
+	}
+	if _, err := h.svc.SetTimeout(r.Context(), caller(r), sid, *b.Timeout); err != nil {
+		h.fail(w, notRunningIsNotFound(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// refresh extends a sandbox's life by duration seconds from now.
+func (h *handler) refresh(w http.ResponseWriter, r *http.Request) {
+	sid, ok := sandboxParam(w, r, "sandbox.refresh")
+	if !ok {
+		return
+	}
+	var b struct {
+		Duration *int32 `json:"duration"`
+	}
+	if !h.decode(w, r, &b) {
+		return
+	}
+	d := int32(60)
+	if b.Duration != nil {
+		d = *b.Duration
+	}
+	if _, err := h.svc.SetTimeout(r.Context(), caller(r), sid, d); err != nil {
+		h.fail(w, notRunningIsNotFound(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// notRunningIsNotFound: E2B answers calls on a sandbox that is not running
+// with 404.
+func notRunningIsNotFound(err error) error {
+	if errors.Is(err, service.ErrConflict) {
+		return &service.Error{Kind: service.ErrNotFound, Msg: err.Error()}
+	}
+	return err
+}
+
+func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
+	sid, ok := sandboxParam(w, r, "")
+	if !ok {
+		return
+	}
+	samples, err := h.svc.Metrics(r.Context(), caller(r), sid)
+	if err != nil {
+		h.fail(w, notRunningIsNotFound(err))
+		return
+	}
+	type metric struct {
+		Timestamp  time.Time `json:"timestamp"`
+		CPUUsedPct float32   `json:"cpuUsedPct"`
+		CPUCount   uint32    `json:"cpuCount"`
+		MemUsed    uint64    `json:"memUsed"`
+		MemTotal   uint64    `json:"memTotal"`
+		DiskUsed   uint64    `json:"diskUsed"`
+		DiskTotal  uint64    `json:"diskTotal"`
+	}
+	out := make([]metric, 0, len(samples))
+	for _, m := range samples {
+		out = append(out, metric{time.UnixMilli(m.GetTimestampUnixMs()).UTC(), m.GetCpuUsedPct(), m.GetCpuCount(), m.GetMemUsedBytes(), m.GetMemTotalBytes(), m.GetDiskUsedBytes(), m.GetDiskTotalBytes()})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type snapshotView struct {
+	SnapshotID string   `json:"snapshotID"`
+	Names      []string `json:"names"`
+}
+
+func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	sid, ok := sandboxParam(w, r, "snapshot.create")
+	if !ok {
+		return
+	}
+	var b struct {
+		Name string `json:"name"`
+	}
+	if !h.decode(w, r, &b) {
+		return
+	}
+	if b.Name == "" {
+		b.Name = "snapshot-" + time.Now().UTC().Format("20060102-150405.000")
+	}
+	snap, err := h.svc.CreateSnapshot(r.Context(), caller(r), sid, b.Name)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	cpapi.SetAudit(r.Context(), "snapshot.create", "snapshot", id.Format(id.Snapshot, snap.ID))
+	writeJSON(w, http.StatusCreated, snapshotView{SnapshotID: id.Format(id.Snapshot, snap.ID), Names: []string{snap.Name}})
+}
+
+func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	snaps, err := h.svc.ListSnapshots(r.Context(), caller(r))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	out := []snapshotView{}
+	for _, s := range snaps {
+		if n := q.Get("name"); n != "" && s.Name != n {
+			continue
+		}
+		if sb := q.Get("sandboxID"); sb != "" && (s.SourceSandboxID == nil || id.Format(id.Sandbox, *s.SourceSandboxID) != sb) {
+			continue
+		}
+		out = append(out, snapshotView{SnapshotID: id.Format(id.Snapshot, s.ID), Names: []string{s.Name}})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// deleteSnapshot is how the SDK deletes a snapshot (DELETE /templates/{id}).
+func (h *handler) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
+	ref := chi.URLParam(r, "templateID")
+	cpapi.SetAudit(r.Context(), "snapshot.delete", "snapshot", ref)
+	snap, err := h.svc.FindSnapshot(r.Context(), caller(r), ref)
+	if err == nil {
+		err = h.svc.DeleteSnapshot(r.Context(), caller(r), snap.ID)
+	}
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

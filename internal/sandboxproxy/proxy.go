@@ -1,0 +1,190 @@
+// Package sandboxproxy is the control plane's sandbox traffic proxy: it
+// routes a request by Host (<port>-<sandboxID>.<domain>) or by the
+// E2b-Sandbox-Id / E2b-Sandbox-Port headers to the agent that runs the
+// sandbox, which forwards it into the sandbox's network. Bodies stream
+// both ways; WebSocket upgrades pass through; a client that goes away
+// cancels the request all the way down.
+package sandboxproxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
+	"git.omukk.dev/wrenn/sandbox/pkg/service"
+)
+
+// EnvdPort is envd's port in every sandbox; envd checks its own token, so
+// it is reachable without the traffic token.
+const EnvdPort = 49983
+
+// TrafficTokenHeader carries a sandbox's traffic token for its
+// non-public ports.
+const TrafficTokenHeader = "E2b-Traffic-Access-Token"
+
+// Proxy serves sandbox traffic.
+type Proxy struct {
+	svc       *service.Service
+	domain    string
+	log       *slog.Logger
+	transport *http.Transport
+}
+
+// New returns a proxy; domain may be empty (header routing only).
+func New(svc *service.Service, domain string, log *slog.Logger) *Proxy {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 60 * time.Second
+	t.ResponseHeaderTimeout = 0
+	return &Proxy{svc: svc, domain: strings.TrimPrefix(strings.ToLower(domain), "."), log: log, transport: t}
+}
+
+// Close drops idle connections to agents.
+func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+
+// route finds the sandbox and port a request is for.
+func (p *Proxy) route(r *http.Request) (sandboxID string, port int, ok bool) {
+	host := strings.ToLower(r.Host)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	byHeaders := host == "localhost" || net.ParseIP(strings.Trim(host, "[]")) != nil
+	if p.domain != "" && strings.HasSuffix(host, "."+p.domain) {
+		label := strings.TrimSuffix(host, "."+p.domain)
+		if label == "sandbox" {
+			byHeaders = true
+		} else if portStr, sid, found := strings.Cut(label, "-"); found {
+			n, err := strconv.Atoi(portStr)
+			return sid, n, err == nil
+		}
+	}
+	if !byHeaders {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(r.Header.Get("E2b-Sandbox-Port"))
+	return r.Header.Get("E2b-Sandbox-Id"), n, err == nil && r.Header.Get("E2b-Sandbox-Id") != ""
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sid, port, ok := p.route(r)
+	if !ok {
+		hostapi.WriteProxyError(w, http.StatusBadRequest, "", "no_route",
+			"address a sandbox by Host <port>-<sandboxID>.<domain>, or by the E2b-Sandbox-Id and E2b-Sandbox-Port headers")
+		return
+	}
+	if port < 1 || port > 65535 {
+		hostapi.WriteProxyError(w, http.StatusBadRequest, sid, "invalid_port", "the port must be 1 to 65535")
+		return
+	}
+	uid, err := id.Parse(id.Sandbox, sid)
+	if err != nil {
+		hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "sandbox_not_found", "The sandbox was not found")
+		return
+	}
+	t, err := p.target(r.Context(), uid)
+	if err != nil {
+		p.fail(w, sid, err)
+		return
+	}
+	if port != EnvdPort && !t.Sandbox.AllowPublicTraffic {
+		got := r.Header.Get(TrafficTokenHeader)
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.svc.TrafficToken(t.Sandbox))) != 1 {
+			hostapi.WriteProxyError(w, http.StatusForbidden, sid, "traffic_token_required",
+				"this sandbox's ports are private: send its traffic access token in "+TrafficTokenHeader)
+			return
+		}
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", t.Address
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Set(hostapi.HeaderProxySecret, t.Secret)
+			pr.Out.Header.Set(hostapi.HeaderProxySandbox, sid)
+			pr.Out.Header.Set(hostapi.HeaderProxyPort, strconv.Itoa(port))
+			pr.Out.Header.Del(TrafficTokenHeader)
+			pr.SetXForwarded()
+		},
+		Transport:     p.transport,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away; the request below is cancelled
+			}
+			p.log.Warn("proxy to agent", "sandbox", sid, "agent", t.Address, "err", err)
+			hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "host_unreachable", "the sandbox's host did not answer")
+		},
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// target resolves a sandbox, resuming it first if it is paused and asks
+// for that.
+func (p *Proxy) target(ctx context.Context, uid uuid.UUID) (service.ProxyTarget, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		t, err := p.svc.ProxyTarget(ctx, uid)
+		if err != nil {
+			return t, err
+		}
+		switch t.Sandbox.State {
+		case "running":
+			return t, nil
+		case "paused":
+			if !t.Sandbox.AutoResume {
+				return t, errPaused
+			}
+			c := auth.Caller{Kind: auth.System, TeamID: t.Sandbox.TeamID, Role: "member"}
+			_, err := p.svc.ResumeSandbox(ctx, c, uid, 0)
+			if err != nil && !errors.Is(err, service.ErrConflict) {
+				return t, err
+			}
+			if err == nil {
+				p.svc.Audit(ctx, service.AuditEntry{TeamID: t.Sandbox.TeamID, ActorType: "system", ActorID: "sandbox-proxy",
+					Action: "sandbox.auto_resume", ResourceType: "sandbox", ResourceID: id.Format(id.Sandbox, uid), Status: http.StatusOK})
+			}
+		case "resuming", "creating":
+			// Another request's resume, or the create, is under way.
+		default:
+			return t, errGone
+		}
+		if time.Now().After(deadline) {
+			return t, errors.New("the sandbox did not come up in time")
+		}
+		select {
+		case <-ctx.Done():
+			return t, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var (
+	errPaused = errors.New("paused")
+	errGone   = errors.New("gone")
+)
+
+func (p *Proxy) fail(w http.ResponseWriter, sid string, err error) {
+	switch {
+	case errors.Is(err, service.ErrNotFound), errors.Is(err, errGone):
+		hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "sandbox_not_found", "The sandbox was not found")
+	case errors.Is(err, errPaused):
+		hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "sandbox_paused", "The sandbox is paused and does not resume on traffic: resume it (Sandbox.connect) first")
+	case errors.Is(err, service.ErrUnavailable):
+		hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "host_unreachable", err.Error())
+	default:
+		p.log.Error("sandbox proxy", "sandbox", sid, "err", err)
+		hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "proxy_error", err.Error())
+	}
+}

@@ -1,0 +1,202 @@
+// Package cpserver is the whole wrenn-cp bootstrap: configuration,
+// database and migrations, services, routes, extensions, background jobs
+// and graceful shutdown. cmd/control-plane is a few lines around Run, and
+// so is any distribution that adds extensions.
+package cpserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"git.omukk.dev/wrenn/sandbox/db/migrations"
+	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
+	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
+	"git.omukk.dev/wrenn/sandbox/internal/e2bcompat"
+	"git.omukk.dev/wrenn/sandbox/internal/sandboxproxy"
+	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
+	"git.omukk.dev/wrenn/sandbox/pkg/service"
+)
+
+type options struct {
+	cfg        *config.Config
+	extensions []cpextension.Extension
+	log        *slog.Logger
+	listener   net.Listener
+	proxyLn    net.Listener
+	ready      func(addr string)
+}
+
+// Option configures Run.
+type Option func(*options)
+
+// WithConfig uses cfg instead of reading the environment.
+func WithConfig(cfg config.Config) Option { return func(o *options) { o.cfg = &cfg } }
+
+// WithExtensions registers extensions, in order.
+func WithExtensions(ext ...cpextension.Extension) Option {
+	return func(o *options) { o.extensions = append(o.extensions, ext...) }
+}
+
+// WithLogger logs to log instead of JSON on stderr.
+func WithLogger(log *slog.Logger) Option { return func(o *options) { o.log = log } }
+
+// WithListener serves on ln instead of listening on the configured address.
+func WithListener(ln net.Listener) Option { return func(o *options) { o.listener = ln } }
+
+// WithProxyListener serves the sandbox proxy on ln instead of listening
+// on the configured proxy address.
+func WithProxyListener(ln net.Listener) Option { return func(o *options) { o.proxyLn = ln } }
+
+// WithReady calls ready with the listening address once serving.
+func WithReady(ready func(addr string)) Option { return func(o *options) { o.ready = ready } }
+
+// Run starts the control plane and serves until ctx ends; then it stops
+// accepting requests, lets in-flight ones finish (up to 15 s), stops the
+// background jobs and closes the database.
+func Run(ctx context.Context, opts ...Option) error {
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if o.cfg == nil {
+		cfg, err := config.FromEnv()
+		if err != nil {
+			return err
+		}
+		o.cfg = &cfg
+	}
+	cfg := *o.cfg
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	keys, err := cpauth.NewKeys(cfg.Secret)
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database unreachable (WRENN_DATABASE_URL): %w", err)
+	}
+	if err := Migrate(ctx, pool, o.log); err != nil {
+		return err
+	}
+
+	svc := service.New(pool, keys, cfg, o.log)
+	defer svc.Close()
+	api := cpapi.New(svc, cfg, o.log)
+	e2bcompat.Mount(api, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
+	sc := &cpextension.ServerContext{Config: cfg, DB: pool, Queries: svc.Q, Service: svc, Log: o.log, Router: api.Root, API: api.V1}
+	sc.Go("reconciler", svc.RunReconciler)
+	for _, ext := range o.extensions {
+		if err := ext.Register(sc); err != nil {
+			return fmt.Errorf("extension %s: %w", ext.Name(), err)
+		}
+		o.log.Info("extension registered", "extension", ext.Name())
+	}
+
+	ln := o.listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	srv := &http.Server{Handler: sc.Wrap(api), ReadHeaderTimeout: 10 * time.Second}
+	servers := []*http.Server{srv}
+	listeners := []net.Listener{ln}
+	if o.proxyLn == nil && cfg.ProxyListen != "" {
+		if o.proxyLn, err = net.Listen("tcp", cfg.ProxyListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("sandbox proxy: listen on %s: %w", cfg.ProxyListen, err)
+		}
+	}
+	if o.proxyLn != nil {
+		proxy := sandboxproxy.New(svc, cfg.SandboxDomain, o.log)
+		defer proxy.Close()
+		servers = append(servers, &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second})
+		listeners = append(listeners, o.proxyLn)
+	}
+
+	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	var jobs sync.WaitGroup
+	for _, j := range sc.Jobs() {
+		jobs.Go(func() {
+			if err := j.Run(jobCtx); err != nil && jobCtx.Err() == nil {
+				o.log.Error("background job stopped", "job", j.Name, "err", err)
+			}
+		})
+	}
+	defer func() {
+		stopJobs()
+		jobs.Wait()
+	}()
+
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { errc <- s.Serve(listeners[i]) }()
+	}
+	if o.proxyLn != nil {
+		o.log.Info("sandbox proxy listening", "addr", o.proxyLn.Addr().String(), "domain", cfg.SandboxDomain)
+	}
+	o.log.Info("control plane listening", "addr", ln.Addr().String())
+	if o.ready != nil {
+		o.ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	o.log.Info("control plane stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Migrate applies the embedded migrations; replicas starting together
+// take turns through a PostgreSQL advisory lock.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	defer sqlDB.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	res, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	for _, r := range res {
+		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "took", r.Duration.Round(time.Millisecond))
+	}
+	return nil
+}

@@ -1,0 +1,357 @@
+package service
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
+	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
+	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
+)
+
+// HostSecretPrefix starts the credential a host receives at registration.
+const HostSecretPrefix = "wrh_"
+
+// HostTokenPrefix starts a one-time host registration token.
+const HostTokenPrefix = "wrt_"
+
+// agentPool caches one client per host; a changed address or secret
+// (re-registration) replaces it.
+type agentPool struct {
+	mu        sync.Mutex
+	clients   map[uuid.UUID]pooledAgent
+	transport *http.Transport
+}
+
+type pooledAgent struct {
+	address string
+	sealed  string
+	client  hostagentv1connect.HostAgentServiceClient
+}
+
+func (p *agentPool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.transport != nil {
+		p.transport.CloseIdleConnections()
+	}
+	p.clients = nil
+}
+
+// agent returns a client for host h.
+func (s *Service) agent(h db.Host) (hostagentv1connect.HostAgentServiceClient, error) {
+	if h.Status == "unreachable" {
+		return nil, errf(ErrUnavailable, "host %s is unreachable (no heartbeat for over %s); its sandboxes come back when it does", id.Format(id.Host, h.ID), s.Config.HeartbeatTimeout)
+	}
+	if h.Address == "" || h.SecretEnc == nil {
+		return nil, errf(ErrUnavailable, "host %s has not registered yet", id.Format(id.Host, h.ID))
+	}
+	p := &s.agents
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[h.ID]; ok && c.address == h.Address && c.sealed == string(h.SecretEnc) {
+		return c.client, nil
+	}
+	secret, err := s.Keys.Open(h.SecretEnc)
+	if err != nil {
+		return nil, err
+	}
+	if p.transport == nil {
+		p.transport = http.DefaultTransport.(*http.Transport).Clone()
+		p.transport.MaxIdleConnsPerHost = 64
+		p.clients = map[uuid.UUID]pooledAgent{}
+	}
+	c := agentclient.NewWithTransport(h.Address, secret, p.transport)
+	p.clients[h.ID] = pooledAgent{address: h.Address, sealed: string(h.SecretEnc), client: c}
+	return c, nil
+}
+
+// hostAgent loads a host and returns its client.
+func (s *Service) hostAgent(ctx context.Context, hostID *uuid.UUID) (db.Host, hostagentv1connect.HostAgentServiceClient, error) {
+	if hostID == nil {
+		return db.Host{}, nil, errf(ErrUnavailable, "the sandbox has no host (its host was deleted)")
+	}
+	h, err := s.Q.GetHost(ctx, *hostID)
+	if err != nil {
+		return h, nil, notFound(err, "host")
+	}
+	c, err := s.agent(h)
+	return h, c, err
+}
+
+// CreateHostToken issues a one-time registration token (admins).
+func (s *Service) CreateHostToken(ctx context.Context, c auth.Caller) (string, time.Time, error) {
+	if err := requireAdmin(c); err != nil {
+		return "", time.Time{}, err
+	}
+	tok := cpauth.NewToken(HostTokenPrefix)
+	exp := time.Now().Add(s.Config.HostTokenTTL)
+	var by *uuid.UUID
+	if c.UserID != uuid.Nil {
+		by = &c.UserID
+	}
+	_, err := s.Q.CreateHostToken(ctx, db.CreateHostTokenParams{ID: id.New(), Hash: cpauth.HashSecret(tok), CreatedBy: by, ExpiresAt: exp})
+	return tok, exp, err
+}
+
+// RegisterHost exchanges a registration token for a host ID and the secret
+// the host uses from then on (for heartbeats, and that the control plane
+// presents when calling the agent).
+func (s *Service) RegisterHost(ctx context.Context, token, name, address string) (db.Host, string, error) {
+	if name == "" {
+		name = address
+	}
+	if err := validName("host name", name, 200); err != nil {
+		return db.Host{}, "", err
+	}
+	if address == "" || strings.ContainsAny(address, " /") {
+		return db.Host{}, "", errf(ErrInvalid, "address must be the agent's host:port as the control plane reaches it")
+	}
+	secret := cpauth.NewToken(HostSecretPrefix)
+	var h db.Host
+	err := s.inTx(ctx, func(q *db.Queries) error {
+		var err error
+		h, err = q.CreateHost(ctx, db.CreateHostParams{ID: id.New(), Name: name, Address: address, SecretHash: cpauth.HashSecret(secret), SecretEnc: s.Keys.Seal(secret)})
+		if err != nil {
+			return err
+		}
+		_, err = q.UseHostToken(ctx, db.UseHostTokenParams{Hash: cpauth.HashSecret(token), HostID: &h.ID})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errf(ErrUnauthorized, "registration token invalid, expired or already used; create a new one (POST /v1/hosts/tokens)")
+		}
+		return err
+	})
+	return h, secret, err
+}
+
+// AuthenticateHost checks a host's secret.
+func (s *Service) AuthenticateHost(ctx context.Context, host uuid.UUID, secret string) (db.Host, error) {
+	h, err := s.Q.GetHost(ctx, host)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return h, errf(ErrUnauthorized, "unknown host or wrong secret")
+	}
+	if err != nil {
+		return h, err
+	}
+	if subtle.ConstantTimeCompare(h.SecretHash, cpauth.HashSecret(secret)) != 1 {
+		return h, errf(ErrUnauthorized, "unknown host or wrong secret")
+	}
+	return h, nil
+}
+
+// RecordHeartbeat stores a host's report; an unreachable or new host
+// becomes ready. Templates it has become built-in templates.
+func (s *Service) RecordHeartbeat(ctx context.Context, h db.Host, hb hostapi.Heartbeat) (db.Host, error) {
+	if hb.Address == "" {
+		hb.Address = h.Address
+	}
+	if hb.Templates == nil {
+		hb.Templates = []string{}
+	}
+	var out db.Host
+	err := s.inTx(ctx, func(q *db.Queries) error {
+		var err error
+		out, err = q.HostHeartbeat(ctx, db.HostHeartbeatParams{
+			ID: h.ID, Address: hb.Address, Runtime: hb.Runtime, Accelerator: hb.Accelerator, Cpus: hb.CPUs,
+			MemoryMib: hb.MemoryMiB, DiskFreeMib: hb.DiskFreeMiB, MaxSandboxes: hb.MaxSandboxes,
+			SandboxCount: hb.Sandboxes, CommittedVcpus: hb.CommittedVCPUs, CommittedMemoryMib: hb.CommittedMemoryMiB,
+			Templates: hb.Templates,
+		})
+		if err != nil {
+			return err
+		}
+		for _, t := range hb.Templates {
+			if err := q.UpsertTemplate(ctx, db.UpsertTemplateParams{TeamID: id.PlatformTeam, Name: t}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && h.Status == "unreachable" {
+		s.Log.Info("host reachable again", "host", id.Format(id.Host, h.ID))
+	}
+	return out, err
+}
+
+// ListHosts lists hosts (admins).
+func (s *Service) ListHosts(ctx context.Context, c auth.Caller) ([]db.Host, error) {
+	if err := requireAdmin(c); err != nil {
+		return nil, err
+	}
+	return s.Q.ListHosts(ctx)
+}
+
+// GetHost returns one host (admins).
+func (s *Service) GetHost(ctx context.Context, c auth.Caller, host uuid.UUID) (db.Host, error) {
+	if err := requireAdmin(c); err != nil {
+		return db.Host{}, err
+	}
+	h, err := s.Q.GetHost(ctx, host)
+	return h, notFound(err, "host")
+}
+
+// DrainHost stops new sandboxes from being placed on a host; its running
+// sandboxes are left alone.
+func (s *Service) DrainHost(ctx context.Context, c auth.Caller, host uuid.UUID) (db.Host, error) {
+	if err := requireAdmin(c); err != nil {
+		return db.Host{}, err
+	}
+	h, err := s.Q.SetHostStatus(ctx, db.SetHostStatusParams{ID: host, Status: "draining"})
+	return h, notFound(err, "host")
+}
+
+// DeleteHost removes a host. A host with live sandboxes is refused unless
+// force is set, which marks those sandboxes stopped (for a host that is
+// gone for good).
+func (s *Service) DeleteHost(ctx context.Context, c auth.Caller, host uuid.UUID, force bool) error {
+	if err := requireAdmin(c); err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(q *db.Queries) error {
+		live, err := q.ListActiveSandboxesOnHost(ctx, &host)
+		if err != nil {
+			return err
+		}
+		if len(live) > 0 && !force {
+			return errf(ErrConflict, "host has %d live sandboxes: drain it and destroy them, or delete with force=true if the host is gone for good", len(live))
+		}
+		for _, sb := range live {
+			if _, err := q.SetSandboxState(ctx, db.SetSandboxStateParams{ID: sb.ID, State: "stopped", Error: "its host was deleted"}); err != nil {
+				return err
+			}
+		}
+		n, err := q.DeleteHost(ctx, host)
+		if err == nil && n == 0 {
+			return errf(ErrNotFound, "host not found")
+		}
+		return err
+	})
+}
+
+// placement is a host that can take a sandbox, with its current load.
+type placement struct {
+	host db.Host
+	load float64
+}
+
+// candidates lists the healthy hosts that have template and room for a
+// sandbox of memMiB, least loaded first. Load counts the database's live
+// sandboxes, which is current, rather than the last heartbeat's, which
+// lags behind creates made since.
+func (s *Service) candidates(ctx context.Context, template string, memMiB int32) ([]db.Host, error) {
+	hosts, err := s.Q.ListHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	loads, err := s.Q.HostLoads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byHost := map[uuid.UUID]db.HostLoadsRow{}
+	for _, l := range loads {
+		byHost[l.HostID] = l
+	}
+	fresh := time.Now().Add(-s.Config.HeartbeatTimeout)
+	var ok []placement
+	var healthy, withTemplate int
+	for _, h := range hosts {
+		if h.Status != "ready" || h.LastHeartbeatAt == nil || h.LastHeartbeatAt.Before(fresh) {
+			continue
+		}
+		healthy++
+		if !slices.Contains(h.Templates, template) {
+			continue
+		}
+		withTemplate++
+		l := byHost[h.ID]
+		if h.MaxSandboxes > 0 && l.Sandboxes >= h.MaxSandboxes {
+			continue
+		}
+		if h.MemoryMib > 0 && l.MemoryMib+int64(memMiB) > h.MemoryMib {
+			continue
+		}
+		load := float64(l.MemoryMib+int64(memMiB)) / float64(max(h.MemoryMib, 1))
+		ok = append(ok, placement{h, load})
+	}
+	if len(ok) == 0 {
+		switch {
+		case healthy == 0:
+			return nil, errf(ErrNoCapacity, "no capacity: no healthy host is registered (start an agent with --control-plane, or check GET /v1/hosts)")
+		case withTemplate == 0:
+			return nil, errf(ErrNoCapacity, "no capacity: no healthy host has template %q", template)
+		default:
+			return nil, errf(ErrNoCapacity, "no capacity: every host with template %q is full (%d MiB requested)", template, memMiB)
+		}
+	}
+	sort.SliceStable(ok, func(i, j int) bool { return ok[i].load < ok[j].load })
+	out := make([]db.Host, len(ok))
+	for i, p := range ok {
+		out[i] = p.host
+	}
+	return out, nil
+}
+
+// ListTemplates lists the templates the caller's team can use.
+func (s *Service) ListTemplates(ctx context.Context, c auth.Caller) ([]db.Template, error) {
+	if err := requireTeam(c); err != nil {
+		return nil, err
+	}
+	return s.Q.ListTemplates(ctx, c.TeamID)
+}
+
+// ProxyTarget is where the sandbox proxy sends a request for a sandbox.
+type ProxyTarget struct {
+	Sandbox db.Sandbox
+	// Address and Secret reach the sandbox's agent.
+	Address, Secret string
+}
+
+// ProxyTarget finds any team's sandbox for the proxy; the caller decides
+// what its state allows.
+func (s *Service) ProxyTarget(ctx context.Context, sid uuid.UUID) (ProxyTarget, error) {
+	sb, err := s.Q.GetSandboxAny(ctx, sid)
+	if err != nil {
+		return ProxyTarget{}, notFound(err, "sandbox")
+	}
+	if sb.HostID == nil {
+		return ProxyTarget{Sandbox: sb}, errf(ErrUnavailable, "the sandbox has no host")
+	}
+	h, err := s.Q.GetHost(ctx, *sb.HostID)
+	if err != nil {
+		return ProxyTarget{Sandbox: sb}, notFound(err, "host")
+	}
+	if h.Status == "unreachable" {
+		return ProxyTarget{Sandbox: sb}, errf(ErrUnavailable, "the sandbox's host is unreachable")
+	}
+	secret, err := s.Keys.Open(h.SecretEnc)
+	if err != nil {
+		return ProxyTarget{Sandbox: sb}, err
+	}
+	return ProxyTarget{Sandbox: sb, Address: h.Address, Secret: secret}, nil
+}
+
+// TrafficToken is a sandbox's token for its non-public ports.
+func (s *Service) TrafficToken(sb db.Sandbox) string {
+	t, _ := s.Keys.Open(sb.TrafficTokenEnc)
+	return t
+}
+
+// TemplateAvailable reports whether a healthy host has template.
+func (s *Service) TemplateAvailable(ctx context.Context, template string) bool {
+	hosts, err := s.candidates(ctx, template, 0)
+	return err == nil && len(hosts) > 0
+}

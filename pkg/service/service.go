@@ -1,0 +1,95 @@
+// Package service is the control plane's business logic over PostgreSQL
+// and the host agents: accounts, teams and keys, sandboxes and snapshots,
+// hosts with their scheduling and reconciliation, and the audit log. HTTP
+// handlers (wrenn's own API, the E2B-compatible one, extensions) call it;
+// it never sees a request.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
+	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/db"
+)
+
+// Error kinds; every error the service returns wraps one of them, and the
+// API maps each to one status code.
+var (
+	ErrInvalid      = errors.New("invalid")
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrForbidden    = errors.New("forbidden")
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrNoCapacity   = errors.New("no capacity")
+	ErrUnavailable  = errors.New("unavailable")
+	ErrHost         = errors.New("host error")
+)
+
+// Error is a service error: a kind and a message meant for the caller.
+type Error struct {
+	Kind error
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+func (e *Error) Unwrap() error { return e.Kind }
+
+func errf(kind error, format string, args ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Service holds the control plane's state: the database and the agents.
+type Service struct {
+	Pool   *pgxpool.Pool
+	Q      *db.Queries
+	Keys   *cpauth.Keys
+	Config config.Config
+	Log    *slog.Logger
+
+	agents agentPool
+	// busy holds sandboxes with an operation in flight in this process, so
+	// the reconciler does not judge them halfway.
+	busy sync.Map
+}
+
+// New returns a service over an open pool.
+func New(pool *pgxpool.Pool, keys *cpauth.Keys, cfg config.Config, log *slog.Logger) *Service {
+	return &Service{Pool: pool, Q: db.New(pool), Keys: keys, Config: cfg, Log: log}
+}
+
+// Close releases the agent connections.
+func (s *Service) Close() { s.agents.closeAll() }
+
+// notFound turns pgx's no-rows into ErrNotFound with a message.
+func notFound(err error, what string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errf(ErrNotFound, "%s not found", what)
+	}
+	return err
+}
+
+// inTx runs fn in a transaction.
+func (s *Service) inTx(ctx context.Context, fn func(q *db.Queries) error) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return fn(s.Q.WithTx(tx)) })
+}
+
+// markBusy records an in-flight operation on a sandbox until the returned
+// function is called.
+func (s *Service) markBusy(id uuid.UUID) func() {
+	s.busy.Store(id, struct{}{})
+	return func() { s.busy.Delete(id) }
+}
+
+func (s *Service) isBusy(id uuid.UUID) bool {
+	_, ok := s.busy.Load(id)
+	return ok
+}

@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// devStack is a `wrenn dev` process.
+type devStack struct {
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan error
+	env    []string // the E2B_* lines it printed
+}
+
+func startDevStack(t *testing.T, dataDir string) *devStack {
+	t.Helper()
+	d := &devStack{out: &bytes.Buffer{}, exited: make(chan error, 1)}
+	d.cmd = exec.Command(filepath.Join(binDir, "wrenn"), "dev", "--data-dir", dataDir, "--images-dir", imagesDir, "--runtime", "gvisor",
+		"--listen", freeAddr(t), "--proxy-listen", freeAddr(t), "--agent-listen", freeAddr(t), "--verbose")
+	w := &syncWriter{w: d.out}
+	d.cmd.Stdout, d.cmd.Stderr = w, w
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.stop(t)
+		if t.Failed() {
+			t.Logf("wrenn dev output:\n%s", d.output())
+		}
+	})
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(d.output(), "Wrenn is running") {
+		select {
+		case err := <-d.exited:
+			d.exited <- err
+			t.Fatalf("wrenn dev exited: %v\n%s", err, d.output())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wrenn dev not ready:\n%s", d.output())
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(d.output()))
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "E2B_") {
+			d.env = append(d.env, line)
+		}
+	}
+	return d
+}
+
+func (d *devStack) output() string {
+	w := d.cmd.Stdout.(*syncWriter)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return d.out.String()
+}
+
+// stop sends Ctrl-C and waits for everything to stop.
+func (d *devStack) stop(t *testing.T) {
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		if err != nil {
+			t.Errorf("wrenn dev exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(90 * time.Second):
+		_ = d.cmd.Process.Kill()
+		t.Errorf("wrenn dev did not stop within 90 s of Ctrl-C")
+	}
+}
+
+// TestDevStackWithE2BSDK starts `wrenn dev` as a user would and runs the
+// official E2B SDK against it configured by the environment variables it
+// prints; Ctrl-C must leave nothing behind, and a second run reuses the
+// data (same admin and key).
+func TestDevStackWithE2BSDK(t *testing.T) {
+	requireVMs(t)
+	if _, err := exec.LookPath("runsc"); err != nil {
+		t.Skip("runsc is not installed (scripts/setup builds it)")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+	sdkDir, _ := filepath.Abs("../e2b")
+	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "e2b")); err != nil {
+		t.Skip("the e2b npm package is not installed (scripts/setup installs it)")
+	}
+	// PostgreSQL runs as its own user, which must reach the data directory.
+	parent, err := os.MkdirTemp("", "wrenn-dev-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(parent, "wrenn-dev")
+	d := startDevStack(t, dataDir)
+	if len(d.env) != 3 {
+		t.Fatalf("printed E2B variables: %q", d.env)
+	}
+	cmd := exec.Command("node", "--test", "--test-concurrency=1", "platform.test.mjs")
+	cmd.Dir = sdkDir
+	cmd.Env = append(os.Environ(), d.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("# fail 0")) || !bytes.Contains(out, []byte("# skipped 0")) {
+		t.Fatalf("E2B SDK against wrenn dev: %v\n%s", err, out)
+	}
+	d.stop(t)
+	assertNoLeftovers(t, filepath.Join(dataDir, "agent"))
+	if out, _ := exec.Command("pgrep", "-f", dataDir).Output(); len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("processes left: %s", out)
+	}
+
+	again := startDevStack(t, dataDir)
+	if len(again.env) != 3 || again.env[2] != d.env[2] || !strings.HasPrefix(d.env[2], "E2B_API_KEY=e2b_") {
+		t.Errorf("the second run has another key:\n%q\n%q", again.env, d.env)
+	}
+	again.stop(t)
+	assertNoLeftovers(t, filepath.Join(dataDir, "agent"))
+}
