@@ -6,7 +6,7 @@ export CGO_ENABLED := 0
 
 BINARIES := envd wrenn-init wrenn host-agent control-plane
 
-.PHONY: build generate test lint bench clean $(BINARIES)
+.PHONY: build generate test lint bench bench-platform clean $(BINARIES)
 
 build: $(BINARIES)
 
@@ -29,6 +29,12 @@ lint:
 bench: build
 	$(GO) run ./cmd/wrenn bench envd
 	cd tests/e2b && node bench.mjs ../../$(BIN)/envd
+
+# The platform's benchmarks (root): the control plane on a private
+# PostgreSQL with a real agent, and the E2B SDK against wrenn dev.
+bench-platform: build
+	$(BIN)/wrenn bench cp
+	$(BIN)/wrenn bench sdk
 
 clean:
 	rm -rf $(BIN)

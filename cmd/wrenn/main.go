@@ -31,6 +31,8 @@ commands:
   bench boot [flags]     image builds, sizes, and boot-to-ready against a busybox-only boot (root)
   bench agent [flags]    sandbox create latency and concurrency through a host agent (root)
   bench snapshot [flags] pause and resume latency, snapshot bytes, concurrent resumes (root)
+  bench cp [flags]       control plane: list and auth latency, what it adds to a create (root)
+  bench sdk [flags]      the E2B SDK against wrenn dev: create from a snapshot to first command (root)
 `
 
 func main() {
@@ -121,8 +123,40 @@ func benchCmd(ctx context.Context, args []string) error {
 		bench.Print(os.Stdout, "pause and resume (qemu: memory file + device state; gvisor: runsc checkpoint)", rows)
 		return nil
 	}
+	if len(args) > 0 && args[0] == "cp" {
+		fs := flag.NewFlagSet("bench cp", flag.ExitOnError)
+		var o bench.CPOptions
+		fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary")
+		fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary")
+		fs.StringVar(&o.Runtime, "runtime", "", "the agent's runtime for the create overhead (default gvisor where installed, else qemu)")
+		fs.IntVar(&o.Sandboxes, "sandboxes", 1000, "sandboxes in the team for the list benchmark")
+		fs.IntVar(&o.Creates, "creates", 10, "creates each way for the create overhead")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		o.Log = os.Stderr
+		rows, err := bench.ControlPlane(ctx, o)
+		if err != nil {
+			return err
+		}
+		bench.Print(os.Stdout, "control plane (PostgreSQL on this machine; medians)", rows)
+		return nil
+	}
+	if len(args) > 0 && args[0] == "sdk" {
+		fs := flag.NewFlagSet("bench sdk", flag.ExitOnError)
+		var o bench.SDKOptions
+		fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary")
+		fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary")
+		fs.StringVar(&o.Runtime, "runtime", "auto", "the agent's runtime")
+		fs.StringVar(&o.Script, "script", "tests/e2b/platform-bench.mjs", "the SDK benchmark script (npm ci in its directory first)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		o.Out = os.Stdout
+		return bench.SDK(ctx, o)
+	}
 	if len(args) == 0 || args[0] != "envd" {
-		return fmt.Errorf("usage: wrenn bench envd|boot|agent|snapshot [flags]")
+		return fmt.Errorf("usage: wrenn bench envd|boot|agent|snapshot|cp|sdk [flags]")
 	}
 	fs := flag.NewFlagSet("bench envd", flag.ExitOnError)
 	var o bench.EnvdOptions

@@ -18,21 +18,13 @@ import (
 // and ?user=. Paths are the guest's own; envd inside the sandbox resolves
 // them with the user's permissions, so nothing here can reach the host.
 func (a *API) fileTarget(w http.ResponseWriter, r *http.Request, action string) (service.Target, string, string, bool) {
-	sid, ok := sandboxParam(w, r, action)
-	if !ok {
-		return service.Target{}, "", "", false
-	}
 	path := r.URL.Query().Get("path")
 	if path == "" {
 		writeError(w, http.StatusBadRequest, "invalid_argument", "the path query parameter is required")
 		return service.Target{}, "", "", false
 	}
-	t, err := a.svc.Running(r.Context(), caller(r), sid)
-	if err != nil {
-		a.fail(w, r, err)
-		return service.Target{}, "", "", false
-	}
-	return t, path, r.URL.Query().Get("user"), true
+	t, ok := a.running(w, r, action)
+	return t, path, r.URL.Query().Get("user"), ok
 }
 
 // downloadFile streams a file out of the sandbox without holding it whole.

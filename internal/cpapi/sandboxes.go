@@ -195,10 +195,6 @@ type execView struct {
 }
 
 func (a *API) exec(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "sandbox.exec")
-	if !ok {
-		return
-	}
 	var b execBody
 	if !a.decode(w, r, &b) {
 		return
@@ -207,9 +203,8 @@ func (a *API) exec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_argument", "cmd is required")
 		return
 	}
-	t, err := a.svc.Running(r.Context(), caller(r), sid)
-	if err != nil {
-		a.fail(w, r, err)
+	t, ok := a.running(w, r, "sandbox.exec")
+	if !ok {
 		return
 	}
 	res, err := t.Agent.Exec(r.Context(), connect.NewRequest(&pb.ExecRequest{
@@ -228,14 +223,23 @@ func (a *API) failAgent(w http.ResponseWriter, r *http.Request, t service.Target
 	a.fail(w, r, service.AgentError(t.Host, op, err))
 }
 
-func (a *API) listProcesses(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
+// running resolves {sandboxID} to a running sandbox and its agent.
+func (a *API) running(w http.ResponseWriter, r *http.Request, action string) (service.Target, bool) {
+	sid, ok := sandboxParam(w, r, action)
 	if !ok {
-		return
+		return service.Target{}, false
 	}
 	t, err := a.svc.Running(r.Context(), caller(r), sid)
 	if err != nil {
 		a.fail(w, r, err)
+		return service.Target{}, false
+	}
+	return t, true
+}
+
+func (a *API) listProcesses(w http.ResponseWriter, r *http.Request) {
+	t, ok := a.running(w, r, "")
+	if !ok {
 		return
 	}
 	res, err := t.Agent.ListProcesses(r.Context(), connect.NewRequest(&pb.ListProcessesRequest{SandboxId: t.AgentID}))
@@ -256,13 +260,8 @@ func (a *API) listProcesses(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
+	t, ok := a.running(w, r, "")
 	if !ok {
-		return
-	}
-	t, err := a.svc.Running(r.Context(), caller(r), sid)
-	if err != nil {
-		a.fail(w, r, err)
 		return
 	}
 	res, err := t.Agent.GetSandboxMetrics(r.Context(), connect.NewRequest(&pb.GetSandboxMetricsRequest{SandboxId: t.AgentID}))

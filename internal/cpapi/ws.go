@@ -35,26 +35,12 @@ func queryUint(r *http.Request, name string, def uint32) (uint32, bool) {
 	return uint32(n), err == nil
 }
 
-// wsTarget resolves the sandbox before upgrading, so errors are plain HTTP.
-func (a *API) wsTarget(w http.ResponseWriter, r *http.Request) (service.Target, bool) {
-	sid, ok := sandboxParam(w, r, "")
-	if !ok {
-		return service.Target{}, false
-	}
-	t, err := a.svc.Running(r.Context(), caller(r), sid)
-	if err != nil {
-		a.fail(w, r, err)
-		return service.Target{}, false
-	}
-	return t, true
-}
-
 // wsPty serves a terminal: binary frames carry input and output; text
 // frames carry {"type":"resize","cols","rows"} and {"type":"kill"} from the
 // client, and {"type":"started","pid"} and {"type":"exit"} from the server.
 // ?pid= reattaches to a terminal that outlived an earlier connection.
 func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.wsTarget(w, r)
+	t, ok := a.running(w, r, "")
 	if !ok {
 		return
 	}
@@ -148,7 +134,7 @@ func (a *API) ptyInput(ctx context.Context, conn *websocket.Conn, t service.Targ
 // ?env=K=V) and streams its events as JSON text frames: start, stdout,
 // stderr, exit. Closing the socket stops following it; the process runs on.
 func (a *API) wsExec(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.wsTarget(w, r)
+	t, ok := a.running(w, r, "")
 	if !ok {
 		return
 	}

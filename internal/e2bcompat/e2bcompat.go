@@ -69,13 +69,7 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if v != nil {
-		_ = json.NewEncoder(w).Encode(v)
-	}
-}
+var writeJSON = cpapi.WriteJSON
 
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, apiError{Code: status, Message: msg})
@@ -538,42 +532,41 @@ func (h *handler) resumeOrConnect(w http.ResponseWriter, r *http.Request, connec
 }
 
 func (h *handler) timeout(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "sandbox.set_timeout")
-	if !ok {
-		return
-	}
 	var b timeoutBody
-	if !h.decode(w, r, &b) {
-		return
-	}
-	if b.Timeout == nil {
-		writeError(w, http.StatusBadRequest, "timeout (seconds) is required")
-		return
-	}
-	if _, err := h.svc.SetTimeout(r.Context(), caller(r), sid, *b.Timeout); err != nil {
-		h.fail(w, notRunningIsNotFound(err))
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	h.extend(w, r, "sandbox.set_timeout", &b, func() (int32, bool) {
+		if b.Timeout == nil {
+			return 0, false
+		}
+		return *b.Timeout, true
+	})
 }
 
-// refresh extends a sandbox's life by duration seconds from now.
+// refresh keeps a sandbox alive for duration seconds (default 60) from now.
 func (h *handler) refresh(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "sandbox.refresh")
-	if !ok {
-		return
-	}
 	var b struct {
 		Duration *int32 `json:"duration"`
 	}
-	if !h.decode(w, r, &b) {
+	h.extend(w, r, "sandbox.refresh", &b, func() (int32, bool) {
+		if b.Duration == nil {
+			return 60, true
+		}
+		return *b.Duration, true
+	})
+}
+
+// extend decodes body and sets the sandbox's timeout to what seconds
+// reads from it.
+func (h *handler) extend(w http.ResponseWriter, r *http.Request, action string, body any, seconds func() (int32, bool)) {
+	sid, ok := sandboxParam(w, r, action)
+	if !ok || !h.decode(w, r, body) {
 		return
 	}
-	d := int32(60)
-	if b.Duration != nil {
-		d = *b.Duration
+	n, ok := seconds()
+	if !ok {
+		writeError(w, http.StatusBadRequest, "timeout (seconds) is required")
+		return
 	}
-	if _, err := h.svc.SetTimeout(r.Context(), caller(r), sid, d); err != nil {
+	if _, err := h.svc.SetTimeout(r.Context(), caller(r), sid, n); err != nil {
 		h.fail(w, notRunningIsNotFound(err))
 		return
 	}

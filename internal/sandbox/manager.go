@@ -593,6 +593,9 @@ func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
 		go m.watchGuest(s, s.inst, s.watch)
 		ierr := s.envd.Init(context.Background(), m.initRequest(s))
 		s.setState(Running, "")
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w: %w", ErrNoCapacity, err)
+		}
 		return Info{}, errors.Join(fmt.Errorf("pause %s: %w", id, err), ierr)
 	}
 	s.expiry.Stop()

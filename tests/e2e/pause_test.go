@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -260,4 +261,79 @@ func TestSnapshotTemplatesAndClones(t *testing.T) {
 		a.stop(t, syscall.SIGTERM)
 		assertNoLeftovers(t, a.stateDir)
 	})
+}
+
+// A pause or snapshot that runs out of disk fails with a clear error and
+// the sandbox keeps running, its files intact. The agent's state lives on
+// a small tmpfs that the test fills.
+func TestDiskFullDuringPause(t *testing.T) {
+	requireVMs(t)
+	if _, err := exec.LookPath("runsc"); err != nil {
+		t.Skip("runsc is not installed (scripts/setup builds it)")
+	}
+	state := t.TempDir()
+	if err := syscall.Mount("tmpfs", state, "tmpfs", 0, "size=192m"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	a := startAgent(t, state, "--runtime", "gvisor")
+	ctx := context.Background()
+	create(t, a, "full1", nil)
+	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "full1", Path: "/home/user/kept.txt", Content: []byte("still here")})); err != nil {
+		t.Fatal(err)
+	}
+	// Leave about a megabyte free: a checkpoint needs tens.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(state, &st); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(state, "filler")
+	free := int64(st.Bavail)*st.Bsize - 1<<20
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for written := int64(0); written < free; written += int64(len(chunk)) {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+
+	_, err = a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "full1"}))
+	if err == nil {
+		t.Fatal("pause succeeded on a full disk")
+	}
+	if !strings.Contains(strings.ToLower(err.Error()), "space") {
+		t.Errorf("pause error does not say the disk is full: %v", err)
+	}
+	_, err = a.client.CreateSnapshot(ctx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: "full1", Name: "nospace"}))
+	if err == nil || connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Errorf("snapshot on a full disk: %v", err)
+	}
+	if s := sandboxState(t, a, "full1"); s.State != pb.SandboxState_SANDBOX_STATE_RUNNING {
+		t.Fatalf("after the failed pause the sandbox is %s (%s)", s.State, s.Error)
+	}
+	got, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "full1", Path: "/home/user/kept.txt"}))
+	if err != nil || string(got.Msg.Content) != "still here" {
+		t.Fatalf("file after the failed pause: %q %v", got.Msg.GetContent(), err)
+	}
+	if r := execIn(t, a, "full1", "echo alive"); string(r.Stdout) != "alive\n" {
+		t.Fatalf("exec after the failed pause: %q", r.Stdout)
+	}
+	// With room again, the pause works.
+	os.Remove(filler)
+	if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "full1"})); err != nil {
+		t.Fatalf("pause with room: %v", err)
+	}
+	if _, err := a.client.ResumeSandbox(ctx, connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: "full1"})); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	got, err = a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "full1", Path: "/home/user/kept.txt"}))
+	if err != nil || string(got.Msg.Content) != "still here" {
+		t.Fatalf("file after resume: %v", err)
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
 }

@@ -1,7 +1,10 @@
 // Package firecracker runs sandboxes as Firecracker microVMs: the VMM is
 // launched inside the sandbox's network namespace and a private mount
 // namespace, and configured through its API socket (machine-config,
-// boot-source, drives, network-interfaces, mmds, actions). The request
+// boot-source, drives, network-interfaces, mmds, actions), paused into
+// Full and then Diff snapshots kept as a generational memory chain, and
+// resumed with that memory served lazily by the agent's userfaultfd page
+// server. The request
 // bodies follow Firecracker's API (reference/firecracker/firecracker-api.yaml,
 // version 1.17), which the tests validate them against.
 package firecracker
@@ -59,6 +62,57 @@ type MmdsConfig struct {
 // InstanceActionInfo is PUT /actions.
 type InstanceActionInfo struct {
 	ActionType string `json:"action_type"`
+}
+
+// VM is PATCH /vm.
+type VM struct {
+	State string `json:"state"`
+}
+
+// SnapshotCreateParams is PUT /snapshot/create.
+type SnapshotCreateParams struct {
+	MemFilePath  string `json:"mem_file_path"`
+	SnapshotPath string `json:"snapshot_path"`
+	SnapshotType string `json:"snapshot_type,omitempty"`
+}
+
+// MemoryBackend is where a restored guest's memory comes from.
+type MemoryBackend struct {
+	BackendType string `json:"backend_type"`
+	BackendPath string `json:"backend_path"`
+}
+
+// SnapshotLoadParams is PUT /snapshot/load.
+type SnapshotLoadParams struct {
+	SnapshotPath    string         `json:"snapshot_path"`
+	MemBackend      *MemoryBackend `json:"mem_backend,omitempty"`
+	TrackDirtyPages bool           `json:"track_dirty_pages"`
+	ResumeVM        bool           `json:"resume_vm"`
+}
+
+// SnapshotCalls pause the guest and write its state and memory: all of
+// it (Full) on the first pause, the pages written since the last snapshot
+// (Diff, from dirty-page tracking) after that.
+func SnapshotCalls(vmstate, memFile string, full bool) []Call {
+	kind := "Diff"
+	if full {
+		kind = "Full"
+	}
+	return []Call{
+		{http.MethodPatch, "/vm", VM{State: "Paused"}},
+		{http.MethodPut, "/snapshot/create", SnapshotCreateParams{MemFilePath: memFile, SnapshotPath: vmstate, SnapshotType: kind}},
+	}
+}
+
+// ResumeCall lets a paused guest run again (after a failed snapshot).
+func ResumeCall() Call { return Call{http.MethodPatch, "/vm", VM{State: "Resumed"}} }
+
+// LoadCall restores a snapshot whose memory the page server at uffdSocket
+// serves, keeps tracking dirty pages for the next Diff, and runs it.
+func LoadCall(vmstate, uffdSocket string) Call {
+	return Call{http.MethodPut, "/snapshot/load", SnapshotLoadParams{
+		SnapshotPath: vmstate, MemBackend: &MemoryBackend{BackendType: "Uffd", BackendPath: uffdSocket}, TrackDirtyPages: true, ResumeVM: true,
+	}}
 }
 
 // Call is one API request.

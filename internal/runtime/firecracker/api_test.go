@@ -63,7 +63,9 @@ func TestRequestsValidateAgainstFirecrackerAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := BootCalls(2, 512, "/img/vmlinux", "/img/initramfs.cpio", "console=ttyS0 wrenn.ip=169.254.0.21/30", "/sb/disk.ext4", "tap0", "02:fc:00:00:00:01", map[string]any{"wrenn": map[string]any{"accessTokenHash": "abc"}})
-	calls = append(calls, ShutdownCall())
+	calls = append(calls, ShutdownCall(), ResumeCall(), LoadCall("/sb/vmstate", "/sb/uffd.sock"))
+	calls = append(calls, SnapshotCalls("/sb/vmstate", "/sb/mem.full", true)...)
+	calls = append(calls, SnapshotCalls("/sb/vmstate", "/sb/mem.diff", false)...)
 	for _, c := range calls {
 		body, _ := json.Marshal(c.Body)
 		req, _ := http.NewRequest(c.Method, "http://localhost"+c.Path, strings.NewReader(string(body)))
@@ -84,6 +86,9 @@ func TestRequestsValidateAgainstFirecrackerAPI(t *testing.T) {
 		{http.MethodPut, "/boot-source", map[string]any{"boot_args": "x"}},
 		{http.MethodPut, "/actions", InstanceActionInfo{ActionType: "Explode"}},
 		{http.MethodPut, "/drives/rootfs", map[string]any{"drive_id": "rootfs"}},
+		{http.MethodPatch, "/vm", VM{State: "Frozen"}},
+		{http.MethodPut, "/snapshot/create", SnapshotCreateParams{MemFilePath: "/m", SnapshotPath: "/s", SnapshotType: "Partial"}},
+		{http.MethodPut, "/snapshot/load", map[string]any{"mem_backend": MemoryBackend{BackendType: "Uffd", BackendPath: "/s"}}},
 	}
 	for _, c := range bad {
 		body, _ := json.Marshal(c.Body)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +15,11 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/memgen"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
+	"git.omukk.dev/wrenn/sandbox/internal/uffd"
 )
 
 // vmmOverheadMiB is host memory allowed beyond guest RAM (Firecracker
@@ -55,48 +58,19 @@ func (d *Driver) Accelerator() (string, string) { return "kvm", "firecracker run
 // them, else a sparse copy), grows it to the sandbox's disk size, and boots
 // Firecracker in the slot's namespace with a private mount namespace.
 func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instance, err error) {
-	in := &instance{dir: spec.Dir, api: filepath.Join(spec.Dir, "fc.sock"), done: make(chan struct{})}
+	in := newInstance(spec)
 	defer func() {
 		if err != nil {
-			in.Kill()
-			if rerr := in.Release(); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
+			in.abandon()
 		}
 	}()
-	in.disk = filepath.Join(spec.Dir, "disk.ext4")
 	if out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", filepath.Join(spec.ImageDir, guestimage.FileRootfs), in.disk).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy rootfs: %v: %s", err, out)
 	}
 	if err := os.Truncate(in.disk, int64(spec.DiskMiB)<<20); err != nil {
 		return nil, fmt.Errorf("size disk: %w", err)
 	}
-	in.cg, err = cgroup.Create("sb-"+spec.SandboxID, cgroup.Limits{CPUs: spec.VCPUs, MemoryBytes: int64(spec.MemoryMiB+vmmOverheadMiB) << 20})
-	if err != nil {
-		return nil, err
-	}
-	log, err := os.Create(filepath.Join(spec.Dir, "console.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer log.Close()
-	cmd := exec.Command(d.bin, "--api-sock", in.api, "--id", spec.SandboxID)
-	cmd.Stdout, cmd.Stderr = log, log
-	// A private mount namespace (Go remounts / private in the child), and
-	// the slot's network namespace inherited from the starting thread.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setsid: true}
-	if err := network.InNamespace(spec.Slot.Namespace, cmd.Start); err != nil {
-		return nil, fmt.Errorf("start firecracker: %w", err)
-	}
-	in.cmd = cmd
-	go func() {
-		in.waitErr = cmd.Wait()
-		close(in.done)
-	}()
-	if err := in.cg.Add(cmd.Process.Pid); err != nil {
-		return nil, err
-	}
-	if err := waitSocket(ctx, in.api, in.done); err != nil {
+	if err := d.launch(ctx, spec, in); err != nil {
 		return nil, err
 	}
 	args := []string{"console=ttyS0", "reboot=k", "panic=-1", "pci=off", "root=/dev/vda", "rw", "rootfstype=ext4",
@@ -105,14 +79,134 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	if spec.TemplateID != "" {
 		args = append(args, "wrenn.template="+spec.TemplateID)
 	}
-	client := NewClient(in.api)
-	in.client = client
 	for _, call := range BootCalls(spec.VCPUs, spec.MemoryMiB,
 		filepath.Join(spec.ImageDir, guestimage.FileKernel), filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
 		strings.Join(args, " "), in.disk, network.TapName, "", map[string]any{"wrenn": map[string]any{"sandboxId": spec.SandboxID}}) {
-		if err := client.Do(ctx, call); err != nil {
+		if err := in.client.Do(ctx, call); err != nil {
 			return nil, err
 		}
+	}
+	return in, nil
+}
+
+func newInstance(spec runtime.Spec) *instance {
+	return &instance{dir: spec.Dir, id: spec.SandboxID, api: filepath.Join(spec.Dir, "fc.sock"), disk: filepath.Join(spec.Dir, "disk.ext4"), done: make(chan struct{})}
+}
+
+// launch starts the Firecracker process, limited by the sandbox's cgroup,
+// and waits for its API socket.
+func (d *Driver) launch(ctx context.Context, spec runtime.Spec, in *instance) error {
+	var err error
+	in.cg, err = cgroup.Create("sb-"+spec.SandboxID, cgroup.Limits{CPUs: spec.VCPUs, MemoryBytes: int64(spec.MemoryMiB+vmmOverheadMiB) << 20})
+	if err != nil {
+		return err
+	}
+	log, err := os.OpenFile(filepath.Join(spec.Dir, "console.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	_ = os.Remove(in.api)
+	cmd := exec.Command(d.bin, "--api-sock", in.api, "--id", spec.SandboxID)
+	cmd.Stdout, cmd.Stderr = log, log
+	// A private mount namespace (Go remounts / private in the child), and
+	// the slot's network namespace inherited from the starting thread.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setsid: true}
+	if err := network.InNamespace(spec.Slot.Namespace, cmd.Start); err != nil {
+		return fmt.Errorf("start firecracker: %w", err)
+	}
+	in.cmd = cmd
+	go func() {
+		in.waitErr = cmd.Wait()
+		close(in.done)
+	}()
+	if err := in.cg.Add(cmd.Process.Pid); err != nil {
+		return err
+	}
+	if err := waitSocket(ctx, in.api, in.done); err != nil {
+		return err
+	}
+	in.client = NewClient(in.api)
+	return nil
+}
+
+const (
+	vmstateFile = "vmstate"
+	memoryDir   = "memory" // the generational chain (memgen)
+	uffdSocket  = "uffd.sock"
+	pageSize    = 4096
+)
+
+// Pause snapshots the guest (Full the first time, Diff after), adds the
+// memory to the sandbox's generational chain, and stops Firecracker; the
+// disk stays. A failed snapshot lets the guest run on.
+func (in *instance) Pause(ctx context.Context) error {
+	chainDir := filepath.Join(in.dir, memoryDir)
+	_, statErr := os.Lstat(filepath.Join(chainDir, "current"))
+	full := errors.Is(statErr, os.ErrNotExist)
+	memFile := filepath.Join(in.dir, "mem.diff")
+	if full {
+		memFile = filepath.Join(in.dir, "mem.full")
+	}
+	_ = os.Remove(memFile)
+	for _, call := range SnapshotCalls(filepath.Join(in.dir, vmstateFile), memFile, full) {
+		if err := in.client.Do(ctx, call); err != nil {
+			_ = os.Remove(memFile)
+			if rerr := in.client.Do(context.Background(), ResumeCall()); rerr != nil {
+				return errors.Join(fmt.Errorf("snapshot: %w", err), fmt.Errorf("and the guest could not be resumed: %w", rerr))
+			}
+			return fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	in.Kill()
+	in.stopPageServer()
+	var err error
+	if full {
+		_, err = memgen.Create(chainDir, memFile, pageSize)
+	} else {
+		var c *memgen.Chain
+		if c, err = memgen.Open(chainDir); err == nil {
+			_, err = c.Append(memFile, nil)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("keep the guest's memory: %w", err)
+	}
+	return in.releaseVMM()
+}
+
+// Resume starts Firecracker again and loads the snapshot with its memory
+// served on demand from the chain by a userfaultfd page server, which
+// prefetches the rest in the background and stops with the VM.
+func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Instance, err error) {
+	in := newInstance(spec)
+	defer func() {
+		if err != nil {
+			in.abandon()
+		}
+	}()
+	chain, err := memgen.Open(filepath.Join(spec.Dir, memoryDir))
+	if err != nil {
+		return nil, err
+	}
+	mem, err := chain.Map()
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(spec.Dir, uffdSocket)
+	in.pages, err = uffd.Listen(sock, mem, slog.Default())
+	if err != nil {
+		return nil, err
+	}
+	serveCtx, stop := context.WithCancel(context.Background())
+	in.stopServe = stop
+	in.served = make(chan error, 1)
+	go func() { in.served <- in.pages.Serve(serveCtx) }()
+	if err := d.launch(ctx, spec, in); err != nil {
+		return nil, err
+	}
+	if err := in.client.Do(ctx, LoadCall(filepath.Join(spec.Dir, vmstateFile), sock)); err != nil {
+		return nil, err
 	}
 	return in, nil
 }
@@ -138,13 +232,41 @@ func waitSocket(ctx context.Context, path string, gone <-chan struct{}) error {
 }
 
 type instance struct {
-	dir, api, disk string
-	cmd            *exec.Cmd
-	client         *Client
-	cg             *cgroup.Group
-	done           chan struct{}
-	waitErr        error
-	killOnce       sync.Once
+	dir, id, api, disk string
+	cmd                *exec.Cmd
+	client             *Client
+	cg                 *cgroup.Group
+	done               chan struct{}
+	waitErr            error
+	killOnce           sync.Once
+	// The page server of a resumed guest.
+	pages     *uffd.Server
+	stopServe context.CancelFunc
+	served    chan error
+}
+
+// stopPageServer waits for the page server to notice its VM is gone
+// (or stops it) and releases its memory.
+func (in *instance) stopPageServer() {
+	if in.pages == nil {
+		return
+	}
+	select {
+	case <-in.served:
+	case <-time.After(5 * time.Second):
+		in.stopServe()
+		<-in.served
+	}
+	in.stopServe()
+	_ = in.pages.Close()
+	in.pages = nil
+}
+
+// abandon undoes a start or resume that failed.
+func (in *instance) abandon() {
+	in.Kill()
+	in.stopPageServer()
+	_ = in.releaseVMM()
 }
 
 func (in *instance) PID() int              { return in.cmd.Process.Pid }
@@ -174,24 +296,34 @@ func (in *instance) Kill() {
 	<-in.done
 }
 
-func (in *instance) Release() error {
+// releaseVMM frees what the running VMM held: its cgroup and socket.
+func (in *instance) releaseVMM() error {
 	var errs []error
 	if in.cg != nil {
 		if err := in.cg.Remove(); err != nil {
 			errs = append(errs, err)
 		}
+		in.cg = nil
 	}
-	for _, f := range []string{in.disk, in.api} {
-		if f == "" {
-			continue
-		}
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
+	if err := os.Remove(in.api); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (in *instance) Release() error {
+	in.stopPageServer()
+	errs := []error{in.releaseVMM()}
+	if err := os.Remove(in.disk); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.PID()) }
 
-var _ runtime.Driver = (*Driver)(nil)
+var (
+	_ runtime.Driver           = (*Driver)(nil)
+	_ runtime.Resumer          = (*Driver)(nil)
+	_ runtime.PausableInstance = (*instance)(nil)
+)

@@ -275,6 +275,11 @@ func makeLayer(path string, sizeMiB int) error {
 // sandbox's directory, waits until it has really stopped, deletes it and
 // unmounts its root; the writable layer stays.
 func (in *instance) Pause(ctx context.Context) error {
+	// A checkpoint that runs out of disk takes the container down with
+	// it, so it is not attempted without room for the sandbox's memory.
+	if err := in.roomForCheckpoint(); err != nil {
+		return err
+	}
 	img := filepath.Join(in.dir, checkpointDir)
 	tmp := img + ".part"
 	_ = os.RemoveAll(tmp)
@@ -312,6 +317,28 @@ func (in *instance) Pause(ctx context.Context) error {
 	}
 	in.Kill() // deletes the stopped container's runsc state
 	return in.Release()
+}
+
+// checkpointHeadroom is disk beyond the sandbox's memory that a checkpoint
+// may need (kernel state, file descriptors' metadata).
+const checkpointHeadroom = 64 << 20
+
+// roomForCheckpoint fails with ENOSPC when the sandbox's directory lacks
+// room for a checkpoint as large as the memory the sandbox uses now.
+func (in *instance) roomForCheckpoint() error {
+	used, err := cgroup.Open(in.cgroup).MemoryCurrent()
+	if err != nil {
+		return nil // no accounting: let runsc try
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(in.dir, &st); err != nil {
+		return err
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if need := used + checkpointHeadroom; free < need {
+		return fmt.Errorf("not enough disk space to checkpoint: %d MiB free under %s, about %d MiB needed: %w", free>>20, in.dir, need>>20, syscall.ENOSPC)
+	}
+	return nil
 }
 
 // Resume restores a checkpoint into the sandbox's own root and namespace.

@@ -1,0 +1,69 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"git.omukk.dev/wrenn/sandbox/internal/devstack"
+)
+
+// SDKOptions configures the E2B SDK benchmark against wrenn dev.
+type SDKOptions struct {
+	Envd, Init string
+	Runtime    string
+	// Script is tests/e2b/platform-bench.mjs (node_modules beside it).
+	Script string
+	Out    io.Writer
+}
+
+// SDK starts `wrenn dev` in this process on a temporary data directory and
+// runs the E2B SDK benchmark script against it with the environment
+// variables it prints; the script prints its own table.
+func SDK(ctx context.Context, o SDKOptions) error {
+	parent, err := os.MkdirTemp("", "wrenn-bench-sdk-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(parent)
+	if err := os.Chmod(parent, 0o711); err != nil {
+		return err
+	}
+	ports := make([]string, 3)
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		ports[i] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ready := make(chan devstack.Info, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- devstack.Run(sctx, devstack.Options{DataDir: filepath.Join(parent, "data"), Runtime: o.Runtime, Listen: ports[0], ProxyListen: ports[1],
+			AgentListen: ports[2], Envd: o.Envd, Init: o.Init, Out: io.Discard, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Ready: func(i devstack.Info) { ready <- i }})
+	}()
+	var info devstack.Info
+	select {
+	case info = <-ready:
+	case err := <-done:
+		return fmt.Errorf("wrenn dev: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "node", filepath.Base(o.Script))
+	cmd.Dir = filepath.Dir(o.Script)
+	cmd.Env = append(os.Environ(), info.E2BEnv...)
+	cmd.Stdout, cmd.Stderr = o.Out, os.Stderr
+	runErr := cmd.Run()
+	stop()
+	if err := <-done; err != nil {
+		return err
+	}
+	return runErr
+}
