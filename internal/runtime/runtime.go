@@ -89,6 +89,21 @@ type Snapshotter interface {
 	PrepareClone(ctx context.Context, snapshotDir string, spec Spec) error
 }
 
+// Salvager saves, as Pause would, a guest that an earlier agent run left
+// running or half-paused in dir (the agent was killed), so that Resume
+// can bring it back. It reports whether dir now holds a resumable guest;
+// false means there is nothing left to save.
+type Salvager interface {
+	Salvage(ctx context.Context, spec Spec, pid int) (bool, error)
+}
+
+// ProcessOwnedBy checks that pid is a guest of dir (its command line names
+// files there), so a recycled pid is never touched.
+func ProcessOwnedBy(pid int, dir string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && strings.Contains(string(b), dir+"/")
+}
+
 // ProcessRSS is the resident memory of a process, 0 when it is gone.
 func ProcessRSS(pid int) uint64 {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")

@@ -94,12 +94,53 @@ type record struct {
 	ID   string `json:"id"`
 	PID  int    `json:"pid"`
 	Slot int    `json:"slot"`
+	// What it takes to bring the sandbox back after an agent crash.
+	Request   Request   `json:"request"`
+	CreatedAt time.Time `json:"created_at"`
+	Paused    bool      `json:"paused"`
 }
 
-// reclaim stops guests of an earlier run and removes their files and
-// cgroups. Adopting running guests would need their envd token and request,
-// which the control plane holds; it re-creates what it still wants.
+// writeRecord saves what a later agent run needs to know about s (0600:
+// it holds the sandbox's envd token), atomically.
+func (m *Manager) writeRecord(s *Sandbox, pid, slot int, paused bool) error {
+	b, _ := json.Marshal(record{ID: s.info.ID, PID: pid, Slot: slot, Request: s.info.Request, CreatedAt: s.info.CreatedAt, Paused: paused})
+	path := filepath.Join(s.dir, "sandbox.json")
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// reclaim deals with what an earlier run left (it was killed, or the host
+// rebooted): guests the driver can save are paused into their directories
+// and adopted as paused sandboxes, resumable as before; everything else
+// is stopped and its files and cgroups removed.
 func (m *Manager) reclaim() error {
+	entries, err := os.ReadDir(m.sandboxesDir())
+	if err != nil {
+		return err
+	}
+	var adopt []record
+	kept := map[string]bool{}
+	salvager, _ := m.cfg.Driver.(runtime.Salvager)
+	for _, e := range entries {
+		dir := filepath.Join(m.sandboxesDir(), e.Name())
+		var rec record
+		b, err := os.ReadFile(filepath.Join(dir, "sandbox.json"))
+		if err != nil || json.Unmarshal(b, &rec) != nil || rec.Request.ID != e.Name() || salvager == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ok, err := salvager.Salvage(ctx, runtime.Spec{SandboxID: rec.ID, TemplateID: rec.Request.Template, Dir: dir}, rec.PID)
+		cancel()
+		if err != nil {
+			m.log.Error("could not save a sandbox left by an earlier agent run", "sandbox", rec.ID, "err", err)
+		}
+		if ok {
+			adopt = append(adopt, rec)
+			kept[dir] = true
+		}
+	}
 	if r, ok := m.cfg.Driver.(runtime.Reclaimer); ok {
 		if err := r.Reclaim(m.cfg.StateDir); err != nil {
 			// Directories may still hold mounts: removing them could reach
@@ -107,16 +148,15 @@ func (m *Manager) reclaim() error {
 			return fmt.Errorf("reclaim %s runtime state: %w", m.cfg.Driver.Name(), err)
 		}
 	}
-	entries, err := os.ReadDir(m.sandboxesDir())
-	if err != nil {
-		return err
-	}
 	var errs []error
 	for _, e := range entries {
 		dir := filepath.Join(m.sandboxesDir(), e.Name())
+		if kept[dir] {
+			continue
+		}
 		var rec record
 		if b, err := os.ReadFile(filepath.Join(dir, "sandbox.json")); err == nil && json.Unmarshal(b, &rec) == nil && rec.PID > 0 {
-			if ownsProcess(rec.PID, dir) {
+			if runtime.ProcessOwnedBy(rec.PID, dir) {
 				m.log.Warn("stopping a guest left by an earlier agent run", "sandbox", rec.ID, "pid", rec.PID)
 				_ = syscall.Kill(rec.PID, syscall.SIGKILL)
 				waitGone(rec.PID, 5*time.Second)
@@ -125,6 +165,17 @@ func (m *Manager) reclaim() error {
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	accel, _ := m.cfg.Driver.Accelerator()
+	for _, rec := range adopt {
+		s := &Sandbox{dir: filepath.Join(m.sandboxesDir(), rec.ID), info: Info{Request: rec.Request, State: Paused, CreatedAt: rec.CreatedAt, Runtime: m.cfg.Driver.Name() + "/" + accel}}
+		s.info.EnvVars = maps.Clone(rec.Request.EnvVars)
+		s.info.Metadata = maps.Clone(rec.Request.Metadata)
+		if err := m.writeRecord(s, 0, -1, true); err != nil {
+			errs = append(errs, err)
+		}
+		m.boxes[rec.ID] = s
+		m.log.Warn("kept a sandbox left by an earlier agent run: it is paused and can be resumed", "sandbox", rec.ID)
 	}
 	// Snapshot templates survive restarts; half-written ones do not.
 	parts, _ := filepath.Glob(filepath.Join(m.cfg.StateDir, "snapshots", ".*.part-*"))
@@ -338,8 +389,7 @@ func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest,
 func (m *Manager) bringUp(ctx context.Context, s *Sandbox, inst runtime.Instance, timeout time.Duration) error {
 	r, slot := s.info.Request, s.slot
 	s.inst = inst
-	rec, _ := json.Marshal(record{ID: r.ID, PID: inst.PID(), Slot: slot.Index})
-	if err := os.WriteFile(filepath.Join(s.dir, "sandbox.json"), rec, 0o600); err != nil {
+	if err := m.writeRecord(s, inst.PID(), slot.Index, false); err != nil {
 		return err
 	}
 	s.envd = envdclient.New(slot.GuestURL(envdclient.Port), r.AccessToken)
@@ -607,6 +657,9 @@ func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
 		m.log.Error("release network slot after pause", "sandbox", id, "err", err)
 	}
 	s.slot = nil
+	if err := m.writeRecord(s, 0, -1, true); err != nil {
+		m.log.Error("record the paused sandbox", "sandbox", id, "err", err)
+	}
 	s.infoMu.Lock()
 	s.info.State, s.info.HostAddress, s.info.ExpiresAt = Paused, "", time.Time{}
 	s.infoMu.Unlock()

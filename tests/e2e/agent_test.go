@@ -676,7 +676,8 @@ func guestPID(t *testing.T, dir string) int {
 }
 
 // An agent killed with sandboxes running leaves them behind; the next
-// agent on the same state directory removes them all and works.
+// agent on the same state directory saves them (paused, their guest
+// processes and network gone), and they resume or go as asked.
 func TestAgentCrashRecovery(t *testing.T) {
 	requireVMs(t)
 	forEachRuntime(t, func(t *testing.T, rt string) {
@@ -697,14 +698,28 @@ func TestAgentCrashRecovery(t *testing.T) {
 			}
 		}
 		list, err := b.client.ListSandboxes(context.Background(), connect.NewRequest(&pb.ListSandboxesRequest{}))
-		if err != nil || len(list.Msg.Sandboxes) != 0 {
+		if err != nil || len(list.Msg.Sandboxes) != 2 {
 			t.Fatalf("after recovery: %v %v", list, err)
+		}
+		for _, sb := range list.Msg.Sandboxes {
+			if sb.State != pb.SandboxState_SANDBOX_STATE_PAUSED {
+				t.Errorf("%s after recovery: %s", sb.Id, sb.State)
+			}
 		}
 		if ns, _ := filepath.Glob("/run/netns/wrenn-ns-*"); len(ns) > 0 {
 			t.Errorf("namespaces of the crashed agent remain: %v", ns)
 		}
-		create(t, b, "crash1", nil)
-		if r := execIn(t, b, "crash1", "echo fresh"); string(r.Stdout) != "fresh\n" {
+		if _, err := b.client.DestroySandbox(context.Background(), connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "crash2"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.client.ResumeSandbox(context.Background(), connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: "crash1"})); err != nil {
+			t.Fatalf("resume after recovery: %v", err)
+		}
+		if r := execIn(t, b, "crash1", "echo back"); string(r.Stdout) != "back\n" {
+			t.Fatalf("resumed sandbox after recovery: %q", r.Stdout)
+		}
+		create(t, b, "crash3", nil)
+		if r := execIn(t, b, "crash3", "echo fresh"); string(r.Stdout) != "fresh\n" {
 			t.Fatalf("new sandbox after recovery: %q", r.Stdout)
 		}
 		b.stop(t, syscall.SIGTERM)

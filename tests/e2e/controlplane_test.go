@@ -559,15 +559,32 @@ func TestControlPlane(t *testing.T) {
 		}
 		addr := freeAddr(t)
 		replica := exec.Command(filepath.Join(binDir, "control-plane"))
-		replica.Env = append(os.Environ(), "WRENN_DATABASE_URL="+cp.Config.DatabaseURL, "WRENN_CP_SECRET_FILE="+secretFile, "WRENN_CP_LISTEN="+addr)
-		var rlog bytes.Buffer
-		replica.Stderr = &syncWriter{w: &rlog}
+		replica.Env = append(os.Environ(), "WRENN_DATABASE_URL="+cp.Config.DatabaseURL, "WRENN_CP_SECRET_FILE="+secretFile,
+			"WRENN_CP_LISTEN="+addr, "WRENN_PROXY_LISTEN="+freeAddr(t))
+		rlog := &syncWriter{w: &bytes.Buffer{}}
+		replica.Stderr = rlog
 		if err := replica.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer replica.Process.Kill()
+		replicaExited := make(chan error, 1)
+		go func() { replicaExited <- replica.Wait() }()
+		defer func() {
+			_ = replica.Process.Kill()
+			<-replicaExited
+			if t.Failed() {
+				rlog.mu.Lock()
+				t.Logf("replica log:\n%s", rlog.w.String())
+				rlog.mu.Unlock()
+			}
+		}()
 		rc := &cptest.CP{URL: "http://" + addr}
 		waitFor(t, 30*time.Second, "the replica to serve", func() bool {
+			select {
+			case err := <-replicaExited:
+				replicaExited <- err
+				t.Fatalf("the replica exited: %v", err)
+			default:
+			}
 			r, err := rc.Do("GET", "/health", "", nil)
 			return err == nil && r.Status == 200
 		})

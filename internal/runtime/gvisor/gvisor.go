@@ -319,6 +319,65 @@ func (in *instance) Pause(ctx context.Context) error {
 	return in.Release()
 }
 
+// Salvage saves a container an earlier agent left behind: a finished
+// checkpoint is kept, one the agent was killed in the middle of is
+// completed, and a container still running is checkpointed now.
+func (d *Driver) Salvage(ctx context.Context, spec runtime.Spec, _ int) (bool, error) {
+	in := d.newInstance(spec)
+	img := filepath.Join(spec.Dir, checkpointDir)
+	part := img + ".part"
+	// A checkpoint the dead agent started runs on in its orphaned runsc:
+	// give it time to finish before starting one over it.
+	orphanWait := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		if _, err := os.Stat(img); err == nil {
+			break
+		}
+		st, err := d.state(ctx, in.id)
+		if err != nil {
+			return false, nil // no container and no checkpoint: nothing to save
+		}
+		_, partErr := os.Stat(part)
+		var retry error
+		switch {
+		case st.Status == "stopped" && partErr == nil:
+			// runsc stops a container once its checkpoint is written; the
+			// agent died before it could move it into place.
+			if err := syncTree(part); err != nil {
+				return false, err
+			}
+			if err := os.Rename(part, img); err != nil {
+				return false, err
+			}
+			continue
+		case st.Status == "stopped":
+			return false, nil
+		case st.Status == "running" && partErr == nil && time.Now().Before(orphanWait):
+			retry = errors.New("a checkpoint is under way")
+		case st.Status == "running":
+			in.started, in.pid = true, st.Pid
+			if retry = in.Pause(ctx); retry == nil {
+				continue
+			}
+		default:
+			retry = fmt.Errorf("container is %s", st.Status)
+		}
+		if time.Now().After(deadline) {
+			return false, fmt.Errorf("could not checkpoint the container an earlier agent left: %w", retry)
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	in.started = true
+	in.Kill() // removes the container's runsc state, if any is left
+	_ = os.RemoveAll(part)
+	return true, nil
+}
+
 // checkpointHeadroom is disk beyond the sandbox's memory that a checkpoint
 // may need (kernel state, file descriptors' metadata).
 const checkpointHeadroom = 64 << 20
@@ -612,6 +671,8 @@ func unescape(s string) string {
 	}
 	return b.String()
 }
+
+var _ runtime.Salvager = (*Driver)(nil)
 
 var _ runtime.Driver = (*Driver)(nil)
 

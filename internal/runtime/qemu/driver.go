@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"time"
 
@@ -175,7 +176,10 @@ func (in *instance) Release() error {
 
 func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.PID()) }
 
-var _ runtime.Driver = (*Driver)(nil)
+var (
+	_ runtime.Driver   = (*Driver)(nil)
+	_ runtime.Salvager = (*Driver)(nil)
+)
 
 // State files of a paused sandbox, beside its disk layer and memory file.
 const (
@@ -189,7 +193,30 @@ var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability"
 // Pause stops the guest and saves its device state; guest RAM is already in
 // the memory file, which x-ignore-shared leaves out of the stream.
 func (in *instance) Pause(ctx context.Context) error {
-	q := in.vm.QMP
+	if err := saveState(ctx, in.vm.QMP, in.dir); err != nil {
+		return err
+	}
+	_, _ = in.vm.QMP.Execute(ctx, "quit", nil)
+	select {
+	case <-in.vm.Done():
+	case <-ctx.Done():
+		in.Kill()
+	}
+	// The process is gone; its cgroup and socket go, the disk, memory and
+	// state stay for Resume.
+	if in.cg != nil {
+		if err := in.cg.Remove(); err != nil {
+			return err
+		}
+		in.cg = nil
+	}
+	_ = os.Remove(filepath.Join(in.dir, "qmp.sock"))
+	return nil
+}
+
+// saveState stops the guest and writes its device state to dir/state,
+// with the memory file synced; on failure the guest runs on.
+func saveState(ctx context.Context, q *QMP, dir string) error {
 	if _, err := q.Execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
 		return err
 	}
@@ -202,7 +229,7 @@ func (in *instance) Pause(ctx context.Context) error {
 		}
 		return cause
 	}
-	tmp := filepath.Join(in.dir, stateTmpFile)
+	tmp := filepath.Join(dir, stateTmpFile)
 	if _, err := q.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(tmp)}); err != nil {
 		return resume(err)
 	}
@@ -222,29 +249,46 @@ func (in *instance) Pause(ctx context.Context) error {
 		os.Remove(tmp)
 		return resume(err)
 	}
-	if err := syncFile(filepath.Join(in.dir, memoryFile)); err != nil {
+	if err := syncFile(filepath.Join(dir, memoryFile)); err != nil {
 		os.Remove(tmp)
 		return resume(err)
 	}
-	if err := os.Rename(tmp, filepath.Join(in.dir, stateFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, stateFile)); err != nil {
 		return resume(err)
 	}
-	_, _ = q.Execute(ctx, "quit", nil)
-	select {
-	case <-in.vm.Done():
-	case <-ctx.Done():
-		in.Kill()
-	}
-	// The process is gone; its cgroup and socket go, the disk, memory and
-	// state stay for Resume.
-	if in.cg != nil {
-		if err := in.cg.Remove(); err != nil {
-			return err
-		}
-		in.cg = nil
-	}
-	_ = os.Remove(filepath.Join(in.dir, "qmp.sock"))
 	return nil
+}
+
+// Salvage saves a guest an earlier agent left behind: one whose state was
+// already written only loses its process; a live one is paused through
+// its QMP socket as Pause does.
+func (d *Driver) Salvage(ctx context.Context, spec runtime.Spec, pid int) (bool, error) {
+	alive := pid > 0 && runtime.ProcessAlive(pid) && runtime.ProcessOwnedBy(pid, spec.Dir)
+	if _, err := os.Stat(filepath.Join(spec.Dir, stateFile)); err != nil && alive {
+		q, err := DialQMP(ctx, filepath.Join(spec.Dir, "qmp.sock"))
+		if err != nil {
+			return false, fmt.Errorf("reach the guest left running: %w", err)
+		}
+		err = saveState(ctx, q, spec.Dir)
+		if err == nil {
+			_, _ = q.Execute(ctx, "quit", nil)
+		}
+		q.Close()
+		if err != nil {
+			return false, err
+		}
+	}
+	if alive {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 250 && runtime.ProcessAlive(pid); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = os.Remove(filepath.Join(spec.Dir, "qmp.sock"))
+	_ = os.Remove(filepath.Join(spec.Dir, stateTmpFile))
+	_ = cgroup.Open(cgroupName(spec.SandboxID)).Remove()
+	_, err := os.Stat(filepath.Join(spec.Dir, stateFile))
+	return err == nil, nil
 }
 
 func syncFile(path string) error {
