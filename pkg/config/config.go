@@ -77,7 +77,9 @@ func FromEnv() (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("read WRENN_CP_SECRET_FILE: %w", err)
 		}
-		c.Secret = []byte(strings.TrimSpace(string(b)))
+		// Only the line ending an editor or `echo` adds: the rest, even
+		// bytes that look like spaces, is the secret.
+		c.Secret = []byte(strings.TrimRight(string(b), "\r\n"))
 	} else if v := os.Getenv("WRENN_CP_SECRET"); v != "" {
 		c.Secret = []byte(v)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -451,6 +453,79 @@ func TestControlPlane(t *testing.T) {
 				t.Errorf("%s: %s, want %s", c.name, body, c.want)
 			}
 		}
+
+		// A WebSocket-style upgrade streams both ways through both proxies:
+		// a server in the sandbox answers 101 and echoes what follows.
+		script := "#!/bin/sh\nwhile IFS= read -r line; do\n  line=$(printf '%s' \"$line\" | tr -d '\\r')\n  [ -z \"$line\" ] && break\ndone\n" +
+			"printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'\nexec cat\n"
+		cp.Must(t, 200, "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/tmp/ws.sh&user=root", ka, []byte(script))
+		cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", ka, map[string]any{"cmd": "/bin/sh", "user": "root", "args": []string{"-c",
+			"chmod +x /tmp/ws.sh && setsid busybox nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &"}})
+		proxyAddr := strings.TrimPrefix(cp.ProxyURL, "http://")
+		var upgraded bool
+		for attempt := 0; attempt < 20 && !upgraded; attempt++ {
+			conn, err := net.Dial("tcp", proxyAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nE2b-Sandbox-Id: %s\r\nE2b-Sandbox-Port: 9000\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", sb.ID)
+			br := bufio.NewReader(conn)
+			status, _ := br.ReadString('\n')
+			if !strings.Contains(status, " 101 ") {
+				conn.Close()
+				time.Sleep(200 * time.Millisecond) // the server may not listen yet
+				continue
+			}
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil || l == "\r\n" {
+					break
+				}
+			}
+			for _, msg := range []string{"ping-through-proxy\n", strings.Repeat("x", 100000) + "\n"} {
+				if _, err := conn.Write([]byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				back, err := br.ReadString('\n')
+				if err != nil || back != msg {
+					t.Fatalf("echo through the upgraded connection: %d bytes back, want %d: %v", len(back), len(msg), err)
+				}
+			}
+			conn.Close()
+			upgraded = true
+		}
+		if !upgraded {
+			t.Error("no upgraded connection through the proxy")
+		}
+
+		// A client that gives up cancels the request down to the guest: the
+		// connection into the sandbox closes.
+		cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", ka, map[string]any{"cmd": "/bin/sh", "user": "root", "args": []string{"-c",
+			"setsid sh -c 'sleep 600 | busybox nc -l -p 9001 > /tmp/got' </dev/null >/dev/null 2>&1 &"}})
+		established := func() bool {
+			r := cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", ka, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "busybox netstat -tn | grep ':9001 ' | grep -c ESTABLISHED || true"}}).Map()
+			return strings.TrimSpace(fmt.Sprint(r["stdout"])) != "0"
+		}
+		waitFor(t, 10*time.Second, "the server in the sandbox to listen", func() bool {
+			r := cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", ka, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "busybox netstat -tln | grep -c ':9001 ' || true"}}).Map()
+			return strings.TrimSpace(fmt.Sprint(r["stdout"])) != "0"
+		})
+		cctx, cancelReq := context.WithCancel(context.Background())
+		reqDone := make(chan struct{})
+		go func() {
+			defer close(reqDone)
+			req, _ := http.NewRequestWithContext(cctx, "POST", cp.ProxyURL+"/slow", strings.NewReader("hello"))
+			req.Header.Set("E2b-Sandbox-Id", sb.ID)
+			req.Header.Set("E2b-Sandbox-Port", "9001")
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+			}
+		}()
+		waitFor(t, 10*time.Second, "the proxied connection to reach the sandbox", established)
+		cancelReq()
+		<-reqDone
+		waitFor(t, 10*time.Second, "the connection into the sandbox to close after the client left", func() bool { return !established() })
 
 		// Private ports need the traffic token; envd's does not.
 		priv := cp.Must(t, 201, "POST", "/v1/sandboxes", ka, map[string]any{"allow_public_traffic": false}).Map()
