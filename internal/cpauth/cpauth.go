@@ -110,7 +110,7 @@ func (k *Keys) ParseSession(tok string) (sid, uid uuid.UUID, err error) {
 // LooksLikeJWT tells session tokens from API keys without parsing either.
 func LooksLikeJWT(tok string) bool { return strings.Count(tok, ".") == 2 }
 
-// bcryptCost is bcrypt's default; tests may lower it.
+// bcryptCost is the work factor of new password hashes.
 var bcryptCost = bcrypt.DefaultCost
 
 // HashPassword bcrypt-hashes a password.
