@@ -32,8 +32,9 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Code: code, Message: msg})
 }
 
-// serviceStatus maps a service error kind to its status and stable code.
-func serviceStatus(err error) (int, string) {
+// ServiceStatus maps a service error kind to its HTTP status and stable
+// code; the E2B-compatible API shares it.
+func ServiceStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, service.ErrInvalid):
 		return http.StatusBadRequest, "invalid_argument"
@@ -58,7 +59,7 @@ func serviceStatus(err error) (int, string) {
 // fail writes err; errors the service did not classify are logged and
 // reported without their details.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := serviceStatus(err)
+	status, code := ServiceStatus(err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)

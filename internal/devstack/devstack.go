@@ -87,7 +87,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log := o.Log
 
-	for _, name := range append([]string{"minimal"}, map[bool][]string{true: {"base"}}[o.Base]...) {
+	images := []string{"minimal"}
+	if o.Base {
+		images = append(images, "base")
+	}
+	for _, name := range images {
 		log.Info("guest image", "name", name, "dir", o.ImagesDir)
 		if _, err := guestimage.Build(ctx, guestimage.Options{Name: name, Dir: o.ImagesDir, Envd: o.Envd, Init: o.Init, Progress: os.Stderr}); err != nil {
 			return fmt.Errorf("build the %s image: %w", name, err)

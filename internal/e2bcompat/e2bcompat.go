@@ -76,24 +76,9 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 func (h *handler) fail(w http.ResponseWriter, err error) {
-	status := http.StatusInternalServerError
+	status, _ := cpapi.ServiceStatus(err)
 	msg := err.Error()
-	switch {
-	case errors.Is(err, service.ErrInvalid):
-		status = http.StatusBadRequest
-	case errors.Is(err, service.ErrUnauthorized):
-		status = http.StatusUnauthorized
-	case errors.Is(err, service.ErrForbidden):
-		status = http.StatusForbidden
-	case errors.Is(err, service.ErrNotFound):
-		status = http.StatusNotFound
-	case errors.Is(err, service.ErrConflict):
-		status = http.StatusConflict
-	case errors.Is(err, service.ErrNoCapacity), errors.Is(err, service.ErrUnavailable):
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, service.ErrHost):
-		status = http.StatusBadGateway
-	default:
+	if status == http.StatusInternalServerError {
 		h.log.Error("e2b api", "err", err)
 		msg = "internal error; the control plane's log has the details"
 	}
