@@ -33,8 +33,17 @@ func main() {
 	flag.StringVar(&o.ControlPlane, "control-plane", os.Getenv("WRENN_CONTROL_PLANE"), "wrenn-cp base URL to register with and heartbeat to (or WRENN_CONTROL_PLANE)")
 	tokenFile := flag.String("registration-token-file", "", "file holding a one-time host registration token, needed the first time (or set WRENN_REGISTRATION_TOKEN)")
 	flag.StringVar(&o.Advertise, "advertise", "", "host:port where the control plane reaches this agent (default: the listen address)")
+	onStop := flag.String("on-stop", "pause", "what stopping the agent does to its sandboxes: pause (kept on disk; the next start takes them back, paused) or destroy")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
+	switch *onStop {
+	case "pause":
+	case "destroy":
+		o.DestroyOnStop = true
+	default:
+		fmt.Fprintf(os.Stderr, "host-agent: --on-stop %q: use pause or destroy\n", *onStop)
+		os.Exit(2)
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug

@@ -40,7 +40,7 @@ func startAgent(ctx context.Context, state, rt, accel string) (hostagentv1connec
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: rt, Accel: accel, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, Secret: secret, Runtime: rt, Accel: accel, Ready: ready, DestroyOnStop: true, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	select {
 	case addr := <-ready:

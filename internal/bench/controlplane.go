@@ -202,7 +202,7 @@ func createOverhead(ctx context.Context, o CPOptions, cp *cptest.CP, session, ke
 	done := make(chan error, 1)
 	ready := make(chan string, 1)
 	go func() {
-		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, ImagesDir: images, Runtime: rt, ControlPlane: cp.URL,
+		done <- hostagent.Run(actx, hostagent.Options{Listen: "127.0.0.1:0", StateDir: state, ImagesDir: images, Runtime: rt, ControlPlane: cp.URL, DestroyOnStop: true,
 			RegistrationToken: tok.Token, ReadyTimeout: 3 * time.Minute, Ready: ready, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	defer func() {

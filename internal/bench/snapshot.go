@@ -96,6 +96,9 @@ func snapshotRuntime(ctx context.Context, o SnapshotOptions, state, rt string) (
 	var firstBytes, laterBytes int64
 	for i := range o.Runs {
 		fmt.Fprintf(o.Log, "pause/resume %d/%d…\n", i+1, o.Runs)
+		// What the machine wrote before (the image build, the guest's own
+		// disk) goes to the device now rather than during the pause.
+		syscall.Sync()
 		before := deviceWritten(dir)
 		d, err := pause("snap0")
 		if err != nil {

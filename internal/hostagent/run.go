@@ -52,12 +52,15 @@ type Options struct {
 	// (default: the listening address, which must then be specific).
 	Advertise string
 	Log       *slog.Logger
+	// DestroyOnStop destroys every sandbox when the agent stops; by
+	// default they are paused and the next start adopts them.
+	DestroyOnStop bool
 	// Ready, if set, receives the listening address once serving.
 	Ready chan<- string
 }
 
-// Run serves until ctx ends, then destroys its sandboxes and removes the
-// host rules it installed.
+// Run serves until ctx ends, then pauses its sandboxes (or destroys them,
+// with DestroyOnStop) and removes the host rules it installed.
 func Run(ctx context.Context, o Options) error {
 	if len(o.Secret) < 16 && o.ControlPlane == "" {
 		return errors.New("an agent secret of at least 16 characters is required (--secret-file or WRENN_AGENT_SECRET): without it anyone who reaches the agent runs code on this host")
@@ -110,7 +113,7 @@ func Run(ctx context.Context, o Options) error {
 	m, err := sandbox.NewManager(sandbox.Config{
 		StateDir: o.StateDir, ImagesDir: o.ImagesDir, Driver: driver, Net: netm, Log: o.Log,
 		HostCPUs: goruntime.NumCPU(), HostMemMiB: mem, MaxSandboxes: o.MaxSandboxes, DNS: hostDNS(),
-		ReadyTimeout: o.ReadyTimeout,
+		ReadyTimeout: o.ReadyTimeout, DestroyOnClose: o.DestroyOnStop,
 	})
 	if err != nil {
 		return err
@@ -168,7 +171,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	case <-ctx.Done():
 	}
-	o.Log.Info("agent stopping: destroying sandboxes")
+	if o.DestroyOnStop {
+		o.Log.Info("agent stopping: destroying sandboxes")
+	} else {
+		o.Log.Info("agent stopping: pausing sandboxes, the next start resumes their management")
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)

@@ -38,6 +38,9 @@ type Config struct {
 	// ReadyTimeout bounds boot to envd answering (TCG boots are slow).
 	ReadyTimeout time.Duration
 	SampleEvery  time.Duration
+	// DestroyOnClose makes Close destroy every sandbox; by default it
+	// keeps them for the next run, paused.
+	DestroyOnClose bool
 }
 
 // Defaults for requests that leave a value at zero.
@@ -783,7 +786,14 @@ func (m *Manager) Committed() (vcpus, memMiB int) {
 	return
 }
 
-// Close destroys every sandbox and waits for background work.
+// closePauseTimeout bounds each pause Close makes.
+const closePauseTimeout = 2 * time.Minute
+
+// Close stops the manager and waits for background work. Sandboxes are
+// kept for the next run (an agent restart or upgrade must not lose them):
+// running ones are paused, paused ones stay; a sandbox that cannot be
+// paused (still booting, or its pause failed) is destroyed. With
+// Config.DestroyOnClose every sandbox is destroyed.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	m.closed = true
@@ -794,6 +804,9 @@ func (m *Manager) Close() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if !m.cfg.DestroyOnClose && m.keepAtClose(id) {
+				return
+			}
 			_ = m.Destroy(id)
 		}()
 	}
@@ -803,6 +816,31 @@ func (m *Manager) Close() {
 		if err := r.Reclaim(m.cfg.StateDir); err != nil {
 			m.log.Error("clean up runtime state", "err", err)
 		}
+	}
+}
+
+// keepAtClose pauses sandbox id if it runs and says whether it is paused.
+func (m *Manager) keepAtClose(id string) bool {
+	s, err := m.get(id)
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st := s.Info().State; st {
+	case Paused:
+		return true
+	case Running:
+		ctx, cancel := context.WithTimeout(context.Background(), closePauseTimeout)
+		defer cancel()
+		if _, err := m.pauseLocked(ctx, s); err != nil {
+			m.log.Error("could not pause a sandbox at shutdown: destroying it", "sandbox", id, "err", err)
+			return false
+		}
+		return true
+	default:
+		m.log.Warn("destroying a sandbox that is neither running nor paused at shutdown", "sandbox", id, "state", st)
+		return false
 	}
 }
 

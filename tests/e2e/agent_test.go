@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,11 @@ func launchAgent(t *testing.T, stateDir string, env []string, extraArgs ...strin
 	}
 	a := &agent{stateDir: stateDir, addr: freeAddr(t), log: &bytes.Buffer{}, exited: make(chan error, 1)}
 	args := append([]string{"--listen", a.addr, "--state-dir", stateDir, "--images-dir", imagesDir, "--accel", accel}, extraArgs...)
+	if !slices.Contains(extraArgs, "--on-stop") {
+		// Tests check that a stopped agent leaves nothing; the default
+		// (pause, keep) has its own test.
+		args = append(args, "--on-stop", "destroy")
+	}
 	a.cmd = exec.Command(filepath.Join(binDir, "host-agent"), args...)
 	a.cmd.Env = append(os.Environ(), env...)
 	a.cmd.Stderr = &syncWriter{w: a.log}
@@ -169,6 +175,17 @@ func execIn(t *testing.T, a *agent, id, script string) *pb.ExecResponse {
 // assertNoLeftovers checks that no host resource of a sandbox remains.
 func assertNoLeftovers(t *testing.T, stateDir string) {
 	t.Helper()
+	assertNothingRunning(t, stateDir)
+	if entries, _ := os.ReadDir(filepath.Join(stateDir, "sandboxes")); len(entries) > 0 {
+		t.Errorf("sandbox directories left: %v", entries)
+	}
+}
+
+// assertNothingRunning checks that no process, namespace, network device,
+// iptables rule, mount or cgroup of the agent's sandboxes is left; paused
+// sandboxes' files may be.
+func assertNothingRunning(t *testing.T, stateDir string) {
+	t.Helper()
 	if ns, _ := filepath.Glob("/run/netns/wrenn-*ns-*"); len(ns) > 0 {
 		t.Errorf("namespaces left: %v", ns)
 	}
@@ -199,9 +216,6 @@ func assertNoLeftovers(t *testing.T, stateDir string) {
 	}
 	if out, _ := exec.Command("pgrep", "-f", stateDir).Output(); len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("processes left: %s", out)
-	}
-	if entries, _ := os.ReadDir(filepath.Join(stateDir, "sandboxes")); len(entries) > 0 {
-		t.Errorf("sandbox directories left: %v", entries)
 	}
 	for _, dir := range []string{"/sys/fs/cgroup/wrenn", "/sys/fs/cgroup/memory/wrenn", "/sys/fs/cgroup/cpu/wrenn"} {
 		if entries, err := os.ReadDir(dir); err == nil {
@@ -721,6 +735,74 @@ func TestAgentCrashRecovery(t *testing.T) {
 		create(t, b, "crash3", nil)
 		if r := execIn(t, b, "crash3", "echo fresh"); string(r.Stdout) != "fresh\n" {
 			t.Fatalf("new sandbox after recovery: %q", r.Stdout)
+		}
+		b.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
+}
+
+// An agent stopped gracefully (an upgrade, a restart) keeps its sandboxes:
+// running ones are paused, paused ones stay, and the next start takes both
+// back, resumable with their files and processes; nothing runs meanwhile.
+func TestAgentRestartKeepsSandboxes(t *testing.T) {
+	requireVMs(t)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		ctx := context.Background()
+		a := startAgent(t, "", "--runtime", rt, "--on-stop", "pause")
+		create(t, a, "keep1", nil)
+		create(t, a, "keep2", nil)
+		for _, id := range []string{"keep1", "keep2"} {
+			if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: id, Path: "/home/user/kept.txt", Content: []byte(id)})); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A background loop whose client goes away.
+		sctx, cancel := context.WithCancel(ctx)
+		es, err := a.client.ExecStream(sctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "keep1", Cmd: "/bin/sh", Args: []string{"-c", "while :; do date +%s%N > /tmp/beat; sleep 0.2; done"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !es.Receive() || es.Msg().GetStartedPid() == 0 {
+			t.Fatalf("background start: %v", es.Err())
+		}
+		cancel()
+		for es.Receive() {
+		}
+		if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "keep2"})); err != nil {
+			t.Fatal(err)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNothingRunning(t, a.stateDir)
+
+		b := startAgent(t, a.stateDir, "--runtime", rt, "--on-stop", "pause")
+		list, err := b.client.ListSandboxes(ctx, connect.NewRequest(&pb.ListSandboxesRequest{}))
+		if err != nil || len(list.Msg.Sandboxes) != 2 {
+			t.Fatalf("after the restart: %v %v", list, err)
+		}
+		for _, sb := range list.Msg.Sandboxes {
+			if sb.State != pb.SandboxState_SANDBOX_STATE_PAUSED {
+				t.Errorf("%s after the restart: %s", sb.Id, sb.State)
+			}
+		}
+		for _, id := range []string{"keep1", "keep2"} {
+			if _, err := b.client.ResumeSandbox(ctx, connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: id})); err != nil {
+				t.Fatalf("resume %s: %v", id, err)
+			}
+			got, err := b.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: id, Path: "/home/user/kept.txt"}))
+			if err != nil || string(got.Msg.Content) != id {
+				t.Fatalf("%s's file after the restart: %q %v", id, got.Msg.GetContent(), err)
+			}
+		}
+		// The loop started before the stop still beats.
+		first := execIn(t, b, "keep1", "cat /tmp/beat").Stdout
+		time.Sleep(time.Second)
+		if again := execIn(t, b, "keep1", "cat /tmp/beat").Stdout; bytes.Equal(first, again) || len(again) == 0 {
+			t.Errorf("the background loop stopped: %q then %q", first, again)
+		}
+		for _, id := range []string{"keep1", "keep2"} {
+			if _, err := b.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: id})); err != nil {
+				t.Fatal(err)
+			}
 		}
 		b.stop(t, syscall.SIGTERM)
 		assertNoLeftovers(t, a.stateDir)

@@ -232,6 +232,22 @@ func TestSnapshotTemplatesAndClones(t *testing.T) {
 		if got := string(execIn(t, a, "src", "cat /home/user/own.txt 2>/dev/null || echo none").Stdout); got != "none\n" {
 			t.Fatalf("a clone's write reached the source: %q", got)
 		}
+		// A clone's first pause gives it memory of its own (until then it
+		// maps the template's); the second writes only what changed.
+		for i := range 2 {
+			if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "clone1"})); err != nil {
+				t.Fatalf("pause clone1 (%d): %v", i+1, err)
+			}
+			if _, err := a.client.ResumeSandbox(ctx, connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: "clone1"})); err != nil {
+				t.Fatalf("resume clone1 (%d): %v", i+1, err)
+			}
+			if got := string(execIn(t, a, "clone1", "cat /home/user/base.txt /home/user/own.txt").Stdout); got != "from the template\nclone1\n" {
+				t.Fatalf("clone1 after pause %d: %q", i+1, got)
+			}
+		}
+		if got := string(execIn(t, a, "clone2", "cat /home/user/own.txt").Stdout); got != "clone2\n" {
+			t.Fatalf("clone2 after clone1's pauses: %q", got)
+		}
 		after := checksumTree(t, tplDir)
 		if len(after) != len(before) {
 			t.Fatalf("the template's files changed: %d before, %d after", len(before), len(after))
@@ -266,18 +282,15 @@ func TestSnapshotTemplatesAndClones(t *testing.T) {
 
 // A pause or snapshot that runs out of disk fails with a clear error and
 // the sandbox keeps running, its files intact. The agent's state lives on
-// a small tmpfs that the test fills.
+// a small ext4 filesystem that the test fills.
 func TestDiskFullDuringPause(t *testing.T) {
 	requireVMs(t)
-	if _, err := exec.LookPath("runsc"); err != nil {
-		t.Skip("runsc is not installed (scripts/setup builds it)")
-	}
-	state := t.TempDir()
-	if err := syscall.Mount("tmpfs", state, "tmpfs", 0, "size=192m"); err != nil {
-		t.Fatalf("mount a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
-	a := startAgent(t, state, "--runtime", "gvisor")
+	forEachRuntime(t, diskFullDuringPause)
+}
+
+func diskFullDuringPause(t *testing.T, rt string) {
+	state := smallFilesystem(t, 192)
+	a := startAgent(t, state, "--runtime", rt)
 	ctx := context.Background()
 	create(t, a, "full1", nil)
 	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "full1", Path: "/home/user/kept.txt", Content: []byte("still here")})); err != nil {
@@ -337,6 +350,28 @@ func TestDiskFullDuringPause(t *testing.T) {
 	}
 	a.stop(t, syscall.SIGTERM)
 	assertNoLeftovers(t, a.stateDir)
+}
+
+// smallFilesystem mounts an ext4 filesystem of sizeMiB (no blocks reserved
+// for root, who could otherwise write on when it is "full") for the test.
+func smallFilesystem(t *testing.T, sizeMiB int64) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, sizeMiB<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-m", "0", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v: %s", img, err, out)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
 }
 
 // An agent killed (SIGKILL) while its sandbox runs, or in the middle of

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,7 +81,8 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	return in, nil
 }
 
-// launch boots (or, with incoming, restores) the guest of in.
+// launch boots the guest of in, or with incoming, starts QEMU waiting for
+// its saved device state.
 func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, incoming bool) error {
 	tap, err := network.OpenTap(spec.Slot.Namespace, network.TapName)
 	if err != nil {
@@ -103,8 +105,12 @@ func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, in
 		}
 		cmdline = append(cmdline, "wrenn.dns="+strings.Join(dns, ","))
 	}
+	in.mem, err = mappedMemory(spec.Dir)
+	if err != nil {
+		return err
+	}
 	vm := &VM{
-		MemoryFile: filepath.Join(spec.Dir, "memory"), Incoming: incoming,
+		MemoryFile: in.mem, Incoming: incoming, LegacyIncoming: in.legacyState,
 		Accel: d.accel, VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB,
 		Kernel: filepath.Join(spec.ImageDir, guestimage.FileKernel), Initrd: filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
 		Disk: in.disk, DiskFormat: "qcow2", TapFile: tap,
@@ -121,6 +127,8 @@ func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, in
 type instance struct {
 	dir, sandboxID string
 	disk           string
+	mem            string // the memory file QEMU maps (memoryFile, or a clone's memoryBase)
+	legacyState    bool   // restoring a state saved by an earlier Wrenn (see legacyState)
 	vm             *Instance
 	cg             *cgroup.Group
 }
@@ -163,7 +171,7 @@ func (in *instance) Release() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, f := range []string{in.disk, filepath.Join(in.dir, "qmp.sock"), filepath.Join(in.dir, memoryFile), filepath.Join(in.dir, stateFile)} {
+	for _, f := range []string{in.disk, filepath.Join(in.dir, "qmp.sock"), filepath.Join(in.dir, memoryFile), filepath.Join(in.dir, memoryBase), filepath.Join(in.dir, memoryTmpFile), filepath.Join(in.dir, stateFile), filepath.Join(in.dir, stateTmpFile)} {
 		if f == "" {
 			continue
 		}
@@ -181,19 +189,36 @@ var (
 	_ runtime.Salvager = (*Driver)(nil)
 )
 
-// State files of a paused sandbox, beside its disk layer and memory file.
+// State files of a paused sandbox, beside its disk layer.
 const (
-	stateFile    = "state"
-	memoryFile   = "memory"
-	stateTmpFile = "state.part"
+	stateFile     = "state" // device state (no RAM), from xen-save-devices-state
+	stateTmpFile  = "state.part"
+	memoryFile    = "memory" // guest RAM
+	memoryTmpFile = "memory.part"
+	// memoryBase is a clone's link to its template's memory, mapped until
+	// the clone's first pause gives it a memory file of its own.
+	memoryBase = "memory.base"
 )
 
-var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+// mappedMemory is the memory file a guest in dir maps: its own, or, for a
+// clone not yet paused, its template's.
+func mappedMemory(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(dir, memoryFile)); err == nil {
+		return filepath.Join(dir, memoryFile), nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, memoryBase)); err == nil {
+		return filepath.Join(dir, memoryBase), nil
+	}
+	return filepath.Join(dir, memoryFile), nil // a new guest: QEMU creates it
+}
 
-// Pause stops the guest and saves its device state; guest RAM is already in
-// the memory file, which x-ignore-shared leaves out of the stream.
+// Pause stops the guest and saves the pages it wrote and its device state.
 func (in *instance) Pause(ctx context.Context) error {
-	if err := saveState(ctx, in.vm.QMP, in.dir); err != nil {
+	if err := saveState(ctx, in.vm.QMP, in.PID(), in.dir, in.mem); err != nil {
 		return err
 	}
 	_, _ = in.vm.QMP.Execute(ctx, "quit", nil)
@@ -211,50 +236,57 @@ func (in *instance) Pause(ctx context.Context) error {
 		in.cg = nil
 	}
 	_ = os.Remove(filepath.Join(in.dir, "qmp.sock"))
-	return nil
+	// The disk layer is written through the host's page cache
+	// (cache=unsafe); a paused sandbox must survive the host going down.
+	return syncFile(in.disk)
 }
 
-// saveState stops the guest and writes its device state to dir/state,
-// with the memory file synced; on failure the guest runs on.
-func saveState(ctx context.Context, q *QMP, dir string) error {
-	if _, err := q.Execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
-		return err
-	}
+// saveState stops the guest of QEMU pid, saves the pages it wrote into the
+// sandbox's memory file (a clone's first pause copies its template's
+// memory first) and its device state; on failure the guest runs on and
+// the files a resume would read are as they were.
+func saveState(ctx context.Context, q *QMP, pid int, dir, mapped string) error {
 	if _, err := q.Execute(ctx, "stop", nil); err != nil {
 		return err
 	}
+	stateTmp, memTmp := filepath.Join(dir, stateTmpFile), filepath.Join(dir, memoryTmpFile)
 	resume := func(cause error) error {
+		os.Remove(stateTmp)
+		os.Remove(memTmp)
 		if _, err := q.Execute(context.Background(), "cont", nil); err != nil {
 			return errors.Join(cause, fmt.Errorf("and the guest could not be resumed: %w", err))
 		}
 		return cause
 	}
-	tmp := filepath.Join(dir, stateTmpFile)
-	if _, err := q.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(tmp)}); err != nil {
-		return resume(err)
-	}
-	if err := waitMigration(ctx, q, "query-migrate", func(st string) (bool, error) {
-		switch st {
-		case "completed":
-			return true, nil
-		case "failed", "cancelled":
-			return false, fmt.Errorf("saving guest state %s", st)
+	target := filepath.Join(dir, memoryFile)
+	clone := filepath.Base(mapped) == memoryBase
+	if clone {
+		if err := copyFile(ctx, mapped, memTmp); err != nil {
+			return resume(fmt.Errorf("give the clone its own memory file: %w", err))
 		}
-		return false, nil
-	}); err != nil {
-		os.Remove(tmp)
-		return resume(fmt.Errorf("%w (is the disk full?)", err))
+		target = memTmp
 	}
-	if err := syncFile(tmp); err != nil {
-		os.Remove(tmp)
+	if _, err := saveGuestMemory(pid, mapped, target); err != nil {
+		return resume(fmt.Errorf("save guest memory: %w", err))
+	}
+	// live: the disk image is released as at the end of a migration; a
+	// cont after a failure takes it back.
+	if _, err := q.Execute(ctx, "xen-save-devices-state", map[string]any{"filename": stateTmp, "live": true}); err != nil {
+		return resume(fmt.Errorf("save device state: %w (is the disk full?)", err))
+	}
+	if err := syncFile(stateTmp); err != nil {
 		return resume(err)
 	}
-	if err := syncFile(filepath.Join(dir, memoryFile)); err != nil {
-		os.Remove(tmp)
+	if clone {
+		if err := os.Rename(memTmp, filepath.Join(dir, memoryFile)); err != nil {
+			return resume(err)
+		}
+	}
+	if err := os.Rename(stateTmp, filepath.Join(dir, stateFile)); err != nil {
 		return resume(err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, stateFile)); err != nil {
-		return resume(err)
+	if clone {
+		_ = os.Remove(mapped) // only the link: the template keeps its file
 	}
 	return nil
 }
@@ -269,7 +301,12 @@ func (d *Driver) Salvage(ctx context.Context, spec runtime.Spec, pid int) (bool,
 		if err != nil {
 			return false, fmt.Errorf("reach the guest left running: %w", err)
 		}
-		err = saveState(ctx, q, spec.Dir)
+		mapped, merr := mappedMemory(spec.Dir)
+		if merr != nil {
+			q.Close()
+			return false, merr
+		}
+		err = saveState(ctx, q, pid, spec.Dir, mapped)
 		if err == nil {
 			_, _ = q.Execute(ctx, "quit", nil)
 		}
@@ -286,6 +323,7 @@ func (d *Driver) Salvage(ctx context.Context, spec runtime.Spec, pid int) (bool,
 	}
 	_ = os.Remove(filepath.Join(spec.Dir, "qmp.sock"))
 	_ = os.Remove(filepath.Join(spec.Dir, stateTmpFile))
+	_ = os.Remove(filepath.Join(spec.Dir, memoryTmpFile))
 	_ = cgroup.Open(cgroupName(spec.SandboxID)).Remove()
 	_, err := os.Stat(filepath.Join(spec.Dir, stateFile))
 	return err == nil, nil
@@ -305,10 +343,10 @@ func syncFile(path string) error {
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// waitMigration polls a QMP query until done says so.
-func waitMigration(ctx context.Context, q *QMP, query string, done func(status string) (bool, error)) error {
+// waitStatus polls query-status until done says so.
+func waitStatus(ctx context.Context, q *QMP, done func(status string) (bool, error)) error {
 	for {
-		raw, err := q.Execute(ctx, query, nil)
+		raw, err := q.Execute(ctx, "query-status", nil)
 		if err != nil {
 			return err
 		}
@@ -328,14 +366,18 @@ func waitMigration(ctx context.Context, q *QMP, query string, done func(status s
 	}
 }
 
-// Resume restores a guest paused into spec.Dir, mapping its memory file
-// (pages load as the guest touches them) and loading its device state.
+// Resume restores a guest paused into spec.Dir: its memory file is mapped
+// (pages load as the guest touches them) and its device state loaded.
 func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Instance, err error) {
 	state := filepath.Join(spec.Dir, stateFile)
 	if _, err := os.Stat(state); err != nil {
 		return nil, fmt.Errorf("no saved state to resume from: %w", err)
 	}
-	in := &instance{dir: spec.Dir, sandboxID: spec.SandboxID, disk: diskPath(spec.Dir)}
+	legacy, err := legacyState(state)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{dir: spec.Dir, sandboxID: spec.SandboxID, disk: diskPath(spec.Dir), legacyState: legacy}
 	defer func() {
 		if err != nil {
 			in.Kill()
@@ -352,23 +394,28 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 	if err := d.launch(ctx, in, spec, true); err != nil {
 		return nil, err
 	}
+	// xen-load-devices-state would read the same file, but QEMU 7.2 aborts
+	// after it (an unregistered yank instance); an incoming migration whose
+	// stream has no RAM section loads it and leaves the mapped memory be.
 	q := in.vm.QMP
-	if _, err := q.Execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
-		return nil, err
+	if legacy {
+		if _, err := q.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := q.Execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(state)}); err != nil {
 		return nil, err
 	}
-	if err := waitMigration(ctx, q, "query-status", func(st string) (bool, error) {
+	if err := waitStatus(ctx, q, func(st string) (bool, error) {
 		switch st {
 		case "inmigrate":
 			return false, nil
 		case "running", "paused", "postmigrate", "prelaunch":
 			return true, nil
 		}
-		return false, fmt.Errorf("restoring guest state: QEMU is %s", st)
+		return false, fmt.Errorf("loading device state: QEMU is %s", st)
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %s", err, strings.TrimSpace(in.vm.Stderr()))
 	}
 	if _, err := q.Execute(ctx, "cont", nil); err != nil {
 		return nil, err
@@ -380,6 +427,26 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 	return in, nil
 }
 
+// legacyState tells a state file saved before guest RAM was mapped private
+// (Wrenn's first QEMU pauses: a migration with x-ignore-shared, whose
+// stream opens with a configuration section) from a device state.
+func legacyState(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var head [9]byte // magic, version, first section type
+	if _, err := io.ReadFull(f, head[:]); err != nil {
+		return false, fmt.Errorf("saved state %s: %w", path, err)
+	}
+	if string(head[:4]) != "QEVM" {
+		return false, fmt.Errorf("saved state %s is not a QEMU state", path)
+	}
+	const sectionConfiguration = 0x07
+	return head[8] == sectionConfiguration, nil
+}
+
 var _ runtime.Resumer = (*Driver)(nil)
 var _ runtime.PausableInstance = (*instance)(nil)
 
@@ -388,7 +455,10 @@ var _ runtime.PausableInstance = (*instance)(nil)
 func copyFile(ctx context.Context, src, dst string) error {
 	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("copy %s: %v: %s", filepath.Base(src), err, bytes.TrimSpace(out))
+		if bytes.Contains(out, []byte("No space left")) {
+			err = syscall.ENOSPC
+		}
+		return fmt.Errorf("copy %s: %w: %s", filepath.Base(src), err, bytes.TrimSpace(out))
 	}
 	return nil
 }
@@ -404,18 +474,22 @@ func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir strin
 }
 
 // PrepareClone gives a new sandbox a disk layer over the snapshot's (which
-// stays read-only as its backing file) and its own copy of the memory.
+// stays read-only as its backing file) and maps the snapshot's memory
+// copy-on-write: a hard link keeps it alive should the snapshot be
+// deleted, and the clone's guest never writes to it (share=off).
 func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runtime.Spec) error {
 	out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(snapshotDir, "disk.qcow2"), "-o", "lazy_refcounts=on", diskPath(spec.Dir), fmt.Sprintf("%dM", spec.DiskMiB)).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("create disk layer over the snapshot: %v: %s", err, bytes.TrimSpace(out))
 	}
-	for _, f := range []string{memoryFile, stateFile} {
-		if err := copyFile(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
+	base := filepath.Join(spec.Dir, memoryBase)
+	if err := os.Link(filepath.Join(snapshotDir, memoryFile), base); err != nil {
+		// Another filesystem: a copy does the same.
+		if err := copyFile(ctx, filepath.Join(snapshotDir, memoryFile), base); err != nil {
 			return err
 		}
 	}
-	return nil
+	return copyFile(ctx, filepath.Join(snapshotDir, stateFile), filepath.Join(spec.Dir, stateFile))
 }
 
 var _ runtime.Snapshotter = (*Driver)(nil)

@@ -84,12 +84,17 @@ type VM struct {
 	Cmdline    string // appended to the fixed part
 	QMPSocket  string
 	ConsoleLog string
-	// MemoryFile backs guest RAM with a file (share=on), so that a pause
-	// leaves the memory where it is and saves only device state, and a
-	// resume maps it back lazily.
+	// MemoryFile backs guest RAM with a file mapped private (share=off):
+	// the guest reads it lazily and what it writes stays in QEMU until a
+	// pause saves it (see memory.go).
 	MemoryFile string
-	// Incoming starts QEMU waiting for a saved state (migrate-incoming).
+	// Incoming starts QEMU waiting for a saved device state
+	// (migrate-incoming) as xen-save-devices-state writes it: no RAM, no
+	// configuration section, no trailing VM description.
 	Incoming bool
+	// LegacyIncoming expects instead a whole migration stream, as Wrenn
+	// saved before device states (configuration section and all).
+	LegacyIncoming bool
 }
 
 // Args is QEMU's command line for vm.
@@ -117,11 +122,14 @@ func (vm *VM) Args() ([]string, error) {
 	}
 	mem := strconv.Itoa(max(vm.MemoryMiB, 128))
 	if vm.MemoryFile != "" {
-		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%sM,mem-path=%s,share=on", mem, vm.MemoryFile))
-		args[1] = "microvm,memory-backend=mem"
+		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%sM,mem-path=%s,share=off", mem, vm.MemoryFile))
+		args[1] = "microvm,memory-backend=mem,suppress-vmdesc=on"
 	}
-	if vm.Incoming {
+	switch {
+	case vm.Incoming && vm.LegacyIncoming:
 		args = append(args, "-incoming", "defer")
+	case vm.Incoming:
+		args = append(args, "-incoming", "defer", "-global", "migration.send-configuration=off")
 	}
 	args = append(args,
 		"-smp", strconv.Itoa(max(vm.VCPUs, 1)),
