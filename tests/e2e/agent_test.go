@@ -741,6 +741,26 @@ func TestAgentCrashRecovery(t *testing.T) {
 	})
 }
 
+// startBackground starts script in sandbox id through envd, as a process
+// whose client then goes away, and returns its pid.
+func startBackground(t *testing.T, a *agent, id, script string) uint32 {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	es, err := a.client.ExecStream(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: id, Cmd: "/bin/sh", Args: []string{"-c", script}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !es.Receive() || es.Msg().GetStartedPid() == 0 {
+		t.Fatalf("background start in %s: %v", id, es.Err())
+	}
+	pid := es.Msg().GetStartedPid()
+	cancel()
+	for es.Receive() {
+	}
+	return pid
+}
+
 // An agent stopped gracefully (an upgrade, a restart) keeps its sandboxes:
 // running ones are paused, paused ones stay, and the next start takes both
 // back, resumable with their files and processes; nothing runs meanwhile.
@@ -756,18 +776,7 @@ func TestAgentRestartKeepsSandboxes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		// A background loop whose client goes away.
-		sctx, cancel := context.WithCancel(ctx)
-		es, err := a.client.ExecStream(sctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "keep1", Cmd: "/bin/sh", Args: []string{"-c", "while :; do date +%s%N > /tmp/beat; sleep 0.2; done"}}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !es.Receive() || es.Msg().GetStartedPid() == 0 {
-			t.Fatalf("background start: %v", es.Err())
-		}
-		cancel()
-		for es.Receive() {
-		}
+		startBackground(t, a, "keep1", "while :; do date +%s%N > /tmp/beat; sleep 0.2; done")
 		if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "keep2"})); err != nil {
 			t.Fatal(err)
 		}

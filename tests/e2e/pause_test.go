@@ -50,19 +50,7 @@ func pauseResumeKeepsEverything(t *testing.T, rt string) {
 	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "pz1", Path: "/home/user/keep.bin", Content: data})); err != nil {
 		t.Fatal(err)
 	}
-	// A background process started through envd, whose client goes away.
-	sctx, cancel := context.WithCancel(ctx)
-	es, err := a.client.ExecStream(sctx, connect.NewRequest(&pb.ExecRequest{SandboxId: "pz1", Cmd: "/bin/sh", Args: []string{"-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; echo tick; sleep 0.3; done"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !es.Receive() || es.Msg().GetStartedPid() == 0 {
-		t.Fatalf("background start: %v", es.Err())
-	}
-	bgPid := es.Msg().GetStartedPid()
-	cancel()
-	for es.Receive() {
-	}
+	bgPid := startBackground(t, a, "pz1", "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; echo tick; sleep 0.3; done")
 
 	if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "pz1"})); err != nil {
 		t.Fatal(err)
