@@ -177,42 +177,7 @@ func (c *Chain) Collapse(progress io.Writer) error {
 			os.RemoveAll(next)
 		}
 	}()
-	files := make([]*os.File, c.H.Gens)
-	for g := range files {
-		f, err := os.Open(c.Path(g))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		files[g] = f
-	}
-	out, err := os.OpenFile(filepath.Join(next, genFile(0)), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	if err := out.Truncate(int64(c.H.MemSize)); err != nil {
-		return err
-	}
-	buf := make([]byte, c.H.BlockSize)
-	zero := make([]byte, c.H.BlockSize)
-	n := c.H.Blocks()
-	for b, g := range c.H.Owner {
-		off := int64(b) * int64(c.H.BlockSize)
-		if _, err := files[g].ReadAt(buf, off); err != nil {
-			return fmt.Errorf("collapse: read block %d of generation %d: %w", b, g, err)
-		}
-		if string(buf) == string(zero) {
-			continue // stays a hole
-		}
-		if _, err := out.WriteAt(buf, off); err != nil {
-			return fmt.Errorf("collapse: write block %d: %w", b, err)
-		}
-		if progress != nil && b%(n/10+1) == 0 {
-			fmt.Fprintf(progress, "collapse %d generations: %d%%\n", c.H.Gens, b*100/n)
-		}
-	}
-	if err := out.Sync(); err != nil {
+	if err := c.WriteImage(filepath.Join(next, genFile(0)), progress); err != nil {
 		return err
 	}
 	h := c.H.Collapsed()
@@ -226,6 +191,47 @@ func (c *Chain) Collapse(progress io.Writer) error {
 	old := c.cur
 	c.cur, c.H = next, h
 	return os.RemoveAll(old)
+}
+
+// WriteImage writes the memory as one full image at path (a new file,
+// synced; blocks of zeros stay holes). The chain is only read.
+func (c *Chain) WriteImage(path string, progress io.Writer) error {
+	files := make([]*os.File, c.H.Gens)
+	for g := range files {
+		f, err := os.Open(c.Path(g))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		files[g] = f
+	}
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := out.Truncate(int64(c.H.MemSize)); err != nil {
+		return err
+	}
+	buf := make([]byte, c.H.BlockSize)
+	zero := make([]byte, c.H.BlockSize)
+	n := c.H.Blocks()
+	for b, g := range c.H.Owner {
+		off := int64(b) * int64(c.H.BlockSize)
+		if _, err := files[g].ReadAt(buf, off); err != nil {
+			return fmt.Errorf("read block %d of generation %d: %w", b, g, err)
+		}
+		if string(buf) == string(zero) {
+			continue // stays a hole
+		}
+		if _, err := out.WriteAt(buf, off); err != nil {
+			return fmt.Errorf("write block %d: %w", b, err)
+		}
+		if progress != nil && b%(n/10+1) == 0 {
+			fmt.Fprintf(progress, "memory image from %d generations: %d%%\n", c.H.Gens, b*100/n)
+		}
+	}
+	return out.Sync()
 }
 
 func writeHeader(dir string, h *Header) error {

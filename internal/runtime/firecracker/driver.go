@@ -64,8 +64,8 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 			in.abandon()
 		}
 	}()
-	if out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", filepath.Join(spec.ImageDir, guestimage.FileRootfs), in.disk).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("copy rootfs: %v: %s", err, out)
+	if err := copyFile(ctx, filepath.Join(spec.ImageDir, guestimage.FileRootfs), in.disk); err != nil {
+		return nil, err
 	}
 	if err := os.Truncate(in.disk, int64(spec.DiskMiB)<<20); err != nil {
 		return nil, fmt.Errorf("size disk: %w", err)
@@ -81,7 +81,7 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	}
 	for _, call := range BootCalls(spec.VCPUs, spec.MemoryMiB,
 		filepath.Join(spec.ImageDir, guestimage.FileKernel), filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
-		strings.Join(args, " "), in.disk, network.TapName, "", map[string]any{"wrenn": map[string]any{"sandboxId": spec.SandboxID}}) {
+		strings.Join(args, " "), diskFile, network.TapName, "", map[string]any{"wrenn": map[string]any{"sandboxId": spec.SandboxID}}) {
 		if err := in.client.Do(ctx, call); err != nil {
 			return nil, err
 		}
@@ -89,8 +89,14 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	return in, nil
 }
 
+// diskFile is the guest's disk, named relative to the sandbox's directory
+// (Firecracker's working directory): a snapshot records the drive's path,
+// so a clone loading a template's snapshot in its own directory opens its
+// own disk.
+const diskFile = "disk.ext4"
+
 func newInstance(spec runtime.Spec) *instance {
-	return &instance{dir: spec.Dir, id: spec.SandboxID, api: filepath.Join(spec.Dir, "fc.sock"), disk: filepath.Join(spec.Dir, "disk.ext4"), done: make(chan struct{})}
+	return &instance{dir: spec.Dir, id: spec.SandboxID, api: filepath.Join(spec.Dir, "fc.sock"), disk: filepath.Join(spec.Dir, diskFile), done: make(chan struct{})}
 }
 
 // launch starts the Firecracker process, limited by the sandbox's cgroup,
@@ -108,6 +114,7 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, in *instance) er
 	defer log.Close()
 	_ = os.Remove(in.api)
 	cmd := exec.Command(d.bin, "--api-sock", in.api, "--id", spec.SandboxID)
+	cmd.Dir = spec.Dir
 	cmd.Stdout, cmd.Stderr = log, log
 	// A private mount namespace (Go remounts / private in the child), and
 	// the slot's network namespace inherited from the starting thread.
@@ -322,8 +329,68 @@ func (in *instance) Release() error {
 
 func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.PID()) }
 
+// SaveSnapshot makes a template of a paused sandbox: a copy of its disk
+// and device state, and its memory as a chain of one full image.
+func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error {
+	for _, f := range []string{diskFile, vmstateFile} {
+		if err := copyFile(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
+			return err
+		}
+	}
+	chain, err := memgen.Open(filepath.Join(sandboxDir, memoryDir))
+	if err != nil {
+		return err
+	}
+	image := filepath.Join(snapshotDir, "memory.image")
+	if err := chain.WriteImage(image, nil); err != nil {
+		return fmt.Errorf("write the template's memory: %w", err)
+	}
+	_, err = memgen.Create(filepath.Join(snapshotDir, memoryDir), image, pageSize)
+	return err
+}
+
+// PrepareClone gives a new sandbox a copy of the template's disk and
+// device state, and a memory chain whose first generation is the
+// template's image, hard-linked: generations are never written once made,
+// the clone's pauses add its own, and its page server only reads them.
+func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runtime.Spec) error {
+	for _, f := range []string{diskFile, vmstateFile} {
+		if err := copyFile(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
+			return err
+		}
+	}
+	tpl, err := memgen.Open(filepath.Join(snapshotDir, memoryDir))
+	if err != nil {
+		return err
+	}
+	if tpl.H.Gens != 1 {
+		return fmt.Errorf("template memory %s has %d generations, want one full image", snapshotDir, tpl.H.Gens)
+	}
+	base := filepath.Join(spec.Dir, "memory.base")
+	if err := os.Link(tpl.Path(0), base); err != nil {
+		if err := copyFile(ctx, tpl.Path(0), base); err != nil {
+			return err
+		}
+	}
+	_, err = memgen.Create(filepath.Join(spec.Dir, memoryDir), base, tpl.H.BlockSize)
+	return err
+}
+
+// copyFile copies with a reflink where the filesystem has them, else
+// sparsely.
+func copyFile(ctx context.Context, src, dst string) error {
+	if out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput(); err != nil {
+		if strings.Contains(string(out), "No space left") {
+			err = syscall.ENOSPC
+		}
+		return fmt.Errorf("copy %s: %w: %s", filepath.Base(src), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 var (
 	_ runtime.Driver           = (*Driver)(nil)
 	_ runtime.Resumer          = (*Driver)(nil)
+	_ runtime.Snapshotter      = (*Driver)(nil)
 	_ runtime.PausableInstance = (*instance)(nil)
 )
