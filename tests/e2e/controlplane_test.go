@@ -39,15 +39,15 @@ type cpAgent struct {
 
 // startCPAgent runs an agent that registers with cp using a fresh token
 // and talks to it from then on.
-func startCPAgent(t *testing.T, cp *cptest.CP, adminToken string, partition int, rt string) *cpAgent {
+func startCPAgent(t *testing.T, cp *cptest.CP, adminToken string, partition int, rt string, extraArgs ...string) *cpAgent {
 	t.Helper()
 	tok := cp.Must(t, 201, "POST", "/v1/hosts/tokens", adminToken, nil).Map()["token"].(string)
 	tokFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := launchAgent(t, "", nil, "--runtime", rt, "--control-plane", cp.URL, "--registration-token-file", tokFile,
-		"--network-partition", fmt.Sprint(partition))
+	a := launchAgent(t, "", nil, append([]string{"--runtime", rt, "--control-plane", cp.URL, "--registration-token-file", tokFile,
+		"--network-partition", fmt.Sprint(partition)}, extraArgs...)...)
 	var creds struct {
 		HostID string `json:"host_id"`
 		Secret string
@@ -764,4 +764,52 @@ func TestControlPlane(t *testing.T) {
 	h2.stop(t, syscall.SIGTERM)
 	assertNoLeftovers(t, h1.stateDir)
 	assertNoLeftovers(t, h2.stateDir)
+}
+
+// An agent restarted gracefully (an upgrade) under a control plane keeps
+// its sandboxes: the control plane shows them paused once it is back, and
+// a resume through the API brings one back with its files.
+func TestControlPlaneAgentRestart(t *testing.T) {
+	requireVMs(t)
+	if _, err := exec.LookPath("runsc"); err != nil {
+		t.Skip("runsc is not installed (scripts/setup builds it)")
+	}
+	pg := requirePostgres(t)
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	cp, err := pg.Start(context.Background(), cptest.Options{Secret: secret, Tune: func(c *config.Config) {
+		c.HeartbeatTimeout = 3 * time.Second
+		c.ReconcileInterval = time.Second
+		c.TransitionGrace = 2 * time.Second
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cp.Stop() }()
+	admin := cp.Signup(t, "admin@example.com")
+	h := startCPAgent(t, cp, admin.Token, 3, "gvisor", "--on-stop", "pause")
+	key := cp.APIKey(t, cp.Signup(t, "user@example.com"))
+	sb := sandboxOf(t, cp.Must(t, 201, "POST", "/v1/sandboxes", key, map[string]any{"timeout_seconds": 600}))
+	cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", key, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "echo kept > /home/user/kept.txt"}})
+
+	h.stop(t, syscall.SIGTERM)
+	assertNothingRunning(t, h.stateDir)
+	b := launchAgent(t, h.stateDir, nil, "--runtime", "gvisor", "--control-plane", cp.URL, "--network-partition", "3", "--on-stop", "pause")
+	var creds struct{ Secret string }
+	raw, err := os.ReadFile(filepath.Join(h.stateDir, "control-plane.json"))
+	if err != nil || json.Unmarshal(raw, &creds) != nil {
+		t.Fatalf("agent credentials: %v", err)
+	}
+	b.waitReady(t, creds.Secret)
+	waitFor(t, 20*time.Second, "the control plane to see the sandbox paused", func() bool {
+		return sandboxOf(t, cp.Must(t, 200, "GET", "/v1/sandboxes/"+sb.ID, key, nil)).State == "paused"
+	})
+	cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/resume", key, nil)
+	out := cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", key, map[string]any{"cmd": "cat", "args": []string{"/home/user/kept.txt"}}).Map()
+	if out["stdout"] != "kept\n" {
+		t.Fatalf("the file after the agent's restart: %v", out)
+	}
+	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, key, nil)
+	b.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, h.stateDir)
 }
