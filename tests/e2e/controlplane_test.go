@@ -104,6 +104,14 @@ func (cpa *cpAgent) has(t *testing.T, sandboxID string) bool {
 	return err == nil
 }
 
+// fastClocks makes a test control plane notice lost hosts and reconcile
+// within seconds.
+func fastClocks(c *config.Config) {
+	c.HeartbeatTimeout = 3 * time.Second
+	c.ReconcileInterval = time.Second
+	c.TransitionGrace = 2 * time.Second
+}
+
 // TestControlPlane runs the control plane against PostgreSQL and two real
 // gVisor agents on this machine: every sandbox route as a user would use
 // it, team isolation, WebSocket streams, scheduling across hosts, the
@@ -118,9 +126,7 @@ func TestControlPlane(t *testing.T) {
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	tune := func(c *config.Config) {
-		c.HeartbeatTimeout = 3 * time.Second
-		c.ReconcileInterval = time.Second
-		c.TransitionGrace = 2 * time.Second
+		fastClocks(c)
 		c.SandboxDomain = "sandbox.test"
 	}
 	var cpLog bytes.Buffer
@@ -777,11 +783,7 @@ func TestControlPlaneAgentRestart(t *testing.T) {
 	pg := requirePostgres(t)
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	cp, err := pg.Start(context.Background(), cptest.Options{Secret: secret, Tune: func(c *config.Config) {
-		c.HeartbeatTimeout = 3 * time.Second
-		c.ReconcileInterval = time.Second
-		c.TransitionGrace = 2 * time.Second
-	}})
+	cp, err := pg.Start(context.Background(), cptest.Options{Secret: secret, Tune: fastClocks})
 	if err != nil {
 		t.Fatal(err)
 	}
