@@ -191,7 +191,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	select {
 	case <-ctx.Done():
-		log.Info("stopping: agent (destroys its sandboxes), control plane, PostgreSQL")
+		log.Info("stopping: agent (pauses its sandboxes, kept for the next run), control plane, PostgreSQL")
 		return nil
 	case err := <-agentDone:
 		agentDone <- nil

@@ -174,7 +174,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.DestroyOnStop {
 		o.Log.Info("agent stopping: destroying sandboxes")
 	} else {
-		o.Log.Info("agent stopping: pausing sandboxes, the next start resumes their management")
+		o.Log.Info("agent stopping: pausing sandboxes; the next start takes them back")
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

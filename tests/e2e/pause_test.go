@@ -221,7 +221,8 @@ func TestSnapshotTemplatesAndClones(t *testing.T) {
 			t.Fatalf("a clone's write reached the source: %q", got)
 		}
 		// A clone's first pause gives it memory of its own (until then it
-		// maps the template's); the second writes only what changed.
+		// maps the template's); its files come through that and a second
+		// cycle, and its sibling is untouched.
 		for i := range 2 {
 			if _, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "clone1"})); err != nil {
 				t.Fatalf("pause clone1 (%d): %v", i+1, err)
