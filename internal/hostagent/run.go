@@ -81,6 +81,7 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
+		d.Log = o.Log
 		driver = d
 	case "firecracker":
 		d, err := firecracker.NewDriver(o.FirecrackerBin)

@@ -50,6 +50,7 @@ type agent struct {
 	addr     string
 	client   hostagentv1connect.HostAgentServiceClient
 	log      *bytes.Buffer
+	logw     *syncWriter
 	exited   chan error
 }
 
@@ -85,7 +86,8 @@ func launchAgent(t *testing.T, stateDir string, env []string, extraArgs ...strin
 	}
 	a.cmd = exec.Command(filepath.Join(binDir, "host-agent"), args...)
 	a.cmd.Env = append(os.Environ(), env...)
-	a.cmd.Stderr = &syncWriter{w: a.log}
+	a.logw = &syncWriter{w: a.log}
+	a.cmd.Stderr = a.logw
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +133,13 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// logged tells whether the agent has logged text so far.
+func (a *agent) logged(text string) bool {
+	a.logw.mu.Lock()
+	defer a.logw.mu.Unlock()
+	return strings.Contains(a.log.String(), text)
 }
 
 func (a *agent) stop(t *testing.T, sig syscall.Signal) {

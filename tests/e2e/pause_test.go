@@ -285,26 +285,10 @@ func diskFullDuringPause(t *testing.T, rt string) {
 	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "full1", Path: "/home/user/kept.txt", Content: []byte("still here")})); err != nil {
 		t.Fatal(err)
 	}
-	// Leave about a megabyte free: a checkpoint needs tens.
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(state, &st); err != nil {
-		t.Fatal(err)
-	}
-	filler := filepath.Join(state, "filler")
-	free := int64(st.Bavail)*st.Bsize - 1<<20
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 1<<20)
-	for written := int64(0); written < free; written += int64(len(chunk)) {
-		if _, err := f.Write(chunk); err != nil {
-			break
-		}
-	}
-	f.Close()
+	// Leave about a megabyte free: a pause needs tens.
+	filler := fillDisk(t, state)
 
-	_, err = a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "full1"}))
+	_, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "full1"}))
 	if err == nil {
 		t.Fatal("pause succeeded on a full disk")
 	}
@@ -339,6 +323,64 @@ func diskFullDuringPause(t *testing.T, rt string) {
 	}
 	a.stop(t, syscall.SIGTERM)
 	assertNoLeftovers(t, a.stateDir)
+}
+
+// A QEMU guest whose disk layer cannot grow because the host disk is full
+// is stopped by QEMU with its write kept; it continues on its own once
+// there is room, and the write lands.
+func TestGuestOnFullDiskContinues(t *testing.T) {
+	requireVMs(t)
+	state := smallFilesystem(t, 192)
+	a := startAgent(t, state, "--runtime", "qemu")
+	ctx := context.Background()
+	create(t, a, "fill1", nil)
+	filler := fillDisk(t, state)
+	startBackground(t, a, "fill1", "dd if=/dev/urandom of=/home/user/big bs=1M count=24 && sync && echo done > /home/user/done")
+	waitFor(t, 60*time.Second, "the agent to report the guest stopped on the full disk", func() bool {
+		return a.logged("the host disk is full")
+	})
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the guest to finish its write", func() bool {
+		got, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "fill1", Path: "/home/user/done"}))
+		return err == nil && string(got.Msg.Content) == "done\n"
+	})
+	if r := execIn(t, a, "fill1", "stat -c %s /home/user/big"); string(r.Stdout) != fmt.Sprintln(24<<20) {
+		t.Fatalf("size of the file written across the stop: %q", r.Stdout)
+	}
+	if !a.logged("guest continues") {
+		t.Error("the agent did not log that the guest continued")
+	}
+	if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "fill1"})); err != nil {
+		t.Fatal(err)
+	}
+	a.stop(t, syscall.SIGTERM)
+	assertNoLeftovers(t, a.stateDir)
+}
+
+// fillDisk fills the filesystem of dir but for about a megabyte and
+// returns the file that holds the space.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(dir, "filler")
+	free := int64(st.Bavail)*st.Bsize - 1<<20
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for written := int64(0); written < free; written += int64(len(chunk)) {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	return filler
 }
 
 // smallFilesystem mounts an ext4 filesystem of sizeMiB (no blocks reserved

@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
-
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
@@ -28,6 +31,8 @@ const vmmOverheadMiB = 192
 // Driver runs sandboxes as QEMU microVMs.
 type Driver struct {
 	accel, reason string
+	// Log receives what a running guest's watcher notices (default: slog's).
+	Log *slog.Logger
 }
 
 // NewDriver checks QEMU is installed and resolves the accelerator.
@@ -41,7 +46,7 @@ func NewDriver(accel string) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{accel: a, reason: why}, nil
+	return &Driver{accel: a, reason: why, Log: slog.Default()}, nil
 }
 
 func (d *Driver) Name() string                  { return "qemu" }
@@ -78,7 +83,15 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	if err := d.launch(ctx, in, spec, false); err != nil {
 		return nil, err
 	}
+	in.watchDisk(d.log())
 	return in, nil
+}
+
+func (d *Driver) log() *slog.Logger {
+	if d.Log == nil {
+		return slog.Default()
+	}
+	return d.Log
 }
 
 // launch boots the guest of in, or with incoming, starts QEMU waiting for
@@ -125,6 +138,10 @@ func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, in
 }
 
 type instance struct {
+	// saving excludes the disk watcher's cont while a pause holds the
+	// guest stopped.
+	saving         sync.Mutex
+	watcherDone    chan struct{}
 	dir, sandboxID string
 	disk           string
 	mem            string // the memory file QEMU maps (memoryFile, or a clone's memoryBase)
@@ -164,7 +181,15 @@ func (in *instance) Kill() {
 	}
 }
 
+// waitWatcher waits for the disk watcher, which ends with the process.
+func (in *instance) waitWatcher() {
+	if in.watcherDone != nil {
+		<-in.watcherDone
+	}
+}
+
 func (in *instance) Release() error {
+	in.waitWatcher()
 	var errs []error
 	if in.cg != nil {
 		if err := in.cg.Remove(); err != nil {
@@ -183,6 +208,67 @@ func (in *instance) Release() error {
 }
 
 func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.PID()) }
+
+// diskRoomToContinue is the free space under the sandbox's directory that
+// lets a guest stopped on a full disk continue.
+const diskRoomToContinue = 64 << 20
+
+// watchDisk continues a guest that QEMU stopped because a write to its
+// disk layer failed (werror=enospc, QEMU's default: the request is kept
+// and retried, nothing is lost) once the host disk has room again, and
+// logs both; without it the sandbox would stay frozen. It ends with the
+// QEMU process.
+func (in *instance) watchDisk(log *slog.Logger) {
+	in.watcherDone = make(chan struct{})
+	go func() {
+		defer close(in.watcherDone)
+		stalled := false
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-in.vm.Done():
+				return
+			case <-tick.C:
+			}
+			in.saving.Lock()
+			stalled = in.continueAfterDiskFull(log, stalled)
+			in.saving.Unlock()
+		}
+	}()
+}
+
+func (in *instance) continueAfterDiskFull(log *slog.Logger, stalled bool) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	raw, err := in.vm.QMP.Execute(ctx, "query-status", nil)
+	if err != nil {
+		return stalled
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	if json.Unmarshal(raw, &st) != nil || st.Status != "io-error" {
+		return false
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(in.dir, &fs); err != nil {
+		return stalled
+	}
+	free := int64(fs.Bavail) * fs.Bsize
+	if free < diskRoomToContinue {
+		if !stalled {
+			log.Warn("guest stopped: a write to its disk layer failed, the host disk is full; it continues once there is room", "sandbox", in.sandboxID, "free_mib", free>>20, "dir", in.dir)
+		}
+		return true
+	}
+	if _, err := in.vm.QMP.Execute(ctx, "cont", nil); err != nil {
+		log.Error("continue a guest stopped on a disk error", "sandbox", in.sandboxID, "err", err)
+		return stalled
+	}
+	log.Info("guest continues: the host disk has room again", "sandbox", in.sandboxID, "free_mib", free>>20)
+	return false
+}
 
 var (
 	_ runtime.Driver   = (*Driver)(nil)
@@ -218,7 +304,10 @@ func mappedMemory(dir string) (string, error) {
 
 // Pause stops the guest and saves the pages it wrote and its device state.
 func (in *instance) Pause(ctx context.Context) error {
-	if err := saveState(ctx, in.vm.QMP, in.PID(), in.dir, in.mem); err != nil {
+	in.saving.Lock()
+	err := saveState(ctx, in.vm.QMP, in.PID(), in.dir, in.mem)
+	in.saving.Unlock()
+	if err != nil {
 		return err
 	}
 	_, _ = in.vm.QMP.Execute(ctx, "quit", nil)
@@ -227,6 +316,7 @@ func (in *instance) Pause(ctx context.Context) error {
 	case <-ctx.Done():
 		in.Kill()
 	}
+	in.waitWatcher()
 	// The process is gone; its cgroup and socket go, the disk, memory and
 	// state stay for Resume.
 	if in.cg != nil {
@@ -424,6 +514,7 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 	if err := os.Remove(state); err != nil {
 		return nil, err
 	}
+	in.watchDisk(d.log())
 	return in, nil
 }
 
