@@ -7,10 +7,14 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
@@ -128,4 +132,18 @@ func ProcessAlive(pid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// CopyTree copies a file or directory for a snapshot or a clone, with
+// reflinks where the filesystem has them, else sparsely (memory images
+// and disk layers are mostly holes). Running out of space is ENOSPC.
+func CopyTree(ctx context.Context, src, dst string) error {
+	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput()
+	if err != nil {
+		if bytes.Contains(out, []byte("No space left")) {
+			err = syscall.ENOSPC
+		}
+		return fmt.Errorf("copy %s: %w: %s", filepath.Base(src), err, bytes.TrimSpace(out))
+	}
+	return nil
 }

@@ -64,7 +64,7 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 			in.abandon()
 		}
 	}()
-	if err := copyFile(ctx, filepath.Join(spec.ImageDir, guestimage.FileRootfs), in.disk); err != nil {
+	if err := runtime.CopyTree(ctx, filepath.Join(spec.ImageDir, guestimage.FileRootfs), in.disk); err != nil {
 		return nil, err
 	}
 	if err := os.Truncate(in.disk, int64(spec.DiskMiB)<<20); err != nil {
@@ -333,7 +333,7 @@ func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.PID()) }
 // and device state, and its memory as a chain of one full image.
 func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error {
 	for _, f := range []string{diskFile, vmstateFile} {
-		if err := copyFile(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
+		if err := runtime.CopyTree(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
 			return err
 		}
 	}
@@ -355,7 +355,7 @@ func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir strin
 // the clone's pauses add its own, and its page server only reads them.
 func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runtime.Spec) error {
 	for _, f := range []string{diskFile, vmstateFile} {
-		if err := copyFile(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
+		if err := runtime.CopyTree(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
 			return err
 		}
 	}
@@ -368,24 +368,12 @@ func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runt
 	}
 	base := filepath.Join(spec.Dir, "memory.base")
 	if err := os.Link(tpl.Path(0), base); err != nil {
-		if err := copyFile(ctx, tpl.Path(0), base); err != nil {
+		if err := runtime.CopyTree(ctx, tpl.Path(0), base); err != nil {
 			return err
 		}
 	}
 	_, err = memgen.Create(filepath.Join(spec.Dir, memoryDir), base, tpl.H.BlockSize)
 	return err
-}
-
-// copyFile copies with a reflink where the filesystem has them, else
-// sparsely.
-func copyFile(ctx context.Context, src, dst string) error {
-	if out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput(); err != nil {
-		if strings.Contains(string(out), "No space left") {
-			err = syscall.ENOSPC
-		}
-		return fmt.Errorf("copy %s: %w: %s", filepath.Base(src), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 var (

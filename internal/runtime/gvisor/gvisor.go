@@ -676,18 +676,10 @@ var _ runtime.Salvager = (*Driver)(nil)
 
 var _ runtime.Driver = (*Driver)(nil)
 
-func copyTree(ctx context.Context, src, dst string) error {
-	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("copy %s: %v: %s", filepath.Base(src), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
 // SaveSnapshot copies a paused sandbox's writable layer and checkpoint.
 func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error {
 	for _, f := range []string{layerFile, checkpointDir} {
-		if err := copyTree(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
+		if err := runtime.CopyTree(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
 			return err
 		}
 	}
@@ -698,7 +690,7 @@ func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir strin
 // than the snapshot's grows the layer.
 func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runtime.Spec) error {
 	for _, f := range []string{layerFile, checkpointDir} {
-		if err := copyTree(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
+		if err := runtime.CopyTree(ctx, filepath.Join(snapshotDir, f), filepath.Join(spec.Dir, f)); err != nil {
 			return err
 		}
 	}

@@ -351,7 +351,7 @@ func saveState(ctx context.Context, q *QMP, pid int, dir, mapped string) error {
 	target := filepath.Join(dir, memoryFile)
 	clone := filepath.Base(mapped) == memoryBase
 	if clone {
-		if err := copyFile(ctx, mapped, memTmp); err != nil {
+		if err := runtime.CopyTree(ctx, mapped, memTmp); err != nil {
 			return resume(fmt.Errorf("give the clone its own memory file: %w", err))
 		}
 		target = memTmp
@@ -541,23 +541,10 @@ func legacyState(path string) (bool, error) {
 var _ runtime.Resumer = (*Driver)(nil)
 var _ runtime.PausableInstance = (*instance)(nil)
 
-// copyFile copies with a reflink where the filesystem has them, else
-// sparsely: memory files are mostly holes.
-func copyFile(ctx context.Context, src, dst string) error {
-	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", "--sparse=always", src, dst).CombinedOutput()
-	if err != nil {
-		if bytes.Contains(out, []byte("No space left")) {
-			err = syscall.ENOSPC
-		}
-		return fmt.Errorf("copy %s: %w: %s", filepath.Base(src), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
 // SaveSnapshot copies a paused sandbox's disk layer, memory and state.
 func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir string) error {
 	for _, f := range []string{"disk.qcow2", memoryFile, stateFile} {
-		if err := copyFile(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
+		if err := runtime.CopyTree(ctx, filepath.Join(sandboxDir, f), filepath.Join(snapshotDir, f)); err != nil {
 			return err
 		}
 	}
@@ -576,11 +563,11 @@ func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runt
 	base := filepath.Join(spec.Dir, memoryBase)
 	if err := os.Link(filepath.Join(snapshotDir, memoryFile), base); err != nil {
 		// Another filesystem: a copy does the same.
-		if err := copyFile(ctx, filepath.Join(snapshotDir, memoryFile), base); err != nil {
+		if err := runtime.CopyTree(ctx, filepath.Join(snapshotDir, memoryFile), base); err != nil {
 			return err
 		}
 	}
-	return copyFile(ctx, filepath.Join(snapshotDir, stateFile), filepath.Join(spec.Dir, stateFile))
+	return runtime.CopyTree(ctx, filepath.Join(snapshotDir, stateFile), filepath.Join(spec.Dir, stateFile))
 }
 
 var _ runtime.Snapshotter = (*Driver)(nil)

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 )
 
 // TestMain lets the test binary play QEMU in a child process: map a memory
@@ -164,7 +166,7 @@ func TestSaveGuestMemoryLeavesTheSourceAlone(t *testing.T) {
 	pid := startGuest(t, path)
 
 	target := filepath.Join(dir, "clone-memory")
-	if err := copyFile(t.Context(), path, target); err != nil {
+	if err := runtime.CopyTree(t.Context(), path, target); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := saveGuestMemory(pid, path, target); err != nil {
