@@ -285,8 +285,11 @@ func diskFullDuringPause(t *testing.T, rt string) {
 	if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "full1", Path: "/home/user/kept.txt", Content: []byte("still here")})); err != nil {
 		t.Fatal(err)
 	}
-	// Leave about a megabyte free: a pause needs tens.
-	filler := fillDisk(t, state)
+	// Nothing of the guest's waits to be written to its disk layer; then
+	// leave 16 MiB free, where a pause needs tens.
+	execIn(t, a, "full1", "sync")
+	filler := fillDisk(t, state, 16<<20)
+	before := freeBytes(t, state)
 
 	_, err := a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: "full1"}))
 	if err == nil {
@@ -301,6 +304,10 @@ func diskFullDuringPause(t *testing.T, rt string) {
 	}
 	if s := sandboxState(t, a, "full1"); s.State != pb.SandboxState_SANDBOX_STATE_RUNNING {
 		t.Fatalf("after the failed pause the sandbox is %s (%s)", s.State, s.Error)
+	}
+	// What the failed attempts wrote was given back.
+	if after := freeBytes(t, state); after < before-2<<20 {
+		t.Errorf("the failed pauses kept %d MiB of the little space left", (before-after)>>20)
 	}
 	got, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "full1", Path: "/home/user/kept.txt"}))
 	if err != nil || string(got.Msg.Content) != "still here" {
@@ -334,7 +341,7 @@ func TestGuestOnFullDiskContinues(t *testing.T) {
 	a := startAgent(t, state, "--runtime", "qemu")
 	ctx := context.Background()
 	create(t, a, "fill1", nil)
-	filler := fillDisk(t, state)
+	filler := fillDisk(t, state, 1<<20)
 	startBackground(t, a, "fill1", "dd if=/dev/urandom of=/home/user/big bs=1M count=24 && sync && echo done > /home/user/done")
 	waitFor(t, 60*time.Second, "the agent to report the guest stopped on the full disk", func() bool {
 		return a.logged("the host disk is full")
@@ -359,16 +366,21 @@ func TestGuestOnFullDiskContinues(t *testing.T) {
 	assertNoLeftovers(t, a.stateDir)
 }
 
-// fillDisk fills the filesystem of dir but for about a megabyte and
-// returns the file that holds the space.
-func fillDisk(t *testing.T, dir string) string {
+func freeBytes(t *testing.T, dir string) int64 {
 	t.Helper()
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		t.Fatal(err)
 	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// fillDisk fills the filesystem of dir but for about leave bytes and
+// returns the file that holds the space.
+func fillDisk(t *testing.T, dir string, leave int64) string {
+	t.Helper()
 	filler := filepath.Join(dir, "filler")
-	free := int64(st.Bavail)*st.Bsize - 1<<20
+	free := freeBytes(t, dir) - leave
 	f, err := os.Create(filler)
 	if err != nil {
 		t.Fatal(err)

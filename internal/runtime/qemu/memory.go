@@ -92,11 +92,11 @@ type savedMemory struct {
 // already holds and punching holes for pages that became zero, then syncs
 // target. source and target are the same file except for a clone's first
 // pause: its guest maps the template's memory, which stays untouched, and
-// target starts as a copy of it. On error target may hold some of the new
-// pages; the caller keeps the guest running and the saved state is not
-// replaced, so nothing resumes from it.
-func saveGuestMemory(pid int, source, target string) (savedMemory, error) {
-	var res savedMemory
+// target starts as a copy of it. On error the pages it wrote are punched
+// out again, giving their space back (the disk is likely full): the guest,
+// which the caller keeps running, holds its own copies of them, and no
+// saved state refers to the file until a pause succeeds.
+func saveGuestMemory(pid int, source, target string) (res savedMemory, err error) {
 	maps, err := fileMappings(pid, source)
 	if err != nil {
 		return res, err
@@ -116,6 +116,14 @@ func saveGuestMemory(pid int, source, target string) (savedMemory, error) {
 		return res, err
 	}
 	defer out.Close()
+	var written []span
+	defer func() {
+		if err != nil {
+			for _, w := range written {
+				_ = punch(out, w.off, w.len)
+			}
+		}
+	}()
 
 	const batch = 256 // pages read and compared at once
 	entries := make([]byte, batch*8)
@@ -139,7 +147,7 @@ func saveGuestMemory(pid int, source, target string) (savedMemory, error) {
 					j++
 				}
 				addr := m.start + (first+i)*pageSize
-				w, err := saveRun(mem, out, addr, m.offset+addr-m.start, int((j-i)*pageSize), guest, onDisk)
+				w, err := saveRun(mem, out, addr, m.offset+addr-m.start, int((j-i)*pageSize), guest, onDisk, &written)
 				res.Private += int64(j-i) * pageSize
 				res.Written += w
 				if err != nil {
@@ -160,9 +168,16 @@ func privatePage(entry []byte) bool {
 	return e&(pmPresent|pmSwapped) != 0 && e&pmFilePage == 0
 }
 
+// span is a range of the memory file.
+type span struct{ off, len int64 }
+
+func punch(f *os.File, off, n int64) error {
+	return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
 // saveRun saves size bytes of private pages at addr, which map the file at
-// offset off.
-func saveRun(mem, out *os.File, addr, off uint64, size int, guest, onDisk []byte) (int64, error) {
+// offset off, adding what it writes to written.
+func saveRun(mem, out *os.File, addr, off uint64, size int, guest, onDisk []byte, written *[]span) (int64, error) {
 	if _, err := mem.ReadAt(guest[:size], int64(addr)); err != nil {
 		return 0, fmt.Errorf("read guest memory at %#x: %w", off, err)
 	}
@@ -171,7 +186,7 @@ func saveRun(mem, out *os.File, addr, off uint64, size int, guest, onDisk []byte
 		return 0, fmt.Errorf("read the memory file at %#x: %w", off, err)
 	}
 	clear(onDisk[got:size])
-	var written int64
+	var n int64
 	for p := 0; p < size; {
 		if bytes.Equal(guest[p:p+pageSize], onDisk[p:p+pageSize]) {
 			p += pageSize
@@ -182,20 +197,22 @@ func saveRun(mem, out *os.File, addr, off uint64, size int, guest, onDisk []byte
 		for q < size && !bytes.Equal(guest[q:q+pageSize], onDisk[q:q+pageSize]) && isZero(guest[q:q+pageSize]) == zero {
 			q += pageSize
 		}
+		at := int64(off) + int64(p)
 		if zero {
 			// A hole reads as zeros and costs no space.
-			if err := unix.Fallocate(int(out.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off)+int64(p), int64(q-p)); err != nil {
-				return written, fmt.Errorf("punch the memory file at %#x: %w", int64(off)+int64(p), err)
+			if err := punch(out, at, int64(q-p)); err != nil {
+				return n, fmt.Errorf("punch the memory file at %#x: %w", at, err)
 			}
 		} else {
-			if _, err := out.WriteAt(guest[p:q], int64(off)+int64(p)); err != nil {
-				return written, fmt.Errorf("write the memory file: %w", err)
+			*written = append(*written, span{at, int64(q - p)})
+			if _, err := out.WriteAt(guest[p:q], at); err != nil {
+				return n, fmt.Errorf("write the memory file: %w", err)
 			}
-			written += int64(q - p)
+			n += int64(q - p)
 		}
 		p = q
 	}
-	return written, nil
+	return n, nil
 }
 
 func isZero(b []byte) bool {
