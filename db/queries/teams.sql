@@ -57,3 +57,35 @@ SELECT * FROM api_keys WHERE team_id = $1 ORDER BY created_at, id;
 
 -- name: RevokeAPIKey :execrows
 UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND team_id = $2 AND revoked_at IS NULL;
+
+-- name: IsMemberByEmail :one
+SELECT EXISTS (
+    SELECT 1 FROM team_members m JOIN users u ON u.id = m.user_id
+    WHERE m.team_id = $1 AND lower(u.email) = lower(@email::text));
+
+-- name: CreateInvitation :one
+INSERT INTO team_invitations (id, team_id, email, role, invited_by, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *;
+
+-- name: DeleteExpiredInvitation :exec
+DELETE FROM team_invitations WHERE team_id = $1 AND lower(email) = lower(@email::text) AND expires_at <= now();
+
+-- name: ListTeamInvitations :many
+SELECT * FROM team_invitations WHERE team_id = $1 AND expires_at > now() ORDER BY created_at, id;
+
+-- name: DeleteTeamInvitation :execrows
+DELETE FROM team_invitations WHERE id = $1 AND team_id = $2;
+
+-- name: ListInvitationsForEmail :many
+SELECT i.id, i.team_id, t.name AS team_name, i.role, i.created_at, i.expires_at, coalesce(u.email, '') AS invited_by_email
+FROM team_invitations i
+JOIN teams t ON t.id = i.team_id
+LEFT JOIN users u ON u.id = i.invited_by
+WHERE lower(i.email) = lower(@email::text) AND i.expires_at > now()
+ORDER BY i.created_at, i.id;
+
+-- name: TakeInvitation :one
+DELETE FROM team_invitations
+WHERE id = $1 AND lower(email) = lower(@email::text) AND expires_at > now()
+RETURNING *;

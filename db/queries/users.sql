@@ -1,10 +1,7 @@
 -- name: CreateUser :one
-INSERT INTO users (id, email, name, password_hash, is_admin)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO users (id, email, name, password_hash, is_admin, personal_team_id)
+VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING *;
-
--- name: CountUsers :one
-SELECT count(*) FROM users;
 
 -- name: GetUser :one
 SELECT * FROM users WHERE id = $1;
@@ -35,5 +32,14 @@ DELETE FROM sessions WHERE user_id = $1;
 -- name: SetSessionTeam :exec
 UPDATE sessions SET team_id = $2 WHERE id = $1;
 
--- name: LockSignup :exec
-SELECT pg_advisory_xact_lock(7365896);
+-- name: SetPersonalTeam :exec
+UPDATE users SET personal_team_id = $2 WHERE id = $1;
+
+-- name: SetActiveTeam :exec
+UPDATE users SET active_team_id = $2 WHERE id = $1;
+
+-- name: AnyAdmin :one
+SELECT EXISTS (SELECT 1 FROM users WHERE is_admin AND active);
+
+-- name: SetUserAdmin :one
+UPDATE users SET is_admin = $2 WHERE id = $1 RETURNING *;

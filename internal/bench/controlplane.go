@@ -61,9 +61,9 @@ func ControlPlane(ctx context.Context, o CPOptions) ([]Row, error) {
 		return nil, err
 	}
 	defer cp.Stop()
-	var s struct{ Token string }
-	if r, err := cp.Do("POST", "/v1/auth/signup", "", map[string]string{"email": "bench@example.com", "password": "bench password"}); err != nil || r.JSON(&s) != nil {
-		return nil, fmt.Errorf("sign up: %v %v", r, err)
+	s, err := cp.CreateAdmin(ctx, "bench@example.com")
+	if err != nil {
+		return nil, fmt.Errorf("create the admin: %w", err)
 	}
 	var k struct{ Key string }
 	if r, err := cp.Do("POST", "/v1/api-keys", s.Token, map[string]string{"name": "bench"}); err != nil || r.JSON(&k) != nil {

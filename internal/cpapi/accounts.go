@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
@@ -21,6 +22,18 @@ type credentialsBody struct {
 type sessionView struct {
 	Token string   `json:"token"`
 	User  userView `json:"user"`
+	// ActiveTeamID is the team the session acts in: the user's remembered
+	// choice, else their personal team.
+	ActiveTeamID *string `json:"active_team_id"`
+}
+
+// session describes a new session; its active team comes from the token.
+func (a *API) session(r *http.Request, u db.User, tok string) sessionView {
+	v := sessionView{Token: tok, User: viewUser(u)}
+	if c, err := a.svc.Authenticate(r.Context(), tok); err == nil && c.HasTeam() {
+		v.ActiveTeamID = optID(id.Team, &c.TeamID)
+	}
+	return v
 }
 
 func (a *API) signup(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +48,7 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "auth.signup", "user", id.Format(id.User, u.ID))
-	writeJSON(w, http.StatusCreated, sessionView{Token: tok, User: viewUser(u)})
+	writeJSON(w, http.StatusCreated, a.session(r, u, tok))
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +65,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "auth.login", "user", id.Format(id.User, u.ID))
-	writeJSON(w, http.StatusOK, sessionView{Token: tok, User: viewUser(u)})
+	writeJSON(w, http.StatusOK, a.session(r, u, tok))
 }
 
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +84,11 @@ type meView struct {
 }
 
 func (a *API) me(w http.ResponseWriter, r *http.Request) {
-	c := caller(r)
+	a.writeMe(w, r, caller(r))
+}
+
+// writeMe answers with the user, their teams and the active team.
+func (a *API) writeMe(w http.ResponseWriter, r *http.Request, c auth.Caller) {
 	u, teams, err := a.svc.Me(r.Context(), c)
 	if err != nil {
 		a.fail(w, r, err)
@@ -82,6 +99,10 @@ func (a *API) me(w http.ResponseWriter, r *http.Request) {
 	})}
 	if c.HasTeam() {
 		out.ActiveTeam = optID(id.Team, &c.TeamID)
+	}
+	w.Header().Set(TeamHeader, "")
+	if out.ActiveTeam != nil {
+		w.Header().Set(TeamHeader, *out.ActiveTeam)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -99,11 +120,16 @@ func (a *API) switchTeam(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "auth.switch_team", "team", b.TeamID)
-	if err := a.svc.SwitchTeam(r.Context(), caller(r), team); err != nil {
+	c := caller(r)
+	if err := a.svc.SwitchTeam(r.Context(), c, team); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	if rec := auditOf(r.Context()); rec != nil {
+		rec.teamOnSuccess = team
+	}
+	c.TeamID = team
+	a.writeMe(w, r, c)
 }
 
 func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
@@ -243,27 +269,6 @@ func (a *API) listMembers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, mapSlice(ms, viewMember))
-}
-
-func (a *API) addMember(w http.ResponseWriter, r *http.Request) {
-	t, ok := teamParam(w, r, "team.add_member")
-	if !ok {
-		return
-	}
-	var b struct {
-		Email string `json:"email"`
-		Role  string `json:"role,omitempty"`
-	}
-	if !a.decode(w, r, &b) {
-		return
-	}
-	m, err := a.svc.AddMember(r.Context(), caller(r), t, b.Email, b.Role)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	setAudit(r.Context(), "team.add_member", "user", id.Format(id.User, m.ID))
-	writeJSON(w, http.StatusCreated, viewMember(m))
 }
 
 func (a *API) setMemberRole(w http.ResponseWriter, r *http.Request) {

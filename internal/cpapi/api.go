@@ -98,7 +98,12 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Patch("/teams/{teamID}", a.renameTeam)
 			r.Delete("/teams/{teamID}", a.deleteTeam)
 			r.Get("/teams/{teamID}/members", a.listMembers)
-			r.Post("/teams/{teamID}/members", a.addMember)
+			r.Get("/teams/{teamID}/invitations", a.listTeamInvitations)
+			r.Post("/teams/{teamID}/invitations", a.invite)
+			r.Delete("/teams/{teamID}/invitations/{invitationID}", a.revokeInvitation)
+			r.Get("/invitations", a.myInvitations)
+			r.Post("/invitations/{invitationID}/accept", a.acceptInvitation)
+			r.Post("/invitations/{invitationID}/decline", a.declineInvitation)
 			r.Patch("/teams/{teamID}/members/{userID}", a.setMemberRole)
 			r.Delete("/teams/{teamID}/members/{userID}", a.removeMember)
 
@@ -148,6 +153,10 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 // ServeHTTP serves the API.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.Root.ServeHTTP(w, r) }
 
+// TeamHeader names, on every authenticated response, the team the call
+// acted in, so that a switch of team is never silent.
+const TeamHeader = "Wrenn-Team"
+
 // credential is the bearer token or API key a request carries.
 func credential(r *http.Request, allowQuery bool) (string, string) {
 	if k := r.Header.Get("X-API-Key"); k != "" {
@@ -181,6 +190,9 @@ func (a *API) authenticate(allowQuery bool) func(http.Handler) http.Handler {
 			}
 			if rec := auditOf(r.Context()); rec != nil {
 				rec.caller = &c
+			}
+			if c.HasTeam() {
+				w.Header().Set(TeamHeader, id.Format(id.Team, c.TeamID))
 			}
 			next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
 		})

@@ -32,15 +32,15 @@ func startCP(t *testing.T, tune func(*config.Config)) *cptest.CP {
 
 func TestAuth(t *testing.T) {
 	cp := startCP(t, nil)
-	admin := cp.Signup(t, "admin@example.com")
+	admin := cp.Admin(t, "admin@example.com")
 	user := cp.Signup(t, "user@example.com")
 
 	var me struct {
 		User  struct{ Admin bool }
 		Teams []struct{ ID, Role string }
 	}
-	if err := cp.Must(t, 200, "GET", "/v1/auth/me", admin.Token, nil).JSON(&me); err != nil || !me.User.Admin {
-		t.Fatalf("first account is not admin: %+v %v", me, err)
+	if err := cp.Must(t, 200, "GET", "/v1/auth/me", admin.Token, nil).JSON(&me); err != nil || !me.User.Admin || len(me.Teams) != 1 {
+		t.Fatalf("admin made on the host: %+v %v", me, err)
 	}
 	if err := cp.Must(t, 200, "GET", "/v1/auth/me", user.Token, nil).JSON(&me); err != nil || me.User.Admin || len(me.Teams) != 1 || me.Teams[0].Role != "owner" {
 		t.Fatalf("second account: %+v %v", me, err)
@@ -161,15 +161,26 @@ func TestTeamsAndMembers(t *testing.T) {
 	team := cp.Must(t, 201, "POST", "/v1/teams", owner.Token, map[string]string{"name": "research"}).Map()
 	tid := team["id"].(string)
 	cp.Must(t, 200, "PATCH", "/v1/teams/"+tid, owner.Token, map[string]string{"name": "research-2"})
-	m := cp.Must(t, 201, "POST", "/v1/teams/"+tid+"/members", owner.Token, map[string]string{"email": "bob@example.com"}).Map()
-	if m["role"] != "member" {
-		t.Fatalf("default role: %v", m)
+	invite := func(by, email string) string {
+		t.Helper()
+		return cp.Must(t, 201, "POST", "/v1/teams/"+tid+"/invitations", by, map[string]string{"email": email}).Map()["id"].(string)
 	}
-	if r, _ := cp.Do("POST", "/v1/teams/"+tid+"/members", owner.Token, map[string]string{"email": "bob@example.com"}); r.Status != 409 {
-		t.Errorf("add twice: %s", r)
+	join := func(who cptest.Account) {
+		t.Helper()
+		var invs []struct{ ID, Role string }
+		_ = cp.Must(t, 200, "GET", "/v1/invitations", who.Token, nil).JSON(&invs)
+		if len(invs) != 1 || invs[0].Role != "member" {
+			t.Fatalf("%s's invitations: %+v", who.Email, invs)
+		}
+		cp.Must(t, 200, "POST", "/v1/invitations/"+invs[0].ID+"/accept", who.Token, nil)
 	}
-	if r, _ := cp.Do("POST", "/v1/teams/"+tid+"/members", owner.Token, map[string]string{"email": "nobody@example.com"}); r.Status != 404 {
-		t.Errorf("invite unknown email: %s", r)
+	invite(owner.Token, "bob@example.com")
+	if r, _ := cp.Do("POST", "/v1/teams/"+tid+"/invitations", owner.Token, map[string]string{"email": "bob@example.com"}); r.Status != 409 {
+		t.Errorf("invite twice: %s", r)
+	}
+	join(bob)
+	if r, _ := cp.Do("POST", "/v1/teams/"+tid+"/invitations", owner.Token, map[string]string{"email": "bob@example.com"}); r.Status != 409 {
+		t.Errorf("invite a member: %s", r)
 	}
 	// A member sees the team but cannot manage it; an outsider gets 404.
 	cp.Must(t, 200, "GET", "/v1/teams/"+tid, bob.Token, nil)
@@ -185,12 +196,13 @@ func TestTeamsAndMembers(t *testing.T) {
 		t.Errorf("outsider deletes team: %s", r)
 	}
 	// Switch bob's session into the team and promote him to admin.
-	cp.Must(t, 204, "POST", "/v1/auth/switch-team", bob.Token, map[string]string{"team_id": tid})
+	cp.Must(t, 200, "POST", "/v1/auth/switch-team", bob.Token, map[string]string{"team_id": tid})
 	if r, _ := cp.Do("POST", "/v1/auth/switch-team", carol.Token, map[string]string{"team_id": tid}); r.Status != 404 {
 		t.Errorf("outsider switched in: %s", r)
 	}
 	cp.Must(t, 204, "PATCH", "/v1/teams/"+tid+"/members/"+bob.UserID, owner.Token, map[string]string{"role": "admin"})
-	cp.Must(t, 201, "POST", "/v1/teams/"+tid+"/members", bob.Token, map[string]string{"email": "carol@example.com"})
+	invite(bob.Token, "carol@example.com")
+	join(carol)
 	// An admin cannot make owners, and the last owner stays.
 	if r, _ := cp.Do("PATCH", "/v1/teams/"+tid+"/members/"+carol.UserID, bob.Token, map[string]string{"role": "owner"}); r.Status != 403 {
 		t.Errorf("admin made an owner: %s", r)
@@ -223,7 +235,7 @@ func TestTeamsAndMembers(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	cp := startCP(t, func(c *config.Config) { c.MaxBodyBytes = 4096 })
-	cp.Signup(t, "admin@example.com")
+	cp.Admin(t, "admin@example.com")
 	a := cp.Signup(t, "a@example.com")
 	for _, c := range []struct {
 		method, path string
@@ -325,7 +337,7 @@ func TestRateLimitedAuth(t *testing.T) {
 
 func TestAdmin(t *testing.T) {
 	cp := startCP(t, nil)
-	admin := cp.Signup(t, "root@example.com")
+	admin := cp.Admin(t, "root@example.com")
 	u := cp.Signup(t, "u@example.com")
 	if r, _ := cp.Do("GET", "/v1/admin/users", u.Token, nil); r.Status != 403 {
 		t.Errorf("non-admin lists users: %s", r)
@@ -371,7 +383,7 @@ func TestAdmin(t *testing.T) {
 
 func TestAudit(t *testing.T) {
 	cp := startCP(t, nil)
-	admin := cp.Signup(t, "root@example.com")
+	admin := cp.Admin(t, "root@example.com")
 	a := cp.Signup(t, "a@example.com")
 	b := cp.Signup(t, "b@example.com")
 	key := cp.APIKey(t, a)
@@ -419,8 +431,8 @@ func TestAudit(t *testing.T) {
 		t.Errorf("non-admin reads the whole log: %s", r)
 	}
 	_ = cp.Must(t, 200, "GET", "/v1/admin/audit?action=auth.signup", admin.Token, nil).JSON(&entries)
-	if len(entries) != 3 {
-		t.Errorf("admin sees %d sign-ups, want 3", len(entries))
+	if len(entries) != 2 {
+		t.Errorf("admin sees %d sign-ups, want 2", len(entries))
 	}
 	// Failed sign-ins are audited with the email, never the password.
 	_, _ = cp.Do("POST", "/v1/auth/login", "", map[string]string{"email": "a@example.com", "password": "not-the-password"})

@@ -91,6 +91,7 @@ func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
 		rand.Read(cfg.Secret)
 	}
 	cfg.AuthRatePerMinute = 10000
+	cfg.AllowSignup = true
 	if o.Tune != nil {
 		o.Tune(&cfg)
 	}
@@ -228,20 +229,56 @@ type Account struct {
 // Signup creates an account.
 func (cp *CP) Signup(t testing.TB, email string) Account {
 	t.Helper()
-	r := cp.Must(t, http.StatusCreated, "POST", "/v1/auth/signup", "", map[string]string{"email": email, "password": "correct horse battery"})
+	r := cp.Must(t, http.StatusCreated, "POST", "/v1/auth/signup", "", map[string]string{"email": email, "password": Password})
 	var s struct {
-		Token string
-		User  struct{ ID string }
+		Token        string
+		User         struct{ ID string }
+		ActiveTeamID string `json:"active_team_id"`
 	}
 	if err := r.JSON(&s); err != nil {
 		t.Fatal(err)
 	}
-	me := cp.Must(t, http.StatusOK, "GET", "/v1/auth/me", s.Token, nil)
-	var m struct {
+	return Account{Email: email, Token: s.Token, UserID: s.User.ID, TeamID: s.ActiveTeamID}
+}
+
+// Admin creates a platform admin as an operator does, on the host
+// (cpserver.CreateAdmin), and signs them in.
+func (cp *CP) Admin(t testing.TB, email string) Account {
+	t.Helper()
+	a, err := cp.CreateAdmin(context.Background(), email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Password is every test account's password.
+const Password = "correct horse battery"
+
+// CreateAdmin is Admin for callers without a testing.TB (benchmarks).
+func (cp *CP) CreateAdmin(ctx context.Context, email string) (Account, error) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, _, err := cpserver.CreateAdmin(ctx, cp.Config, email, Password, "", log); err != nil {
+		return Account{}, err
+	}
+	return cp.Login(email)
+}
+
+// Login signs an account in.
+func (cp *CP) Login(email string) (Account, error) {
+	r, err := cp.Do("POST", "/v1/auth/login", "", map[string]string{"email": email, "password": Password})
+	if err != nil {
+		return Account{}, err
+	}
+	var s struct {
+		Token        string
+		User         struct{ ID string }
 		ActiveTeamID string `json:"active_team_id"`
 	}
-	_ = me.JSON(&m)
-	return Account{Email: email, Token: s.Token, UserID: s.User.ID, TeamID: m.ActiveTeamID}
+	if r.Status != http.StatusOK || r.JSON(&s) != nil {
+		return Account{}, fmt.Errorf("login %s: %s", email, r)
+	}
+	return Account{Email: email, Token: s.Token, UserID: s.User.ID, TeamID: s.ActiveTeamID}, nil
 }
 
 // APIKey creates a key in the account's active team.

@@ -145,7 +145,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	api := &client{base: "http://" + apiAddr}
 
-	creds, err := bootstrap(api, filepath.Join(o.DataDir, "credentials.json"))
+	creds, err := bootstrap(ctx, cfg, log, api, filepath.Join(o.DataDir, "credentials.json"))
 	if err != nil {
 		return err
 	}
@@ -241,9 +241,10 @@ func readOrCreate(path string, gen func() []byte) ([]byte, error) {
 	return b, os.WriteFile(path, b, 0o600)
 }
 
-// bootstrap creates the admin, their team and an API key on the first
-// run, and reads them back on later ones.
-func bootstrap(api *client, path string) (credentials, error) {
+// bootstrap creates the admin (on the host, as `control-plane
+// create-admin` does: signing up never makes an admin), their team and an
+// API key on the first run, and reads them back on later ones.
+func bootstrap(ctx context.Context, cfg config.Config, log *slog.Logger, api *client, path string) (credentials, error) {
 	var c credentials
 	if b, err := os.ReadFile(path); err == nil {
 		if err := json.Unmarshal(b, &c); err != nil {
@@ -254,12 +255,19 @@ func bootstrap(api *client, path string) (credentials, error) {
 	pw := make([]byte, 12)
 	rand.Read(pw)
 	c = credentials{AdminEmail: adminEmail, AdminPassword: hex.EncodeToString(pw)}
-	var s struct{ Token string }
-	if err := api.do("POST", "/v1/auth/signup", "", map[string]string{"email": c.AdminEmail, "password": c.AdminPassword, "name": "admin"}, &s); err != nil {
-		return c, fmt.Errorf("create the admin: %w (if the database already has users, delete %s/pg to start over)", err, filepath.Dir(path))
+	_, created, err := cpserver.CreateAdmin(ctx, cfg, c.AdminEmail, c.AdminPassword, "admin", log)
+	if err == nil && !created {
+		err = fmt.Errorf("%s already exists but %s is gone", c.AdminEmail, path)
+	}
+	if err != nil {
+		return c, fmt.Errorf("create the admin: %w (to start over, delete %s/pg)", err, filepath.Dir(path))
+	}
+	session, err := api.login(c)
+	if err != nil {
+		return c, err
 	}
 	var k struct{ Key string }
-	if err := api.do("POST", "/v1/api-keys", s.Token, map[string]string{"name": "wrenn dev"}, &k); err != nil {
+	if err := api.do("POST", "/v1/api-keys", session, map[string]string{"name": "wrenn dev"}, &k); err != nil {
 		return c, fmt.Errorf("create an API key: %w", err)
 	}
 	c.APIKey = k.Key

@@ -28,8 +28,10 @@ type Config struct {
 	Secret []byte
 	// SessionTTL is how long a login lasts (WRENN_SESSION_TTL, default 24h).
 	SessionTTL time.Duration
-	// AllowSignup lets anyone create an account (WRENN_ALLOW_SIGNUP,
-	// default true). The first account is the platform admin.
+	// AllowSignup lets anyone who reaches the API create an account
+	// (WRENN_ALLOW_SIGNUP, default false). Signing up never makes a
+	// platform admin: the first one is made on the host with
+	// `control-plane create-admin`.
 	AllowSignup bool
 	// AuthRatePerMinute limits signup/login attempts per client IP
 	// (WRENN_AUTH_RATE_PER_MINUTE, default 20).
@@ -55,7 +57,7 @@ type Config struct {
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
 	return Config{
-		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AllowSignup: true, AuthRatePerMinute: 20,
+		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour,
 	}

@@ -103,6 +103,9 @@ func Run(ctx context.Context, opts ...Option) error {
 
 	svc := service.New(pool, keys, cfg, o.log)
 	defer svc.Close()
+	if ok, err := svc.HasAdmin(ctx); err == nil && !ok {
+		o.log.Warn("this installation has no platform admin yet: create one on this host with `control-plane create-admin --email you@example.com` (same WRENN_DATABASE_URL)")
+	}
 	api := cpapi.New(svc, cfg, o.log)
 	e2bcompat.Mount(api, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
 	sc := &cpextension.ServerContext{Config: cfg, DB: pool, Queries: svc.Q, Service: svc, Log: o.log, Router: api.Root, API: api.V1}

@@ -125,6 +125,16 @@ type Team struct {
 	CreatedAt time.Time
 }
 
+type TeamInvitation struct {
+	ID        uuid.UUID
+	TeamID    uuid.UUID
+	Email     string
+	Role      string
+	InvitedBy *uuid.UUID
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
 type TeamMember struct {
 	TeamID    uuid.UUID
 	UserID    uuid.UUID
@@ -139,11 +149,13 @@ type Template struct {
 }
 
 type User struct {
-	ID           uuid.UUID
-	Email        string
-	Name         string
-	PasswordHash string
-	IsAdmin      bool
-	Active       bool
-	CreatedAt    time.Time
+	ID             uuid.UUID
+	Email          string
+	Name           string
+	PasswordHash   string
+	IsAdmin        bool
+	Active         bool
+	CreatedAt      time.Time
+	PersonalTeamID *uuid.UUID
+	ActiveTeamID   *uuid.UUID
 }

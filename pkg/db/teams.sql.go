@@ -84,6 +84,43 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Api
 	return i, err
 }
 
+const createInvitation = `-- name: CreateInvitation :one
+INSERT INTO team_invitations (id, team_id, email, role, invited_by, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, team_id, email, role, invited_by, created_at, expires_at
+`
+
+type CreateInvitationParams struct {
+	ID        uuid.UUID
+	TeamID    uuid.UUID
+	Email     string
+	Role      string
+	InvitedBy *uuid.UUID
+	ExpiresAt time.Time
+}
+
+func (q *Queries) CreateInvitation(ctx context.Context, arg CreateInvitationParams) (TeamInvitation, error) {
+	row := q.db.QueryRow(ctx, createInvitation,
+		arg.ID,
+		arg.TeamID,
+		arg.Email,
+		arg.Role,
+		arg.InvitedBy,
+		arg.ExpiresAt,
+	)
+	var i TeamInvitation
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Email,
+		&i.Role,
+		&i.InvitedBy,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+	)
+	return i, err
+}
+
 const createTeam = `-- name: CreateTeam :one
 INSERT INTO teams (id, name) VALUES ($1, $2) RETURNING id, name, created_at
 `
@@ -100,6 +137,20 @@ func (q *Queries) CreateTeam(ctx context.Context, arg CreateTeamParams) (Team, e
 	return i, err
 }
 
+const deleteExpiredInvitation = `-- name: DeleteExpiredInvitation :exec
+DELETE FROM team_invitations WHERE team_id = $1 AND lower(email) = lower($2::text) AND expires_at <= now()
+`
+
+type DeleteExpiredInvitationParams struct {
+	TeamID uuid.UUID
+	Email  string
+}
+
+func (q *Queries) DeleteExpiredInvitation(ctx context.Context, arg DeleteExpiredInvitationParams) error {
+	_, err := q.db.Exec(ctx, deleteExpiredInvitation, arg.TeamID, arg.Email)
+	return err
+}
+
 const deleteTeam = `-- name: DeleteTeam :exec
 DELETE FROM teams WHERE id = $1
 `
@@ -107,6 +158,23 @@ DELETE FROM teams WHERE id = $1
 func (q *Queries) DeleteTeam(ctx context.Context, id uuid.UUID) error {
 	_, err := q.db.Exec(ctx, deleteTeam, id)
 	return err
+}
+
+const deleteTeamInvitation = `-- name: DeleteTeamInvitation :execrows
+DELETE FROM team_invitations WHERE id = $1 AND team_id = $2
+`
+
+type DeleteTeamInvitationParams struct {
+	ID     uuid.UUID
+	TeamID uuid.UUID
+}
+
+func (q *Queries) DeleteTeamInvitation(ctx context.Context, arg DeleteTeamInvitationParams) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteTeamInvitation, arg.ID, arg.TeamID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const getAPIKeyByHash = `-- name: GetAPIKeyByHash :one
@@ -155,6 +223,24 @@ func (q *Queries) GetTeam(ctx context.Context, id uuid.UUID) (Team, error) {
 	var i Team
 	err := row.Scan(&i.ID, &i.Name, &i.CreatedAt)
 	return i, err
+}
+
+const isMemberByEmail = `-- name: IsMemberByEmail :one
+SELECT EXISTS (
+    SELECT 1 FROM team_members m JOIN users u ON u.id = m.user_id
+    WHERE m.team_id = $1 AND lower(u.email) = lower($2::text))
+`
+
+type IsMemberByEmailParams struct {
+	TeamID uuid.UUID
+	Email  string
+}
+
+func (q *Queries) IsMemberByEmail(ctx context.Context, arg IsMemberByEmailParams) (bool, error) {
+	row := q.db.QueryRow(ctx, isMemberByEmail, arg.TeamID, arg.Email)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const listAPIKeys = `-- name: ListAPIKeys :many
@@ -215,6 +301,53 @@ func (q *Queries) ListAllTeams(ctx context.Context) ([]Team, error) {
 	return items, nil
 }
 
+const listInvitationsForEmail = `-- name: ListInvitationsForEmail :many
+SELECT i.id, i.team_id, t.name AS team_name, i.role, i.created_at, i.expires_at, coalesce(u.email, '') AS invited_by_email
+FROM team_invitations i
+JOIN teams t ON t.id = i.team_id
+LEFT JOIN users u ON u.id = i.invited_by
+WHERE lower(i.email) = lower($1::text) AND i.expires_at > now()
+ORDER BY i.created_at, i.id
+`
+
+type ListInvitationsForEmailRow struct {
+	ID             uuid.UUID
+	TeamID         uuid.UUID
+	TeamName       string
+	Role           string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	InvitedByEmail string
+}
+
+func (q *Queries) ListInvitationsForEmail(ctx context.Context, email string) ([]ListInvitationsForEmailRow, error) {
+	rows, err := q.db.Query(ctx, listInvitationsForEmail, email)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListInvitationsForEmailRow
+	for rows.Next() {
+		var i ListInvitationsForEmailRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.TeamID,
+			&i.TeamName,
+			&i.Role,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.InvitedByEmail,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listMembers = `-- name: ListMembers :many
 SELECT u.id, u.email, u.name, m.role, m.created_at
 FROM team_members m JOIN users u ON u.id = m.user_id
@@ -245,6 +378,38 @@ func (q *Queries) ListMembers(ctx context.Context, teamID uuid.UUID) ([]ListMemb
 			&i.Name,
 			&i.Role,
 			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listTeamInvitations = `-- name: ListTeamInvitations :many
+SELECT id, team_id, email, role, invited_by, created_at, expires_at FROM team_invitations WHERE team_id = $1 AND expires_at > now() ORDER BY created_at, id
+`
+
+func (q *Queries) ListTeamInvitations(ctx context.Context, teamID uuid.UUID) ([]TeamInvitation, error) {
+	rows, err := q.db.Query(ctx, listTeamInvitations, teamID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []TeamInvitation
+	for rows.Next() {
+		var i TeamInvitation
+		if err := rows.Scan(
+			&i.ID,
+			&i.TeamID,
+			&i.Email,
+			&i.Role,
+			&i.InvitedBy,
+			&i.CreatedAt,
+			&i.ExpiresAt,
 		); err != nil {
 			return nil, err
 		}
@@ -361,6 +526,32 @@ func (q *Queries) SetMemberRole(ctx context.Context, arg SetMemberRoleParams) (i
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const takeInvitation = `-- name: TakeInvitation :one
+DELETE FROM team_invitations
+WHERE id = $1 AND lower(email) = lower($2::text) AND expires_at > now()
+RETURNING id, team_id, email, role, invited_by, created_at, expires_at
+`
+
+type TakeInvitationParams struct {
+	ID    uuid.UUID
+	Email string
+}
+
+func (q *Queries) TakeInvitation(ctx context.Context, arg TakeInvitationParams) (TeamInvitation, error) {
+	row := q.db.QueryRow(ctx, takeInvitation, arg.ID, arg.Email)
+	var i TeamInvitation
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Email,
+		&i.Role,
+		&i.InvitedBy,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+	)
+	return i, err
 }
 
 const touchAPIKey = `-- name: TouchAPIKey :exec

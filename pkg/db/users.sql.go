@@ -12,15 +12,15 @@ import (
 	"github.com/google/uuid"
 )
 
-const countUsers = `-- name: CountUsers :one
-SELECT count(*) FROM users
+const anyAdmin = `-- name: AnyAdmin :one
+SELECT EXISTS (SELECT 1 FROM users WHERE is_admin AND active)
 `
 
-func (q *Queries) CountUsers(ctx context.Context) (int64, error) {
-	row := q.db.QueryRow(ctx, countUsers)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
+func (q *Queries) AnyAdmin(ctx context.Context) (bool, error) {
+	row := q.db.QueryRow(ctx, anyAdmin)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const createSession = `-- name: CreateSession :one
@@ -55,17 +55,18 @@ func (q *Queries) CreateSession(ctx context.Context, arg CreateSessionParams) (S
 }
 
 const createUser = `-- name: CreateUser :one
-INSERT INTO users (id, email, name, password_hash, is_admin)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id, email, name, password_hash, is_admin, active, created_at
+INSERT INTO users (id, email, name, password_hash, is_admin, personal_team_id)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, email, name, password_hash, is_admin, active, created_at, personal_team_id, active_team_id
 `
 
 type CreateUserParams struct {
-	ID           uuid.UUID
-	Email        string
-	Name         string
-	PasswordHash string
-	IsAdmin      bool
+	ID             uuid.UUID
+	Email          string
+	Name           string
+	PasswordHash   string
+	IsAdmin        bool
+	PersonalTeamID *uuid.UUID
 }
 
 func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, error) {
@@ -75,6 +76,7 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		arg.Name,
 		arg.PasswordHash,
 		arg.IsAdmin,
+		arg.PersonalTeamID,
 	)
 	var i User
 	err := row.Scan(
@@ -85,6 +87,8 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		&i.IsAdmin,
 		&i.Active,
 		&i.CreatedAt,
+		&i.PersonalTeamID,
+		&i.ActiveTeamID,
 	)
 	return i, err
 }
@@ -125,7 +129,7 @@ func (q *Queries) GetSession(ctx context.Context, id uuid.UUID) (Session, error)
 }
 
 const getUser = `-- name: GetUser :one
-SELECT id, email, name, password_hash, is_admin, active, created_at FROM users WHERE id = $1
+SELECT id, email, name, password_hash, is_admin, active, created_at, personal_team_id, active_team_id FROM users WHERE id = $1
 `
 
 func (q *Queries) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
@@ -139,12 +143,14 @@ func (q *Queries) GetUser(ctx context.Context, id uuid.UUID) (User, error) {
 		&i.IsAdmin,
 		&i.Active,
 		&i.CreatedAt,
+		&i.PersonalTeamID,
+		&i.ActiveTeamID,
 	)
 	return i, err
 }
 
 const getUserByEmail = `-- name: GetUserByEmail :one
-SELECT id, email, name, password_hash, is_admin, active, created_at FROM users WHERE lower(email) = lower($1::text)
+SELECT id, email, name, password_hash, is_admin, active, created_at, personal_team_id, active_team_id FROM users WHERE lower(email) = lower($1::text)
 `
 
 func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error) {
@@ -158,12 +164,14 @@ func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error
 		&i.IsAdmin,
 		&i.Active,
 		&i.CreatedAt,
+		&i.PersonalTeamID,
+		&i.ActiveTeamID,
 	)
 	return i, err
 }
 
 const listUsers = `-- name: ListUsers :many
-SELECT id, email, name, password_hash, is_admin, active, created_at FROM users ORDER BY created_at, id
+SELECT id, email, name, password_hash, is_admin, active, created_at, personal_team_id, active_team_id FROM users ORDER BY created_at, id
 `
 
 func (q *Queries) ListUsers(ctx context.Context) ([]User, error) {
@@ -183,6 +191,8 @@ func (q *Queries) ListUsers(ctx context.Context) ([]User, error) {
 			&i.IsAdmin,
 			&i.Active,
 			&i.CreatedAt,
+			&i.PersonalTeamID,
+			&i.ActiveTeamID,
 		); err != nil {
 			return nil, err
 		}
@@ -194,12 +204,31 @@ func (q *Queries) ListUsers(ctx context.Context) ([]User, error) {
 	return items, nil
 }
 
-const lockSignup = `-- name: LockSignup :exec
-SELECT pg_advisory_xact_lock(7365896)
+const setActiveTeam = `-- name: SetActiveTeam :exec
+UPDATE users SET active_team_id = $2 WHERE id = $1
 `
 
-func (q *Queries) LockSignup(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, lockSignup)
+type SetActiveTeamParams struct {
+	ID           uuid.UUID
+	ActiveTeamID *uuid.UUID
+}
+
+func (q *Queries) SetActiveTeam(ctx context.Context, arg SetActiveTeamParams) error {
+	_, err := q.db.Exec(ctx, setActiveTeam, arg.ID, arg.ActiveTeamID)
+	return err
+}
+
+const setPersonalTeam = `-- name: SetPersonalTeam :exec
+UPDATE users SET personal_team_id = $2 WHERE id = $1
+`
+
+type SetPersonalTeamParams struct {
+	ID             uuid.UUID
+	PersonalTeamID *uuid.UUID
+}
+
+func (q *Queries) SetPersonalTeam(ctx context.Context, arg SetPersonalTeamParams) error {
+	_, err := q.db.Exec(ctx, setPersonalTeam, arg.ID, arg.PersonalTeamID)
 	return err
 }
 
@@ -218,7 +247,7 @@ func (q *Queries) SetSessionTeam(ctx context.Context, arg SetSessionTeamParams) 
 }
 
 const setUserActive = `-- name: SetUserActive :one
-UPDATE users SET active = $2 WHERE id = $1 RETURNING id, email, name, password_hash, is_admin, active, created_at
+UPDATE users SET active = $2 WHERE id = $1 RETURNING id, email, name, password_hash, is_admin, active, created_at, personal_team_id, active_team_id
 `
 
 type SetUserActiveParams struct {
@@ -237,6 +266,34 @@ func (q *Queries) SetUserActive(ctx context.Context, arg SetUserActiveParams) (U
 		&i.IsAdmin,
 		&i.Active,
 		&i.CreatedAt,
+		&i.PersonalTeamID,
+		&i.ActiveTeamID,
+	)
+	return i, err
+}
+
+const setUserAdmin = `-- name: SetUserAdmin :one
+UPDATE users SET is_admin = $2 WHERE id = $1 RETURNING id, email, name, password_hash, is_admin, active, created_at, personal_team_id, active_team_id
+`
+
+type SetUserAdminParams struct {
+	ID      uuid.UUID
+	IsAdmin bool
+}
+
+func (q *Queries) SetUserAdmin(ctx context.Context, arg SetUserAdminParams) (User, error) {
+	row := q.db.QueryRow(ctx, setUserAdmin, arg.ID, arg.IsAdmin)
+	var i User
+	err := row.Scan(
+		&i.ID,
+		&i.Email,
+		&i.Name,
+		&i.PasswordHash,
+		&i.IsAdmin,
+		&i.Active,
+		&i.CreatedAt,
+		&i.PersonalTeamID,
+		&i.ActiveTeamID,
 	)
 	return i, err
 }

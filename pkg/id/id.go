@@ -22,6 +22,8 @@ const (
 	APIKey   Kind = "key"
 	Host     Kind = "host"
 	Snapshot Kind = "snap"
+	// Invitation is a pending invitation into a team.
+	Invitation Kind = "inv"
 )
 
 // PlatformTeam owns platform-wide resources such as the built-in templates.

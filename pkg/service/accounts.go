@@ -27,15 +27,24 @@ func isUniqueViolation(err error) bool {
 }
 
 func validateCredentials(email, password string) (string, error) {
-	addr, err := mail.ParseAddress(email)
-	if err != nil || addr.Address != strings.TrimSpace(email) || len(email) > 254 {
-		return "", errf(ErrInvalid, "email %q is not a valid address", email)
+	addr, err := validEmail(email)
+	if err != nil {
+		return "", err
 	}
 	if utf8.RuneCountInString(password) < 8 {
 		return "", errf(ErrInvalid, "password must be at least 8 characters")
 	}
 	if len(password) > 72 {
 		return "", errf(ErrInvalid, "password must be at most 72 bytes")
+	}
+	return addr, nil
+}
+
+// validEmail checks an address and returns it without the spaces around it.
+func validEmail(email string) (string, error) {
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != strings.TrimSpace(email) || len(email) > 254 {
+		return "", errf(ErrInvalid, "email %q is not a valid address", email)
 	}
 	return addr.Address, nil
 }
@@ -48,56 +57,79 @@ func validName(what, name string, max int) error {
 }
 
 // Signup creates a user with a personal team they own, and signs them in.
-// The first user of a fresh installation is the platform admin.
+// It is refused unless the installation allows sign-up; platform admins
+// are made on the host (CreateAdmin), never by signing up.
 func (s *Service) Signup(ctx context.Context, email, password, name string) (db.User, string, error) {
 	if !s.Config.AllowSignup {
 		return db.User{}, "", errf(ErrForbidden, "sign-up is disabled on this installation; ask an admin to create your account")
 	}
-	email, err := validateCredentials(email, password)
+	u, err := s.createUser(ctx, email, password, name, false)
 	if err != nil {
 		return db.User{}, "", err
+	}
+	tok, err := s.newSession(ctx, u.ID, *u.PersonalTeamID)
+	return u, tok, err
+}
+
+// createUser makes a user and their personal team.
+func (s *Service) createUser(ctx context.Context, email, password, name string, admin bool) (db.User, error) {
+	email, err := validateCredentials(email, password)
+	if err != nil {
+		return db.User{}, err
 	}
 	if name == "" {
 		name = strings.Split(email, "@")[0]
 	}
 	if err := validName("name", name, 100); err != nil {
-		return db.User{}, "", err
+		return db.User{}, err
 	}
 	hash, err := cpauth.HashPassword(password)
 	if err != nil {
-		return db.User{}, "", err
+		return db.User{}, err
 	}
 	var u db.User
-	var team db.Team
 	err = s.inTx(ctx, func(q *db.Queries) error {
-		// Serialises concurrent first sign-ups so exactly one becomes admin.
-		if err := q.LockSignup(ctx); err != nil {
-			return err
-		}
-		n, err := q.CountUsers(ctx)
+		team, err := q.CreateTeam(ctx, db.CreateTeamParams{ID: id.New(), Name: name + "'s team"})
 		if err != nil {
 			return err
 		}
-		u, err = q.CreateUser(ctx, db.CreateUserParams{ID: id.New(), Email: email, Name: name, PasswordHash: hash, IsAdmin: n == 0})
+		u, err = q.CreateUser(ctx, db.CreateUserParams{ID: id.New(), Email: email, Name: name, PasswordHash: hash, IsAdmin: admin, PersonalTeamID: &team.ID})
 		if isUniqueViolation(err) {
 			return errf(ErrConflict, "an account with email %s already exists", email)
 		}
 		if err != nil {
 			return err
 		}
-		team, err = q.CreateTeam(ctx, db.CreateTeamParams{ID: id.New(), Name: name + "'s team"})
-		if err != nil {
-			return err
-		}
 		_, err = q.AddMember(ctx, db.AddMemberParams{TeamID: team.ID, UserID: u.ID, Role: "owner"})
 		return err
 	})
-	if err != nil {
-		return db.User{}, "", err
-	}
-	tok, err := s.newSession(ctx, u.ID, team.ID)
-	return u, tok, err
+	return u, err
 }
+
+// CreateAdmin makes a platform admin, from the host (control-plane
+// create-admin, wrenn dev): an existing account with that email is made an
+// admin (its password is left as it is); otherwise one is created with
+// password. It reports whether the account was created.
+func (s *Service) CreateAdmin(ctx context.Context, email, password, name string) (db.User, bool, error) {
+	u, err := s.Q.GetUserByEmail(ctx, strings.TrimSpace(email))
+	if err == nil {
+		if u, err = s.Q.SetUserAdmin(ctx, db.SetUserAdminParams{ID: u.ID, IsAdmin: true}); err != nil {
+			return u, false, err
+		}
+		if !u.Active {
+			u, err = s.Q.SetUserActive(ctx, db.SetUserActiveParams{ID: u.ID, Active: true})
+		}
+		return u, false, err
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return u, false, err
+	}
+	u, err = s.createUser(ctx, email, password, name, true)
+	return u, err == nil, err
+}
+
+// HasAdmin reports whether the installation has an active platform admin.
+func (s *Service) HasAdmin(ctx context.Context) (bool, error) { return s.Q.AnyAdmin(ctx) }
 
 func (s *Service) newSession(ctx context.Context, uid, team uuid.UUID) (string, error) {
 	exp := time.Now().Add(s.Config.SessionTTL)
@@ -112,7 +144,9 @@ func (s *Service) newSession(ctx context.Context, uid, team uuid.UUID) (string, 
 	return s.Keys.SignSession(sess.ID, uid, exp)
 }
 
-// Login checks a password and opens a session in the user's first team.
+// Login checks a password and opens a session in the user's active team:
+// the one they last switched to, else their personal team, as long as they
+// are still a member of it. Joining a team never changes it.
 func (s *Service) Login(ctx context.Context, email, password string) (db.User, string, error) {
 	u, err := s.Q.GetUserByEmail(ctx, strings.TrimSpace(email))
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -124,16 +158,30 @@ func (s *Service) Login(ctx context.Context, email, password string) (db.User, s
 	if !u.Active {
 		return db.User{}, "", errf(ErrForbidden, "this account is deactivated; ask an admin")
 	}
-	teams, err := s.Q.ListTeamsForUser(ctx, u.ID)
+	team, err := s.defaultTeam(ctx, u)
 	if err != nil {
 		return db.User{}, "", err
 	}
-	var team uuid.UUID
-	if len(teams) > 0 {
-		team = teams[0].ID
-	}
 	tok, err := s.newSession(ctx, u.ID, team)
 	return u, tok, err
+}
+
+// defaultTeam is where a new session of u starts: the team u last chose,
+// else u's personal team, else none.
+func (s *Service) defaultTeam(ctx context.Context, u db.User) (uuid.UUID, error) {
+	for _, t := range []*uuid.UUID{u.ActiveTeamID, u.PersonalTeamID} {
+		if t == nil {
+			continue
+		}
+		_, err := s.Q.GetMemberRole(ctx, db.GetMemberRoleParams{TeamID: *t, UserID: u.ID})
+		if err == nil {
+			return *t, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return uuid.Nil, err
+		}
+	}
+	return uuid.Nil, nil
 }
 
 // Logout revokes the caller's session.
@@ -219,7 +267,8 @@ func (s *Service) Me(ctx context.Context, c auth.Caller) (db.User, []db.ListTeam
 	return u, teams, err
 }
 
-// SwitchTeam makes team the session's active team.
+// SwitchTeam makes team the session's active team and remembers it as the
+// user's choice for later sessions.
 func (s *Service) SwitchTeam(ctx context.Context, c auth.Caller, team uuid.UUID) error {
 	if c.Kind != auth.Session {
 		return errf(ErrInvalid, "an API key belongs to one team; switching needs a session")
@@ -227,7 +276,12 @@ func (s *Service) SwitchTeam(ctx context.Context, c auth.Caller, team uuid.UUID)
 	if _, err := s.Q.GetMemberRole(ctx, db.GetMemberRoleParams{TeamID: team, UserID: c.UserID}); err != nil {
 		return notFound(err, "team")
 	}
-	return s.Q.SetSessionTeam(ctx, db.SetSessionTeamParams{ID: c.SessionID, TeamID: &team})
+	return s.inTx(ctx, func(q *db.Queries) error {
+		if err := q.SetSessionTeam(ctx, db.SetSessionTeamParams{ID: c.SessionID, TeamID: &team}); err != nil {
+			return err
+		}
+		return q.SetActiveTeam(ctx, db.SetActiveTeamParams{ID: c.UserID, ActiveTeamID: &team})
+	})
 }
 
 func requireTeam(c auth.Caller) error {

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -126,32 +125,6 @@ func validRole(role string) error {
 		return errf(ErrInvalid, "role %q: use owner, admin or member", role)
 	}
 	return nil
-}
-
-// AddMember invites an existing user by email into team.
-func (s *Service) AddMember(ctx context.Context, c auth.Caller, team uuid.UUID, email, role string) (db.ListMembersRow, error) {
-	myRole, err := s.requireTeamManager(ctx, c, team)
-	if err != nil {
-		return db.ListMembersRow{}, err
-	}
-	if role == "" {
-		role = "member"
-	}
-	if err := validRole(role); err != nil {
-		return db.ListMembersRow{}, err
-	}
-	if role == "owner" && myRole != "owner" {
-		return db.ListMembersRow{}, errf(ErrForbidden, "only an owner can add another owner")
-	}
-	u, err := s.Q.GetUserByEmail(ctx, strings.TrimSpace(email))
-	if err != nil {
-		return db.ListMembersRow{}, notFound(err, "user with that email")
-	}
-	m, err := s.Q.AddMember(ctx, db.AddMemberParams{TeamID: team, UserID: u.ID, Role: role})
-	if isUniqueViolation(err) {
-		return db.ListMembersRow{}, errf(ErrConflict, "%s is already a member", u.Email)
-	}
-	return db.ListMembersRow{ID: u.ID, Email: u.Email, Name: u.Name, Role: m.Role, CreatedAt: m.CreatedAt}, err
 }
 
 // SetMemberRole changes a member's role; a team always keeps an owner.

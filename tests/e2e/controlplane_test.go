@@ -141,7 +141,7 @@ func TestControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cp.Stop() }()
-	admin := cp.Signup(t, "admin@example.com")
+	admin := cp.Admin(t, "admin@example.com")
 	h1 := startCPAgent(t, cp, admin.Token, 1, "gvisor")
 	h2 := startCPAgent(t, cp, admin.Token, 2, "gvisor")
 	alice := cp.Signup(t, "alice@example.com")
@@ -788,7 +788,7 @@ func TestControlPlaneAgentRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cp.Stop() }()
-	admin := cp.Signup(t, "admin@example.com")
+	admin := cp.Admin(t, "admin@example.com")
 	h := startCPAgent(t, cp, admin.Token, 3, "gvisor", "--on-stop", "pause")
 	key := cp.APIKey(t, cp.Signup(t, "user@example.com"))
 	sb := sandboxOf(t, cp.Must(t, 201, "POST", "/v1/sandboxes", key, map[string]any{"timeout_seconds": 600}))

@@ -1,0 +1,135 @@
+package cpapi_test
+
+import (
+	"maps"
+	"net/http"
+	"slices"
+	"testing"
+
+	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
+	"git.omukk.dev/wrenn/sandbox/internal/cptest"
+	"git.omukk.dev/wrenn/sandbox/pkg/config"
+)
+
+// The attacks of issue 21 against the control plane's API, each checked
+// to fail now.
+
+// TestTeamTakeoverNeedsConsent: adding someone to a team used to take
+// effect at once, and a login landed in the user's oldest team, so a team
+// created before the victim signed up became the victim's active team
+// (their keys and sandboxes then belonged to the attacker). Now it is an
+// invitation the invitee answers, answered alike for any email, and the
+// active team is the user's own choice.
+func TestTeamTakeoverNeedsConsent(t *testing.T) {
+	cp := startCP(t, nil)
+	attacker := cp.Signup(t, "mallory@example.com")
+	evil := cp.Must(t, 201, "POST", "/v1/teams", attacker.Token, map[string]string{"name": "evil"}).Map()["id"].(string)
+	// Invited before the victim has an account, and again for an account
+	// that exists: the answers do not tell the two apart.
+	early := cp.Must(t, 201, "POST", "/v1/teams/"+evil+"/invitations", attacker.Token, map[string]string{"email": "victim@example.com"})
+	victim := cp.Signup(t, "victim@example.com")
+	other := cp.Signup(t, "other@example.com")
+	known := cp.Must(t, 201, "POST", "/v1/teams/"+attacker.TeamID+"/invitations", attacker.Token, map[string]string{"email": "other@example.com"})
+	unknown := cp.Must(t, 201, "POST", "/v1/teams/"+attacker.TeamID+"/invitations", attacker.Token, map[string]string{"email": "nobody@example.com"})
+	keys := func(r cptest.Response) []string { return slices.Sorted(maps.Keys(r.Map())) }
+	if !slices.Equal(keys(known), keys(unknown)) || !slices.Equal(keys(early), keys(known)) {
+		t.Errorf("invitation answers differ by whether the email exists: %s / %s", known, unknown)
+	}
+
+	// Nothing changed for the victim: one team, their own, active.
+	assertActive := func(tok, want string) {
+		t.Helper()
+		r := cp.Must(t, 200, "GET", "/v1/auth/me", tok, nil)
+		if got := r.Map()["active_team_id"]; got != want || r.Header.Get(cpapi.TeamHeader) != want {
+			t.Fatalf("active team %v (header %q), want %s", got, r.Header.Get(cpapi.TeamHeader), want)
+		}
+	}
+	login := func(a cptest.Account) string {
+		t.Helper()
+		l, err := cp.Login(a.Email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Token
+	}
+	var teams []struct{ ID string }
+	_ = cp.Must(t, 200, "GET", "/v1/teams", victim.Token, nil).JSON(&teams)
+	if len(teams) != 1 || teams[0].ID != victim.TeamID {
+		t.Fatalf("victim's teams before answering: %+v", teams)
+	}
+	tok := login(victim)
+	assertActive(tok, victim.TeamID)
+	key := cp.Must(t, 201, "POST", "/v1/api-keys", tok, map[string]string{"name": "mine"}).Map()
+	if key["team_id"] != victim.TeamID {
+		t.Fatalf("the victim's key went to %v", key["team_id"])
+	}
+	var members []struct{ Email string }
+	_ = cp.Must(t, 200, "GET", "/v1/teams/"+evil+"/members", attacker.Token, nil).JSON(&members)
+	if len(members) != 1 {
+		t.Fatalf("the victim is in the attacker's team without consent: %+v", members)
+	}
+
+	// Someone else's invitation cannot be answered, nor by an API key.
+	var otherInv []struct{ ID string }
+	_ = cp.Must(t, 200, "GET", "/v1/invitations", other.Token, nil).JSON(&otherInv)
+	if len(otherInv) != 1 {
+		t.Fatalf("other's invitations: %+v", otherInv)
+	}
+	if r, _ := cp.Do("POST", "/v1/invitations/"+otherInv[0].ID+"/accept", victim.Token, nil); r.Status != 404 {
+		t.Errorf("accepted someone else's invitation: %s", r)
+	}
+	if r, _ := cp.Do("POST", "/v1/invitations/"+otherInv[0].ID+"/accept", key["key"].(string), nil); r.Status != 403 {
+		t.Errorf("an API key answered an invitation: %s", r)
+	}
+
+	// Declined, it is gone; accepted, the victim is a member, and still
+	// acts in their own team until they switch.
+	var invs []struct {
+		ID     string
+		TeamID string `json:"team_id"`
+	}
+	_ = cp.Must(t, 200, "GET", "/v1/invitations", victim.Token, nil).JSON(&invs)
+	if len(invs) != 1 || invs[0].TeamID != evil {
+		t.Fatalf("victim's invitations: %+v", invs)
+	}
+	cp.Must(t, 204, "POST", "/v1/invitations/"+invs[0].ID+"/decline", victim.Token, nil)
+	if r, _ := cp.Do("POST", "/v1/invitations/"+invs[0].ID+"/accept", victim.Token, nil); r.Status != 404 {
+		t.Errorf("a declined invitation was accepted: %s", r)
+	}
+	inv := cp.Must(t, 201, "POST", "/v1/teams/"+evil+"/invitations", attacker.Token, map[string]string{"email": "VICTIM@example.com"}).Map()["id"].(string)
+	cp.Must(t, 200, "POST", "/v1/invitations/"+inv+"/accept", victim.Token, nil)
+	assertActive(login(victim), victim.TeamID)
+
+	// Switching is explicit, answered with the new active team, and
+	// remembered for the next login; leaving that team falls back to the
+	// personal team.
+	sw := cp.Must(t, 200, "POST", "/v1/auth/switch-team", tok, map[string]string{"team_id": evil})
+	if sw.Map()["active_team_id"] != evil || sw.Header.Get(cpapi.TeamHeader) != evil {
+		t.Errorf("switch answer: %s %v", sw, sw.Header)
+	}
+	assertActive(login(victim), evil)
+	cp.Must(t, 204, "DELETE", "/v1/teams/"+evil+"/members/"+victim.UserID, attacker.Token, nil)
+	assertActive(login(victim), victim.TeamID)
+}
+
+// TestSignupClosedByDefault: sign-up used to be open and the first account
+// became the platform admin, so whoever reached a fresh control plane
+// first owned it.
+func TestSignupClosedByDefault(t *testing.T) {
+	cp := startCP(t, func(c *config.Config) { c.AllowSignup = config.Defaults().AllowSignup })
+	r, _ := cp.Do("POST", "/v1/auth/signup", "", map[string]string{"email": "first@example.com", "password": "long enough pw"})
+	if r.Status != http.StatusForbidden {
+		t.Fatalf("sign-up on a default installation: %s", r)
+	}
+	// Where sign-up is allowed, even the first account is no admin.
+	open := startCP(t, nil)
+	first := open.Signup(t, "first@example.com")
+	if me := open.Must(t, 200, "GET", "/v1/auth/me", first.Token, nil).Map(); me["user"].(map[string]any)["admin"] != false {
+		t.Fatalf("the first account to sign up is an admin: %v", me)
+	}
+	if r, _ := open.Do("POST", "/v1/hosts/tokens", first.Token, nil); r.Status != 403 {
+		t.Errorf("the first account made a host token: %s", r)
+	}
+	admin := open.Admin(t, "ops@example.com")
+	open.Must(t, 201, "POST", "/v1/hosts/tokens", admin.Token, nil)
+}
