@@ -98,8 +98,12 @@ func (a *API) myInvitations(w http.ResponseWriter, r *http.Request) {
 	}))
 }
 
-func (a *API) acceptInvitation(w http.ResponseWriter, r *http.Request)  { a.answerInvitation(w, r, true) }
-func (a *API) declineInvitation(w http.ResponseWriter, r *http.Request) { a.answerInvitation(w, r, false) }
+func (a *API) acceptInvitation(w http.ResponseWriter, r *http.Request) {
+	a.answerInvitation(w, r, true)
+}
+func (a *API) declineInvitation(w http.ResponseWriter, r *http.Request) {
+	a.answerInvitation(w, r, false)
+}
 
 // answerInvitation accepts or declines; either is audited under the
 // inviting team, which sees who joined or declined.
