@@ -46,7 +46,10 @@ VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING *;
 
 -- name: GetAPIKeyByHash :one
-SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL;
+-- A key acts only while the user who made it is active.
+SELECT sqlc.embed(k), coalesce(u.active, true)::boolean AS owner_active
+FROM api_keys k LEFT JOIN users u ON u.id = k.created_by
+WHERE k.hash = $1 AND k.revoked_at IS NULL;
 
 -- name: TouchAPIKey :exec
 UPDATE api_keys SET last_used_at = now()

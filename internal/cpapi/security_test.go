@@ -133,3 +133,25 @@ func TestSignupClosedByDefault(t *testing.T) {
 	admin := open.Admin(t, "ops@example.com")
 	open.Must(t, 201, "POST", "/v1/hosts/tokens", admin.Token, nil)
 }
+
+// TestDeactivatedUsersKeysStop: a deactivated user's API keys used to keep
+// working (list, exec, create); they stop at once and work again if the
+// user is reactivated.
+func TestDeactivatedUsersKeysStop(t *testing.T) {
+	cp := startCP(t, nil)
+	admin := cp.Admin(t, "admin@example.com")
+	u := cp.Signup(t, "leaver@example.com")
+	key := cp.APIKey(t, u)
+	cp.Must(t, 200, "GET", "/v1/sandboxes", key, nil)
+	cp.Must(t, 200, "POST", "/v1/admin/users/"+u.UserID+"/deactivate", admin.Token, nil)
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/v1/sandboxes"}, {"POST", "/v1/sandboxes"}, {"GET", "/e2b/sandboxes"}, {"POST", "/e2b/sandboxes"},
+		{"GET", "/v1/ws/sandboxes/sb-00000000000000000000000000000000/exec?cmd=id"},
+	} {
+		if r, _ := cp.Do(c.method, c.path, key, map[string]any{}); r.Status != 401 {
+			t.Errorf("%s %s with a deactivated user's key: %s", c.method, c.path, r)
+		}
+	}
+	cp.Must(t, 200, "POST", "/v1/admin/users/"+u.UserID+"/activate", admin.Token, nil)
+	cp.Must(t, 200, "GET", "/v1/sandboxes", key, nil)
+}

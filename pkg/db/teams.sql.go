@@ -178,22 +178,31 @@ func (q *Queries) DeleteTeamInvitation(ctx context.Context, arg DeleteTeamInvita
 }
 
 const getAPIKeyByHash = `-- name: GetAPIKeyByHash :one
-SELECT id, team_id, created_by, name, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL
+SELECT k.id, k.team_id, k.created_by, k.name, k.prefix, k.hash, k.created_at, k.last_used_at, k.revoked_at, coalesce(u.active, true)::boolean AS owner_active
+FROM api_keys k LEFT JOIN users u ON u.id = k.created_by
+WHERE k.hash = $1 AND k.revoked_at IS NULL
 `
 
-func (q *Queries) GetAPIKeyByHash(ctx context.Context, hash []byte) (ApiKey, error) {
+type GetAPIKeyByHashRow struct {
+	ApiKey      ApiKey
+	OwnerActive bool
+}
+
+// A key acts only while the user who made it is active.
+func (q *Queries) GetAPIKeyByHash(ctx context.Context, hash []byte) (GetAPIKeyByHashRow, error) {
 	row := q.db.QueryRow(ctx, getAPIKeyByHash, hash)
-	var i ApiKey
+	var i GetAPIKeyByHashRow
 	err := row.Scan(
-		&i.ID,
-		&i.TeamID,
-		&i.CreatedBy,
-		&i.Name,
-		&i.Prefix,
-		&i.Hash,
-		&i.CreatedAt,
-		&i.LastUsedAt,
-		&i.RevokedAt,
+		&i.ApiKey.ID,
+		&i.ApiKey.TeamID,
+		&i.ApiKey.CreatedBy,
+		&i.ApiKey.Name,
+		&i.ApiKey.Prefix,
+		&i.ApiKey.Hash,
+		&i.ApiKey.CreatedAt,
+		&i.ApiKey.LastUsedAt,
+		&i.ApiKey.RevokedAt,
+		&i.OwnerActive,
 	)
 	return i, err
 }

@@ -237,12 +237,16 @@ func (s *Service) authSession(ctx context.Context, tok string) (auth.Caller, err
 }
 
 func (s *Service) authAPIKey(ctx context.Context, key string) (auth.Caller, error) {
-	k, err := s.Q.GetAPIKeyByHash(ctx, cpauth.HashSecret(key))
+	row, err := s.Q.GetAPIKeyByHash(ctx, cpauth.HashSecret(key))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return auth.Caller{}, errf(ErrUnauthorized, "invalid or revoked API key")
 	}
 	if err != nil {
 		return auth.Caller{}, err
+	}
+	k := row.ApiKey
+	if !row.OwnerActive {
+		return auth.Caller{}, errf(ErrUnauthorized, "this API key's owner is deactivated")
 	}
 	if err := s.Q.TouchAPIKey(ctx, k.ID); err != nil {
 		s.Log.Warn("record API key use", "key", k.Prefix, "err", err)
