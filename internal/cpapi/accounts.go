@@ -37,6 +37,7 @@ func (a *API) session(r *http.Request, u db.User, tok string) sessionView {
 }
 
 func (a *API) signup(w http.ResponseWriter, r *http.Request) {
+	setAudit(r.Context(), "auth.signup", "user", "")
 	var b credentialsBody
 	if !a.decode(w, r, &b) {
 		return
@@ -52,12 +53,14 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
+	// Named before the body is read: a login refused for its body is a
+	// failed login too.
+	setAudit(r.Context(), "auth.login", "user", "")
 	var b credentialsBody
 	if !a.decode(w, r, &b) {
 		return
 	}
 	setActor(r.Context(), "email", b.Email, uuid.Nil)
-	setAudit(r.Context(), "auth.login", "user", "")
 	u, tok, err := a.svc.Login(r.Context(), b.Email, b.Password)
 	if err != nil {
 		a.log.Warn("login failed", "ip", clientIP(r), "email", b.Email, "reason", err.Error())

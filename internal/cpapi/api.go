@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/httprate"
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
@@ -39,6 +40,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Use(a.audit)
+	r.Use(checkText)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})
@@ -148,6 +150,18 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 	})
 	a.Root = r
 	return a
+}
+
+// checkText refuses a NUL byte or invalid UTF-8 in the path or the query
+// (PostgreSQL cannot store them; a guest cannot take them) with a 400.
+func checkText(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := wiretext.CheckQuery(r.URL.Path, r.URL.Query()); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // ServeHTTP serves the API.

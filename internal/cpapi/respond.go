@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
@@ -99,6 +100,10 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if dec.More() {
 		writeError(w, http.StatusBadRequest, "invalid_argument", "the body must hold a single JSON object")
+		return false
+	}
+	if err := wiretext.Check(v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
 		return false
 	}
 	return true

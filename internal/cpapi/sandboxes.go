@@ -183,7 +183,7 @@ type execBody struct {
 	Cwd            string            `json:"cwd,omitempty"`
 	User           string            `json:"user,omitempty"`
 	TimeoutSeconds uint32            `json:"timeout_seconds,omitempty"`
-	Stdin          string            `json:"stdin,omitempty"`
+	Stdin          string            `json:"stdin,omitempty" wiretext:"binary"`
 }
 
 type execView struct {

@@ -155,3 +155,50 @@ func TestDeactivatedUsersKeysStop(t *testing.T) {
 	cp.Must(t, 200, "POST", "/v1/admin/users/"+u.UserID+"/activate", admin.Token, nil)
 	cp.Must(t, 200, "GET", "/v1/sandboxes", key, nil)
 }
+
+// TestNULBytesAreRefused: a NUL byte in a name, metadata, an email or an
+// env value used to reach PostgreSQL (or the guest) and come back as a
+// 500, and a login with one was not recorded. Each is a 400 now, and the
+// failed login is in the audit log.
+func TestNULBytesAreRefused(t *testing.T) {
+	cp := startCP(t, nil)
+	admin := cp.Admin(t, "admin@example.com")
+	a := cp.Signup(t, "a@example.com")
+	key := cp.APIKey(t, a)
+	for _, c := range []struct {
+		method, path, token string
+		body                any
+	}{
+		{"POST", "/v1/auth/signup", "", map[string]string{"email": "x\x00@example.com", "password": "long enough pw"}},
+		{"POST", "/v1/auth/login", "", map[string]string{"email": "a@example.com\x00", "password": "long enough pw"}},
+		{"POST", "/v1/teams", a.Token, map[string]string{"name": "te\x00am"}},
+		{"PATCH", "/v1/teams/" + a.TeamID, a.Token, map[string]string{"name": "te\x00am"}},
+		{"POST", "/v1/api-keys", a.Token, map[string]string{"name": "k\x00"}},
+		{"POST", "/v1/teams/" + a.TeamID + "/invitations", a.Token, map[string]string{"email": "b\x00@example.com"}},
+		{"POST", "/v1/sandboxes", key, map[string]any{"metadata": map[string]string{"k": "v\x00"}}},
+		{"POST", "/v1/sandboxes", key, map[string]any{"metadata": map[string]string{"k\x00": "v"}}},
+		{"POST", "/v1/sandboxes", key, map[string]any{"env_vars": map[string]string{"K": "v\x00"}}},
+		{"POST", "/v1/snapshots", key, map[string]any{"sandbox_id": "sb-00000000000000000000000000000000", "name": "s\x00"}},
+		{"GET", "/v1/sandboxes?metadata=k%3Dv%00", key, nil},
+		{"GET", "/v1/audit?action=%00", a.Token, nil},
+		{"GET", "/v1/sandboxes?metadata=k%3D%FF", key, nil},
+		{"POST", "/e2b/sandboxes", key, map[string]any{"templateID": "minimal", "metadata": map[string]string{"k": "v\x00"}}},
+		{"POST", "/e2b/sandboxes", key, map[string]any{"templateID": "minimal", "envVars": map[string]string{"K": "\x00"}}},
+	} {
+		r, err := cp.Do(c.method, c.path, c.token, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != 400 {
+			t.Errorf("%s %s %v: %s", c.method, c.path, c.body, r)
+		}
+	}
+	var entries []struct {
+		Status int
+		IP     string
+	}
+	_ = cp.Must(t, 200, "GET", "/v1/admin/audit?action=auth.login", admin.Token, nil).JSON(&entries)
+	if len(entries) == 0 || entries[0].Status != 400 {
+		t.Errorf("the refused login is not in the audit log: %+v", entries)
+	}
+}
