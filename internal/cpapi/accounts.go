@@ -3,10 +3,12 @@ package cpapi
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
@@ -61,6 +63,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setActor(r.Context(), "email", b.Email, uuid.Nil)
+	if a.accountLimit.OnLimit(w, r, "login:"+strings.ToLower(strings.TrimSpace(b.Email))) {
+		a.log.Warn("sign-in rate limit for an account", "ip", clientIP(r), "email", wiretext.Clean(b.Email, 254))
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many sign-in attempts for this account; wait a minute")
+		return
+	}
 	u, tok, err := a.svc.Login(r.Context(), b.Email, b.Password)
 	if err != nil {
 		a.log.Warn("login failed", "ip", clientIP(r), "email", b.Email, "reason", err.Error())

@@ -6,7 +6,6 @@ package cpapi
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/go-chi/httprate"
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
@@ -32,13 +32,16 @@ type API struct {
 	// extensions add routes that need a caller.
 	Root chi.Router
 	V1   chi.Router
+	// accountLimit bounds sign-in attempts per account from all addresses.
+	accountLimit *httprate.RateLimiter
 }
 
 // New builds the router.
 func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
-	a := &API{svc: svc, cfg: cfg, log: log}
+	a := &API{svc: svc, cfg: cfg, log: log, accountLimit: httprate.NewRateLimiter(cfg.AuthAccountRatePerMinute, time.Minute)}
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
+	r.Use(clientip.Middleware(cfg.TrustedProxies))
 	r.Use(a.audit)
 	r.Use(checkText)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -62,11 +65,12 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 	r.Route("/v1", func(r chi.Router) {
 		// Public: sign-in and host registration, rate-limited per client.
 		r.Group(func(r chi.Router) {
-			r.Use(httprate.Limit(cfg.AuthRatePerMinute, time.Minute, httprate.WithKeyFuncs(httprate.KeyByIP),
-				httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
-					a.log.Warn("auth rate limit", "ip", clientIP(r), "path", r.URL.Path)
-					writeError(w, http.StatusTooManyRequests, "rate_limited", "too many attempts; wait a minute")
-				})))
+			r.Use(httprate.LimitBy(cfg.AuthRatePerMinute, time.Minute, func(r *http.Request) (string, error) {
+				return httprate.CanonicalizeIP(clientIP(r)), nil
+			}, httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
+				a.log.Warn("auth rate limit", "ip", clientIP(r), "path", r.URL.Path)
+				writeError(w, http.StatusTooManyRequests, "rate_limited", "too many attempts from this address; wait a minute")
+			})))
 			r.Post("/auth/signup", a.signup)
 			r.Post("/auth/login", a.login)
 			r.Post("/hosts/register", a.registerHost)
@@ -228,13 +232,9 @@ func describeCredential(cred string) string {
 	}
 }
 
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// clientIP is the request's client address (behind trusted proxies, the
+// one they forwarded).
+func clientIP(r *http.Request) string { return clientip.Of(r) }
 
 func caller(r *http.Request) auth.Caller {
 	c, _ := auth.CallerFrom(r.Context())

@@ -1,9 +1,14 @@
 package cpapi_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
@@ -200,5 +205,77 @@ func TestNULBytesAreRefused(t *testing.T) {
 	_ = cp.Must(t, 200, "GET", "/v1/admin/audit?action=auth.login", admin.Token, nil).JSON(&entries)
 	if len(entries) == 0 || entries[0].Status != 400 {
 		t.Errorf("the refused login is not in the audit log: %+v", entries)
+	}
+}
+
+// loginFrom signs in through a proxy that forwards for addr.
+func loginFrom(t *testing.T, cp *cptest.CP, addr, email, password string) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"email": email, "password": password})
+	req, _ := http.NewRequest("POST", cp.URL+"/v1/auth/login", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", addr)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestSignInLimits: the sign-in limit was per source address only, so one
+// client behind a shared proxy locked everyone behind it out. Behind a
+// trusted proxy each client has its own limit, each account has one too
+// (however many addresses try it), and a client that is not a trusted
+// proxy cannot choose its address with X-Forwarded-For.
+func TestSignInLimits(t *testing.T) {
+	cp := startCP(t, func(c *config.Config) {
+		c.AuthRatePerMinute, c.AuthAccountRatePerMinute = 5, 3
+		c.TrustedProxies = []string{"127.0.0.1"}
+	})
+	admin := cp.Admin(t, "admin@example.com")
+	cp.Signup(t, "alice@example.com")
+	cp.Signup(t, "victim@example.com")
+	// One client behind the proxy exhausts its own limit...
+	var codes []int
+	for i := range 6 {
+		code, _ := loginFrom(t, cp, "203.0.113.7", fmt.Sprintf("guess%d@example.com", i), "wrong password")
+		codes = append(codes, code)
+	}
+	if codes[0] != 401 || codes[5] != 429 {
+		t.Fatalf("one client's attempts: %v", codes)
+	}
+	// ...and another behind the same proxy still signs in.
+	if code, body := loginFrom(t, cp, "203.0.113.8", "alice@example.com", cptest.Password); code != 200 {
+		t.Fatalf("another client behind the same proxy: %d %s", code, body)
+	}
+	// Guessing one account's password from ever new addresses stops too.
+	codes = nil
+	for i := range 4 {
+		code, _ := loginFrom(t, cp, fmt.Sprintf("198.51.100.%d", i+1), "victim@example.com", "wrong password")
+		codes = append(codes, code)
+	}
+	if !slices.Equal(codes, []int{401, 401, 401, 429}) {
+		t.Fatalf("one account from many addresses: %v", codes)
+	}
+	if _, body := loginFrom(t, cp, "198.51.100.9", "victim@example.com", "wrong password"); !strings.Contains(body, "this account") {
+		t.Errorf("the account limit's message: %s", body)
+	}
+	// The audit log has the forwarded address, not the proxy's.
+	r := cp.Must(t, 200, "GET", "/v1/admin/audit?action=auth.login", admin.Token, nil)
+	if !strings.Contains(string(r.Body), "198.51.100.1") {
+		t.Errorf("audit lacks the client's address: %s", r.Body)
+	}
+
+	// Not behind a trusted proxy: X-Forwarded-For changes nothing.
+	direct := startCP(t, func(c *config.Config) { c.AuthRatePerMinute = 3 })
+	codes = nil
+	for i := range 4 {
+		code, _ := loginFrom(t, direct, fmt.Sprintf("192.0.2.%d", i+1), fmt.Sprintf("g%d@example.com", i), "wrong password")
+		codes = append(codes, code)
+	}
+	if codes[3] != 429 {
+		t.Fatalf("a spoofed X-Forwarded-For escaped the limit: %v", codes)
 	}
 }

@@ -90,7 +90,7 @@ func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
 		cfg.Secret = make([]byte, 32)
 		rand.Read(cfg.Secret)
 	}
-	cfg.AuthRatePerMinute = 10000
+	cfg.AuthRatePerMinute, cfg.AuthAccountRatePerMinute = 10000, 10000
 	cfg.AllowSignup = true
 	if o.Tune != nil {
 		o.Tune(&cfg)

@@ -20,6 +20,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
@@ -94,7 +95,7 @@ func (h *handler) authenticate(next http.Handler) http.Handler {
 		}
 		c, err := h.svc.Authenticate(r.Context(), strings.TrimSpace(cred))
 		if err != nil {
-			h.log.Warn("authentication failed", "api", "e2b", "ip", r.RemoteAddr, "path", r.URL.Path, "key_prefix", keyPrefix(cred))
+			h.log.Warn("authentication failed", "api", "e2b", "ip", clientip.Of(r), "path", r.URL.Path, "key_prefix", keyPrefix(cred))
 			writeError(w, http.StatusUnauthorized, err.Error())
 			return
 		}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 )
 
 // Config configures wrenn-cp.
@@ -33,9 +35,19 @@ type Config struct {
 	// platform admin: the first one is made on the host with
 	// `control-plane create-admin`.
 	AllowSignup bool
-	// AuthRatePerMinute limits signup/login attempts per client IP
-	// (WRENN_AUTH_RATE_PER_MINUTE, default 20).
+	// AuthRatePerMinute limits sign-up, sign-in and host registration
+	// attempts per client address (WRENN_AUTH_RATE_PER_MINUTE, default 20).
 	AuthRatePerMinute int
+	// AuthAccountRatePerMinute limits sign-in attempts per account (email),
+	// from all addresses together (WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE,
+	// default 10).
+	AuthAccountRatePerMinute int
+	// TrustedProxies are the reverse proxies in front of the control plane
+	// (addresses or CIDR ranges; WRENN_TRUSTED_PROXIES, comma-separated).
+	// A request from one of them is attributed to the right-most address
+	// of its X-Forwarded-For that is not a trusted proxy; X-Forwarded-For
+	// from anyone else is ignored. Without it every client is its TCP peer.
+	TrustedProxies []string
 	// HeartbeatTimeout marks a host unreachable after this long without a
 	// heartbeat (WRENN_HEARTBEAT_TIMEOUT, default 30s).
 	HeartbeatTimeout time.Duration
@@ -57,7 +69,7 @@ type Config struct {
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
 	return Config{
-		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20,
+		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour,
 	}
@@ -102,16 +114,37 @@ func FromEnv() (Config, error) {
 			err = fmt.Errorf("WRENN_ALLOW_SIGNUP: %w", err)
 		}
 	}
-	if v := os.Getenv("WRENN_AUTH_RATE_PER_MINUTE"); v != "" && err == nil {
-		if c.AuthRatePerMinute, err = strconv.Atoi(v); err != nil {
-			err = fmt.Errorf("WRENN_AUTH_RATE_PER_MINUTE: %w", err)
+	num := func(name string, into *int) {
+		if v := os.Getenv(name); v != "" && err == nil {
+			if *into, err = strconv.Atoi(v); err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
 		}
 	}
+	num("WRENN_AUTH_RATE_PER_MINUTE", &c.AuthRatePerMinute)
+	num("WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE", &c.AuthAccountRatePerMinute)
+	c.TrustedProxies = list(os.Getenv("WRENN_TRUSTED_PROXIES"))
 	return c, err
+}
+
+// list splits a comma-separated setting, dropping empty items.
+func list(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Validate names the first missing or unusable setting.
 func (c Config) Validate() error {
+	for _, p := range c.TrustedProxies {
+		if _, err := clientip.ParsePrefix(p); err != nil {
+			return fmt.Errorf("WRENN_TRUSTED_PROXIES: %w", err)
+		}
+	}
 	switch {
 	case c.DatabaseURL == "":
 		return fmt.Errorf("no database: set WRENN_DATABASE_URL (for example postgres://wrenn@localhost/wrenn)")
@@ -119,6 +152,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("the control plane secret must be at least 32 bytes: set WRENN_CP_SECRET_FILE to a file holding one (head -c 32 /dev/urandom | base64 > secret)")
 	case c.SessionTTL <= 0 || c.HeartbeatTimeout <= 0 || c.ReconcileInterval <= 0:
 		return fmt.Errorf("durations must be positive")
+	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1:
+		return fmt.Errorf("WRENN_AUTH_RATE_PER_MINUTE and WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE must be at least 1")
 	}
 	return nil
 }

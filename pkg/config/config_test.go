@@ -39,3 +39,19 @@ func TestValidateNamesWhatIsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTrustedProxies(t *testing.T) {
+	t.Setenv("WRENN_TRUSTED_PROXIES", " 10.0.0.0/8, 192.0.2.1 ,")
+	c, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DatabaseURL, c.Secret = "postgres://x", make([]byte, 32)
+	if len(c.TrustedProxies) != 2 || c.Validate() != nil {
+		t.Fatalf("trusted proxies %q: %v", c.TrustedProxies, c.Validate())
+	}
+	c.TrustedProxies = []string{"proxy.example.com"}
+	if err := c.Validate(); err == nil {
+		t.Fatal("a host name was accepted as a trusted proxy")
+	}
+}
