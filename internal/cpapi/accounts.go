@@ -70,7 +70,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	}
 	u, tok, err := a.svc.Login(r.Context(), b.Email, b.Password)
 	if err != nil {
-		a.log.Warn("login failed", "ip", clientIP(r), "email", b.Email, "reason", err.Error())
+		a.log.Warn("login failed", "ip", clientIP(r), "email", wiretext.Clean(b.Email, 254), "reason", err.Error())
 		a.fail(w, r, err)
 		return
 	}

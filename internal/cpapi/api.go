@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -34,11 +35,16 @@ type API struct {
 	V1   chi.Router
 	// accountLimit bounds sign-in attempts per account from all addresses.
 	accountLimit *httprate.RateLimiter
+	// anonLimit bounds what unauthenticated requests put in the audit log
+	// and the log, per client address; anonDropped counts the rest.
+	anonLimit   *httprate.RateLimiter
+	anonDropped atomic.Int64
 }
 
 // New builds the router.
 func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
-	a := &API{svc: svc, cfg: cfg, log: log, accountLimit: httprate.NewRateLimiter(cfg.AuthAccountRatePerMinute, time.Minute)}
+	a := &API{svc: svc, cfg: cfg, log: log, accountLimit: httprate.NewRateLimiter(cfg.AuthAccountRatePerMinute, time.Minute),
+		anonLimit: httprate.NewRateLimiter(cfg.AnonymousAuditPerMinute, time.Minute)}
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Use(clientip.Middleware(cfg.TrustedProxies))
@@ -202,7 +208,9 @@ func (a *API) authenticate(allowQuery bool) func(http.Handler) http.Handler {
 			cred, _ := credential(r, allowQuery)
 			c, err := a.svc.Authenticate(r.Context(), cred)
 			if err != nil {
-				a.log.Warn("authentication failed", "ip", clientIP(r), "method", r.Method, "path", r.URL.Path, "credential", describeCredential(cred), "reason", err.Error())
+				if a.recordAnonymous(r) {
+					a.log.Warn("authentication failed", "ip", clientIP(r), "method", r.Method, "path", wiretext.Clean(r.URL.Path, 200), "credential", describeCredential(cred), "reason", err.Error())
+				}
 				a.fail(w, r, err)
 				return
 			}
@@ -226,7 +234,7 @@ func describeCredential(cred string) string {
 		return "session token"
 	default:
 		if len(cred) > 12 {
-			return "api key " + cred[:12] + "…"
+			return "api key " + wiretext.Clean(cred[:12], 12) + "…"
 		}
 		return "malformed key"
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/httprate"
 	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
@@ -25,6 +26,9 @@ type auditRecord struct {
 	// platform records the entry outside any team (hosts, admin actions):
 	// only platform admins see it.
 	platform bool
+	// anonymous is set once an unauthenticated request was weighed
+	// against the per-address quota; recorded says whether it is within.
+	anonymous, recorded bool
 }
 
 // platformAudit records the call as platform-level.
@@ -84,6 +88,9 @@ func (a *API) audit(next http.Handler) http.Handler {
 		case rec.actorType != "":
 			e.ActorType, e.ActorID = rec.actorType, rec.actorID
 		default:
+			if !a.recordAnonymous(r) {
+				return
+			}
 			e.ActorType, e.ActorID = "anonymous", clientIP(r)
 		}
 		if rec.platform {
@@ -106,3 +113,32 @@ func NoteCaller(ctx context.Context, c auth.Caller) {
 		rec.caller = &c
 	}
 }
+
+// recordAnonymous says whether an unauthenticated request may still be
+// logged and audited: each client address gets AnonymousAuditPerMinute a
+// minute, so that requests nobody authenticated cannot fill the audit log
+// and the log at will. Past it they are counted, and the count is logged
+// now and then. One request is weighed once.
+func (a *API) recordAnonymous(r *http.Request) bool {
+	rec := auditOf(r.Context())
+	if rec != nil && rec.anonymous {
+		return rec.recorded
+	}
+	ok := !a.anonLimit.OnLimit(headerSink{}, r, httprate.CanonicalizeIP(clientIP(r)))
+	if !ok {
+		if n := a.anonDropped.Add(1); n%1000 == 1 {
+			a.log.Warn("unauthenticated requests past the per-address quota are neither logged nor audited", "ip", clientIP(r), "dropped_so_far", n, "quota_per_minute", a.cfg.AnonymousAuditPerMinute)
+		}
+	}
+	if rec != nil {
+		rec.anonymous, rec.recorded = true, ok
+	}
+	return ok
+}
+
+// headerSink takes the rate-limit headers of a check that answers nobody.
+type headerSink struct{}
+
+func (headerSink) Header() http.Header         { return http.Header{} }
+func (headerSink) Write(b []byte) (int, error) { return len(b), nil }
+func (headerSink) WriteHeader(int)             {}

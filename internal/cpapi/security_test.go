@@ -2,13 +2,16 @@ package cpapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
@@ -278,4 +281,81 @@ func TestSignInLimits(t *testing.T) {
 	if codes[3] != 429 {
 		t.Fatalf("a spoofed X-Forwarded-For escaped the limit: %v", codes)
 	}
+}
+
+// TestAnonymousAuditIsBounded: unauthenticated requests wrote audit rows
+// at will (700 in 5 s) and a 900 KB email was stored and logged whole.
+// Now each address gets a quota of audited anonymous requests a minute,
+// and what an anonymous caller sends is stored cut short.
+func TestAnonymousAuditIsBounded(t *testing.T) {
+	var logs syncBuffer
+	cp, err := pg.Start(context.Background(), cptest.Options{Log: slog.New(slog.NewTextHandler(&logs, nil)), Tune: func(c *config.Config) {
+		c.AnonymousAuditPerMinute = 5
+		c.MaxBodyBytes = 2 << 20
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	admin := cp.Admin(t, "admin@example.com")
+	for range 40 {
+		if r, _ := cp.Do("POST", "/v1/sandboxes", "e2b_0000000000000000000000000000000000000000", map[string]any{}); r.Status != 401 {
+			t.Fatalf("unauthenticated create: %s", r)
+		}
+	}
+	var entries []struct {
+		ActorType string `json:"actor_type"`
+		ActorID   string `json:"actor_id"`
+	}
+	_ = cp.Must(t, 200, "GET", "/v1/admin/audit?limit=1000", admin.Token, nil).JSON(&entries)
+	anon := 0
+	for _, e := range entries {
+		if e.ActorType == "anonymous" {
+			anon++
+		}
+	}
+	if anon == 0 || anon > 5 {
+		t.Errorf("%d anonymous audit entries for 40 requests, want 1 to 5", anon)
+	}
+	if n := strings.Count(logs.String(), "authentication failed"); n > 5 {
+		t.Errorf("%d log lines for 40 unauthenticated requests", n)
+	}
+
+	huge := strings.Repeat("a", 900<<10) + "@example.com"
+	r, _ := cp.Do("POST", "/v1/auth/login", "", map[string]string{"email": huge, "password": "whatever123"})
+	if r.Status != 401 || len(r.Body) > 4096 {
+		t.Errorf("login with a 900 KB email: %d, %d bytes of answer", r.Status, len(r.Body))
+	}
+	r = cp.Must(t, 200, "GET", "/v1/admin/audit?action=auth.login&limit=1", admin.Token, nil)
+	_ = r.JSON(&entries)
+	if len(entries) != 1 || len(entries[0].ActorID) > 300 || !strings.HasPrefix(entries[0].ActorID, "aaaa") {
+		t.Errorf("the stored email: %d bytes", len(entries[0].ActorID))
+	}
+	if logs.Len() > 256<<10 {
+		t.Errorf("the log grew by %d bytes", logs.Len())
+	}
+}
+
+// syncBuffer is a log destination the server writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
 }

@@ -42,6 +42,11 @@ type Config struct {
 	// from all addresses together (WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE,
 	// default 10).
 	AuthAccountRatePerMinute int
+	// AnonymousAuditPerMinute bounds how many unauthenticated requests per
+	// client address are written to the audit log and the log each minute
+	// (WRENN_ANONYMOUS_AUDIT_PER_MINUTE, default 30); past it they are
+	// still refused, and only counted.
+	AnonymousAuditPerMinute int
 	// TrustedProxies are the reverse proxies in front of the control plane
 	// (addresses or CIDR ranges; WRENN_TRUSTED_PROXIES, comma-separated).
 	// A request from one of them is attributed to the right-most address
@@ -69,7 +74,7 @@ type Config struct {
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
 	return Config{
-		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10,
+		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10, AnonymousAuditPerMinute: 30,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour,
 	}
@@ -123,6 +128,7 @@ func FromEnv() (Config, error) {
 	}
 	num("WRENN_AUTH_RATE_PER_MINUTE", &c.AuthRatePerMinute)
 	num("WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE", &c.AuthAccountRatePerMinute)
+	num("WRENN_ANONYMOUS_AUDIT_PER_MINUTE", &c.AnonymousAuditPerMinute)
 	c.TrustedProxies = list(os.Getenv("WRENN_TRUSTED_PROXIES"))
 	return c, err
 }
@@ -152,8 +158,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("the control plane secret must be at least 32 bytes: set WRENN_CP_SECRET_FILE to a file holding one (head -c 32 /dev/urandom | base64 > secret)")
 	case c.SessionTTL <= 0 || c.HeartbeatTimeout <= 0 || c.ReconcileInterval <= 0:
 		return fmt.Errorf("durations must be positive")
-	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1:
-		return fmt.Errorf("WRENN_AUTH_RATE_PER_MINUTE and WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE must be at least 1")
+	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1 || c.AnonymousAuditPerMinute < 1:
+		return fmt.Errorf("WRENN_AUTH_RATE_PER_MINUTE, WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE and WRENN_ANONYMOUS_AUDIT_PER_MINUTE must be at least 1")
 	}
 	return nil
 }

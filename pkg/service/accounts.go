@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
+	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
@@ -44,7 +45,7 @@ func validateCredentials(email, password string) (string, error) {
 func validEmail(email string) (string, error) {
 	addr, err := mail.ParseAddress(email)
 	if err != nil || addr.Address != strings.TrimSpace(email) || len(email) > 254 {
-		return "", errf(ErrInvalid, "email %q is not a valid address", email)
+		return "", errf(ErrInvalid, "email %q is not a valid address", wiretext.Clean(email, 100))
 	}
 	return addr.Address, nil
 }

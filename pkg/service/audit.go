@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
@@ -46,12 +47,15 @@ func (s *Service) Audit(ctx context.Context, e AuditEntry) {
 	if e.TeamID != uuid.Nil {
 		team = &e.TeamID
 	}
+	// Fields can come from anyone (an email typed at sign-in): they are
+	// stored cleaned and bounded, never whole.
+	c := wiretext.Clean
 	err := s.Q.InsertAudit(context.WithoutCancel(ctx), db.InsertAuditParams{
-		ID: id.New(), TeamID: team, ActorType: e.ActorType, ActorID: e.ActorID, Action: e.Action,
-		ResourceType: e.ResourceType, ResourceID: e.ResourceID, Result: result, Status: int32(e.Status), Detail: e.Detail, Ip: e.IP,
+		ID: id.New(), TeamID: team, ActorType: c(e.ActorType, 32), ActorID: c(e.ActorID, 254), Action: c(e.Action, 128),
+		ResourceType: c(e.ResourceType, 64), ResourceID: c(e.ResourceID, 254), Result: result, Status: int32(e.Status), Detail: c(e.Detail, 1024), Ip: c(e.IP, 64),
 	})
 	if err != nil {
-		s.Log.Error("write audit log", "action", e.Action, "resource", e.ResourceID, "err", err)
+		s.Log.Error("write audit log", "action", c(e.Action, 128), "resource", c(e.ResourceID, 254), "err", err)
 	}
 }
 
