@@ -401,6 +401,14 @@ func (a *API) auditList(w http.ResponseWriter, r *http.Request, all bool) {
 		return
 	}
 	f := service.AuditFilter{Action: q.Get("action"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"), ActorID: q.Get("actor_id"), Limit: limit, AllTeams: all}
+	if t := q.Get("team_id"); t != "" && all {
+		team, err := id.Parse(id.Team, t)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_id", err.Error())
+			return
+		}
+		f.Team = &team
+	}
 	if b := q.Get("before"); b != "" {
 		t, err := time.Parse(time.RFC3339Nano, b)
 		if err != nil {

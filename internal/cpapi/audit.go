@@ -142,3 +142,13 @@ type headerSink struct{}
 func (headerSink) Header() http.Header         { return http.Header{} }
 func (headerSink) Write(b []byte) (int, error) { return len(b), nil }
 func (headerSink) WriteHeader(int)             {}
+
+// auditStream records a WebSocket session (a terminal, a streamed exec)
+// when it opens: it is a GET, which the audit middleware passes over, and
+// it may last for hours.
+func (a *API) auditStream(r *http.Request, action, sandboxID, detail string) {
+	c := caller(r)
+	actorType, actorID := service.ActorOf(c)
+	a.svc.Audit(r.Context(), service.AuditEntry{TeamID: c.TeamID, ActorType: actorType, ActorID: actorID, Action: action,
+		ResourceType: "sandbox", ResourceID: sandboxID, Status: http.StatusSwitchingProtocols, Detail: detail, IP: clientIP(r)})
+}

@@ -359,3 +359,33 @@ func (s *syncBuffer) Len() int {
 	defer s.mu.Unlock()
 	return s.b.Len()
 }
+
+// TestAuditOutlivesTeams: deleting a team was not audited (the entry's
+// team no longer existed) and erased the team's whole audit history.
+func TestAuditOutlivesTeams(t *testing.T) {
+	cp := startCP(t, nil)
+	admin := cp.Admin(t, "admin@example.com")
+	a := cp.Signup(t, "a@example.com")
+	team := cp.Must(t, 201, "POST", "/v1/teams", a.Token, map[string]string{"name": "short-lived"}).Map()["id"].(string)
+	cp.Must(t, 200, "POST", "/v1/auth/switch-team", a.Token, map[string]string{"team_id": team})
+	cp.Must(t, 201, "POST", "/v1/api-keys", a.Token, map[string]string{"name": "k"})
+	cp.Must(t, 204, "DELETE", "/v1/teams/"+team, a.Token, nil)
+	var entries []struct {
+		Action string
+		Result string
+		TeamID *string `json:"team_id"`
+	}
+	_ = cp.Must(t, 200, "GET", "/v1/admin/audit?team_id="+team, admin.Token, nil).JSON(&entries)
+	got := map[string]string{}
+	for _, e := range entries {
+		got[e.Action] = e.Result
+		if e.TeamID == nil || *e.TeamID != team {
+			t.Errorf("entry of another team: %+v", e)
+		}
+	}
+	for _, action := range []string{"team.create", "auth.switch_team", "api_key.create", "team.delete"} {
+		if got[action] != "ok" {
+			t.Errorf("%s is missing from the deleted team's history: %+v", action, entries)
+		}
+	}
+}

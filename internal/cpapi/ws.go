@@ -3,6 +3,7 @@ package cpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -56,6 +57,7 @@ func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered
 	}
 	defer conn.CloseNow()
+	a.auditStream(r, "sandbox.pty", t.AgentID, fmt.Sprintf("cmd=%q user=%q pid=%d", r.URL.Query().Get("cmd"), r.URL.Query().Get("user"), pid))
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stream, err := t.Agent.PtyAttach(ctx, connect.NewRequest(&pb.PtyAttachRequest{
@@ -157,6 +159,7 @@ func (a *API) wsExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.CloseNow()
+	a.auditStream(r, "sandbox.exec_stream", t.AgentID, fmt.Sprintf("cmd=%q args=%q cwd=%q user=%q", q.Get("cmd"), q["arg"], q.Get("cwd"), q.Get("user")))
 	ctx := conn.CloseRead(r.Context())
 	stream, err := t.Agent.ExecStream(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: t.AgentID, Cmd: q.Get("cmd"), Args: q["arg"], Cwd: q.Get("cwd"), User: q.Get("user"), Envs: envs}))
 	if err != nil {

@@ -64,8 +64,10 @@ type AuditFilter struct {
 	Action, ResourceType, ResourceID, ActorID string
 	Before                                    *time.Time
 	Limit                                     int32
-	// AllTeams lists every team's entries and platform entries (admins).
+	// AllTeams lists every team's entries and platform entries (admins);
+	// Team then narrows them to one team, deleted or not.
 	AllTeams bool
+	Team     *uuid.UUID
 }
 
 // ListAudit lists the caller's team's audit entries, newest first.
@@ -78,6 +80,7 @@ func (s *Service) ListAudit(ctx context.Context, c auth.Caller, f AuditFilter) (
 		if err := requireAdmin(c); err != nil {
 			return nil, err
 		}
+		p.TeamID = f.Team
 	} else {
 		if err := requireTeam(c); err != nil {
 			return nil, err
