@@ -3,10 +3,12 @@ package cpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
@@ -60,6 +62,7 @@ func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
 	a.auditStream(r, "sandbox.pty", t.AgentID, fmt.Sprintf("cmd=%q user=%q pid=%d", r.URL.Query().Get("cmd"), r.URL.Query().Get("user"), pid))
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	go a.endOnRevocation(ctx, cancel, r, conn)
 	stream, err := t.Agent.PtyAttach(ctx, connect.NewRequest(&pb.PtyAttachRequest{
 		SandboxId: t.AgentID, Pid: pid, Cols: cols, Rows: rows, Cmd: r.URL.Query().Get("cmd"), User: r.URL.Query().Get("user"),
 	}))
@@ -160,7 +163,9 @@ func (a *API) wsExec(w http.ResponseWriter, r *http.Request) {
 	}
 	defer conn.CloseNow()
 	a.auditStream(r, "sandbox.exec_stream", t.AgentID, fmt.Sprintf("cmd=%q args=%q cwd=%q user=%q", q.Get("cmd"), q["arg"], q.Get("cwd"), q.Get("user")))
-	ctx := conn.CloseRead(r.Context())
+	ctx, cancel := context.WithCancel(conn.CloseRead(r.Context()))
+	defer cancel()
+	go a.endOnRevocation(ctx, cancel, r, conn)
 	stream, err := t.Agent.ExecStream(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: t.AgentID, Cmd: q.Get("cmd"), Args: q["arg"], Cwd: q.Get("cwd"), User: q.Get("user"), Envs: envs}))
 	if err != nil {
 		conn.Close(websocket.StatusInternalError, truncate(err.Error()))
@@ -204,4 +209,29 @@ func truncate(s string) string {
 		return s[:120]
 	}
 	return s
+}
+
+// endOnRevocation checks the stream's credential again every
+// StreamAuthInterval and ends the stream once it no longer authenticates
+// (key revoked, logged out, user deactivated): a stream must not outlive
+// the right to open it. It returns when ctx ends.
+func (a *API) endOnRevocation(ctx context.Context, cancel context.CancelFunc, r *http.Request, conn *websocket.Conn) {
+	cred, _ := credential(r, true)
+	tick := time.NewTicker(a.cfg.StreamAuthInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		_, err := a.svc.Authenticate(ctx, cred)
+		if err == nil || !errors.Is(err, service.ErrUnauthorized) {
+			continue // valid, or the database is briefly unreachable
+		}
+		a.log.Info("ending a stream whose credential ended", "ip", clientIP(r), "path", r.URL.Path, "credential", describeCredential(cred), "reason", err.Error())
+		conn.Close(websocket.StatusPolicyViolation, truncate("credential ended: "+err.Error()))
+		cancel()
+		return
+	}
 }

@@ -20,7 +20,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/envd/files"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
@@ -93,7 +95,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "sandbox_not_found", "The sandbox was not found")
 		return
 	}
-	t, err := p.target(r.Context(), uid)
+	// Who may reach the sandbox is decided before anything is done for
+	// the request: a request that may not reach it must not resume it.
+	t, err := p.svc.ProxyTarget(r.Context(), uid)
 	if err != nil {
 		p.fail(w, sid, err)
 		return
@@ -103,6 +107,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.svc.TrafficToken(t.Sandbox))) != 1 {
 			hostapi.WriteProxyError(w, http.StatusForbidden, sid, "traffic_token_required",
 				"this sandbox's ports are private: send its traffic access token in "+TrafficTokenHeader)
+			return
+		}
+	}
+	if t.Sandbox.State != "running" {
+		// envd checks its own token, but only once the sandbox runs: to
+		// resume one, a request for envd's port carries that token.
+		resume := port != EnvdPort || p.envdAuthorized(r, t.Sandbox)
+		if t, err = p.target(r.Context(), uid, resume); err != nil {
+			p.fail(w, sid, err)
 			return
 		}
 	}
@@ -129,9 +142,37 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp.ServeHTTP(w, r)
 }
 
-// target resolves a sandbox, resuming it first if it is paused and asks
-// for that.
-func (p *Proxy) target(ctx context.Context, uid uuid.UUID) (service.ProxyTarget, error) {
+// envdAuthorized reports whether a request for envd's port carries the
+// sandbox's envd token, in X-Access-Token or as a signed /files URL, as
+// envd itself would accept it.
+func (p *Proxy) envdAuthorized(r *http.Request, sb db.Sandbox) bool {
+	token := p.svc.EnvdToken(sb)
+	if token == "" {
+		return false
+	}
+	if got := r.Header.Get("X-Access-Token"); got != "" {
+		return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+	}
+	q := r.URL.Query()
+	sig := q.Get("signature")
+	if r.URL.Path != "/files" || sig == "" {
+		return false
+	}
+	op := "read"
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		op = "write"
+	}
+	exp, _ := strconv.ParseInt(q.Get("signature_expiration"), 10, 64)
+	if exp != 0 && time.Now().Unix() > exp {
+		return false
+	}
+	want := files.Signature(q.Get("path"), op, q.Get("username"), token, exp)
+	return subtle.ConstantTimeCompare([]byte(sig), []byte(want)) == 1
+}
+
+// target resolves a sandbox, resuming it first if it is paused, asks for
+// that, and the request may resume it.
+func (p *Proxy) target(ctx context.Context, uid uuid.UUID, mayResume bool) (service.ProxyTarget, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		t, err := p.svc.ProxyTarget(ctx, uid)
@@ -142,7 +183,7 @@ func (p *Proxy) target(ctx context.Context, uid uuid.UUID) (service.ProxyTarget,
 		case "running":
 			return t, nil
 		case "paused":
-			if !t.Sandbox.AutoResume {
+			if !t.Sandbox.AutoResume || !mayResume {
 				return t, errPaused
 			}
 			c := auth.Caller{Kind: auth.System, TeamID: t.Sandbox.TeamID, Role: "member"}

@@ -47,6 +47,11 @@ type Config struct {
 	// (WRENN_ANONYMOUS_AUDIT_PER_MINUTE, default 30); past it they are
 	// still refused, and only counted.
 	AnonymousAuditPerMinute int
+	// StreamAuthInterval is how often an open WebSocket stream's
+	// credential is checked again: a stream ends within it once its key
+	// or session is revoked or its user deactivated
+	// (WRENN_STREAM_AUTH_INTERVAL, default 5s).
+	StreamAuthInterval time.Duration
 	// TrustedProxies are the reverse proxies in front of the control plane
 	// (addresses or CIDR ranges; WRENN_TRUSTED_PROXIES, comma-separated).
 	// A request from one of them is attributed to the right-most address
@@ -76,7 +81,7 @@ func Defaults() Config {
 	return Config{
 		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10, AnonymousAuditPerMinute: 30,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
-		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour,
+		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, StreamAuthInterval: 5 * time.Second,
 	}
 }
 
@@ -114,6 +119,7 @@ func FromEnv() (Config, error) {
 	dur("WRENN_HEARTBEAT_TIMEOUT", &c.HeartbeatTimeout)
 	dur("WRENN_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("WRENN_TRANSITION_GRACE", &c.TransitionGrace)
+	dur("WRENN_STREAM_AUTH_INTERVAL", &c.StreamAuthInterval)
 	if v := os.Getenv("WRENN_ALLOW_SIGNUP"); v != "" && err == nil {
 		if c.AllowSignup, err = strconv.ParseBool(v); err != nil {
 			err = fmt.Errorf("WRENN_ALLOW_SIGNUP: %w", err)
@@ -156,7 +162,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("no database: set WRENN_DATABASE_URL (for example postgres://wrenn@localhost/wrenn)")
 	case len(c.Secret) < 32:
 		return fmt.Errorf("the control plane secret must be at least 32 bytes: set WRENN_CP_SECRET_FILE to a file holding one (head -c 32 /dev/urandom | base64 > secret)")
-	case c.SessionTTL <= 0 || c.HeartbeatTimeout <= 0 || c.ReconcileInterval <= 0:
+	case c.SessionTTL <= 0 || c.HeartbeatTimeout <= 0 || c.ReconcileInterval <= 0 || c.StreamAuthInterval <= 0:
 		return fmt.Errorf("durations must be positive")
 	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1 || c.AnonymousAuditPerMinute < 1:
 		return fmt.Errorf("WRENN_AUTH_RATE_PER_MINUTE, WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE and WRENN_ANONYMOUS_AUDIT_PER_MINUTE must be at least 1")

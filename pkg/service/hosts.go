@@ -350,6 +350,12 @@ func (s *Service) TrafficToken(sb db.Sandbox) string {
 	return t
 }
 
+// EnvdToken is a sandbox's envd access token.
+func (s *Service) EnvdToken(sb db.Sandbox) string {
+	t, _ := s.Keys.Open(sb.EnvdTokenEnc)
+	return t
+}
+
 // TemplateAvailable reports whether a healthy host has template.
 func (s *Service) TemplateAvailable(ctx context.Context, template string) bool {
 	hosts, err := s.candidates(ctx, template, 0)
