@@ -73,17 +73,27 @@ func (s *Service) DeleteSnapshot(ctx context.Context, c auth.Caller, snap uuid.U
 	if err != nil {
 		return err
 	}
-	if sn.HostID != nil {
-		h, client, err := s.hostAgent(ctx, sn.HostID)
-		if err != nil {
-			return err
-		}
-		_, err = client.DeleteSnapshot(ctx, connect.NewRequest(&pb.DeleteSnapshotRequest{Name: id.Format(id.Snapshot, sn.ID)}))
-		if err != nil && connectCode(err) != connect.CodeNotFound {
-			return AgentError(h, "delete snapshot", err)
-		}
+	if err := s.deleteSnapshotFiles(ctx, sn); err != nil {
+		return err
 	}
 	return s.Q.DeleteSnapshot(ctx, sn.ID)
+}
+
+// deleteSnapshotFiles removes a snapshot's files from its host (nothing
+// when its host was deleted; already gone is fine).
+func (s *Service) deleteSnapshotFiles(ctx context.Context, sn db.Snapshot) error {
+	if sn.HostID == nil {
+		return nil
+	}
+	h, client, err := s.hostAgent(ctx, sn.HostID)
+	if err != nil {
+		return err
+	}
+	_, err = client.DeleteSnapshot(ctx, connect.NewRequest(&pb.DeleteSnapshotRequest{Name: id.Format(id.Snapshot, sn.ID)}))
+	if err != nil && connectCode(err) != connect.CodeNotFound {
+		return AgentError(h, "delete snapshot", err)
+	}
+	return nil
 }
 
 // FindSnapshot finds one of the team's snapshots by wire ID or by name.

@@ -109,6 +109,21 @@ func (s *Service) DeleteTeam(ctx context.Context, c auth.Caller, team uuid.UUID)
 	if n > 0 {
 		return errf(ErrConflict, "the team still has %d sandboxes; destroy them first", n)
 	}
+	// Snapshots hold files (memory included) on their hosts: they go
+	// first, so that no file outlives its row. A host that cannot remove
+	// one stops the deletion, to be tried again.
+	snaps, err := s.Q.ListSnapshots(ctx, team)
+	if err != nil {
+		return err
+	}
+	for _, sn := range snaps {
+		if err := s.deleteSnapshotFiles(ctx, sn); err != nil {
+			return errf(ErrConflict, "the team's snapshot %q could not be removed (%v); try again once its host is back, or delete the snapshot", sn.Name, err)
+		}
+		if err := s.Q.DeleteSnapshot(ctx, sn.ID); err != nil {
+			return err
+		}
+	}
 	return s.Q.DeleteTeam(ctx, team)
 }
 

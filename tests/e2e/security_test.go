@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -200,6 +201,30 @@ func TestSecurityControlPlane(t *testing.T) {
 		}
 	})
 
+	// Item 14: deleting a team left its snapshots' files (memory
+	// included) on the host, with no row pointing at them.
+	t.Run("team deletion removes snapshot files", func(t *testing.T) {
+		carol := cp.Signup(t, "carol@example.com")
+		team := cp.Must(t, 201, "POST", "/v1/teams", carol.Token, map[string]string{"name": "doomed"}).Map()["id"].(string)
+		cp.Must(t, 200, "POST", "/v1/auth/switch-team", carol.Token, map[string]string{"team_id": team})
+		key := cp.Must(t, 201, "POST", "/v1/api-keys", carol.Token, map[string]string{"name": "k"}).Map()["key"].(string)
+		sb := s.sandbox(t, key, nil)
+		s.exec(t, key, sb.ID, "echo secret > /root/secret")
+		snap := cp.Must(t, 201, "POST", "/v1/snapshots", key, map[string]any{"sandbox_id": sb.ID, "name": "keep"}).Map()["id"].(string)
+		dir := filepath.Join(s.host.stateDir, "snapshots", snap)
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatalf("the snapshot's files: %v", err)
+		}
+		if r, _ := cp.Do("DELETE", "/v1/teams/"+team, carol.Token, nil); r.Status != 409 {
+			t.Fatalf("deleting a team with a live sandbox: %s", r)
+		}
+		cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, key, nil)
+		cp.Must(t, 204, "DELETE", "/v1/teams/"+team, carol.Token, nil)
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("the deleted team's snapshot is still on the host: %v", err)
+		}
+	})
+
 	// Item 13: an unauthenticated request to a private port of a paused
 	// sandbox with auto-resume resumed it before the token was checked.
 	t.Run("auto-resume checks the token first", func(t *testing.T) {
@@ -228,5 +253,3 @@ func TestSecurityControlPlane(t *testing.T) {
 		}
 	})
 }
-
-var _ = json.Marshal
