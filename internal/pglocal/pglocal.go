@@ -1,6 +1,9 @@
 // Package pglocal runs a private PostgreSQL server from the system's
-// binaries: a cluster in a data directory of its own, on a loopback port,
-// owned by the process that started it. `wrenn dev` keeps its data there
+// binaries: a cluster in a data directory of its own, owned by the process
+// that started it, reachable only through a Unix socket inside that
+// directory (mode 0700, so only its owner and root can connect; no TCP
+// port, on which any local user could have connected as superuser and run
+// programs with COPY … TO PROGRAM). `wrenn dev` keeps its data there
 // between runs; tests start one in a temporary directory.
 package pglocal
 
@@ -9,7 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -27,7 +30,8 @@ import (
 type Options struct {
 	// DataDir holds the cluster; it is created (initdb) when empty.
 	DataDir string
-	// Port to listen on, on 127.0.0.1; 0 picks a free one.
+	// Port names the socket (.s.PGSQL.<port>); 0 is 5432. Nothing
+	// listens on TCP.
 	Port int
 	// Fast turns off durability (fsync) for throwaway test clusters.
 	Fast bool
@@ -43,8 +47,9 @@ type Server struct {
 	exited  chan error
 }
 
-// User is the superuser the cluster is created with; local connections
-// need no password (trust on the loopback address only).
+// User is the superuser the cluster is created with. Connections come
+// only through the socket in the data directory, which only the cluster's
+// owner (and root) can reach, so they need no password.
 const User = "wrenn"
 
 // BinDir finds the newest installed PostgreSQL's binaries.
@@ -108,19 +113,19 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(o.DataDir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
-		init := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", o.DataDir, "-U", User, "--auth=trust", "-E", "UTF8", "--no-instructions")
+		init := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", o.DataDir, "-U", User, "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-instructions")
 		init.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		if out, err := init.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("initdb %s: %w: %s", o.DataDir, err, strings.TrimSpace(string(out)))
 		}
 	}
 	if o.Port == 0 {
-		if o.Port, err = freePort(); err != nil {
-			return nil, err
-		}
+		o.Port = 5432
 	}
-	args := []string{"-D", o.DataDir, "-p", strconv.Itoa(o.Port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories=" + o.DataDir, "-c", "max_connections=200"}
+	// No TCP (clusters made before this also had trust on 127.0.0.1), and
+	// the socket in the data directory, which initdb made 0700.
+	args := []string{"-D", o.DataDir, "-p", strconv.Itoa(o.Port), "-c", "listen_addresses=",
+		"-c", "unix_socket_directories=" + o.DataDir, "-c", "unix_socket_permissions=0700", "-c", "max_connections=200"}
 	if o.Fast {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
@@ -144,9 +149,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 func (s *Server) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		// Through the socket in our own data directory: the TCP port might
-		// answer for another server.
-		c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s@/postgres?host=%s&port=%d&sslmode=disable", User, s.DataDir, s.Port))
+		c, err := pgx.Connect(ctx, s.URL("postgres"))
 		if err == nil {
 			c.Close(ctx)
 			return nil
@@ -154,7 +157,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		select {
 		case werr := <-s.exited:
 			s.exited <- werr
-			return fmt.Errorf("postgres exited during start (%v); is port %d taken or %s in use by another server?", werr, s.Port, s.DataDir)
+			return fmt.Errorf("postgres exited during start (%v); is %s in use by another server?", werr, s.DataDir)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -165,9 +168,10 @@ func (s *Server) waitReady(ctx context.Context) error {
 	}
 }
 
-// URL is a connection string for database name.
+// URL is a connection string for database name, through the socket.
 func (s *Server) URL(name string) string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", User, s.Port, name)
+	q := url.Values{"host": {s.DataDir}, "port": {strconv.Itoa(s.Port)}, "sslmode": {"disable"}}
+	return (&url.URL{Scheme: "postgres", User: url.User(User), Path: "/" + name, RawQuery: q.Encode()}).String()
 }
 
 // CreateDatabase creates database name unless it exists.
@@ -220,13 +224,4 @@ func StartTemp(ctx context.Context, log io.Writer) (s *Server, stop func(), err 
 		s.Stop()
 		os.RemoveAll(dir)
 	}, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

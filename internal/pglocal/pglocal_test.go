@@ -3,7 +3,10 @@ package pglocal
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -49,16 +52,51 @@ func TestStartStopRestart(t *testing.T) {
 	}
 }
 
-func TestTakenPortFailsClearly(t *testing.T) {
+// TestOnlyItsOwnerConnects: the cluster trusted every connection on
+// 127.0.0.1, so any local user was its superuser and could run programs
+// as postgres (COPY ... TO PROGRAM). Now it listens on no TCP port, and
+// its socket is in a 0700 directory: another local user cannot connect.
+func TestOnlyItsOwnerConnects(t *testing.T) {
 	ctx := context.Background()
-	a, stop, err := StartTemp(ctx, nil)
+	s, stop, err := StartTemp(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	if b, err := Start(ctx, Options{DataDir: filepath.Join(tempDir(t), "b"), Port: a.Port, Fast: true}); err == nil {
-		b.Stop()
-		t.Fatal("a second server on a taken port started")
+	c, err := pgx.Connect(ctx, s.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var listen string
+	if err := c.QueryRow(ctx, "SHOW listen_addresses").Scan(&listen); err != nil || listen != "" {
+		t.Errorf("listen_addresses %q %v: want none", listen, err)
+	}
+	st, err := os.Stat(s.DataDir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory %s: %v %v", s.DataDir, st.Mode(), err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("trying as another user needs root")
+	}
+	bin, err := BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	attack := "COPY (SELECT 1) TO PROGRAM 'touch " + filepath.Join(os.TempDir(), "pglocal-pwned") + "'"
+	for _, target := range [][]string{{"-h", s.DataDir, "-p", strconv.Itoa(s.Port)}, {"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)}} {
+		args := append([]string{"-u", "nobody", "--", filepath.Join(bin, "psql"), "-w", "-U", User, "-d", "postgres", "-c", attack}, target...)
+		out, err := exec.Command("runuser", args...).CombinedOutput()
+		if err == nil {
+			t.Errorf("user nobody ran %q through %v: %s", attack, target, out)
+		}
+		if target[1] == s.DataDir && !strings.Contains(string(out), "Permission denied") {
+			t.Errorf("through the socket, want permission denied: %s", out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(os.TempDir(), "pglocal-pwned")); err == nil {
+		os.Remove(filepath.Join(os.TempDir(), "pglocal-pwned"))
+		t.Error("another user ran a program as postgres")
 	}
 }
 
