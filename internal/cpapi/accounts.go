@@ -236,7 +236,12 @@ func (a *API) getTeam(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewTeam(team, role))
+	q, err := a.svc.GetTeamQuota(r.Context(), caller(r), t)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, teamDetailView{teamView: viewTeam(team, role), Quota: viewQuota(q)})
 }
 
 func (a *API) renameTeam(w http.ResponseWriter, r *http.Request) {

@@ -154,6 +154,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Post("/admin/users/{userID}/activate", a.adminActivate)
 			r.Post("/admin/users/{userID}/deactivate", a.adminDeactivate)
 			r.Get("/admin/teams", a.adminTeams)
+			r.Put("/admin/teams/{teamID}/quota", a.adminSetQuota)
 			r.Get("/admin/sandboxes", a.adminSandboxes)
 			r.Get("/admin/audit", a.adminAudit)
 		})

@@ -53,6 +53,8 @@ func ServiceStatus(err error) (int, string) {
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, service.ErrHost):
 		return http.StatusBadGateway, "host_error"
+	case errors.Is(err, service.ErrQuota):
+		return http.StatusTooManyRequests, "quota_exceeded"
 	}
 	return http.StatusInternalServerError, "internal"
 }

@@ -14,9 +14,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
 	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
 )
 
 // The attacks of issue 21 against the control plane's API, each checked
@@ -387,5 +391,92 @@ func TestAuditOutlivesTeams(t *testing.T) {
 		if got[action] != "ok" {
 			t.Errorf("%s is missing from the deleted team's history: %+v", action, entries)
 		}
+	}
+}
+
+// TestTeamQuotas: there were no per-team limits, so one team could take a
+// whole host from the others. Each limit is reported by GET
+// /v1/teams/{id} and refused past with 429 naming it; admins set other
+// limits per team.
+func TestTeamQuotas(t *testing.T) {
+	cp := startCP(t, func(c *config.Config) {
+		c.Quota = config.Quota{Sandboxes: 2, VCPUs: 2, MemoryMiB: 1024, DiskMiB: 4096, Snapshots: 1, CreatesPerMinute: 3}
+	})
+	admin := cp.Admin(t, "admin@example.com")
+	a := cp.Signup(t, "a@example.com")
+	key := cp.APIKey(t, a)
+	type use struct{ Limit, Used int64 }
+	var team struct{ Quota map[string]use }
+	quota := func() {
+		t.Helper()
+		var raw struct{ Quota map[string]json.RawMessage }
+		if err := cp.Must(t, 200, "GET", "/v1/teams/"+a.TeamID, key, nil).JSON(&raw); err != nil {
+			t.Fatal(err)
+		}
+		team.Quota = map[string]use{}
+		for k, v := range raw.Quota {
+			var u use
+			if json.Unmarshal(v, &u) == nil {
+				team.Quota[k] = u
+			}
+		}
+	}
+	quota()
+	if q := team.Quota; q["vcpus"].Limit != 2 || q["memory_mib"].Limit != 1024 || q["sandboxes"].Used != 0 || q["creates_per_minute"].Limit != 3 {
+		t.Fatalf("quota: %+v", q)
+	}
+	refused := func(body map[string]any, what string) {
+		t.Helper()
+		r, _ := cp.Do("POST", "/v1/sandboxes", key, body)
+		if r.Status != 429 || r.Code() != "quota_exceeded" || !strings.Contains(r.String(), what) {
+			t.Errorf("create %v: %s, want 429 naming %s", body, r, what)
+		}
+	}
+	refused(map[string]any{"vcpus": 4}, "vCPUs")
+	refused(map[string]any{"memory_mib": 2048}, "memory")
+	refused(map[string]any{"disk_mib": 8192}, "disk")
+	r, _ := cp.Do("POST", "/v1/sandboxes", key, map[string]any{"vcpus": 1})
+	if r.Status != 503 {
+		t.Errorf("a create within the quota: %s, want 503 (no host)", r)
+	}
+
+	// Sandboxes the team already has count: two running make a third too many.
+	conn, err := pgx.Connect(context.Background(), cp.Config.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tid, _ := id.Parse(id.Team, a.TeamID)
+	for range 2 {
+		if _, err := conn.Exec(context.Background(), `INSERT INTO sandboxes (id, team_id, template, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet)
+			VALUES ($1, $2, 'minimal', 'running', 1, 256, 1024, 60, 'destroy', true)`, uuid.New(), tid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quota()
+	if q := team.Quota; q["sandboxes"].Used != 2 || q["vcpus"].Used != 2 || q["memory_mib"].Used != 512 || q["disk_mib"].Used != 2048 {
+		t.Fatalf("use: %+v", q)
+	}
+	refused(map[string]any{"vcpus": 1}, "sandboxes")
+	// An admin raises this team's limits (not others'); creates per minute
+	// still count the two.
+	if r, _ := cp.Do("PUT", "/v1/admin/teams/"+a.TeamID+"/quota", a.Token, map[string]any{"sandboxes": 50}); r.Status != 403 {
+		t.Errorf("a user set their own quota: %s", r)
+	}
+	cp.Must(t, 200, "PUT", "/v1/admin/teams/"+a.TeamID+"/quota", admin.Token, map[string]any{"sandboxes": 50, "vcpus": 64, "creates_per_minute": 2, "memory_mib": nil})
+	quota()
+	if q := team.Quota; q["sandboxes"].Limit != 50 || q["vcpus"].Limit != 64 || q["memory_mib"].Limit != 1024 {
+		t.Fatalf("quota after the admin's change: %+v", q)
+	}
+	refused(map[string]any{"vcpus": 1}, "a minute")
+	var other struct {
+		Quota struct{ Sandboxes use }
+	}
+	_ = cp.Must(t, 200, "GET", "/v1/teams/"+admin.TeamID, admin.Token, nil).JSON(&other)
+	if other.Quota.Sandboxes.Limit != 2 {
+		t.Errorf("another team's quota changed: %+v", other.Quota)
+	}
+	if r, _ := cp.Do("PUT", "/v1/admin/teams/"+a.TeamID+"/quota", admin.Token, map[string]any{"vcpus": -1}); r.Status != 400 {
+		t.Errorf("negative limit: %s", r)
 	}
 }

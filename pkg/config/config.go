@@ -52,6 +52,13 @@ type Config struct {
 	// or session is revoked or its user deactivated
 	// (WRENN_STREAM_AUTH_INTERVAL, default 5s).
 	StreamAuthInterval time.Duration
+	// Quota is what one team may hold by default; admins set other
+	// limits per team (PUT /v1/admin/teams/{teamID}/quota).
+	Quota Quota
+	// MaxDiskMiB bounds the disk one sandbox may ask for
+	// (WRENN_MAX_DISK_MIB, default 65536); a host refuses more than it
+	// has free beside what its sandboxes were promised.
+	MaxDiskMiB int
 	// TrustedProxies are the reverse proxies in front of the control plane
 	// (addresses or CIDR ranges; WRENN_TRUSTED_PROXIES, comma-separated).
 	// A request from one of them is attributed to the right-most address
@@ -76,12 +83,32 @@ type Config struct {
 	HostTokenTTL time.Duration
 }
 
+// Quota is a team's limits.
+type Quota struct {
+	// Sandboxes that are not stopped, paused ones included
+	// (WRENN_QUOTA_SANDBOXES, default 10).
+	Sandboxes int
+	// VCPUs and MemoryMiB of running sandboxes (WRENN_QUOTA_VCPUS,
+	// default 16; WRENN_QUOTA_MEMORY_MIB, default 16384).
+	VCPUs     int
+	MemoryMiB int64
+	// DiskMiB of sandboxes that are not stopped (WRENN_QUOTA_DISK_MIB,
+	// default 102400).
+	DiskMiB int64
+	// Snapshots kept (WRENN_QUOTA_SNAPSHOTS, default 20).
+	Snapshots int
+	// CreatesPerMinute counts sandbox creates, failed ones included
+	// (WRENN_QUOTA_CREATES_PER_MINUTE, default 30).
+	CreatesPerMinute int
+}
+
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
 	return Config{
 		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10, AnonymousAuditPerMinute: 30,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
-		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, StreamAuthInterval: 5 * time.Second,
+		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, StreamAuthInterval: 5 * time.Second, MaxDiskMiB: 65536,
+		Quota: Quota{Sandboxes: 10, VCPUs: 16, MemoryMiB: 16384, DiskMiB: 102400, Snapshots: 20, CreatesPerMinute: 30},
 	}
 }
 
@@ -135,6 +162,20 @@ func FromEnv() (Config, error) {
 	num("WRENN_AUTH_RATE_PER_MINUTE", &c.AuthRatePerMinute)
 	num("WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE", &c.AuthAccountRatePerMinute)
 	num("WRENN_ANONYMOUS_AUDIT_PER_MINUTE", &c.AnonymousAuditPerMinute)
+	num("WRENN_MAX_DISK_MIB", &c.MaxDiskMiB)
+	num("WRENN_QUOTA_SANDBOXES", &c.Quota.Sandboxes)
+	num("WRENN_QUOTA_VCPUS", &c.Quota.VCPUs)
+	num("WRENN_QUOTA_SNAPSHOTS", &c.Quota.Snapshots)
+	num("WRENN_QUOTA_CREATES_PER_MINUTE", &c.Quota.CreatesPerMinute)
+	num64 := func(name string, into *int64) {
+		if v := os.Getenv(name); v != "" && err == nil {
+			if *into, err = strconv.ParseInt(v, 10, 64); err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+	num64("WRENN_QUOTA_MEMORY_MIB", &c.Quota.MemoryMiB)
+	num64("WRENN_QUOTA_DISK_MIB", &c.Quota.DiskMiB)
 	c.TrustedProxies = list(os.Getenv("WRENN_TRUSTED_PROXIES"))
 	return c, err
 }
@@ -164,6 +205,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("the control plane secret must be at least 32 bytes: set WRENN_CP_SECRET_FILE to a file holding one (head -c 32 /dev/urandom | base64 > secret)")
 	case c.SessionTTL <= 0 || c.HeartbeatTimeout <= 0 || c.ReconcileInterval <= 0 || c.StreamAuthInterval <= 0:
 		return fmt.Errorf("durations must be positive")
+	case c.Quota.Sandboxes < 0 || c.Quota.VCPUs < 0 || c.Quota.MemoryMiB < 0 || c.Quota.DiskMiB < 0 || c.Quota.Snapshots < 0 || c.Quota.CreatesPerMinute < 0:
+		return fmt.Errorf("WRENN_QUOTA_* limits cannot be negative")
+	case c.MaxDiskMiB < 1:
+		return fmt.Errorf("WRENN_MAX_DISK_MIB must be at least 1")
 	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1 || c.AnonymousAuditPerMinute < 1:
 		return fmt.Errorf("WRENN_AUTH_RATE_PER_MINUTE, WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE and WRENN_ANONYMOUS_AUDIT_PER_MINUTE must be at least 1")
 	}

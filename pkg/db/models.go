@@ -142,6 +142,17 @@ type TeamMember struct {
 	CreatedAt time.Time
 }
 
+type TeamQuota struct {
+	TeamID           uuid.UUID
+	Sandboxes        *int32
+	Vcpus            *int32
+	MemoryMib        *int64
+	DiskMib          *int64
+	Snapshots        *int32
+	CreatesPerMinute *int32
+	UpdatedAt        time.Time
+}
+
 type Template struct {
 	TeamID    uuid.UUID
 	Name      string

@@ -556,6 +556,20 @@ func (q *Queries) ListSnapshots(ctx context.Context, teamID uuid.UUID) ([]Snapsh
 	return items, nil
 }
 
+const setSandboxDisk = `-- name: SetSandboxDisk :exec
+UPDATE sandboxes SET disk_mib = $2 WHERE id = $1
+`
+
+type SetSandboxDiskParams struct {
+	ID      uuid.UUID
+	DiskMib int32
+}
+
+func (q *Queries) SetSandboxDisk(ctx context.Context, arg SetSandboxDiskParams) error {
+	_, err := q.db.Exec(ctx, setSandboxDisk, arg.ID, arg.DiskMib)
+	return err
+}
+
 const setSandboxExpiry = `-- name: SetSandboxExpiry :one
 UPDATE sandboxes SET expires_at = $2, timeout_seconds = $3 WHERE id = $1 RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at
 `

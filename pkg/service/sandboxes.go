@@ -25,7 +25,6 @@ const (
 	MaxVCPUs          = 16
 	MinMemoryMiB      = 128
 	MaxMemoryMiB      = 65536
-	MaxDiskMiB        = 1 << 20
 	MaxTimeoutSeconds = 7 * 24 * 3600
 	maxMetadata       = 64
 	maxEnvVars        = 256
@@ -75,7 +74,9 @@ type Sandbox struct {
 	TrafficAccessToken string
 }
 
-func (in *CreateSandboxInput) validate() error {
+// validate fills in defaults and checks the request; maxDiskMiB is the
+// installation's bound on one sandbox's disk (config.MaxDiskMiB).
+func (in *CreateSandboxInput) validate(maxDiskMiB int) error {
 	if in.VCPUs == 0 {
 		in.VCPUs = 1
 	}
@@ -93,8 +94,8 @@ func (in *CreateSandboxInput) validate() error {
 		return errf(ErrInvalid, "vcpus must be 1 to %d", MaxVCPUs)
 	case in.MemoryMiB < MinMemoryMiB || in.MemoryMiB > MaxMemoryMiB:
 		return errf(ErrInvalid, "memory_mib must be %d to %d", MinMemoryMiB, MaxMemoryMiB)
-	case in.DiskMiB < 0 || in.DiskMiB > MaxDiskMiB:
-		return errf(ErrInvalid, "disk_mib must be 0 (template default) to %d", MaxDiskMiB)
+	case in.DiskMiB < 0 || int(in.DiskMiB) > maxDiskMiB:
+		return errf(ErrInvalid, "disk_mib must be 0 (template default) to %d on this installation", maxDiskMiB)
 	case in.TimeoutSeconds < 1 || in.TimeoutSeconds > MaxTimeoutSeconds:
 		return errf(ErrInvalid, "timeout_seconds must be 1 to %d", MaxTimeoutSeconds)
 	case in.OnTimeout != "destroy" && in.OnTimeout != "pause":
@@ -168,7 +169,13 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	if err := requireTeam(c); err != nil {
 		return Sandbox{}, err
 	}
-	if err := in.validate(); err != nil {
+	if err := in.validate(s.Config.MaxDiskMiB); err != nil {
+		return Sandbox{}, err
+	}
+	// A quota refusal comes before any host is looked for; the check
+	// that counts is the one made with the row's insert, below.
+	d := demand{sandbox: true, create: true, vcpus: in.VCPUs, memoryMiB: int64(in.MemoryMiB), diskMiB: diskDemand(in.DiskMiB)}
+	if err := s.inTx(ctx, func(q *db.Queries) error { return s.admit(ctx, q, c.TeamID, d) }); err != nil {
 		return Sandbox{}, err
 	}
 	var hosts []db.Host
@@ -215,11 +222,22 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	sid := id.New()
 	done := s.markBusy(sid)
 	defer done()
-	row, err := s.Q.CreateSandbox(ctx, db.CreateSandboxParams{
-		ID: sid, TeamID: c.TeamID, HostID: &hosts[0].ID, Template: in.Template, SnapshotID: in.SnapshotID,
-		Vcpus: in.VCPUs, MemoryMib: in.MemoryMiB, DiskMib: in.DiskMiB, TimeoutSeconds: in.TimeoutSeconds,
-		OnTimeout: in.OnTimeout, AllowInternet: *in.AllowInternet, AllowPublicTraffic: *in.AllowPublicTraffic, AutoResume: in.AutoResume,
-		Metadata: meta, EnvdTokenEnc: s.Keys.Seal(token), TrafficTokenEnc: s.Keys.Seal(traffic),
+	var row db.Sandbox
+	err := s.inTx(ctx, func(q *db.Queries) error {
+		// The row is what the quota counts: admitted and written together.
+		// A snapshot fixes the machine's size, known only now.
+		d.vcpus, d.memoryMiB, d.diskMiB = in.VCPUs, int64(in.MemoryMiB), diskDemand(in.DiskMiB)
+		err := s.admit(ctx, q, c.TeamID, d)
+		if err != nil {
+			return err
+		}
+		row, err = q.CreateSandbox(ctx, db.CreateSandboxParams{
+			ID: sid, TeamID: c.TeamID, HostID: &hosts[0].ID, Template: in.Template, SnapshotID: in.SnapshotID,
+			Vcpus: in.VCPUs, MemoryMib: in.MemoryMiB, DiskMib: in.DiskMiB, TimeoutSeconds: in.TimeoutSeconds,
+			OnTimeout: in.OnTimeout, AllowInternet: *in.AllowInternet, AllowPublicTraffic: *in.AllowPublicTraffic, AutoResume: in.AutoResume,
+			Metadata: meta, EnvdTokenEnc: s.Keys.Seal(token), TrafficTokenEnc: s.Keys.Seal(traffic),
+		})
+		return err
 	})
 	if err != nil {
 		return Sandbox{}, err
@@ -266,6 +284,13 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 		}
 		if err != nil {
 			return Sandbox{}, err
+		}
+		if in.DiskMiB == 0 && got.GetDiskMib() > 0 {
+			// The template's default, now known: the quota counts it.
+			if err := s.Q.SetSandboxDisk(actx, db.SetSandboxDiskParams{ID: sid, DiskMib: int32(got.GetDiskMib())}); err != nil {
+				return Sandbox{}, err
+			}
+			row.DiskMib = int32(got.GetDiskMib())
 		}
 		return Sandbox{Sandbox: row, HostStatus: h.Status, EnvdAccessToken: token, TrafficAccessToken: traffic}, nil
 	}
@@ -517,8 +542,18 @@ func (s *Service) ResumeSandbox(ctx context.Context, c auth.Caller, sid uuid.UUI
 	}
 	done := s.markBusy(sid)
 	defer done()
-	if _, err := s.Q.TransitionSandbox(ctx, db.TransitionSandboxParams{ID: sid, ToState: "resuming", FromStates: []string{"paused"}}); err != nil {
-		return Sandbox{}, errf(ErrConflict, "sandbox changed state; try again")
+	err = s.inTx(ctx, func(q *db.Queries) error {
+		// Running again, it holds its CPUs and memory again.
+		if err := s.admit(ctx, q, sb.TeamID, demand{vcpus: sb.Vcpus, memoryMiB: int64(sb.MemoryMib)}); err != nil {
+			return err
+		}
+		if _, err := q.TransitionSandbox(ctx, db.TransitionSandboxParams{ID: sid, ToState: "resuming", FromStates: []string{"paused"}}); err != nil {
+			return errf(ErrConflict, "sandbox changed state; try again")
+		}
+		return nil
+	})
+	if err != nil {
+		return Sandbox{}, err
 	}
 	actx, cancel := detach(ctx)
 	defer cancel()

@@ -32,6 +32,8 @@ var (
 	ErrNoCapacity   = errors.New("no capacity")
 	ErrUnavailable  = errors.New("unavailable")
 	ErrHost         = errors.New("host error")
+	// ErrQuota is a team quota that a call would exceed (429).
+	ErrQuota = errors.New("quota exceeded")
 )
 
 // Error is a service error: a kind and a message meant for the caller.

@@ -29,13 +29,20 @@ func (s *Service) CreateSnapshot(ctx context.Context, c auth.Caller, sid uuid.UU
 	if err != nil {
 		return db.Snapshot{}, err
 	}
-	snap, err := s.Q.CreateSnapshot(ctx, db.CreateSnapshotParams{
-		ID: id.New(), TeamID: c.TeamID, Name: name, HostID: sb.HostID, SourceSandboxID: &sb.ID,
-		Template: sb.Template, Vcpus: sb.Vcpus, MemoryMib: sb.MemoryMib, DiskMib: sb.DiskMib,
+	var snap db.Snapshot
+	err = s.inTx(ctx, func(q *db.Queries) error {
+		if err := s.admit(ctx, q, c.TeamID, demand{snapshot: true}); err != nil {
+			return err
+		}
+		snap, err = q.CreateSnapshot(ctx, db.CreateSnapshotParams{
+			ID: id.New(), TeamID: c.TeamID, Name: name, HostID: sb.HostID, SourceSandboxID: &sb.ID,
+			Template: sb.Template, Vcpus: sb.Vcpus, MemoryMib: sb.MemoryMib, DiskMib: sb.DiskMib,
+		})
+		if isUniqueViolation(err) {
+			return errf(ErrConflict, "the team already has a snapshot named %q", name)
+		}
+		return err
 	})
-	if isUniqueViolation(err) {
-		return db.Snapshot{}, errf(ErrConflict, "the team already has a snapshot named %q", name)
-	}
 	if err != nil {
 		return db.Snapshot{}, err
 	}
