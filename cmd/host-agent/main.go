@@ -34,6 +34,8 @@ func main() {
 	tokenFile := flag.String("registration-token-file", "", "file holding a one-time host registration token, needed the first time (or set WRENN_REGISTRATION_TOKEN)")
 	flag.StringVar(&o.Advertise, "advertise", "", "host:port where the control plane reaches this agent (default: the listen address)")
 	onStop := flag.String("on-stop", "pause", "what stopping the agent does to its sandboxes: pause (kept on disk; the next start takes them back, paused) or destroy")
+	egressAllow := flag.String("egress-allow", "", "comma-separated CIDR ranges or addresses sandboxes may reach although blocked by default (private networks, carrier-grade NAT, cloud metadata)")
+	egressBlock := flag.String("egress-block", "", "comma-separated CIDR ranges or addresses sandboxes may not reach, beside the default ones")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 	switch *onStop {
@@ -44,6 +46,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "host-agent: --on-stop %q: use pause or destroy\n", *onStop)
 		os.Exit(2)
 	}
+	o.EgressAllow, o.EgressBlock = splitList(*egressAllow), splitList(*egressBlock)
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
@@ -73,4 +76,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "host-agent:", err)
 		os.Exit(1)
 	}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,6 +58,11 @@ type Options struct {
 	DestroyOnStop bool
 	// Ready, if set, receives the listening address once serving.
 	Ready chan<- string
+	// EgressAllow lists destinations (CIDR ranges or addresses) that
+	// sandboxes may reach although they are blocked by default (private
+	// networks, carrier-grade NAT, cloud metadata); EgressBlock adds
+	// destinations to block. See network.EgressPolicy.
+	EgressAllow, EgressBlock []string
 }
 
 // Run serves until ctx ends, then pauses its sandboxes (or destroys them,
@@ -110,10 +116,18 @@ func Run(ctx context.Context, o Options) error {
 			o.Log.Error("remove host network rules", "err", err)
 		}
 	}()
+	dns := hostDNS()
+	egress, err := egressPolicy(o, dns)
+	if err != nil {
+		return err
+	}
+	if err := netm.SetEgress(egress); err != nil {
+		return err
+	}
 	mem := hostMemMiB()
 	m, err := sandbox.NewManager(sandbox.Config{
 		StateDir: o.StateDir, ImagesDir: o.ImagesDir, Driver: driver, Net: netm, Log: o.Log,
-		HostCPUs: goruntime.NumCPU(), HostMemMiB: mem, MaxSandboxes: o.MaxSandboxes, DNS: hostDNS(),
+		HostCPUs: goruntime.NumCPU(), HostMemMiB: mem, MaxSandboxes: o.MaxSandboxes, DNS: dns,
 		ReadyTimeout: o.ReadyTimeout, DestroyOnClose: o.DestroyOnStop,
 	})
 	if err != nil {
@@ -239,4 +253,21 @@ func hostDNS() []netip.Addr {
 		}
 	}
 	return out
+}
+
+// egressPolicy is what sandboxes may not reach from this host: the
+// defaults, what the operator adds, less what the operator allows; the
+// resolvers sandboxes are given stay reachable on port 53.
+func egressPolicy(o Options, dns []netip.Addr) (network.EgressPolicy, error) {
+	allow, err := network.ParsePrefixes(o.EgressAllow)
+	if err != nil {
+		return network.EgressPolicy{}, fmt.Errorf("--egress-allow: %w", err)
+	}
+	extra, err := network.ParsePrefixes(o.EgressBlock)
+	if err != nil {
+		return network.EgressPolicy{}, fmt.Errorf("--egress-block: %w", err)
+	}
+	block := append(slices.Clone(network.DefaultEgressBlock), extra...)
+	o.Log.Info("sandbox egress", "blocked", block, "allowed", allow, "dns", dns)
+	return network.EgressPolicy{Block: block, Allow: allow, DNS: dns}, nil
 }

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -120,11 +119,9 @@ func (s *Service) HostInfo(_ context.Context, _ *connect.Request[pb.HostInfoRequ
 	cfg := s.M.Config()
 	accel, why := cfg.Driver.Accelerator()
 	vcpus, mem := s.M.Committed()
-	var st syscall.Statfs_t
-	var free uint64
-	if syscall.Statfs(cfg.StateDir, &st) == nil {
-		free = st.Bavail * uint64(st.Bsize) >> 20
-	}
+	// What the host can still promise to a new sandbox's disk, not just
+	// what is free: disks already promised are thin and fill later.
+	free := uint64(s.M.DiskAvailableMiB())
 	return connect.NewResponse(&pb.HostInfoResponse{
 		HostId: s.HostID, Cpus: uint32(cfg.HostCPUs), MemoryMib: uint64(cfg.HostMemMiB), DiskFreeMib: free,
 		Runtimes: []string{cfg.Driver.Name()}, Runtime: cfg.Driver.Name(), Accelerator: accel, AcceleratorReason: why,

@@ -85,8 +85,10 @@ type Manager struct {
 	max   int
 	ipt   *iptables.IPTables
 	ready bool
-	// The partition's chains, jumped to from FORWARD, INPUT, POSTROUTING.
-	chainForward, chainInput, chainNAT string
+	// The partition's chains, jumped to from FORWARD, INPUT, POSTROUTING;
+	// chainEgress holds the destination rules (egress.go), jumped to from
+	// chainForward for what sandboxes send.
+	chainForward, chainInput, chainNAT, chainEgress string
 }
 
 func chainPrefix(partition int) string {
@@ -120,7 +122,7 @@ func NewManager(partition, maxSlots int, keep map[int]bool) (*Manager, error) {
 	}
 	cp := chainPrefix(partition)
 	m := &Manager{used: map[int]bool{}, base: partition * PartitionSlots, max: maxSlots, ipt: ipt,
-		chainForward: cp + "-FORWARD", chainInput: cp + "-INPUT", chainNAT: cp + "-POSTROUTING"}
+		chainForward: cp + "-FORWARD", chainInput: cp + "-INPUT", chainNAT: cp + "-POSTROUTING", chainEgress: cp + "-EGRESS"}
 	for i := range keep {
 		m.used[i] = true
 	}
@@ -139,6 +141,15 @@ func NewManager(partition, maxSlots int, keep map[int]bool) (*Manager, error) {
 
 func (m *Manager) installBaseRules(keep map[int]bool) error {
 	chainForward, chainInput, chainNAT := m.chainForward, m.chainInput, m.chainNAT
+	if ok, _ := m.ipt.ChainExists("filter", m.chainEgress); !ok {
+		if err := m.ipt.NewChain("filter", m.chainEgress); err != nil {
+			return fmt.Errorf("create chain %s: %w", m.chainEgress, err)
+		}
+	}
+	// The default destination rules until the agent sets its own.
+	if err := m.SetEgress(EgressPolicy{}); err != nil {
+		return err
+	}
 	for _, c := range m.chains() {
 		exists, err := m.ipt.ChainExists(c.table, c.name)
 		if err != nil {
@@ -165,6 +176,9 @@ func (m *Manager) installBaseRules(keep map[int]bool) error {
 		// as a cloud's metadata endpoint.
 		{"filter", chainForward, "-i", vethPrefix + "+", "-o", vethPrefix + "+", "-j", "DROP"},
 		{"filter", chainForward, "-i", vethPrefix + "+", "-d", "169.254.0.0/16", "-j", "DROP"},
+		// Nor private networks, carrier-grade NAT or cloud metadata
+		// addresses, unless the operator allows them (egress.go).
+		{"filter", chainForward, "-i", vethPrefix + "+", "-j", m.chainEgress},
 		// Sandboxes reach no service of the host itself; the host's own
 		// connections into them are answered.
 		{"filter", chainInput, "-i", vethPrefix + "+", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
@@ -470,6 +484,10 @@ func (m *Manager) Close() error {
 		if err := m.ipt.ClearAndDeleteChain(c.table, c.name); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// Only the FORWARD chain, gone now, jumped here.
+	if err := m.ipt.ClearAndDeleteChain("filter", m.chainEgress); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

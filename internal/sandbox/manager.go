@@ -314,7 +314,8 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 		return Info{}, err
 	}
 	rootfsMiB := int((mf.Files[guestimage.FileRootfs].Size + 1<<20 - 1) >> 20)
-	if r.DiskMiB == 0 {
+	defaultDisk := r.DiskMiB == 0
+	if defaultDisk {
 		r.DiskMiB = rootfsMiB + diskHeadroomMiB
 	}
 	if r.DiskMiB < rootfsMiB || r.DiskMiB > 1<<20 {
@@ -339,6 +340,10 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 	if m.cfg.MaxSandboxes > 0 && len(m.boxes) >= m.cfg.MaxSandboxes {
 		m.mu.Unlock()
 		return Info{}, fmt.Errorf("%w: this host runs its maximum of %d sandboxes", ErrNoCapacity, m.cfg.MaxSandboxes)
+	}
+	if err := m.fitDiskLocked(&s.info.Request, rootfsMiB, defaultDisk); err != nil {
+		m.mu.Unlock()
+		return Info{}, err
 	}
 	m.boxes[r.ID] = s
 	m.mu.Unlock()

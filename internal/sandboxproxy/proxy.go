@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/files"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
@@ -42,6 +44,9 @@ type Proxy struct {
 	domain    string
 	log       *slog.Logger
 	transport *http.Transport
+	// Requests in flight per client address and per sandbox, each
+	// bounded (config.ProxyMaxPerClient, ProxyMaxPerSandbox).
+	clients, sandboxes inFlight
 }
 
 // New returns a proxy; domain may be empty (header routing only).
@@ -95,6 +100,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "sandbox_not_found", "The sandbox was not found")
 		return
 	}
+	// Every request in flight holds descriptors here and at the agent:
+	// one client, or one sandbox's traffic, gets a bounded share.
+	cfg := p.svc.Config
+	client := clientip.Of(r)
+	if !p.clients.acquire(client, cfg.ProxyMaxPerClient) {
+		p.log.Warn("sandbox proxy: too many requests from one client", "ip", client, "max", cfg.ProxyMaxPerClient)
+		hostapi.WriteProxyError(w, http.StatusTooManyRequests, sid, "too_many_requests",
+			fmt.Sprintf("this client has %d requests in flight through the sandbox proxy already; wait for some to finish", cfg.ProxyMaxPerClient))
+		return
+	}
+	defer p.clients.release(client)
+	if !p.sandboxes.acquire(sid, cfg.ProxyMaxPerSandbox) {
+		p.log.Warn("sandbox proxy: too many requests for one sandbox", "sandbox", sid, "max", cfg.ProxyMaxPerSandbox)
+		hostapi.WriteProxyError(w, http.StatusServiceUnavailable, sid, "sandbox_busy",
+			fmt.Sprintf("the sandbox has %d requests in flight through the proxy already; try again shortly", cfg.ProxyMaxPerSandbox))
+		return
+	}
+	defer p.sandboxes.release(sid)
 	// Who may reach the sandbox is decided before anything is done for
 	// the request: a request that may not reach it must not resume it.
 	t, err := p.svc.ProxyTarget(r.Context(), uid)

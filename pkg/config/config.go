@@ -59,6 +59,19 @@ type Config struct {
 	// (WRENN_MAX_DISK_MIB, default 65536); a host refuses more than it
 	// has free beside what its sandboxes were promised.
 	MaxDiskMiB int
+	// ProxyMaxPerSandbox bounds the requests the sandbox proxy carries to
+	// one sandbox at once (WRENN_PROXY_MAX_PER_SANDBOX, default 200; past
+	// it, 503), and ProxyMaxPerClient those from one client address
+	// (WRENN_PROXY_MAX_PER_CLIENT, default 100; past it, 429, and a
+	// client's TCP connections are bounded at twice it).
+	ProxyMaxPerSandbox int
+	ProxyMaxPerClient  int
+	// ProxyIdleTimeout closes a client's idle kept-alive connection to
+	// the proxy (WRENN_PROXY_IDLE_TIMEOUT, default 60s); headers must
+	// arrive within ProxyHeaderTimeout (WRENN_PROXY_HEADER_TIMEOUT,
+	// default 10s).
+	ProxyIdleTimeout   time.Duration
+	ProxyHeaderTimeout time.Duration
 	// TrustedProxies are the reverse proxies in front of the control plane
 	// (addresses or CIDR ranges; WRENN_TRUSTED_PROXIES, comma-separated).
 	// A request from one of them is attributed to the right-most address
@@ -108,6 +121,7 @@ func Defaults() Config {
 		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10, AnonymousAuditPerMinute: 30,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, StreamAuthInterval: 5 * time.Second, MaxDiskMiB: 65536,
+		ProxyMaxPerSandbox: 200, ProxyMaxPerClient: 100, ProxyIdleTimeout: 60 * time.Second, ProxyHeaderTimeout: 10 * time.Second,
 		Quota: Quota{Sandboxes: 10, VCPUs: 16, MemoryMiB: 16384, DiskMiB: 102400, Snapshots: 20, CreatesPerMinute: 30},
 	}
 }
@@ -147,6 +161,8 @@ func FromEnv() (Config, error) {
 	dur("WRENN_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("WRENN_TRANSITION_GRACE", &c.TransitionGrace)
 	dur("WRENN_STREAM_AUTH_INTERVAL", &c.StreamAuthInterval)
+	dur("WRENN_PROXY_IDLE_TIMEOUT", &c.ProxyIdleTimeout)
+	dur("WRENN_PROXY_HEADER_TIMEOUT", &c.ProxyHeaderTimeout)
 	if v := os.Getenv("WRENN_ALLOW_SIGNUP"); v != "" && err == nil {
 		if c.AllowSignup, err = strconv.ParseBool(v); err != nil {
 			err = fmt.Errorf("WRENN_ALLOW_SIGNUP: %w", err)
@@ -163,6 +179,8 @@ func FromEnv() (Config, error) {
 	num("WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE", &c.AuthAccountRatePerMinute)
 	num("WRENN_ANONYMOUS_AUDIT_PER_MINUTE", &c.AnonymousAuditPerMinute)
 	num("WRENN_MAX_DISK_MIB", &c.MaxDiskMiB)
+	num("WRENN_PROXY_MAX_PER_SANDBOX", &c.ProxyMaxPerSandbox)
+	num("WRENN_PROXY_MAX_PER_CLIENT", &c.ProxyMaxPerClient)
 	num("WRENN_QUOTA_SANDBOXES", &c.Quota.Sandboxes)
 	num("WRENN_QUOTA_VCPUS", &c.Quota.VCPUs)
 	num("WRENN_QUOTA_SNAPSHOTS", &c.Quota.Snapshots)
@@ -207,6 +225,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("durations must be positive")
 	case c.Quota.Sandboxes < 0 || c.Quota.VCPUs < 0 || c.Quota.MemoryMiB < 0 || c.Quota.DiskMiB < 0 || c.Quota.Snapshots < 0 || c.Quota.CreatesPerMinute < 0:
 		return fmt.Errorf("WRENN_QUOTA_* limits cannot be negative")
+	case c.ProxyMaxPerSandbox < 1 || c.ProxyMaxPerClient < 1 || c.ProxyIdleTimeout <= 0 || c.ProxyHeaderTimeout <= 0:
+		return fmt.Errorf("the WRENN_PROXY_* limits must be positive")
 	case c.MaxDiskMiB < 1:
 		return fmt.Errorf("WRENN_MAX_DISK_MIB must be at least 1")
 	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1 || c.AnonymousAuditPerMinute < 1:

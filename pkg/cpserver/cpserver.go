@@ -21,6 +21,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"git.omukk.dev/wrenn/sandbox/db/migrations"
+	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/internal/e2bcompat"
@@ -135,8 +136,9 @@ func Run(ctx context.Context, opts ...Option) error {
 	if o.proxyLn != nil {
 		proxy := sandboxproxy.New(svc, cfg.SandboxDomain, o.log)
 		defer proxy.Close()
-		servers = append(servers, &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second})
-		listeners = append(listeners, o.proxyLn)
+		servers = append(servers, &http.Server{Handler: clientip.Middleware(cfg.TrustedProxies)(proxy),
+			ReadHeaderTimeout: cfg.ProxyHeaderTimeout, IdleTimeout: cfg.ProxyIdleTimeout})
+		listeners = append(listeners, sandboxproxy.LimitListener(o.proxyLn, 2*cfg.ProxyMaxPerClient, cfg.TrustedProxies))
 	}
 
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))

@@ -252,7 +252,11 @@ type placement struct {
 // sandbox of memMiB, least loaded first. Load counts the database's live
 // sandboxes, which is current, rather than the last heartbeat's, which
 // lags behind creates made since.
-func (s *Service) candidates(ctx context.Context, template string, memMiB int32) ([]db.Host, error) {
+//
+// diskMiB, when the request names one, must fit in what the host reports
+// it can still promise; a disk left to the template's default is fitted
+// by the host itself.
+func (s *Service) candidates(ctx context.Context, template string, memMiB, diskMiB int32) ([]db.Host, error) {
 	hosts, err := s.Q.ListHosts(ctx)
 	if err != nil {
 		return nil, err
@@ -267,7 +271,7 @@ func (s *Service) candidates(ctx context.Context, template string, memMiB int32)
 	}
 	fresh := time.Now().Add(-s.Config.HeartbeatTimeout)
 	var ok []placement
-	var healthy, withTemplate int
+	var healthy, withTemplate, withDisk int
 	for _, h := range hosts {
 		if h.Status != "ready" || h.LastHeartbeatAt == nil || h.LastHeartbeatAt.Before(fresh) {
 			continue
@@ -277,6 +281,10 @@ func (s *Service) candidates(ctx context.Context, template string, memMiB int32)
 			continue
 		}
 		withTemplate++
+		if int64(diskMiB) > h.DiskFreeMib {
+			continue
+		}
+		withDisk++
 		l := byHost[h.ID]
 		if h.MaxSandboxes > 0 && l.Sandboxes >= h.MaxSandboxes {
 			continue
@@ -293,6 +301,8 @@ func (s *Service) candidates(ctx context.Context, template string, memMiB int32)
 			return nil, errf(ErrNoCapacity, "no capacity: no healthy host is registered (start an agent with --control-plane, or check GET /v1/hosts)")
 		case withTemplate == 0:
 			return nil, errf(ErrNoCapacity, "no capacity: no healthy host has template %q", template)
+		case withDisk == 0:
+			return nil, errf(ErrNoCapacity, "no capacity: no host with template %q has %d MiB of disk to give", template, diskMiB)
 		default:
 			return nil, errf(ErrNoCapacity, "no capacity: every host with template %q is full (%d MiB requested)", template, memMiB)
 		}
@@ -358,6 +368,6 @@ func (s *Service) EnvdToken(sb db.Sandbox) string {
 
 // TemplateAvailable reports whether a healthy host has template.
 func (s *Service) TemplateAvailable(ctx context.Context, template string) bool {
-	hosts, err := s.candidates(ctx, template, 0)
+	hosts, err := s.candidates(ctx, template, 0, 0)
 	return err == nil && len(hosts) > 0
 }

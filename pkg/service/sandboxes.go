@@ -206,7 +206,7 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 		snapName = id.Format(id.Snapshot, snap.ID)
 	} else {
 		var err error
-		if hosts, err = s.candidates(ctx, in.Template, in.MemoryMiB); err != nil {
+		if hosts, err = s.candidates(ctx, in.Template, in.MemoryMiB, in.DiskMiB); err != nil {
 			return Sandbox{}, err
 		}
 	}

@@ -7,20 +7,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
+	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
 // secStack is a control plane with one gVisor agent, for the attacks of
@@ -98,7 +103,10 @@ func (s *secStack) proxied(t *testing.T, sandboxID string, port int, header map[
 // agent, the attacks of issue 21 that need a running sandbox, and checks
 // that each fails now.
 func TestSecurityControlPlane(t *testing.T) {
-	s := startSecStack(t, func(c *config.Config) { c.StreamAuthInterval = 300 * time.Millisecond })
+	s := startSecStack(t, func(c *config.Config) {
+		c.StreamAuthInterval = 300 * time.Millisecond
+		c.ProxyMaxPerSandbox, c.ProxyMaxPerClient, c.ProxyHeaderTimeout = 5, 8, time.Second
+	})
 	cp := s.cp
 	alice := cp.Signup(t, "alice@example.com")
 	ka := cp.APIKey(t, alice)
@@ -201,6 +209,92 @@ func TestSecurityControlPlane(t *testing.T) {
 		}
 	})
 
+	// Item 8: the sandbox proxy had no limits; 1,200 requests held by a
+	// slow server in a sandbox took 4,800 descriptors of the control
+	// plane, and ~5,000 unauthenticated requests exhausted it.
+	t.Run("proxy limits", func(t *testing.T) {
+		slow := s.sandbox(t, ka, map[string]any{"timeout_seconds": 600})
+		other := s.sandbox(t, ka, map[string]any{"timeout_seconds": 600})
+		for _, sb := range []sbView{slow, other} {
+			// A server that takes every connection and never answers.
+			s.exec(t, ka, sb.ID, "setsid busybox nc -ll -p 9002 -e sleep 600 </dev/null >/dev/null 2>&1 &")
+			s.exec(t, ka, sb.ID, "mkdir -p /tmp/www && echo fast > /tmp/www/index.html && busybox httpd -p 8000 -h /tmp/www")
+		}
+		held := func(sandboxID string) int {
+			out := s.exec(t, ka, sandboxID, "busybox netstat -tn | grep ':9002 ' | grep -c ESTABLISHED || true")["stdout"]
+			n := 0
+			fmt.Sscan(fmt.Sprint(out), &n)
+			return n
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		hold := func(sandboxID string) {
+			go func() {
+				req, _ := http.NewRequestWithContext(ctx, "GET", cp.ProxyURL+"/", nil)
+				req.Header.Set("E2b-Sandbox-Id", sandboxID)
+				req.Header.Set("E2b-Sandbox-Port", "9002")
+				if res, err := http.DefaultClient.Do(req); err == nil {
+					res.Body.Close()
+				}
+			}()
+		}
+		for range 5 {
+			hold(slow.ID)
+		}
+		waitFor(t, 20*time.Second, "5 requests held in the sandbox", func() bool { return held(slow.ID) == 5 })
+		if st, body := s.proxied(t, slow.ID, 8000, nil); st != 503 || !strings.Contains(body, "sandbox_busy") {
+			t.Errorf("a sixth request to a sandbox with 5 in flight: %d %s", st, body)
+		}
+		if st, body := s.proxied(t, other.ID, 8000, nil); st != 200 || !strings.Contains(body, "fast") {
+			t.Errorf("another sandbox while one is full: %d %s", st, body)
+		}
+		for range 3 {
+			hold(other.ID)
+		}
+		waitFor(t, 20*time.Second, "3 more requests held", func() bool { return held(other.ID) == 3 })
+		if st, body := s.proxied(t, other.ID, 8000, nil); st != 429 || !strings.Contains(body, "too_many_requests") {
+			t.Errorf("a ninth request from a client with 8 in flight: %d %s", st, body)
+		}
+		cancel()
+		waitFor(t, 20*time.Second, "the held requests to end", func() bool { return held(slow.ID)+held(other.ID) == 0 })
+		waitFor(t, 10*time.Second, "the proxy to take requests again", func() bool {
+			st, _ := s.proxied(t, slow.ID, 8000, nil)
+			return st == 200
+		})
+
+		// Connections that send nothing: each client holds at most twice
+		// its request limit, and each is closed after the header timeout.
+		addr := strings.TrimPrefix(cp.ProxyURL, "http://")
+		http.DefaultClient.CloseIdleConnections()
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for range 16 {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		extra, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := extra.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("a 17th idle connection from one client was kept: %v", err)
+		}
+		extra.Close()
+		conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+		t0 := time.Now()
+		if _, err := io.ReadAll(conns[0]); err != nil || time.Since(t0) > 4*time.Second {
+			t.Errorf("an idle connection without headers: %v after %s", err, time.Since(t0))
+		}
+	})
+
 	// Item 14: deleting a team left its snapshots' files (memory
 	// included) on the host, with no row pointing at them.
 	t.Run("team deletion removes snapshot files", func(t *testing.T) {
@@ -251,5 +345,195 @@ func TestSecurityControlPlane(t *testing.T) {
 		if got := state(); got != "running" {
 			t.Errorf("the token holder's request did not resume it: %s", got)
 		}
+	})
+}
+
+// deletedFilesOver lists files that processes running from stateDir hold
+// open after they were deleted, larger than limit: space taken that no
+// one can see or reclaim.
+func deletedFilesOver(stateDir string, limit int64) []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), stateDir) {
+			continue
+		}
+		fds, _ := filepath.Glob(filepath.Join(p, "fd", "*"))
+		for _, fd := range fds {
+			target, err := os.Readlink(fd)
+			if err != nil || !strings.HasSuffix(target, " (deleted)") {
+				continue
+			}
+			if st, err := os.Stat(fd); err == nil && st.Mode().IsRegular() && st.Size() > limit {
+				out = append(out, fmt.Sprintf("%s %s: %d bytes", strings.ReplaceAll(string(cmdline), "\x00", " ")[:min(60, len(cmdline))], target, st.Size()))
+			}
+		}
+	}
+	return out
+}
+
+// TestSecurityAgentLimits performs, against a real agent, the attacks on
+// the host's disk of issue 21 item 6: a disk larger than the host could
+// hold, and console output without end (under gVisor it went to an
+// already deleted file, under QEMU to an uncapped console log).
+func TestSecurityAgentLimits(t *testing.T) {
+	requireVMs(t)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt)
+		ctx := context.Background()
+		free := freeBytes(t, a.stateDir) >> 20
+		_, err := a.client.CreateSandbox(ctx, connect.NewRequest(&pb.CreateSandboxRequest{SandboxId: "huge", Template: "minimal", DiskMib: uint32(free + 1024)}))
+		if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(fmt.Sprint(err), "disk") {
+			t.Errorf("a disk of %d MiB on a host with %d MiB free: %v", free+1024, free, err)
+		}
+		before, err := a.client.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb := create(t, a, "loud", func(r *pb.CreateSandboxRequest) { r.DiskMib = 512 })
+		after, err := a.client.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The promised disk is counted before the guest writes it.
+		if drop := int64(before.Msg.DiskFreeMib) - int64(after.Msg.DiskFreeMib); drop < 400 {
+			t.Errorf("a sandbox with %d MiB of disk took %d MiB of what the host reports it can give", sb.DiskMib, drop)
+		}
+		// Guest root writes 10 MiB to its init's stdout, the console.
+		t0 := time.Now()
+		execIn(t, a, "loud", "head -c 10485760 /dev/zero | tr '\\0' x > /proc/1/fd/1")
+		t.Logf("10 MiB to the console in %s", time.Since(t0).Round(time.Millisecond))
+		dir := filepath.Join(a.stateDir, "sandboxes", "loud")
+		waitFor(t, 30*time.Second, "the console to rotate", func() bool {
+			_, err := os.Stat(filepath.Join(dir, "console.log.1"))
+			return err == nil
+		})
+		var total int64
+		for _, f := range []string{"console.log", "console.log.1"} {
+			st, err := os.Stat(filepath.Join(dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Size() > 4<<20+512 {
+				t.Errorf("%s is %d bytes, over its cap", f, st.Size())
+			}
+			total += st.Size()
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "console.log")); !strings.Contains(string(b), "console rotated") {
+			t.Errorf("the rotation is not marked in the console")
+		}
+		if held := deletedFilesOver(a.stateDir, 1<<20); len(held) > 0 {
+			t.Errorf("deleted files held open: %v", held)
+		}
+		if r := execIn(t, a, "loud", "echo alive"); string(r.Stdout) != "alive\n" {
+			t.Errorf("after the console flood: %q", r.Stdout)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
+
+	// On a small filesystem the template's default disk shrinks to what
+	// the host can promise instead of promising what it does not have.
+	t.Run("default disk fits the host", func(t *testing.T) {
+		if _, err := exec.LookPath("runsc"); err != nil {
+			t.Skip("runsc is not installed (scripts/setup builds it)")
+		}
+		a := startAgent(t, smallFilesystem(t, 192), "--runtime", "gvisor")
+		sb := create(t, a, "small", nil)
+		if sb.DiskMib >= 1024 || sb.DiskMib < 32 {
+			t.Errorf("default disk on a 192 MiB host: %d MiB", sb.DiskMib)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
+}
+
+// destinations is a namespace routed from the host that answers HTTP on
+// 8080 at each of addrs: stand-ins for a private network, a cloud's
+// metadata service and the internet.
+func destinations(t *testing.T, addrs ...string) {
+	t.Helper()
+	ns := "wrenn-e2e-dest"
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	_ = network.DeleteNamespace(ns)
+	if err := network.CreateNamespace(ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", "wrenn-e2e-d").Run()
+		_ = network.DeleteNamespace(ns)
+		for _, a := range addrs {
+			_ = exec.Command("ip", "route", "del", a+"/32").Run()
+		}
+	})
+	run("ip", "link", "add", "wrenn-e2e-d", "type", "veth", "peer", "name", "wrenn-e2e-dp")
+	run("ip", "addr", "add", "10.97.0.1/30", "dev", "wrenn-e2e-d")
+	run("ip", "link", "set", "wrenn-e2e-d", "up")
+	run("ip", "link", "set", "wrenn-e2e-dp", "netns", ns)
+	run("ip", "-n", ns, "addr", "add", "10.97.0.2/30", "dev", "wrenn-e2e-dp")
+	run("ip", "-n", ns, "link", "set", "wrenn-e2e-dp", "up")
+	run("ip", "-n", ns, "link", "set", "lo", "up")
+	run("ip", "-n", ns, "route", "add", "default", "via", "10.97.0.1")
+	var lns []net.Listener
+	for _, a := range addrs {
+		run("ip", "-n", ns, "addr", "add", a+"/32", "dev", "lo")
+		run("ip", "route", "replace", a+"/32", "via", "10.97.0.2")
+	}
+	err := network.InNamespace(ns, func() error {
+		for _, a := range addrs {
+			ln, err := net.Listen("tcp", a+":8080")
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range lns {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "reached") })}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+}
+
+// TestSecuritySandboxEgress (issue 21 item 18): sandbox egress blocked
+// link-local addresses only, so private networks, carrier-grade NAT and
+// cloud metadata addresses such as 168.63.129.16 and 100.100.100.200
+// stayed reachable. From inside real sandboxes: those are refused by
+// default, the internet is not, and an operator's allowance opens one.
+func TestSecuritySandboxEgress(t *testing.T) {
+	requireVMs(t)
+	blocked := []string{"10.96.5.5", "172.20.0.9", "192.168.77.2", "100.64.7.2", "100.100.100.200", "168.63.129.16"}
+	public := "198.51.100.40" // TEST-NET-2: stands in for the internet
+	destinations(t, append(blocked, public)...)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a := startAgent(t, "", "--runtime", rt, "--egress-allow", "192.168.77.0/24")
+		create(t, a, "egress", nil)
+		// bash's /dev/tcp, as TestAgentConcurrentIsolation probes: what is
+		// measured is the network, not a client from the image.
+		reach := func(addr string) bool {
+			r := execIn(t, a, "egress", fmt.Sprintf(`timeout 3 bash -c 'exec 3<>/dev/tcp/%s/8080 && printf "GET / HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null; true`, addr))
+			return strings.Contains(string(r.Stdout), "reached")
+		}
+		if !reach(public) {
+			t.Fatalf("the internet stand-in %s is not reachable: egress is broken, not just filtered", public)
+		}
+		for _, addr := range blocked {
+			want := addr == "192.168.77.2" // allowed by --egress-allow
+			if got := reach(addr); got != want {
+				t.Errorf("sandbox reaches %s: %v, want %v", addr, got, want)
+			}
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/memgen"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/console"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
 	"git.omukk.dev/wrenn/sandbox/internal/uffd"
 )
@@ -107,15 +108,17 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, in *instance) er
 	if err != nil {
 		return err
 	}
-	log, err := os.OpenFile(filepath.Join(spec.Dir, "console.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	// The guest's serial console is Firecracker's stdout: kept, capped.
+	keeper, err := console.Start(filepath.Join(spec.Dir, "console.log"), console.MaxBytes)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
+	defer keeper.CloseWriter() // Firecracker has its own
+	in.console = keeper
 	_ = os.Remove(in.api)
 	cmd := exec.Command(d.bin, "--api-sock", in.api, "--id", spec.SandboxID)
 	cmd.Dir = spec.Dir
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr = keeper.W, keeper.W
 	// A private mount namespace (Go remounts / private in the child), and
 	// the slot's network namespace inherited from the starting thread.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setsid: true}
@@ -246,6 +249,7 @@ type instance struct {
 	done               chan struct{}
 	waitErr            error
 	killOnce           sync.Once
+	console            *console.Keeper
 	// The page server of a resumed guest.
 	pages     *uffd.Server
 	stopServe context.CancelFunc
@@ -306,6 +310,10 @@ func (in *instance) Kill() {
 // releaseVMM frees what the running VMM held: its cgroup and socket.
 func (in *instance) releaseVMM() error {
 	var errs []error
+	if in.console != nil {
+		in.console.WaitFor(10 * time.Second)
+		in.console = nil
+	}
 	if in.cg != nil {
 		if err := in.cg.Remove(); err != nil {
 			errs = append(errs, err)

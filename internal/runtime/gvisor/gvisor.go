@@ -27,6 +27,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/console"
 )
 
 // PinnedVersion is the runsc module version scripts/setup builds; it records
@@ -112,6 +113,31 @@ func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// launch runs runsc run or restore with the container's stdout and stderr
+// (which it keeps after runsc returns) and its user log going to a capped
+// console (console.Keeper; they used to go to an already deleted file,
+// which grew without bound and unseen). runsc's own errors are in
+// runsc.log in the sandbox's directory.
+func (d *Driver) launch(ctx context.Context, in *instance, args ...string) error {
+	keeper, err := console.Start(filepath.Join(in.dir, "console.log"), console.MaxBytes)
+	if err != nil {
+		return err
+	}
+	logPath := filepath.Join(in.dir, "runsc.log")
+	_ = os.Remove(logPath)
+	full := append([]string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none", "--log", logPath}, args...)
+	cmd := exec.CommandContext(ctx, d.bin, full...)
+	cmd.Stdout, cmd.Stderr = keeper.W, keeper.W
+	runErr := cmd.Run()
+	keeper.CloseWriter() // the container has its own
+	in.console = keeper
+	if runErr != nil {
+		out, _ := os.ReadFile(logPath)
+		return fmt.Errorf("runsc %s: %v: %s", args[0], runErr, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
 // acquireLower mounts a template's rootfs read-only, once for all its sandboxes.
 func (d *Driver) acquireLower(imageDir string, mf *guestimage.Manifest) (string, error) {
 	d.mu.Lock()
@@ -178,9 +204,8 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	if err := d.prepare(in, spec); err != nil {
 		return nil, err
 	}
-	log := filepath.Join(spec.Dir, "console.log")
 	in.launched = true
-	if _, err := d.runsc(ctx, "run", "--detach", "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), "--user-log", log, in.id); err != nil {
+	if err := d.launch(ctx, in, "run", "--detach", "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), "--user-log", "/proc/self/fd/2", in.id); err != nil {
 		return nil, err
 	}
 	if err := in.track(ctx); err != nil {
@@ -417,7 +442,7 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 		return nil, err
 	}
 	in.launched = true
-	if _, err := d.runsc(ctx, "restore", "--detach", "--image-path", img, "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), in.id); err != nil {
+	if err := d.launch(ctx, in, "restore", "--detach", "--image-path", img, "--bundle", spec.Dir, "--pid-file", filepath.Join(spec.Dir, "init.pid"), "--user-log", "/proc/self/fd/2", in.id); err != nil {
 		return nil, err
 	}
 	if err := in.track(ctx); err != nil {
@@ -522,6 +547,9 @@ type instance struct {
 	launched  bool
 	cgroup    string
 	lowerHeld bool
+	// console keeps the container's output, capped; it ends with the
+	// container's sandbox process.
+	console *console.Keeper
 
 	done     chan struct{}
 	stop     chan struct{}
@@ -591,6 +619,10 @@ func (in *instance) Kill() {
 
 func (in *instance) Release() error {
 	var errs []error
+	if in.console != nil {
+		in.console.WaitFor(consoleDrain)
+		in.console = nil
+	}
 	if in.launched {
 		// runsc removes its cgroup on delete, unless it was killed before
 		// it recorded the container.
@@ -616,6 +648,10 @@ func (in *instance) Release() error {
 	}
 	return errors.Join(errs...)
 }
+
+// consoleDrain is how long Release waits for the console keeper to see
+// the last of the container's output once it is gone.
+const consoleDrain = 10 * time.Second
 
 func (in *instance) HostRSS() uint64 { return runtime.ProcessRSS(in.pid) }
 

@@ -22,6 +22,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/console"
 )
 
 // vmmOverheadMiB is host memory allowed to QEMU beyond guest RAM (device
@@ -122,18 +123,25 @@ func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, in
 	if err != nil {
 		return err
 	}
+	keeper, err := console.Start(filepath.Join(spec.Dir, "console.log"), console.MaxBytes)
+	if err != nil {
+		return err
+	}
 	vm := &VM{
 		MemoryFile: in.mem, Incoming: incoming, LegacyIncoming: in.legacyState,
 		Accel: d.accel, VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB,
 		Kernel: filepath.Join(spec.ImageDir, guestimage.FileKernel), Initrd: filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
 		Disk: in.disk, DiskFormat: "qcow2", TapFile: tap,
-		QMPSocket: filepath.Join(spec.Dir, "qmp.sock"), ConsoleLog: filepath.Join(spec.Dir, "console.log"),
+		QMPSocket: filepath.Join(spec.Dir, "qmp.sock"), ConsoleLog: keeper.Path, ConsoleFile: keeper.W,
 		Cmdline: strings.Join(cmdline, " "),
 	}
 	in.vm, err = Start(context.Background(), vm)
 	if err != nil {
+		keeper.Stop()
 		return err
 	}
+	keeper.CloseWriter() // QEMU has its own
+	in.console = keeper
 	return in.cg.Add(in.vm.Cmd.Process.Pid)
 }
 
@@ -148,6 +156,16 @@ type instance struct {
 	legacyState    bool   // restoring a state saved by an earlier Wrenn (see legacyState)
 	vm             *Instance
 	cg             *cgroup.Group
+	// console keeps the serial console, capped; it ends with QEMU.
+	console *console.Keeper
+}
+
+// endConsole waits for the console keeper, once QEMU has exited.
+func (in *instance) endConsole() {
+	if in.console != nil {
+		in.console.Wait()
+		in.console = nil
+	}
 }
 
 func (in *instance) PID() int              { return in.vm.Cmd.Process.Pid }
@@ -190,6 +208,7 @@ func (in *instance) waitWatcher() {
 
 func (in *instance) Release() error {
 	in.waitWatcher()
+	in.endConsole()
 	var errs []error
 	if in.cg != nil {
 		if err := in.cg.Remove(); err != nil {
@@ -317,6 +336,7 @@ func (in *instance) Pause(ctx context.Context) error {
 		in.Kill()
 	}
 	in.waitWatcher()
+	in.endConsole()
 	// The process is gone; its cgroup and socket go, the disk, memory and
 	// state stay for Resume.
 	if in.cg != nil {

@@ -46,16 +46,25 @@ func Start(ctx context.Context, vm *VM) (*Instance, error) {
 	return in, nil
 }
 
-// lockedWriter collects QEMU's stderr while it may be read.
+// lockedWriter collects QEMU's stderr while it may be read, keeping its
+// last stderrCap bytes: a guest may make QEMU complain without end.
 type lockedWriter struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
+const stderrCap = 64 << 10
+
 func (w *lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.b.Write(p)
+	w.b.Write(p)
+	if w.b.Len() > 2*stderrCap {
+		tail := w.b.String()[w.b.Len()-stderrCap:]
+		w.b.Reset()
+		w.b.WriteString(tail)
+	}
+	return len(p), nil
 }
 
 // Stderr is what QEMU printed so far.

@@ -84,6 +84,9 @@ type VM struct {
 	Cmdline    string // appended to the fixed part
 	QMPSocket  string
 	ConsoleLog string
+	// ConsoleFile, if set, takes the serial console instead of ConsoleLog
+	// (a console.Keeper's pipe, which caps what the guest can write).
+	ConsoleFile *os.File
 	// MemoryFile backs guest RAM with a file mapped private (share=off):
 	// the guest reads it lazily and what it writes stays in QEMU until a
 	// pause saves it (see memory.go).
@@ -150,7 +153,15 @@ func (vm *VM) Args() ([]string, error) {
 		}
 		args = append(args, "-netdev", nd, "-device", dev)
 	}
-	if vm.ConsoleLog != "" {
+	switch {
+	case vm.ConsoleFile != nil:
+		// ExtraFiles[len-1] in Command; QEMU reopens the pipe by path.
+		fd := 3
+		if vm.TapFile != nil {
+			fd++
+		}
+		args = append(args, "-serial", fmt.Sprintf("file:/proc/self/fd/%d", fd))
+	case vm.ConsoleLog != "":
 		args = append(args, "-serial", "file:"+vm.ConsoleLog)
 	}
 	if vm.Cmdline != "" {
@@ -169,7 +180,10 @@ func (vm *VM) Command() (*exec.Cmd, error) {
 	}
 	cmd := exec.Command(Binary, args...)
 	if vm.TapFile != nil {
-		cmd.ExtraFiles = []*os.File{vm.TapFile}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, vm.TapFile)
+	}
+	if vm.ConsoleFile != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, vm.ConsoleFile)
 	}
 	return cmd, nil
 }
