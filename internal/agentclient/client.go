@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"strings"
 
+	"connectrpc.com/connect"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
@@ -19,7 +22,7 @@ func NewWithTransport(addr, secret string, rt http.RoundTripper) hostagentv1conn
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr)
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr, connect.WithReadMaxBytes(hostapi.MaxAgentResponse))
 }
 
 type bearer struct {

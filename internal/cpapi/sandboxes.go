@@ -192,6 +192,11 @@ type execView struct {
 	Stdout   string `json:"stdout"`
 	Stderr   string `json:"stderr"`
 	Error    string `json:"error,omitempty"`
+	// StdoutTruncated and StderrTruncated say a stream was longer than
+	// the installation's bound (WRENN_EXEC_MAX_OUTPUT_BYTES) and only its
+	// start is here; the exec WebSocket streams output of any size.
+	StdoutTruncated bool `json:"stdout_truncated"`
+	StderrTruncated bool `json:"stderr_truncated"`
 }
 
 func (a *API) exec(w http.ResponseWriter, r *http.Request) {
@@ -209,13 +214,15 @@ func (a *API) exec(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := t.Agent.Exec(r.Context(), connect.NewRequest(&pb.ExecRequest{
 		SandboxId: t.AgentID, Cmd: b.Cmd, Args: b.Args, Envs: b.Envs, Cwd: b.Cwd, User: b.User, TimeoutSeconds: b.TimeoutSeconds, Stdin: []byte(b.Stdin),
+		MaxOutputBytes: uint64(a.cfg.ExecMaxOutput),
 	}))
 	if err != nil {
 		a.failAgent(w, r, t, "exec", err)
 		return
 	}
 	m := res.Msg
-	writeJSON(w, http.StatusOK, execView{PID: m.GetPid(), ExitCode: m.GetExitCode(), Stdout: string(m.GetStdout()), Stderr: string(m.GetStderr()), Error: m.GetError()})
+	writeJSON(w, http.StatusOK, execView{PID: m.GetPid(), ExitCode: m.GetExitCode(), Stdout: string(m.GetStdout()), Stderr: string(m.GetStderr()), Error: m.GetError(),
+		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated()})
 }
 
 // failAgent reports an agent's error on a pass-through call.

@@ -59,9 +59,12 @@ func New(base, token string) *Client {
 		unary:     &http.Client{Transport: &tokenTransport{token: token, next: transport}, Timeout: UnaryTimeout},
 		streaming: &http.Client{Transport: &tokenTransport{token: token, next: transport}},
 	}
-	c.Process = processconnect.NewProcessClient(c.unary, c.base)
-	c.ProcessStream = processconnect.NewProcessClient(c.streaming, c.base)
-	c.FS = filesystemconnect.NewFilesystemClient(c.unary, c.base)
+	// What envd answers comes from code in the sandbox: no message is
+	// taken in beyond a bound.
+	limit := connect.WithReadMaxBytes(MaxMessageBytes)
+	c.Process = processconnect.NewProcessClient(c.unary, c.base, limit)
+	c.ProcessStream = processconnect.NewProcessClient(c.streaming, c.base, limit)
+	c.FS = filesystemconnect.NewFilesystemClient(c.unary, c.base, limit)
 	return c
 }
 
@@ -177,8 +180,12 @@ func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("envd /metrics: %s", resp.Status)
 	}
+	body, err := readLimited(resp.Body, MaxMetricsBytes, "/metrics")
+	if err != nil {
+		return nil, err
+	}
 	var m Metrics
-	return &m, json.NewDecoder(resp.Body).Decode(&m)
+	return &m, json.Unmarshal(body, &m)
 }
 
 // Error is an envd HTTP error.

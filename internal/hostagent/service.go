@@ -20,6 +20,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
 	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	fspb "git.omukk.dev/wrenn/sandbox/proto/envd/filesystem"
 	procpb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
@@ -36,7 +37,7 @@ type Service struct {
 
 // Handler is the service behind bearer authentication.
 func Handler(svc *Service, secret string) (string, http.Handler) {
-	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc)
+	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc, connect.WithReadMaxBytes(hostapi.MaxAgentRequest))
 	return path, requireBearer(secret, svc.Log, h)
 }
 
@@ -104,6 +105,7 @@ func toPB(i sandbox.Info) *pb.Sandbox {
 		Id: i.ID, Template: i.Template, State: st, Vcpus: uint32(i.VCPUs), MemoryMib: uint32(i.MemoryMiB), DiskMib: uint32(i.DiskMiB),
 		CreatedAtUnixMs: i.CreatedAt.UnixMilli(), AllowInternet: i.AllowInternet, Metadata: i.Metadata, Runtime: i.Runtime,
 		Error: i.Err, EnvdVersion: i.EnvdVersion, HostAddress: i.HostAddress, OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_DESTROY,
+		GuestFault: i.GuestFault,
 	}
 	out.Snapshot = i.Snapshot
 	if i.OnTimeout == sandbox.OnTimeoutPause {
@@ -277,6 +279,10 @@ func (s *Service) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest]
 	if m.Cmd == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("cmd is required"))
 	}
+	limit, err := execOutputLimit(m.MaxOutputBytes)
+	if err != nil {
+		return nil, err
+	}
 	c, err := s.envdFor(m.SandboxId)
 	if err != nil {
 		return nil, err
@@ -310,8 +316,8 @@ func (s *Service) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest]
 				}
 			}
 		case *procpb.ProcessEvent_Data:
-			out.Stdout = append(out.Stdout, e.Data.GetStdout()...)
-			out.Stderr = append(out.Stderr, e.Data.GetStderr()...)
+			out.Stdout, out.StdoutTruncated = appendCapped(out.Stdout, e.Data.GetStdout(), limit, out.StdoutTruncated)
+			out.Stderr, out.StderrTruncated = appendCapped(out.Stderr, e.Data.GetStderr(), limit, out.StderrTruncated)
 		case *procpb.ProcessEvent_End:
 			out.ExitCode = e.End.GetExitCode()
 			out.Error = e.End.GetError()

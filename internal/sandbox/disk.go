@@ -44,11 +44,10 @@ func (m *Manager) diskAvailableLocked() int64 {
 	free := int64(st.Bavail) * st.Bsize >> 20
 	total := int64(st.Blocks) * st.Bsize >> 20
 	var owed int64
-	for _, s := range m.boxes {
-		promised := int64(s.info.DiskMiB)
-		if s.dir != "" {
-			promised -= allocatedMiB(s.dir)
-		}
+	for id, s := range m.boxes {
+		// A box's request is fixed once it is in boxes; its directory is
+		// named for its ID, whether made yet or not.
+		promised := int64(s.info.DiskMiB) - allocatedMiB(filepath.Join(m.sandboxesDir(), id))
 		owed += max(promised, 0)
 	}
 	return max(free-owed-diskReserveMiB(total), 0)

@@ -423,7 +423,7 @@ func (m *Manager) bringUp(ctx context.Context, s *Sandbox, inst runtime.Instance
 	} else {
 		s.expiry.Reset(timeout)
 	}
-	s.sampler = startSampler(s, m.cfg.SampleEvery)
+	s.sampler = startSampler(s, m.cfg.SampleEvery, m.log)
 	s.watch = make(chan struct{})
 	m.wg.Add(1)
 	go m.watchGuest(s, inst, s.watch)

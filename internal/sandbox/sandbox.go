@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"sync"
@@ -66,6 +67,9 @@ type Info struct {
 	Runtime     string
 	EnvdVersion string
 	HostAddress string
+	// GuestFault is the last thing the guest did that a well-behaved envd
+	// never does (an answer over its size limit); it was refused.
+	GuestFault string
 }
 
 // Sandbox is one sandbox. mu serialises operations on it; fields read by
@@ -152,6 +156,7 @@ type Metrics struct {
 // sampler polls envd's /metrics and the VMM's host memory while the
 // sandbox runs; it is stopped before the sandbox stops or pauses.
 type sampler struct {
+	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex
@@ -160,9 +165,9 @@ type sampler struct {
 
 const samplesKept = 60
 
-func startSampler(s *Sandbox, every time.Duration) *sampler {
+func startSampler(s *Sandbox, every time.Duration, log *slog.Logger) *sampler {
 	ctx, cancel := context.WithCancel(context.Background())
-	sm := &sampler{cancel: cancel, done: make(chan struct{})}
+	sm := &sampler{cancel: cancel, done: make(chan struct{}), log: log}
 	go func() {
 		defer close(sm.done)
 		t := time.NewTicker(every)
@@ -183,6 +188,9 @@ func (sm *sampler) sample(ctx context.Context, s *Sandbox) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	m, err := s.envd.Metrics(rctx)
+	if errors.Is(err, envdclient.ErrMisbehaving) {
+		s.noteFault(sm.log, err)
+	}
 	if err != nil {
 		return
 	}
@@ -204,4 +212,18 @@ func (sm *sampler) snapshot() []Metrics {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	return append([]Metrics(nil), sm.recent...)
+}
+
+// noteFault marks the sandbox with what its guest did wrong and logs it
+// (the first time it changes): code in a sandbox controls envd, and what
+// it answers is refused past its limits, never taken in whole.
+func (s *Sandbox) noteFault(log *slog.Logger, err error) {
+	s.infoMu.Lock()
+	changed := s.info.GuestFault != err.Error()
+	s.info.GuestFault = err.Error()
+	id := s.info.ID
+	s.infoMu.Unlock()
+	if changed && log != nil {
+		log.Warn("the guest misbehaved; its answer was refused", "sandbox", id, "fault", err.Error())
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 )
 
 // Config configures wrenn-cp.
@@ -72,6 +73,10 @@ type Config struct {
 	// default 10s).
 	ProxyIdleTimeout   time.Duration
 	ProxyHeaderTimeout time.Duration
+	// ExecMaxOutput bounds each of stdout and stderr that POST
+	// /v1/sandboxes/{id}/exec returns (WRENN_EXEC_MAX_OUTPUT_BYTES,
+	// default 16 MiB, at most 64 MiB); the response says when it cut.
+	ExecMaxOutput int
 	// TrustedProxies are the reverse proxies in front of the control plane
 	// (addresses or CIDR ranges; WRENN_TRUSTED_PROXIES, comma-separated).
 	// A request from one of them is attributed to the right-most address
@@ -121,7 +126,7 @@ func Defaults() Config {
 		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10, AnonymousAuditPerMinute: 30,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, StreamAuthInterval: 5 * time.Second, MaxDiskMiB: 65536,
-		ProxyMaxPerSandbox: 200, ProxyMaxPerClient: 100, ProxyIdleTimeout: 60 * time.Second, ProxyHeaderTimeout: 10 * time.Second,
+		ExecMaxOutput: hostapi.DefaultExecOutput, ProxyMaxPerSandbox: 200, ProxyMaxPerClient: 100, ProxyIdleTimeout: 60 * time.Second, ProxyHeaderTimeout: 10 * time.Second,
 		Quota: Quota{Sandboxes: 10, VCPUs: 16, MemoryMiB: 16384, DiskMiB: 102400, Snapshots: 20, CreatesPerMinute: 30},
 	}
 }
@@ -179,6 +184,7 @@ func FromEnv() (Config, error) {
 	num("WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE", &c.AuthAccountRatePerMinute)
 	num("WRENN_ANONYMOUS_AUDIT_PER_MINUTE", &c.AnonymousAuditPerMinute)
 	num("WRENN_MAX_DISK_MIB", &c.MaxDiskMiB)
+	num("WRENN_EXEC_MAX_OUTPUT_BYTES", &c.ExecMaxOutput)
 	num("WRENN_PROXY_MAX_PER_SANDBOX", &c.ProxyMaxPerSandbox)
 	num("WRENN_PROXY_MAX_PER_CLIENT", &c.ProxyMaxPerClient)
 	num("WRENN_QUOTA_SANDBOXES", &c.Quota.Sandboxes)
@@ -227,6 +233,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("WRENN_QUOTA_* limits cannot be negative")
 	case c.ProxyMaxPerSandbox < 1 || c.ProxyMaxPerClient < 1 || c.ProxyIdleTimeout <= 0 || c.ProxyHeaderTimeout <= 0:
 		return fmt.Errorf("the WRENN_PROXY_* limits must be positive")
+	case c.ExecMaxOutput < 1 || c.ExecMaxOutput > hostapi.MaxExecOutput:
+		return fmt.Errorf("WRENN_EXEC_MAX_OUTPUT_BYTES must be 1 to %d", hostapi.MaxExecOutput)
 	case c.MaxDiskMiB < 1:
 		return fmt.Errorf("WRENN_MAX_DISK_MIB must be at least 1")
 	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1 || c.AnonymousAuditPerMinute < 1:

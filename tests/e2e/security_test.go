@@ -106,6 +106,7 @@ func TestSecurityControlPlane(t *testing.T) {
 	s := startSecStack(t, func(c *config.Config) {
 		c.StreamAuthInterval = 300 * time.Millisecond
 		c.ProxyMaxPerSandbox, c.ProxyMaxPerClient, c.ProxyHeaderTimeout = 5, 8, time.Second
+		c.ExecMaxOutput = 1 << 20
 	})
 	cp := s.cp
 	alice := cp.Signup(t, "alice@example.com")
@@ -295,6 +296,31 @@ func TestSecurityControlPlane(t *testing.T) {
 		}
 	})
 
+	// Item 2: one exec buffered all its output (head -c 300M /dev/zero gave
+	// a 1.9 GB answer and 9 GB resident in the control plane). Each
+	// stream is cut at the bound, and the answer says so, with the exit
+	// code of the command, which ran to its end.
+	t.Run("exec output is bounded", func(t *testing.T) {
+		sb := s.sandbox(t, ka, nil)
+		r := cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", ka, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "head -c 50000000 /dev/zero; echo done >&2; exit 3"}, "timeout_seconds": 120})
+		if len(r.Body) > 8<<20 {
+			t.Errorf("the answer is %d bytes", len(r.Body))
+		}
+		var x struct {
+			Stdout          string
+			Stderr          string
+			ExitCode        int  `json:"exit_code"`
+			StdoutTruncated bool `json:"stdout_truncated"`
+			StderrTruncated bool `json:"stderr_truncated"`
+		}
+		if err := r.JSON(&x); err != nil {
+			t.Fatal(err)
+		}
+		if len(x.Stdout) != 1<<20 || !x.StdoutTruncated || x.Stderr != "done\n" || x.StderrTruncated || x.ExitCode != 3 {
+			t.Errorf("exec of 50 MB: %d bytes of stdout (truncated %v), stderr %q (truncated %v), exit %d", len(x.Stdout), x.StdoutTruncated, x.Stderr, x.StderrTruncated, x.ExitCode)
+		}
+	})
+
 	// Item 14: deleting a team left its snapshots' files (memory
 	// included) on the host, with no row pointing at them.
 	t.Run("team deletion removes snapshot files", func(t *testing.T) {
@@ -428,6 +454,47 @@ func TestSecurityAgentLimits(t *testing.T) {
 		}
 		if r := execIn(t, a, "loud", "echo alive"); string(r.Stdout) != "alive\n" {
 			t.Errorf("after the console flood: %q", r.Stdout)
+		}
+		a.stop(t, syscall.SIGTERM)
+		assertNoLeftovers(t, a.stateDir)
+	})
+
+	// Item 3: guest root can put its own server in envd's place; it
+	// answered the agent's /metrics poll without end and the agent took
+	// in 500-680 MiB each time. The agent reads a bounded answer now,
+	// marks the sandbox and logs it.
+	t.Run("hostile envd", func(t *testing.T) {
+		if _, err := exec.LookPath("runsc"); err != nil {
+			t.Skip("runsc is not installed (scripts/setup builds it)")
+		}
+		a := startAgent(t, "", "--runtime", "gvisor")
+		ctx := context.Background()
+		create(t, a, "hostile", nil)
+		endless := "#!/bin/sh\nwhile IFS= read -r l; do l=$(printf '%s' \"$l\" | tr -d '\\r'); [ -z \"$l\" ] && break; done\n" +
+			"printf 'HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n\\r\\n{\"ts\":\"'\nexec tr '\\000' x < /dev/zero\n"
+		if _, err := a.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: "hostile", Path: "/tmp/endless.sh", Content: []byte(endless), User: "root"})); err != nil {
+			t.Fatal(err)
+		}
+		execIn(t, a, "hostile", `chmod +x /tmp/endless.sh; setsid sh -c 'sleep 1; for i in $(seq 50); do kill $(pidof envd) 2>/dev/null; busybox nc -ll -p 49983 -e /tmp/endless.sh; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`)
+		waitFor(t, 60*time.Second, "the agent to mark the sandbox", func() bool {
+			res, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "hostile"}))
+			return err == nil && strings.Contains(res.Msg.Sandbox.GetGuestFault(), "/metrics")
+		})
+		if !a.logged("the guest misbehaved") {
+			t.Error("the agent did not log the misbehaving guest")
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+		var rssKiB int64
+		for _, l := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &rssKiB)
+			}
+		}
+		if rssKiB == 0 || rssKiB > 200<<10 {
+			t.Errorf("the agent's peak resident memory is %d KiB", rssKiB)
+		}
+		if _, err := a.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: "hostile"})); err != nil {
+			t.Fatal(err)
 		}
 		a.stop(t, syscall.SIGTERM)
 		assertNoLeftovers(t, a.stateDir)

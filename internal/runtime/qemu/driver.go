@@ -123,11 +123,24 @@ func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, in
 	if err != nil {
 		return err
 	}
+	confined, err := jailFor(spec, d.accel, in.disk)
+	if err != nil {
+		return fmt.Errorf("confine QEMU: %w", err)
+	}
+	var state *os.File
+	if incoming {
+		// Read by QEMU from this descriptor: it cannot open the path.
+		if state, err = os.Open(filepath.Join(spec.Dir, stateFile)); err != nil {
+			return err
+		}
+		defer state.Close()
+	}
 	keeper, err := console.Start(filepath.Join(spec.Dir, "console.log"), console.MaxBytes)
 	if err != nil {
 		return err
 	}
 	vm := &VM{
+		Jail: confined, IncomingFile: state,
 		MemoryFile: in.mem, Incoming: incoming, LegacyIncoming: in.legacyState,
 		Accel: d.accel, VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB,
 		Kernel: filepath.Join(spec.ImageDir, guestimage.FileKernel), Initrd: filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
@@ -451,8 +464,6 @@ func syncFile(path string) error {
 	return nil
 }
 
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
 // waitStatus polls query-status until done says so.
 func waitStatus(ctx context.Context, q *QMP, done func(status string) (bool, error)) error {
 	for {
@@ -513,7 +524,7 @@ func (d *Driver) Resume(ctx context.Context, spec runtime.Spec) (_ runtime.Insta
 			return nil, err
 		}
 	}
-	if _, err := q.Execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(state)}); err != nil {
+	if _, err := q.Execute(ctx, "migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", in.vm.VM.IncomingFD())}); err != nil {
 		return nil, err
 	}
 	if err := waitStatus(ctx, q, func(st string) (bool, error) {
@@ -576,6 +587,9 @@ func (d *Driver) SaveSnapshot(ctx context.Context, sandboxDir, snapshotDir strin
 // copy-on-write: a hard link keeps it alive should the snapshot be
 // deleted, and the clone's guest never writes to it (share=off).
 func (d *Driver) PrepareClone(ctx context.Context, snapshotDir string, spec runtime.Spec) error {
+	if err := shareSnapshotFiles(snapshotDir); err != nil {
+		return err
+	}
 	out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(snapshotDir, "disk.qcow2"), "-o", "lazy_refcounts=on", diskPath(spec.Dir), fmt.Sprintf("%dM", spec.DiskMiB)).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("create disk layer over the snapshot: %v: %s", err, bytes.TrimSpace(out))

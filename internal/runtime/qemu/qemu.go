@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/jail"
 )
 
 // Accelerators.
@@ -98,7 +100,38 @@ type VM struct {
 	// LegacyIncoming expects instead a whole migration stream, as Wrenn
 	// saved before device states (configuration section and all).
 	LegacyIncoming bool
+	// IncomingFile is the saved state that migrate-incoming reads (as
+	// "fd:<IncomingFD>"), handed over open: a jailed QEMU can neither
+	// spawn a reader nor see where the state lies.
+	IncomingFile *os.File
+	// Jail, if set, confines QEMU (jail.Spec) and turns on its seccomp
+	// sandbox.
+	Jail *jail.Spec
 }
+
+// extraFiles are the descriptors QEMU inherits, from 3 on, in this order.
+func (vm *VM) extraFiles() []*os.File {
+	var out []*os.File
+	for _, f := range []*os.File{vm.TapFile, vm.ConsoleFile, vm.IncomingFile} {
+		if f != nil {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// fd is the descriptor number f has in QEMU.
+func (vm *VM) fd(f *os.File) int {
+	for i, x := range vm.extraFiles() {
+		if x == f {
+			return 3 + i
+		}
+	}
+	return -1
+}
+
+// IncomingFD is IncomingFile's descriptor in QEMU.
+func (vm *VM) IncomingFD() int { return vm.fd(vm.IncomingFile) }
 
 // Args is QEMU's command line for vm.
 func (vm *VM) Args() ([]string, error) {
@@ -146,7 +179,7 @@ func (vm *VM) Args() ([]string, error) {
 		args = append(args, "-initrd", vm.Initrd)
 	}
 	if vm.TapFile != nil {
-		nd := "tap,id=net0,fd=3" // ExtraFiles[0] in Command
+		nd := fmt.Sprintf("tap,id=net0,fd=%d", vm.fd(vm.TapFile))
 		dev := "virtio-net-device,netdev=net0"
 		if vm.MAC != "" {
 			dev += ",mac=" + vm.MAC
@@ -155,14 +188,15 @@ func (vm *VM) Args() ([]string, error) {
 	}
 	switch {
 	case vm.ConsoleFile != nil:
-		// ExtraFiles[len-1] in Command; QEMU reopens the pipe by path.
-		fd := 3
-		if vm.TapFile != nil {
-			fd++
-		}
-		args = append(args, "-serial", fmt.Sprintf("file:/proc/self/fd/%d", fd))
+		// Handed over, and named as a descriptor set: no path to open.
+		args = append(args, "-add-fd", fmt.Sprintf("fd=%d,set=1", vm.fd(vm.ConsoleFile)), "-serial", "file:/dev/fdset/1")
 	case vm.ConsoleLog != "":
 		args = append(args, "-serial", "file:"+vm.ConsoleLog)
+	}
+	if vm.Jail != nil {
+		// seccomp: no obsolete system calls, no privilege changes, no
+		// new processes, no scheduler or memory-policy changes.
+		args = append(args, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
 	}
 	if vm.Cmdline != "" {
 		cmdline += " " + vm.Cmdline
@@ -179,11 +213,15 @@ func (vm *VM) Command() (*exec.Cmd, error) {
 		return nil, err
 	}
 	cmd := exec.Command(Binary, args...)
-	if vm.TapFile != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, vm.TapFile)
+	if vm.Jail != nil {
+		bin, err := exec.LookPath(Binary)
+		if err != nil {
+			return nil, err
+		}
+		if cmd, err = jail.Command(*vm.Jail, append([]string{bin}, args...)...); err != nil {
+			return nil, err
+		}
 	}
-	if vm.ConsoleFile != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, vm.ConsoleFile)
-	}
+	cmd.ExtraFiles = vm.extraFiles()
 	return cmd, nil
 }

@@ -707,8 +707,11 @@ type Sandbox struct {
 	HostAddress     string                 `protobuf:"bytes,14,opt,name=host_address,json=hostAddress,proto3" json:"host_address,omitempty"` // where the host reaches the guest
 	OnTimeout       TimeoutAction          `protobuf:"varint,15,opt,name=on_timeout,json=onTimeout,proto3,enum=hostagent.v1.TimeoutAction" json:"on_timeout,omitempty"`
 	Snapshot        string                 `protobuf:"bytes,16,opt,name=snapshot,proto3" json:"snapshot,omitempty"` // the snapshot template it was cloned from
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// What the guest did that a well-behaved envd never does (an answer
+	// over its size limit, say), last seen; the agent refused it and logged.
+	GuestFault    string `protobuf:"bytes,17,opt,name=guest_fault,json=guestFault,proto3" json:"guest_fault,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
@@ -849,6 +852,13 @@ func (x *Sandbox) GetOnTimeout() TimeoutAction {
 func (x *Sandbox) GetSnapshot() string {
 	if x != nil {
 		return x.Snapshot
+	}
+	return ""
+}
+
+func (x *Sandbox) GetGuestFault() string {
+	if x != nil {
+		return x.GuestFault
 	}
 	return ""
 }
@@ -1757,6 +1767,10 @@ type ExecRequest struct {
 	User           string                 `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
 	TimeoutSeconds uint32                 `protobuf:"varint,7,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"` // 0: 60 for Exec, none for ExecStream
 	Stdin          []byte                 `protobuf:"bytes,8,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// Exec keeps at most this much of each of stdout and stderr (0: 16 MiB;
+	// the agent allows up to 64 MiB); the rest is read and dropped, and the
+	// response says so. Output of any size is for ExecStream.
+	MaxOutputBytes uint64 `protobuf:"varint,9,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1847,15 +1861,25 @@ func (x *ExecRequest) GetStdin() []byte {
 	return nil
 }
 
+func (x *ExecRequest) GetMaxOutputBytes() uint64 {
+	if x != nil {
+		return x.MaxOutputBytes
+	}
+	return 0
+}
+
 type ExecResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stdout        []byte                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr        []byte                 `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
-	ExitCode      int32                  `protobuf:"zigzag32,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
-	Pid           uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stdout   []byte                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   []byte                 `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	ExitCode int32                  `protobuf:"zigzag32,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Error    string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Pid      uint32                 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The stream had more than max_output_bytes; what is kept is its start.
+	StdoutTruncated bool `protobuf:"varint,6,opt,name=stdout_truncated,json=stdoutTruncated,proto3" json:"stdout_truncated,omitempty"`
+	StderrTruncated bool `protobuf:"varint,7,opt,name=stderr_truncated,json=stderrTruncated,proto3" json:"stderr_truncated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ExecResponse) Reset() {
@@ -1921,6 +1945,20 @@ func (x *ExecResponse) GetPid() uint32 {
 		return x.Pid
 	}
 	return 0
+}
+
+func (x *ExecResponse) GetStdoutTruncated() bool {
+	if x != nil {
+		return x.StdoutTruncated
+	}
+	return false
+}
+
+func (x *ExecResponse) GetStderrTruncated() bool {
+	if x != nil {
+		return x.StderrTruncated
+	}
+	return false
 }
 
 type ExecStreamResponse struct {
@@ -3524,7 +3562,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\"H\n" +
 	"\x15ResumeSandboxResponse\x12/\n" +
-	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"\x84\x05\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"\xa5\x05\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x120\n" +
@@ -3544,7 +3582,9 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fhost_address\x18\x0e \x01(\tR\vhostAddress\x12:\n" +
 	"\n" +
 	"on_timeout\x18\x0f \x01(\x0e2\x1b.hostagent.v1.TimeoutActionR\tonTimeout\x12\x1a\n" +
-	"\bsnapshot\x18\x10 \x01(\tR\bsnapshot\x1a;\n" +
+	"\bsnapshot\x18\x10 \x01(\tR\bsnapshot\x12\x1f\n" +
+	"\vguest_fault\x18\x11 \x01(\tR\n" +
+	"guestFault\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x11\n" +
@@ -3623,7 +3663,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x0ehost_rss_bytes\x18\b \x01(\x04R\fhostRssBytes\"\x87\x01\n" +
 	"\x19GetSandboxMetricsResponse\x124\n" +
 	"\x06latest\x18\x01 \x01(\v2\x1c.hostagent.v1.SandboxMetricsR\x06latest\x124\n" +
-	"\x06recent\x18\x02 \x03(\v2\x1c.hostagent.v1.SandboxMetricsR\x06recent\"\xa9\x02\n" +
+	"\x06recent\x18\x02 \x03(\v2\x1c.hostagent.v1.SandboxMetricsR\x06recent\"\xd3\x02\n" +
 	"\vExecRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
@@ -3633,16 +3673,19 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x03cwd\x18\x05 \x01(\tR\x03cwd\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\tR\x04user\x12'\n" +
 	"\x0ftimeout_seconds\x18\a \x01(\rR\x0etimeoutSeconds\x12\x14\n" +
-	"\x05stdin\x18\b \x01(\fR\x05stdin\x1a7\n" +
+	"\x05stdin\x18\b \x01(\fR\x05stdin\x12(\n" +
+	"\x10max_output_bytes\x18\t \x01(\x04R\x0emaxOutputBytes\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
 	"\fExecResponse\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x1b\n" +
 	"\texit_code\x18\x03 \x01(\x11R\bexitCode\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x10\n" +
-	"\x03pid\x18\x05 \x01(\rR\x03pid\"\x9f\x01\n" +
+	"\x03pid\x18\x05 \x01(\rR\x03pid\x12)\n" +
+	"\x10stdout_truncated\x18\x06 \x01(\bR\x0fstdoutTruncated\x12)\n" +
+	"\x10stderr_truncated\x18\a \x01(\bR\x0fstderrTruncated\"\x9f\x01\n" +
 	"\x12ExecStreamResponse\x12!\n" +
 	"\vstarted_pid\x18\x01 \x01(\rH\x00R\n" +
 	"startedPid\x12\x18\n" +
