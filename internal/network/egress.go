@@ -114,4 +114,3 @@ func ParsePrefixes(items []string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
-
