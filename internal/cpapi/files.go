@@ -106,6 +106,12 @@ func (a *API) uploadFile(w http.ResponseWriter, r *http.Request) {
 		err = cerr
 	}
 	if err != nil {
+		if connect.CodeOf(err) == connect.CodeResourceExhausted {
+			// The sandbox's own disk is full, as envd says (507): not a
+			// lack of capacity on the platform's side.
+			writeError(w, http.StatusInsufficientStorage, "insufficient_storage", "write file: the sandbox's disk is full: "+agentMessage(err))
+			return
+		}
 		a.failAgent(w, r, t, "write file", err)
 		return
 	}
@@ -169,4 +175,13 @@ func (a *API) makeDir(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, viewEntry(res.Msg.GetEntry()))
+}
+
+// agentMessage is an agent error's message without the Connect code.
+func agentMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }

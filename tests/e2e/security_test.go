@@ -321,6 +321,37 @@ func TestSecurityControlPlane(t *testing.T) {
 		}
 	})
 
+	// Item 17: an upload larger than the sandbox's disk answered 502
+	// "corrupt response"; it is a 507, through the API and through the
+	// proxy to envd, and the sandbox carries on.
+	t.Run("upload larger than the disk", func(t *testing.T) {
+		sb := s.sandbox(t, ka, map[string]any{"disk_mib": 128})
+		tok := cp.Must(t, 200, "GET", "/v1/sandboxes/"+sb.ID, ka, nil).Map()["envd_access_token"].(string)
+		big := make([]byte, 200<<20)
+		r, err := cp.Do("PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/home/user/big", ka, big)
+		if err != nil || r.Status != 507 || r.Code() != "insufficient_storage" {
+			t.Errorf("a 200 MiB upload into a 128 MiB disk: %v %s", err, r)
+		}
+		req, _ := http.NewRequest("POST", cp.ProxyURL+"/files?path=/home/user/big2&username=user", bytes.NewReader(big))
+		req.Header.Set("E2b-Sandbox-Id", sb.ID)
+		req.Header.Set("E2b-Sandbox-Port", "49983")
+		req.Header.Set("X-Access-Token", tok)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("the same through the proxy: %v", err)
+		} else {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 507 {
+				t.Errorf("the same through the proxy: %d %s", res.StatusCode, body)
+			}
+		}
+		if x := s.exec(t, ka, sb.ID, "ls /home/user; echo alive"); !strings.HasSuffix(fmt.Sprint(x["stdout"]), "alive\n") || strings.Contains(fmt.Sprint(x["stdout"]), "big") {
+			t.Errorf("after the uploads: %v", x)
+		}
+	})
+
 	// Item 14: deleting a team left its snapshots' files (memory
 	// included) on the host, with no row pointing at them.
 	t.Run("team deletion removes snapshot files", func(t *testing.T) {
