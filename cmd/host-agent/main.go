@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
+	"git.omukk.dev/wrenn/sandbox/pkg/config"
 )
 
 func main() {
@@ -46,7 +47,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "host-agent: --on-stop %q: use pause or destroy\n", *onStop)
 		os.Exit(2)
 	}
-	o.EgressAllow, o.EgressBlock = splitList(*egressAllow), splitList(*egressBlock)
+	o.EgressAllow, o.EgressBlock = config.SplitList(*egressAllow), config.SplitList(*egressBlock)
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
@@ -76,14 +77,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "host-agent:", err)
 		os.Exit(1)
 	}
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }

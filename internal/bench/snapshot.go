@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
@@ -171,7 +171,7 @@ func snapshotRuntime(ctx context.Context, o SnapshotOptions, state, rt string) (
 		{Metric: fmt.Sprintf("%s: pause, 256 MiB guest (median of %d)", rt, o.Runs), Wrenn: Ms(Median(pauses)), Baseline: "E2B: ~1 s per 256 MiB (4 s/GiB)"},
 		{Metric: fmt.Sprintf("%s: resume to ready (median of %d)", rt, o.Runs), Wrenn: Ms(Median(resumes)), Baseline: "create to ready, same run: " + Ms(createTime), Ratio: fmt.Sprintf("%.2f× create", float64(Median(resumes))/float64(createTime)), Target: "< 1.5 s"},
 		{Metric: fmt.Sprintf("%s: clone from a snapshot template to ready (median of %d)", rt, o.Runs), Wrenn: Ms(Median(clones)), Baseline: "create to ready, same run: " + Ms(createTime), Ratio: fmt.Sprintf("%.2f× create", float64(Median(clones))/float64(createTime))},
-		{Metric: rt + ": bytes written to disk by the first pause", Wrenn: humanMiB(firstBytes), Baseline: "on disk after it: " + humanMiB(diskBytes(dir))},
+		{Metric: rt + ": bytes written to disk by the first pause", Wrenn: humanMiB(firstBytes), Baseline: "on disk after it: " + humanMiB(runtime.AllocatedBytes(dir))},
 		{Metric: rt + ": bytes written by the second pause of an idle sandbox", Wrenn: humanMiB(laterBytes), Ratio: fmt.Sprintf("%.1f%% of the first", 100*float64(laterBytes)/float64(max(firstBytes, 1))), Target: "< 10%"},
 		{Metric: fmt.Sprintf("%s: %d concurrent resumes", rt, o.Concurrent), Wrenn: fmt.Sprintf("all ready in %s, slowest %s", Ms(total), Ms(Percentile(conc, 100))), Ratio: fmt.Sprintf("median %s", Ms(Median(conc)))},
 	}, nil
@@ -194,20 +194,3 @@ func deviceWritten(path string) int64 {
 	return f[6] * 512
 }
 
-// diskBytes is the space allocated under dir (sparse files count only what
-// they hold).
-func diskBytes(dir string) int64 {
-	var n int64
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		if fi, err := d.Info(); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return n
-}

@@ -2,9 +2,10 @@ package sandbox
 
 import (
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"syscall"
+
+	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 )
 
 // Disk layers are thin: a sandbox's disk takes host space as the guest
@@ -15,23 +16,6 @@ import (
 // diskReserveMiB is the host space never promised to sandboxes: at most
 // 1 GiB, and a tenth of a small filesystem.
 func diskReserveMiB(totalMiB int64) int64 { return min(1024, totalMiB/10) }
-
-// allocatedMiB is the host space the files under dir take.
-func allocatedMiB(dir string) int64 {
-	var bytes int64
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		if fi, err := d.Info(); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				bytes += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return bytes >> 20
-}
 
 // diskAvailableLocked is the disk (MiB) this host can still promise: free
 // space on the state directory's filesystem, less what its sandboxes were
@@ -47,7 +31,7 @@ func (m *Manager) diskAvailableLocked() int64 {
 	for id, s := range m.boxes {
 		// A box's request is fixed once it is in boxes; its directory is
 		// named for its ID, whether made yet or not.
-		promised := int64(s.info.DiskMiB) - allocatedMiB(filepath.Join(m.sandboxesDir(), id))
+		promised := int64(s.info.DiskMiB) - runtime.AllocatedBytes(filepath.Join(m.sandboxesDir(), id))>>20
 		owed += max(promised, 0)
 	}
 	return max(free-owed-diskReserveMiB(total), 0)

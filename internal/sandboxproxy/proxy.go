@@ -104,17 +104,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// one client, or one sandbox's traffic, gets a bounded share.
 	cfg := p.svc.Config
 	client := clientip.Of(r)
-	if !p.clients.acquire(client, cfg.ProxyMaxPerClient) {
-		p.log.Warn("sandbox proxy: too many requests from one client", "ip", client, "max", cfg.ProxyMaxPerClient)
-		hostapi.WriteProxyError(w, http.StatusTooManyRequests, sid, "too_many_requests",
-			fmt.Sprintf("this client has %d requests in flight through the sandbox proxy already; wait for some to finish", cfg.ProxyMaxPerClient))
+	if !p.admit(w, &p.clients, client, cfg.ProxyMaxPerClient, sid, http.StatusTooManyRequests, "too_many_requests",
+		"this client has %d requests in flight through the sandbox proxy already; wait for some to finish") {
 		return
 	}
 	defer p.clients.release(client)
-	if !p.sandboxes.acquire(sid, cfg.ProxyMaxPerSandbox) {
-		p.log.Warn("sandbox proxy: too many requests for one sandbox", "sandbox", sid, "max", cfg.ProxyMaxPerSandbox)
-		hostapi.WriteProxyError(w, http.StatusServiceUnavailable, sid, "sandbox_busy",
-			fmt.Sprintf("the sandbox has %d requests in flight through the proxy already; try again shortly", cfg.ProxyMaxPerSandbox))
+	if !p.admit(w, &p.sandboxes, sid, cfg.ProxyMaxPerSandbox, sid, http.StatusServiceUnavailable, "sandbox_busy",
+		"the sandbox has %d requests in flight through the proxy already; try again shortly") {
 		return
 	}
 	defer p.sandboxes.release(sid)
@@ -163,6 +159,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	rp.ServeHTTP(w, r)
+}
+
+// admit takes one of key's max places in f, or answers status with code
+// and msg (formatted with max), logs it, and reports false.
+func (p *Proxy) admit(w http.ResponseWriter, f *inFlight, key string, max int, sid string, status int, code, msg string) bool {
+	if f.acquire(key, max) {
+		return true
+	}
+	p.log.Warn("sandbox proxy: request refused past a limit", "limit", code, "key", key, "max", max)
+	hostapi.WriteProxyError(w, status, sid, code, fmt.Sprintf(msg, max))
+	return false
 }
 
 // envdAuthorized reports whether a request for envd's port carries the

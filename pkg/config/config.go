@@ -3,6 +3,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -153,13 +154,18 @@ func FromEnv() (Config, error) {
 	} else if v := os.Getenv("WRENN_CP_SECRET"); v != "" {
 		c.Secret = []byte(v)
 	}
-	var err error
-	dur := func(name string, into *time.Duration) {
-		if v := os.Getenv(name); v != "" && err == nil {
-			if *into, err = time.ParseDuration(v); err != nil {
-				err = fmt.Errorf("%s: %w", name, err)
+	var errs []error
+	env := func(name string, set func(string) error) {
+		if v := os.Getenv(name); v != "" {
+			if err := set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			}
 		}
+	}
+	dur := func(name string, into *time.Duration) { env(name, parseInto(into, time.ParseDuration)) }
+	num := func(name string, into *int) { env(name, parseInto(into, strconv.Atoi)) }
+	num64 := func(name string, into *int64) {
+		env(name, parseInto(into, func(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) }))
 	}
 	dur("WRENN_SESSION_TTL", &c.SessionTTL)
 	dur("WRENN_HEARTBEAT_TIMEOUT", &c.HeartbeatTimeout)
@@ -168,18 +174,7 @@ func FromEnv() (Config, error) {
 	dur("WRENN_STREAM_AUTH_INTERVAL", &c.StreamAuthInterval)
 	dur("WRENN_PROXY_IDLE_TIMEOUT", &c.ProxyIdleTimeout)
 	dur("WRENN_PROXY_HEADER_TIMEOUT", &c.ProxyHeaderTimeout)
-	if v := os.Getenv("WRENN_ALLOW_SIGNUP"); v != "" && err == nil {
-		if c.AllowSignup, err = strconv.ParseBool(v); err != nil {
-			err = fmt.Errorf("WRENN_ALLOW_SIGNUP: %w", err)
-		}
-	}
-	num := func(name string, into *int) {
-		if v := os.Getenv(name); v != "" && err == nil {
-			if *into, err = strconv.Atoi(v); err != nil {
-				err = fmt.Errorf("%s: %w", name, err)
-			}
-		}
-	}
+	env("WRENN_ALLOW_SIGNUP", parseInto(&c.AllowSignup, strconv.ParseBool))
 	num("WRENN_AUTH_RATE_PER_MINUTE", &c.AuthRatePerMinute)
 	num("WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE", &c.AuthAccountRatePerMinute)
 	num("WRENN_ANONYMOUS_AUDIT_PER_MINUTE", &c.AnonymousAuditPerMinute)
@@ -191,21 +186,25 @@ func FromEnv() (Config, error) {
 	num("WRENN_QUOTA_VCPUS", &c.Quota.VCPUs)
 	num("WRENN_QUOTA_SNAPSHOTS", &c.Quota.Snapshots)
 	num("WRENN_QUOTA_CREATES_PER_MINUTE", &c.Quota.CreatesPerMinute)
-	num64 := func(name string, into *int64) {
-		if v := os.Getenv(name); v != "" && err == nil {
-			if *into, err = strconv.ParseInt(v, 10, 64); err != nil {
-				err = fmt.Errorf("%s: %w", name, err)
-			}
-		}
-	}
 	num64("WRENN_QUOTA_MEMORY_MIB", &c.Quota.MemoryMiB)
 	num64("WRENN_QUOTA_DISK_MIB", &c.Quota.DiskMiB)
-	c.TrustedProxies = list(os.Getenv("WRENN_TRUSTED_PROXIES"))
-	return c, err
+	c.TrustedProxies = SplitList(os.Getenv("WRENN_TRUSTED_PROXIES"))
+	return c, errors.Join(errs...)
 }
 
-// list splits a comma-separated setting, dropping empty items.
-func list(v string) []string {
+// parseInto makes a setter of into from a parser.
+func parseInto[T any](into *T, parse func(string) (T, error)) func(string) error {
+	return func(v string) error {
+		x, err := parse(v)
+		if err == nil {
+			*into = x
+		}
+		return err
+	}
+}
+
+// SplitList splits a comma-separated setting, dropping empty items.
+func SplitList(v string) []string {
 	var out []string
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
