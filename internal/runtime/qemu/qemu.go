@@ -188,8 +188,10 @@ func (vm *VM) Args() ([]string, error) {
 	}
 	switch {
 	case vm.ConsoleFile != nil:
-		// Handed over, and named as a descriptor set: no path to open.
-		args = append(args, "-add-fd", fmt.Sprintf("fd=%d,set=1", vm.fd(vm.ConsoleFile)), "-serial", "file:/dev/fdset/1")
+		// Handed over, and named as a descriptor set: no path to open
+		// (append: a pipe cannot be truncated).
+		args = append(args, "-add-fd", fmt.Sprintf("fd=%d,set=1", vm.fd(vm.ConsoleFile)),
+			"-chardev", "file,id=console,path=/dev/fdset/1,append=on", "-serial", "chardev:console")
 	case vm.ConsoleLog != "":
 		args = append(args, "-serial", "file:"+vm.ConsoleLog)
 	}
