@@ -352,6 +352,39 @@ func TestSecurityControlPlane(t *testing.T) {
 		}
 	})
 
+	// Item 7: there were no per-team limits; one team's idle sandboxes
+	// took the whole host and every other team's create answered 503.
+	t.Run("team quotas", func(t *testing.T) {
+		dave := cp.Signup(t, "dave@example.com")
+		kd := cp.APIKey(t, dave)
+		cp.Must(t, 200, "PUT", "/v1/admin/teams/"+dave.TeamID+"/quota", s.admin.Token, map[string]any{"sandboxes": 1})
+		held := s.sandbox(t, kd, nil)
+		if r, _ := cp.Do("POST", "/v1/sandboxes", kd, map[string]any{}); r.Status != 429 || !strings.Contains(r.String(), "sandboxes") {
+			t.Errorf("a second sandbox past a quota of one: %s", r)
+		}
+		// Another team is not held back by it.
+		s.sandbox(t, ka, nil)
+		// A paused sandbox holds no memory; resuming it needs room again.
+		cp.Must(t, 200, "POST", "/v1/sandboxes/"+held.ID+"/pause", kd, nil)
+		cp.Must(t, 200, "PUT", "/v1/admin/teams/"+dave.TeamID+"/quota", s.admin.Token, map[string]any{"sandboxes": 1, "memory_mib": 128})
+		if r, _ := cp.Do("POST", "/v1/sandboxes/"+held.ID+"/resume", kd, nil); r.Status != 429 || !strings.Contains(r.String(), "memory") {
+			t.Errorf("a resume past the memory quota: %s", r)
+		}
+		if st := sandboxOf(t, cp.Must(t, 200, "GET", "/v1/sandboxes/"+held.ID, kd, nil)).State; st != "paused" {
+			t.Errorf("after a refused resume the sandbox is %s", st)
+		}
+		var team struct {
+			Quota struct {
+				Sandboxes struct{ Limit, Used int }
+				MemoryMiB struct{ Limit, Used int } `json:"memory_mib"`
+			}
+		}
+		_ = cp.Must(t, 200, "GET", "/v1/teams/"+dave.TeamID, kd, nil).JSON(&team)
+		if team.Quota.Sandboxes.Used != 1 || team.Quota.MemoryMiB.Used != 0 || team.Quota.MemoryMiB.Limit != 128 {
+			t.Errorf("dave's quota: %+v", team.Quota)
+		}
+	})
+
 	// Item 14: deleting a team left its snapshots' files (memory
 	// included) on the host, with no row pointing at them.
 	t.Run("team deletion removes snapshot files", func(t *testing.T) {
