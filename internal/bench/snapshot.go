@@ -193,4 +193,3 @@ func deviceWritten(path string) int64 {
 	fmt.Sscan(string(b), &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6])
 	return f[6] * 512
 }
-
