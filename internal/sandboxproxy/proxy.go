@@ -121,6 +121,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, sid, err)
 		return
 	}
+	switch t.Sandbox.State {
+	case "stopping", "stopped", "error":
+		p.fail(w, sid, errGone)
+		return
+	}
 	if port != EnvdPort && !t.Sandbox.AllowPublicTraffic {
 		got := r.Header.Get(TrafficTokenHeader)
 		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.svc.TrafficToken(t.Sandbox))) != 1 {
