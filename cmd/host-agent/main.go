@@ -37,6 +37,7 @@ func main() {
 	onStop := flag.String("on-stop", "pause", "what stopping the agent does to its sandboxes: pause (kept on disk; the next start takes them back, paused) or destroy")
 	egressAllow := flag.String("egress-allow", "", "comma-separated CIDR ranges or addresses sandboxes may reach although blocked by default (private networks, carrier-grade NAT, cloud metadata)")
 	egressBlock := flag.String("egress-block", "", "comma-separated CIDR ranges or addresses sandboxes may not reach, beside the default ones")
+	flag.Int64Var(&o.ConsoleMaxBytes, "console-max-bytes", 4<<20, "cap of each of a guest's two console files (console.log, console.log.1)")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 	switch *onStop {

@@ -19,6 +19,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/internal/runtime/console"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/firecracker"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/gvisor"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
@@ -63,6 +64,8 @@ type Options struct {
 	// networks, carrier-grade NAT, cloud metadata); EgressBlock adds
 	// destinations to block. See network.EgressPolicy.
 	EgressAllow, EgressBlock []string
+	// ConsoleMaxBytes caps each of a guest's two console files (0: 4 MiB).
+	ConsoleMaxBytes int64
 }
 
 // Run serves until ctx ends, then pauses its sandboxes (or destroys them,
@@ -76,6 +79,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.ImagesDir == "" {
 		o.ImagesDir = filepath.Join(o.StateDir, "images")
+	}
+	if o.ConsoleMaxBytes > 0 {
+		console.MaxBytes = o.ConsoleMaxBytes
 	}
 	if o.Runtime == "auto" || o.Runtime == "" {
 		o.Runtime = chooseRuntime(o)

@@ -25,8 +25,9 @@ import (
 	"time"
 )
 
-// MaxBytes is each console file's cap by default.
-const MaxBytes = 4 << 20
+// MaxBytes is each console file's cap: 4 MiB unless the agent was told
+// otherwise at start (host-agent --console-max-bytes).
+var MaxBytes int64 = 4 << 20
 
 // keeperName is the name the keeper runs under (its argv[0]).
 const keeperName = "wrenn-console-keeper"
