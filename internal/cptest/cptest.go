@@ -91,6 +91,7 @@ func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
 		rand.Read(cfg.Secret)
 	}
 	cfg.AuthRatePerMinute = 10000
+	cfg.PlainHTTP = true
 	if o.Tune != nil {
 		o.Tune(&cfg)
 	}
