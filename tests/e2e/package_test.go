@@ -287,6 +287,9 @@ func TestDebianPackages(t *testing.T) {
 	}
 	blocks := deployDocBlocks(t)
 	refuseRealInstallation(t)
+	// What other agents on this machine hold is theirs; the check at the
+	// end is that the installed agent left nothing.
+	before := hostLeftovers()
 	pg := requirePostgres(t)
 	arch := runtime.GOARCH
 
@@ -304,10 +307,7 @@ func TestDebianPackages(t *testing.T) {
 	if err := ca.WriteCert(filepath.Join(v1, "ca.pem")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := ca.IssueFiles(v1, "api", "api-1", "127.0.0.1", "cp.example.com"); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ca.IssueFiles(v1, "sandbox", "sandbox-1", "*.sandbox.example.com"); err != nil {
+	if _, _, err := ca.IssueFiles(v1, "tls", "tls-1", "127.0.0.1", "cp.example.com", "*.sandbox.example.com"); err != nil {
 		t.Fatal(err)
 	}
 	pgAddr := strings.SplitN(strings.SplitN(pg.URL("postgres"), "@", 2)[1], "/", 2)[0]
@@ -346,7 +346,14 @@ func TestDebianPackages(t *testing.T) {
 			t.Error("user wrenn left")
 		}
 		purgeAll(t) // whatever a failure left
-		assertNothingRunning(t, "/var/lib/wrenn")
+		for _, l := range hostLeftovers() {
+			if !slices.Contains(before, l) {
+				t.Errorf("left on the host: %s", l)
+			}
+		}
+		if out, _ := exec.Command("pgrep", "-f", "/var/lib/wrenn|/usr/lib/wrenn|wrenn-host-agent|wrenn-control-plane").Output(); len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("processes left: %s", out)
+		}
 	})
 
 	in.run("verify", v1)
@@ -382,11 +389,12 @@ func TestDebianPackages(t *testing.T) {
 	in.run("restore", v1)
 
 	// A certificate renewal is served without a restart.
-	if _, _, err := ca.IssueFiles(v1, "api", "api-2", "127.0.0.1", "cp.example.com"); err != nil {
+	if _, _, err := ca.IssueFiles(v1, "tls", "tls-2", "127.0.0.1", "cp.example.com", "*.sandbox.example.com"); err != nil {
 		t.Fatal(err)
 	}
 	in.run("tls", v1)
-	waitForSubject(t, ca, "127.0.0.1:8080", "127.0.0.1", "api-2")
+	waitForSubject(t, ca, "127.0.0.1:8080", "127.0.0.1", "tls-2")
+	waitForSubject(t, ca, "127.0.0.1:8081", "49983-sb-x.sandbox.example.com", "tls-2")
 
 	// Upgrade with a sandbox running: the restart pauses it, the new
 	// agent takes it back, and it resumes with its memory.
@@ -419,7 +427,7 @@ func TestDebianPackages(t *testing.T) {
 	in.run("port-443", v1)
 	cp = in.units[dist.PkgControlPlane]
 	checkUnprivileged(t, cp.Pid(), "0000000000000400") // CAP_NET_BIND_SERVICE only
-	waitForSubject(t, ca, "127.0.0.1:443", "127.0.0.1", "api-2")
+	waitForSubject(t, ca, "127.0.0.1:443", "127.0.0.1", "tls-2")
 
 	// Every block of docs/deploy.md ran ("remove" in the cleanup).
 	for _, b := range blocks {
@@ -427,6 +435,33 @@ func TestDebianPackages(t *testing.T) {
 			t.Errorf("docs/deploy.md block %q was not run", b.name)
 		}
 	}
+}
+
+// hostLeftovers lists what sandboxes hold on the host: namespaces, veths,
+// iptables jumps, cgroups.
+func hostLeftovers() []string {
+	var out []string
+	ns, _ := filepath.Glob("/run/netns/wrenn-*")
+	out = append(out, ns...)
+	links, _ := filepath.Glob("/sys/class/net/wrenn-*")
+	out = append(out, links...)
+	for _, dir := range []string{"/sys/fs/cgroup/wrenn", "/sys/fs/cgroup/memory/wrenn", "/sys/fs/cgroup/cpu/wrenn"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() {
+				out = append(out, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	for _, table := range []string{"filter", "nat"} {
+		rules, _ := exec.Command("iptables", "-t", table, "-S").Output()
+		for line := range strings.Lines(string(rules)) {
+			if strings.Contains(line, "WRENN") {
+				out = append(out, table+": "+strings.TrimSpace(line))
+			}
+		}
+	}
+	return out
 }
 
 // checkControlPlanePackage checks what the package installed: the user,
