@@ -226,9 +226,17 @@ func refuseRealInstallation(t *testing.T) {
 
 func purgeAll(t *testing.T) {
 	t.Helper()
-	args := append([]string{"purge", "-y", "-q"}, wrennPackages...)
-	if out, err := exec.Command("apt-get", args...).CombinedOutput(); err != nil {
-		t.Errorf("apt-get purge: %v\n%s", err, out)
+	var installed []string
+	for _, p := range wrennPackages {
+		if installedVersion(p) != "" {
+			installed = append(installed, p)
+		}
+	}
+	if len(installed) > 0 {
+		args := append([]string{"purge", "-y", "-q"}, installed...)
+		if out, err := exec.Command("apt-get", args...).CombinedOutput(); err != nil {
+			t.Errorf("apt-get purge: %v\n%s", err, out)
+		}
 	}
 	if _, err := user.Lookup("wrenn"); err == nil {
 		_ = exec.Command("deluser", "--system", "wrenn").Run()
