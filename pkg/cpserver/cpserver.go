@@ -130,7 +130,10 @@ func Run(ctx context.Context, opts ...Option) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
-	srv := &http.Server{Handler: sc.Wrap(api), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLS}
+	// The servers' own errors (failed TLS handshakes, mostly) go to the
+	// same log as everything else.
+	errLog := slog.NewLogLogger(o.log.Handler(), slog.LevelWarn)
+	srv := &http.Server{Handler: sc.Wrap(api), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLS, ErrorLog: errLog}
 	servers := []*http.Server{srv}
 	listeners := []net.Listener{ln}
 	if o.proxyLn == nil && cfg.ProxyListen != "" {
@@ -142,7 +145,7 @@ func Run(ctx context.Context, opts ...Option) error {
 	if o.proxyLn != nil {
 		proxy := sandboxproxy.New(svc, cfg.SandboxDomain, o.log)
 		defer proxy.Close()
-		servers = append(servers, &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second, TLSConfig: proxyTLS})
+		servers = append(servers, &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second, TLSConfig: proxyTLS, ErrorLog: errLog})
 		listeners = append(listeners, o.proxyLn)
 	}
 
@@ -200,7 +203,7 @@ func Run(ctx context.Context, opts ...Option) error {
 // plain HTTP; the proxy shares the API's pair unless it has its own.
 func tlsConfigs(cfg config.Config, log *slog.Logger) (api, proxy *tls.Config, err error) {
 	if cfg.PlainHTTP {
-		log.Warn("serving plain HTTP (plain_http): for development, or behind a proxy that terminates TLS")
+		log.Info("serving plain HTTP (plain_http): for development, or behind a proxy that terminates TLS")
 		return nil, nil, nil
 	}
 	apiPair, err := tlsreload.Load(cfg.TLSCertFile, cfg.TLSKeyFile, log)
