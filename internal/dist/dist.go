@@ -274,8 +274,11 @@ func packages(o Options, arch, bin, runsc, pkgFiles string) []*nfpm.Info {
 		dir("/etc/wrenn/tls", 0o750))
 	scripts(cp, PkgControlPlane, "control-plane.postinst")
 
-	agent := common(PkgHostAgent, "Wrenn host agent: runs sandboxes on this host\n"+
-		" MicroVMs under QEMU or Firecracker, or gVisor, with pause and resume.\n"+
+	runtimes := " MicroVMs under QEMU or Firecracker, or gVisor, with pause and resume.\n"
+	if arch != "amd64" {
+		runtimes = " gVisor sandboxes with pause and resume (the microVM drivers are x86_64-only).\n"
+	}
+	agent := common(PkgHostAgent, "Wrenn host agent: runs sandboxes on this host\n"+runtimes+
 		" Runs as root; registers with a Wrenn control plane.")
 	agent.Depends = []string{"iptables", "iproute2", "e2fsprogs", PkgCLI}
 	if arch == "amd64" {
