@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -69,8 +70,10 @@ func Defaults() Config {
 	}
 }
 
-// FromEnv reads the WRENN_* variables over the defaults.
-func FromEnv() (Config, error) { return Load("") }
+// FromEnv reads the file WRENN_CP_CONFIG names, if any, and the WRENN_*
+// variables over it: what cpserver.Run uses without WithConfig, so a
+// distribution built on it reads the same file.
+func FromEnv() (Config, error) { return Load(os.Getenv(ConfigEnv)) }
 
 // Validate names the first missing or unusable setting, by its key in the
 // file and its environment variable.
