@@ -6,12 +6,18 @@ export CGO_ENABLED := 0
 
 BINARIES := envd wrenn-init wrenn host-agent control-plane
 
-.PHONY: build generate test lint bench bench-platform clean $(BINARIES)
+.PHONY: build dist generate test lint bench bench-platform clean $(BINARIES)
 
 build: $(BINARIES)
 
 $(BINARIES):
 	$(GO) build $(GOFLAGS) -o $(BIN)/$@ ./cmd/$@
+
+# Release artifacts in dist/: static binaries per architecture (tarballs),
+# Debian packages (nfpm, as a library: cmd/wrenn-dist) and SHA256SUMS.
+# Builds gVisor's runsc for each architecture that lacks scripts/setup's.
+dist:
+	$(GO) run ./cmd/wrenn-dist --out dist $(if $(VERSION),--version $(VERSION))
 
 generate:
 	scripts/generate
@@ -37,4 +43,4 @@ bench-platform: build
 	$(BIN)/wrenn bench sdk
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

@@ -1,5 +1,7 @@
 // Command host-agent (wrenn-agent) runs sandboxes on one host for the
-// control plane: see internal/hostagent.
+// control plane: see internal/hostagent. Its flags can also come from a
+// TOML file (--config; config.go), and `host-agent check-config [FILE]`
+// validates one without starting.
 package main
 
 import (
@@ -35,7 +37,18 @@ func main() {
 	flag.StringVar(&o.Advertise, "advertise", "", "host:port where the control plane reaches this agent (default: the listen address)")
 	onStop := flag.String("on-stop", "pause", "what stopping the agent does to its sandboxes: pause (kept on disk; the next start takes them back, paused) or destroy")
 	debug := flag.Bool("debug", false, "log at debug level")
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		if err := checkConfig(flag.CommandLine, os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "host-agent check-config:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	flag.Parse()
+	if _, err := loadConfig(flag.CommandLine); err != nil {
+		fmt.Fprintln(os.Stderr, "host-agent:", err)
+		os.Exit(1)
+	}
 	switch *onStop {
 	case "pause":
 	case "destroy":
@@ -69,6 +82,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	ready := make(chan string, 1)
+	o.Ready = ready
+	go notifyReady(ready, ctx.Done())
 	if err := hostagent.Run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "host-agent:", err)
 		os.Exit(1)

@@ -124,6 +124,7 @@ func Run(ctx context.Context, o Options) error {
 	cfg := config.Defaults()
 	cfg.Listen, cfg.ProxyListen, cfg.DatabaseURL, cfg.Secret = o.Listen, o.ProxyListen, pg.URL("wrenn"), secret
 	cfg.HeartbeatTimeout = 15 * time.Second
+	cfg.PlainHTTP = true // wrenn dev is for development
 	cpCtx, stopCP := context.WithCancel(context.WithoutCancel(ctx))
 	cpDone := make(chan error, 1)
 	cpReady := make(chan string, 1)

@@ -641,7 +641,7 @@ func TestControlPlane(t *testing.T) {
 		addr := freeAddr(t)
 		replica := exec.Command(filepath.Join(binDir, "control-plane"))
 		replica.Env = append(os.Environ(), "WRENN_DATABASE_URL="+cp.Config.DatabaseURL, "WRENN_CP_SECRET_FILE="+secretFile,
-			"WRENN_CP_LISTEN="+addr, "WRENN_PROXY_LISTEN="+freeAddr(t))
+			"WRENN_CP_LISTEN="+addr, "WRENN_PROXY_LISTEN="+freeAddr(t), "WRENN_PLAIN_HTTP=true")
 		rlog := &syncWriter{w: &bytes.Buffer{}}
 		replica.Stderr = rlog
 		if err := replica.Start(); err != nil {
