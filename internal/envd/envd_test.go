@@ -27,6 +27,7 @@ import (
 	"connectrpc.com/connect"
 
 	"git.omukk.dev/wrenn/sandbox/internal/envd/files"
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	fspb "git.omukk.dev/wrenn/sandbox/proto/envd/filesystem"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/filesystem/filesystemconnect"
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
@@ -873,7 +874,7 @@ func TestInitAuthAndSignedURLs(t *testing.T) {
 
 	initBody := fmt.Sprintf(`{"accessToken":%q,"envVars":{"GREETING":"hi"},"defaultWorkdir":%q,"timestamp":%q}`, token, dir, time.Now().Format(time.RFC3339Nano))
 	resp, body := do(t, "POST", e.url+"/init", strings.NewReader(initBody), map[string]string{"Content-Type": "application/json"})
-	if resp.StatusCode != 204 || resp.Header.Get("X-Envd-Version") != Version {
+	if resp.StatusCode != 204 || resp.Header.Get(envdapi.VersionHeader) != envdapi.Version {
 		t.Fatalf("init: %d %s", resp.StatusCode, body)
 	}
 
