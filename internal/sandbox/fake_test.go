@@ -452,3 +452,20 @@ func (h *harness) info(t *testing.T, id string) Info {
 	}
 	return s.Info()
 }
+
+// envdAnswers checks that the sandbox's envd answers the agent's client
+// (which presents the sandbox's token).
+func (h *harness) envdAnswers(t *testing.T, id string) {
+	t.Helper()
+	s, err := h.m.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := s.Envd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Metrics(context.Background()); err != nil {
+		t.Fatalf("envd of %s: %v", id, err)
+	}
+}

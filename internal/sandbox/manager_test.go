@@ -33,14 +33,7 @@ func TestCreateRunsTheGuestAndReportsEnvdsVersion(t *testing.T) {
 	if !info.ExpiresAt.Equal(h.clock.Now().Add(time.Minute)) {
 		t.Errorf("expires at %s, want a minute from %s", info.ExpiresAt, h.clock.Now())
 	}
-	s, _ := h.m.Get("sb1")
-	cl, err := s.Envd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Metrics(context.Background()); err != nil {
-		t.Fatalf("envd with the sandbox's token: %v", err)
-	}
+	h.envdAnswers(t, "sb1")
 	if _, err := h.m.Create(context.Background(), Request{ID: "sb1", Template: "tpl"}); !errors.Is(err, ErrAlreadyExists) {
 		t.Errorf("a second sandbox sb1: %v", err)
 	}
@@ -113,14 +106,7 @@ func TestFailedPauseKeepsTheSandboxRunning(t *testing.T) {
 	if h.slots.inUse() != 1 {
 		t.Errorf("slots held: %d", h.slots.inUse())
 	}
-	s, _ := h.m.Get("p1")
-	cl, err := s.Envd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Metrics(context.Background()); err != nil {
-		t.Fatalf("envd after the failed pause: %v", err)
-	}
+	h.envdAnswers(t, "p1")
 	// The watcher is back: the guest's death is noticed.
 	h.drv.guest("p1").exit(errors.New("gone"))
 	waitfor.True(t, 10*time.Second, "the dead guest noticed", func() bool { return h.info(t, "p1").State == Error })
@@ -141,11 +127,7 @@ func TestFailedPauseKeepsTheSandboxRunning(t *testing.T) {
 	if err != nil || info.State != Running {
 		t.Fatalf("resume: %+v %v", info, err)
 	}
-	s, _ = h.m.Get("p2")
-	cl, _ = s.Envd()
-	if _, err := cl.Metrics(context.Background()); err != nil {
-		t.Fatalf("envd after resume: %v", err)
-	}
+	h.envdAnswers(t, "p2")
 }
 
 // A timeout set before the timer fires moves the expiry; the timer then

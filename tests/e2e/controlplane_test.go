@@ -176,14 +176,26 @@ func (st *cpStack) key(t *testing.T, email string) string {
 	return st.cp.APIKey(t, st.cp.Signup(t, email))
 }
 
-// sandbox creates a running sandbox with the given key.
+// sandbox creates a running sandbox with the given key; the test's end
+// destroys it through the API.
 func (st *cpStack) sandbox(t *testing.T, key string) sbView {
 	t.Helper()
 	sb := sandboxOf(t, st.cp.Must(t, 201, "POST", "/v1/sandboxes", key, map[string]any{"template": "minimal", "timeout_seconds": 600}))
 	if sb.State != "running" {
 		t.Fatalf("created: %+v", sb)
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			st.cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, key, nil)
+		}
+	})
 	return sb
+}
+
+// teams signs up two users in teams of their own and returns their keys.
+func (st *cpStack) teams(t *testing.T) (a, b string) {
+	t.Helper()
+	return st.key(t, "alice@example.com"), st.key(t, "bob@example.com")
 }
 
 // reconciled returns after a reconciler pass that began after the call
@@ -276,7 +288,7 @@ func TestControlPlaneSandboxLifecycle(t *testing.T) {
 func TestControlPlaneWebSockets(t *testing.T) {
 	st := startStack(t, 1)
 	cp := st.cp
-	ka, kb := st.key(t, "alice@example.com"), st.key(t, "bob@example.com")
+	ka, kb := st.teams(t)
 	sb := st.sandbox(t, ka)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -350,7 +362,6 @@ func TestControlPlaneWebSockets(t *testing.T) {
 	if _, res, err := websocket.Dial(ctx, wsURL+"/pty?token=e2b_00", nil); err == nil || res == nil || res.StatusCode != 401 {
 		t.Errorf("bad token on the terminal: %v %v", res, err)
 	}
-	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, ka, nil)
 }
 
 // Another team can neither see nor touch a sandbox, and its attempts are
@@ -358,7 +369,7 @@ func TestControlPlaneWebSockets(t *testing.T) {
 func TestControlPlaneTeamIsolation(t *testing.T) {
 	st := startStack(t, 1)
 	cp := st.cp
-	ka, kb := st.key(t, "alice@example.com"), st.key(t, "bob@example.com")
+	ka, kb := st.teams(t)
 	sb := st.sandbox(t, ka)
 	for _, c := range []struct {
 		method, path string
@@ -411,7 +422,6 @@ func TestControlPlaneTeamIsolation(t *testing.T) {
 	if v := sandboxOf(t, cp.Must(t, 200, "GET", "/v1/sandboxes/"+sb.ID, ka, nil)); v.State != "running" {
 		t.Fatalf("after team B's attempts: %+v", v)
 	}
-	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, ka, nil)
 }
 
 // Pause and resume through the API (the reconciler leaves a paused
@@ -420,7 +430,7 @@ func TestControlPlaneTeamIsolation(t *testing.T) {
 func TestControlPlanePauseResumeSnapshot(t *testing.T) {
 	st := startStack(t, 1)
 	cp := st.cp
-	ka, kb := st.key(t, "alice@example.com"), st.key(t, "bob@example.com")
+	ka, kb := st.teams(t)
 	sb := st.sandbox(t, ka)
 	cp.Must(t, 200, "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/root/kept.txt", ka, []byte("kept across pause"))
 	if v := sandboxOf(t, cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/pause", ka, nil)); v.State != "paused" {
@@ -474,7 +484,6 @@ func TestControlPlanePauseResumeSnapshot(t *testing.T) {
 	if r, _ := cp.Do("DELETE", "/v1/sandboxes/"+clone.ID, ka, nil); r.Status != 409 {
 		t.Errorf("destroy twice: %s", r)
 	}
-	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, ka, nil)
 }
 
 // The sandbox traffic proxy: envd's port, public and private ports, Host
@@ -661,7 +670,6 @@ func TestControlPlaneProxy(t *testing.T) {
 		t.Errorf("auto-resume not audited: %s", r.Body)
 	}
 	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+arID, ka, nil)
-	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, ka, nil)
 }
 
 // The reconciler marks a sandbox its host lost as stopped, and reports one
@@ -723,7 +731,6 @@ func TestControlPlaneUnreachableHost(t *testing.T) {
 		return cp.Must(t, 200, "GET", "/v1/hosts/"+owner.hostID, admin.Token, nil).Map()["status"] == "ready"
 	})
 	cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", ka, map[string]any{"cmd": "true"})
-	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, ka, nil)
 }
 
 // A second control plane on the same database (a replica) is killed
@@ -806,7 +813,7 @@ func TestControlPlaneKilledMidCreate(t *testing.T) {
 func TestControlPlaneScheduler(t *testing.T) {
 	st := startStack(t, 1, 2)
 	cp, admin := st.cp, st.admin
-	ka, kb := st.key(t, "alice@example.com"), st.key(t, "bob@example.com")
+	ka, kb := st.teams(t)
 	if r, _ := cp.Do("POST", "/v1/sandboxes", ka, map[string]any{"template": "no-such-template"}); r.Status != 503 || r.Code() != "no_capacity" || !strings.Contains(r.String(), "no-such-template") {
 		t.Errorf("unknown template: %s", r)
 	}
@@ -870,7 +877,6 @@ func TestControlPlaneRestart(t *testing.T) {
 		return h.Status == "ready" && h.LastHeartbeatAt.After(restarted)
 	})
 	cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", ka, map[string]any{"cmd": "true"})
-	cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, ka, nil)
 }
 
 // An agent restarted gracefully (an upgrade) under a control plane keeps
