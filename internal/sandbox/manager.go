@@ -303,7 +303,7 @@ func (m *Manager) normalize(r *Request) error {
 
 func validTimeout(d time.Duration) error {
 	if d < limits.MinTimeout || d > limits.MaxTimeout {
-		return fmt.Errorf("%w: timeout %s; allowed is %s to %s", ErrInvalid, d, limits.MinTimeout, limits.MaxTimeout)
+		return fmt.Errorf("%w: timeout %s; allowed is %s to %d days", ErrInvalid, d, limits.MinTimeout, limits.MaxTimeout/(24*time.Hour))
 	}
 	return nil
 }
@@ -436,6 +436,7 @@ func (m *Manager) bringUp(ctx context.Context, s *Sandbox, inst runtime.Instance
 		return err
 	}
 	s.frozenToken = "" // envd holds this sandbox's own token from now on
+	m.armExpiry(s, timeout)
 	s.infoMu.Lock()
 	s.guestHTTP = newGuestTransport()
 	s.guestCtx, s.guestCancel = context.WithCancel(context.Background())
@@ -443,7 +444,6 @@ func (m *Manager) bringUp(ctx context.Context, s *Sandbox, inst runtime.Instance
 	s.info.HostAddress = slot.GuestHost.String()
 	s.info.EnvdVersion = version
 	s.infoMu.Unlock()
-	m.armExpiry(s, timeout)
 	s.sampler = startSampler(s, m.cfg.SampleEvery)
 	s.watch = make(chan struct{})
 	m.wg.Add(1)

@@ -68,7 +68,7 @@ func TestFailedCreateReleasesEverything(t *testing.T) {
 		}, "network slots are in use"},
 		{"timeout beyond the limit", func(h *harness) Request {
 			return Request{Timeout: 8 * 24 * time.Hour}
-		}, "allowed is 1s to 168h0m0s"},
+		}, "allowed is 1s to 7 days"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
