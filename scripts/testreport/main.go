@@ -59,7 +59,11 @@ func main() {
 		fmt.Printf("    %-10s %s %s: %s\n", mark, s.pkg, s.test, s.reason)
 	}
 	if unexpected > 0 {
-		fmt.Printf("==> FAIL: %d unexpected skips (fix the environment, or add them to %s and say why)\n", unexpected, *allowFile)
+		list := *allowFile
+		if list == "" {
+			list = "an allow-list (-allow)"
+		}
+		fmt.Printf("==> FAIL: %d unexpected skips (fix the environment, or add them to %s and say why)\n", unexpected, list)
 	}
 	if failed || unexpected > 0 {
 		os.Exit(1)
