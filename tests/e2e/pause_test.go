@@ -431,8 +431,10 @@ func TestAgentKilledMidPause(t *testing.T) {
 			}
 			if when == "mid-pause" {
 				go func() { _, _ = a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: id})) }()
+				// Killed once the pause has begun (rarely, a quick one has ended).
 				waitfor.True(t, 30*time.Second, "the pause to begin", func() bool {
-					return sandboxState(t, a, id).State == pb.SandboxState_SANDBOX_STATE_PAUSING
+					st := sandboxState(t, a, id).State
+					return st == pb.SandboxState_SANDBOX_STATE_PAUSING || st == pb.SandboxState_SANDBOX_STATE_PAUSED
 				})
 			}
 			a.stop(t, syscall.SIGKILL)
