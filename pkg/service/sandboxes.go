@@ -16,17 +16,18 @@ import (
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
+	"git.omukk.dev/wrenn/sandbox/pkg/limits"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
-// Limits on what a sandbox may ask for.
+// Limits on what a sandbox may ask for (package limits is their home).
 const (
-	MaxVCPUs          = 16
-	MinMemoryMiB      = 128
-	MaxMemoryMiB      = 65536
-	MaxDiskMiB        = 1 << 20
-	MaxTimeoutSeconds = 7 * 24 * 3600
+	MaxVCPUs          = limits.MaxVCPUs
+	MinMemoryMiB      = limits.MinMemoryMiB
+	MaxMemoryMiB      = limits.MaxMemoryMiB
+	MaxDiskMiB        = limits.MaxDiskMiB
+	MaxTimeoutSeconds = int32(limits.MaxTimeout / time.Second)
 	maxMetadata       = 64
 	maxEnvVars        = 256
 )
@@ -77,13 +78,13 @@ type Sandbox struct {
 
 func (in *CreateSandboxInput) validate() error {
 	if in.VCPUs == 0 {
-		in.VCPUs = 1
+		in.VCPUs = limits.DefaultVCPUs
 	}
 	if in.MemoryMiB == 0 {
-		in.MemoryMiB = 256
+		in.MemoryMiB = limits.DefaultMemoryMiB
 	}
 	if in.TimeoutSeconds == 0 {
-		in.TimeoutSeconds = 300
+		in.TimeoutSeconds = int32(limits.DefaultTimeout / time.Second)
 	}
 	if in.OnTimeout == "" {
 		in.OnTimeout = "destroy"
