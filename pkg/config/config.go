@@ -50,7 +50,24 @@ type Config struct {
 	MaxBodyBytes int64
 	// HostTokenTTL is how long a host registration token stays valid.
 	HostTokenTTL time.Duration
+	// PublicURL is where users reach the control plane, e.g.
+	// https://wrenn.example.com (WRENN_PUBLIC_URL). It names GitHub's
+	// callback and the commands the dashboard shows; without it they are
+	// derived from each request.
+	PublicURL string
+	// GitHub sign-in: an OAuth app's client ID and secret
+	// (WRENN_GITHUB_CLIENT_ID, WRENN_GITHUB_CLIENT_SECRET or the file named
+	// by WRENN_GITHUB_CLIENT_SECRET_FILE). Its callback URL is
+	// <public URL>/v1/auth/github/callback. Off without a client ID.
+	GitHubClientID, GitHubClientSecret string
+	// GitHubURL and GitHubAPIURL are GitHub's web and API bases
+	// (WRENN_GITHUB_URL, default https://github.com; WRENN_GITHUB_API_URL,
+	// default https://api.github.com), for GitHub Enterprise or tests.
+	GitHubURL, GitHubAPIURL string
 }
+
+// GitHubEnabled reports whether GitHub sign-in is configured.
+func (c Config) GitHubEnabled() bool { return c.GitHubClientID != "" && c.GitHubClientSecret != "" }
 
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
@@ -58,6 +75,7 @@ func Defaults() Config {
 		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AllowSignup: true, AuthRatePerMinute: 20,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour,
+		GitHubURL: "https://github.com", GitHubAPIURL: "https://api.github.com",
 	}
 }
 
@@ -82,6 +100,23 @@ func FromEnv() (Config, error) {
 		c.Secret = []byte(strings.TrimRight(string(b), "\r\n"))
 	} else if v := os.Getenv("WRENN_CP_SECRET"); v != "" {
 		c.Secret = []byte(v)
+	}
+	c.PublicURL = strings.TrimRight(os.Getenv("WRENN_PUBLIC_URL"), "/")
+	c.GitHubClientID = os.Getenv("WRENN_GITHUB_CLIENT_ID")
+	if f := os.Getenv("WRENN_GITHUB_CLIENT_SECRET_FILE"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return c, fmt.Errorf("read WRENN_GITHUB_CLIENT_SECRET_FILE: %w", err)
+		}
+		c.GitHubClientSecret = strings.TrimRight(string(b), "\r\n")
+	} else {
+		c.GitHubClientSecret = os.Getenv("WRENN_GITHUB_CLIENT_SECRET")
+	}
+	if v := os.Getenv("WRENN_GITHUB_URL"); v != "" {
+		c.GitHubURL = strings.TrimRight(v, "/")
+	}
+	if v := os.Getenv("WRENN_GITHUB_API_URL"); v != "" {
+		c.GitHubAPIURL = strings.TrimRight(v, "/")
 	}
 	var err error
 	dur := func(name string, into *time.Duration) {
@@ -117,6 +152,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("the control plane secret must be at least 32 bytes: set WRENN_CP_SECRET_FILE to a file holding one (head -c 32 /dev/urandom | base64 > secret)")
 	case c.SessionTTL <= 0 || c.HeartbeatTimeout <= 0 || c.ReconcileInterval <= 0:
 		return fmt.Errorf("durations must be positive")
+	case (c.GitHubClientID == "") != (c.GitHubClientSecret == ""):
+		return fmt.Errorf("GitHub sign-in needs both WRENN_GITHUB_CLIENT_ID and WRENN_GITHUB_CLIENT_SECRET (or _FILE)")
+	}
+	for name, u := range map[string]string{"WRENN_PUBLIC_URL": c.PublicURL, "WRENN_GITHUB_URL": c.GitHubURL, "WRENN_GITHUB_API_URL": c.GitHubAPIURL} {
+		if u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("%s must be an http:// or https:// URL, got %q", name, u)
+		}
 	}
 	return nil
 }
