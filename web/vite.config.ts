@@ -3,7 +3,7 @@ import { defineConfig } from 'vite';
 
 // `npm run dev` serves the app with hot reload and sends the API to a
 // control plane (WRENN_API_URL, default http://127.0.0.1:8080).
-const api = process.env.WRENN_API_URL ?? 'http://127.0.0.1:8080';
+const api = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.WRENN_API_URL ?? 'http://127.0.0.1:8080';
 
 export default defineConfig({
   plugins: [sveltekit()],
