@@ -12,7 +12,7 @@ export default {
       pages: '../internal/webui/dist/app',
       assets: '../internal/webui/dist/app',
       fallback: 'index.html',
-      precompress: false,
+      precompress: true,
       strict: true
     }),
     paths: { relative: false },

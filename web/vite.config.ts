@@ -7,7 +7,7 @@ const api = (globalThis as { process?: { env: Record<string, string | undefined>
 
 export default defineConfig({
   plugins: [sveltekit()],
-  build: { target: 'es2022', chunkSizeWarningLimit: 600 },
+  build: { target: 'es2022', chunkSizeWarningLimit: 600, rolldownOptions: { checks: { pluginTimings: false } } },
   server: {
     proxy: {
       '/v1': { target: api, ws: true, changeOrigin: false },

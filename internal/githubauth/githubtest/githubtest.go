@@ -65,6 +65,17 @@ func Start(clientID, clientSecret string, user User) *Server {
 	mux.HandleFunc("GET /login/oauth/authorize", s.authorizePage)
 	mux.HandleFunc("POST /login/oauth/authorize", s.authorizeDecision)
 	mux.HandleFunc("POST /login/oauth/access_token", s.accessToken)
+	// Not GitHub's: lets a test in another process choose who is signed
+	// in here, as a person would by signing in to GitHub.
+	mux.HandleFunc("POST /_test/sign-in", func(w http.ResponseWriter, r *http.Request) {
+		var u User
+		if err := json.NewDecoder(r.Body).Decode(&u); err != nil || u.ID == 0 || u.Login == "" {
+			http.Error(w, "send {ID, Login, Name, Emails}", http.StatusBadRequest)
+			return
+		}
+		s.SignIn(u)
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /user", s.api(func(u User) any {
 		return map[string]any{"login": u.Login, "id": u.ID, "name": u.Name, "type": "User", "html_url": s.URL + "/" + u.Login}
 	}))
@@ -110,7 +121,7 @@ func (s *Server) Requests() []string {
 }
 
 var page = template.Must(template.New("authorize").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Authorize application</title>
+<html lang="en"><head><meta charset="utf-8"><title>Authorize application</title><link rel="icon" href="data:,">
 <style>body{font:15px system-ui,sans-serif;max-width:28rem;margin:4rem auto;text-align:center}
 button{font:inherit;padding:.5rem 1.2rem;margin:.3rem;border-radius:6px;border:1px solid #999}
 #approve{background:#1f883d;color:#fff;border-color:#1f883d}</style></head>
