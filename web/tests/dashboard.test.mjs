@@ -311,7 +311,7 @@ test('admin pages: members, hosts, audit, admin, settings', async () => {
   await admin.getByRole('button', { name: 'Apply' }).click();
   await admin.getByRole('button', { name: 'snapshot.delete' }).first().waitFor();
   assert.equal(await admin.getByRole('button', { name: 'sandbox.create' }).count(), 0, 'the result filter applies');
-  await admin.getByRole('radio', { name: 'Whole platform' }).check();
+  await admin.getByText('Whole platform').click();
   await admin.getByRole('button', { name: 'auth.login' }).first().waitFor();
 
   await admin.goto(BASE + '/admin');
@@ -429,6 +429,7 @@ test('connect and disconnect GitHub in Settings; change password', async () => {
   await shot(page, 'settings-dark');
   await page.getByRole('button', { name: 'Disconnect' }).click();
   await page.getByRole('dialog').getByRole('button', { name: 'Disconnect' }).click();
+  await page.waitForURL(BASE + '/settings');
   await page.getByRole('button', { name: 'Connect' }).waitFor();
 
   await page.getByLabel('Current password').fill(MEMBER.password);
