@@ -195,8 +195,11 @@ test('terminals: two sessions survive a tab switch and a reload', async () => {
 
   // A long paste arrives whole.
   const pasted = Array.from({ length: 200 }, (_, i) => `line ${String(i).padStart(3, '0')} ` + 'x'.repeat(90)).join('\n') + '\n';
-  await typeIn(admin, 'Terminal 2', 'cat > /tmp/paste.txt');
-  await admin.waitForTimeout(300);
+  // Once the echo's output is on the screen, bash has switched bracketed
+  // paste off (it does before running a command), so the paste reaches
+  // cat as typed text.
+  await typeIn(admin, 'Terminal 2', 'echo ready-$((1+2)); cat > /tmp/paste.txt');
+  await waitForTerminal(admin, 'Terminal 2', 'ready-3');
   await admin.evaluate((t) => {
     const ta = document.querySelector('[data-terminal="Terminal 2"] textarea');
     const dt = new DataTransfer();
@@ -233,6 +236,12 @@ test('terminals: two sessions survive a tab switch and a reload', async () => {
   await admin.waitForTimeout(500);
   await typeIn(admin, 'Terminal 1', 'echo mark=$MARK');
   await waitForTerminal(admin, 'Terminal 1', 'mark=kept-42');
+
+  // A server started in the terminal shows up among the open ports.
+  await typeIn(admin, 'Terminal 1', 'busybox httpd -p 8000 && echo httpd-$((2+2))');
+  await waitForTerminal(admin, 'Terminal 1', 'httpd-4');
+  await admin.getByRole('tab', { name: 'Overview' }).click();
+  await admin.locator('.ports').getByText('8000', { exact: true }).waitFor();
 });
 
 test('metrics and a snapshot', async () => {

@@ -39,6 +39,7 @@ export function dateTime(iso: string | null | undefined): string {
   return new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 }
 
+/** shortId keeps a wire ID's prefix and first hex digits. */
 export function shortId(id: string): string {
-  return id.length > 14 ? id.slice(0, 14) + '…' : id;
+  return id.length > 16 ? id.slice(0, 16) + '…' : id;
 }
