@@ -68,8 +68,8 @@ func (s *Service) SignInExternal(ctx context.Context, ext ExternalIdentity) (db.
 			if !s.Config.AllowSignup {
 				return ErrExternalNoAccount
 			}
-			name := ext.Name
-			if strings.TrimSpace(name) == "" {
+			name := strings.TrimSpace(ext.Name)
+			if validName("name", name, 100) != nil {
 				name = ext.Login
 			}
 			if u, _, err = createUser(ctx, q, ext.Email, name, ""); err != nil {
