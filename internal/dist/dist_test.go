@@ -40,6 +40,7 @@ func TestControlPlaneConfigFileListsEveryKey(t *testing.T) {
 	// to be read).
 	uncommented := regexp.MustCompile(`(?m)^#([a-z_]+ = )`).ReplaceAllString(text, "$1")
 	uncommented = strings.ReplaceAll(uncommented, "/etc/wrenn/control-plane.secret", secret)
+	uncommented = strings.ReplaceAll(uncommented, "/etc/wrenn/github.secret", secret)
 	file := filepath.Join(dir, "cp.toml")
 	if err := os.WriteFile(file, []byte(uncommented), 0o600); err != nil {
 		t.Fatal(err)

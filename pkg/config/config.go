@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -59,7 +60,24 @@ type Config struct {
 	// PlainHTTP serves both listeners without TLS: for development, or
 	// behind a proxy that terminates TLS on the same host.
 	PlainHTTP bool
+	// PublicURL is where users reach the control plane, e.g.
+	// https://wrenn.example.com (WRENN_PUBLIC_URL). It names GitHub's
+	// callback and the commands the dashboard shows; without it they are
+	// derived from each request.
+	PublicURL string
+	// GitHub sign-in: an OAuth app's client ID and secret
+	// (WRENN_GITHUB_CLIENT_ID, WRENN_GITHUB_CLIENT_SECRET or the file named
+	// by WRENN_GITHUB_CLIENT_SECRET_FILE). Its callback URL is
+	// <public URL>/v1/auth/github/callback. Off without a client ID.
+	GitHubClientID, GitHubClientSecret string
+	// GitHubURL and GitHubAPIURL are GitHub's web and API bases
+	// (WRENN_GITHUB_URL, default https://github.com; WRENN_GITHUB_API_URL,
+	// default https://api.github.com), for GitHub Enterprise or tests.
+	GitHubURL, GitHubAPIURL string
 }
+
+// GitHubEnabled reports whether GitHub sign-in is configured.
+func (c Config) GitHubEnabled() bool { return c.GitHubClientID != "" && c.GitHubClientSecret != "" }
 
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
@@ -67,6 +85,7 @@ func Defaults() Config {
 		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AllowSignup: true, AuthRatePerMinute: 20,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour,
+		GitHubURL: "https://github.com", GitHubAPIURL: "https://api.github.com",
 	}
 }
 
@@ -109,6 +128,14 @@ func (c Config) Validate() error {
 		return errors.New("plain_http and a TLS certificate are both set: choose one")
 	case !c.PlainHTTP && c.TLSCertFile == "":
 		return errors.New("no TLS certificate: set tls_cert_file and tls_key_file (WRENN_TLS_CERT_FILE, WRENN_TLS_KEY_FILE), or plain_http = true (WRENN_PLAIN_HTTP) for development")
+	}
+	if (c.GitHubClientID == "") != (c.GitHubClientSecret == "") {
+		return errors.New("GitHub sign-in needs both github_client_id and github_client_secret_file (WRENN_GITHUB_CLIENT_ID, WRENN_GITHUB_CLIENT_SECRET or WRENN_GITHUB_CLIENT_SECRET_FILE)")
+	}
+	for _, u := range []struct{ key, v string }{{"public_url", c.PublicURL}, {"github_url", c.GitHubURL}, {"github_api_url", c.GitHubAPIURL}} {
+		if u.v != "" && !strings.HasPrefix(u.v, "http://") && !strings.HasPrefix(u.v, "https://") {
+			return fmt.Errorf("%s must be an http:// or https:// URL, not %q", u.key, u.v)
+		}
 	}
 	return nil
 }

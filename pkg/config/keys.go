@@ -52,6 +52,25 @@ func Keys(c *Config) []settings.Key {
 		settings.String("tls_key_file", "WRENN_TLS_KEY_FILE", &c.TLSKeyFile, "the API's private key (PEM)"),
 		settings.String("proxy_tls_cert_file", "WRENN_PROXY_TLS_CERT_FILE", &c.ProxyTLSCertFile, "the sandbox proxy's certificate chain, a wildcard for *.<sandbox_domain> (default: the API's)"),
 		settings.String("proxy_tls_key_file", "WRENN_PROXY_TLS_KEY_FILE", &c.ProxyTLSKeyFile, "the sandbox proxy's private key"),
+		{Name: "public_url", Env: "WRENN_PUBLIC_URL", Kind: settings.KindString, Help: "where users reach the control plane (https://wrenn.example.com): GitHub's callback and the commands the dashboard shows",
+			Set: func(v string) error { c.PublicURL = strings.TrimRight(v, "/"); return nil }},
+		settings.String("github_client_id", "WRENN_GITHUB_CLIENT_ID", &c.GitHubClientID, "GitHub sign-in: the OAuth app's client ID (callback <public_url>/v1/auth/github/callback); off when empty"),
+		{Env: "WRENN_GITHUB_CLIENT_SECRET", Kind: settings.KindString, Help: "GitHub sign-in: the OAuth app's client secret itself",
+			Set: func(v string) error { c.GitHubClientSecret = v; return nil }},
+		{Name: "github_client_secret_file", Env: "WRENN_GITHUB_CLIENT_SECRET_FILE", Shadows: []string{"WRENN_GITHUB_CLIENT_SECRET"}, Kind: settings.KindString,
+			Help: "GitHub sign-in: file holding the OAuth app's client secret",
+			Set: func(path string) error {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return fmt.Errorf("read the GitHub client secret: %w", err)
+				}
+				c.GitHubClientSecret = strings.TrimRight(string(b), "\r\n")
+				return nil
+			}},
+		{Name: "github_url", Env: "WRENN_GITHUB_URL", Kind: settings.KindString, Help: "GitHub's web base (GitHub Enterprise, tests)",
+			Set: func(v string) error { c.GitHubURL = strings.TrimRight(v, "/"); return nil }},
+		{Name: "github_api_url", Env: "WRENN_GITHUB_API_URL", Kind: settings.KindString, Help: "GitHub's API base (GitHub Enterprise, tests)",
+			Set: func(v string) error { c.GitHubAPIURL = strings.TrimRight(v, "/"); return nil }},
 		settings.Bool("plain_http", "WRENN_PLAIN_HTTP", &c.PlainHTTP, "serve plain HTTP without TLS (development, or behind a proxy that terminates TLS)"),
 	}
 }

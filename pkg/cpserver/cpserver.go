@@ -30,6 +30,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/e2bcompat"
 	"git.omukk.dev/wrenn/sandbox/internal/sandboxproxy"
 	"git.omukk.dev/wrenn/sandbox/internal/tlsreload"
+	"git.omukk.dev/wrenn/sandbox/internal/webui"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
@@ -115,6 +116,11 @@ func Run(ctx context.Context, opts ...Option) error {
 	defer svc.Close()
 	api := cpapi.New(svc, cfg, o.log)
 	e2bcompat.Mount(api, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
+	dashboard, err := webui.New(webui.Embedded())
+	if err != nil {
+		return err
+	}
+	api.ServeDashboard(dashboard)
 	sc := &cpextension.ServerContext{Config: cfg, DB: pool, Queries: svc.Q, Service: svc, Log: o.log, Router: api.Root, API: api.V1}
 	sc.Go("reconciler", svc.RunReconciler)
 	for _, ext := range o.extensions {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -224,6 +226,13 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	})
 	if err != nil {
 		return Sandbox{}, err
+	}
+	if len(in.EnvVars) > 0 {
+		// Names only: values may be secrets.
+		names := slices.Sorted(maps.Keys(in.EnvVars))
+		if err := s.Q.SetSandboxEnvVarNames(ctx, db.SetSandboxEnvVarNamesParams{ID: sid, EnvVarNames: names}); err != nil {
+			return Sandbox{}, err
+		}
 	}
 	actx, cancel := detach(ctx)
 	defer cancel()
