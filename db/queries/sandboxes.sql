@@ -92,3 +92,6 @@ GROUP BY host_id;
 
 -- name: SetSandboxDisk :exec
 UPDATE sandboxes SET disk_mib = $2 WHERE id = $1;
+
+-- name: SetSandboxEnvVarNames :exec
+UPDATE sandboxes SET env_var_names = $2 WHERE id = $1;

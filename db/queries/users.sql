@@ -43,3 +43,15 @@ SELECT EXISTS (SELECT 1 FROM users WHERE is_admin AND active);
 
 -- name: SetUserAdmin :one
 UPDATE users SET is_admin = $2 WHERE id = $1 RETURNING *;
+
+-- name: SetUserName :one
+UPDATE users SET name = $2 WHERE id = $1 RETURNING *;
+
+-- name: SetUserPassword :exec
+UPDATE users SET password_hash = $2 WHERE id = $1;
+
+-- name: DeleteOtherSessions :exec
+DELETE FROM sessions WHERE user_id = $1 AND id <> $2;
+
+-- name: GetSessionAny :one
+SELECT * FROM sessions WHERE id = $1;

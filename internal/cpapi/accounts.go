@@ -19,6 +19,9 @@ type credentialsBody struct {
 	Email    string `json:"email"`
 	Password string `json:"password"`
 	Name     string `json:"name,omitempty"`
+	// Session "cookie" (browsers) sets the session in an HttpOnly cookie
+	// and answers with its CSRF token instead of the token.
+	Session string `json:"session,omitempty"`
 }
 
 type sessionView struct {
@@ -44,6 +47,10 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &b) {
 		return
 	}
+	cookie, ok := sessionMode(w, b.Session)
+	if !ok {
+		return
+	}
 	setActor(r.Context(), "email", b.Email, uuid.Nil)
 	u, tok, err := a.svc.Signup(r.Context(), b.Email, b.Password, b.Name)
 	if err != nil {
@@ -51,6 +58,10 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "auth.signup", "user", id.Format(id.User, u.ID))
+	if cookie {
+		a.startBrowserSession(w, r, http.StatusCreated, tok, u)
+		return
+	}
 	writeJSON(w, http.StatusCreated, a.session(r, u, tok))
 }
 
@@ -60,6 +71,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	setAudit(r.Context(), "auth.login", "user", "")
 	var b credentialsBody
 	if !a.decode(w, r, &b) {
+		return
+	}
+	cookie, ok := sessionMode(w, b.Session)
+	if !ok {
 		return
 	}
 	setActor(r.Context(), "email", b.Email, uuid.Nil)
@@ -75,6 +90,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "auth.login", "user", id.Format(id.User, u.ID))
+	if cookie {
+		a.startBrowserSession(w, r, http.StatusOK, tok, u)
+		return
+	}
 	writeJSON(w, http.StatusOK, a.session(r, u, tok))
 }
 
@@ -84,13 +103,16 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	a.setSessionCookie(w, r, "", time.Time{})
 	w.WriteHeader(http.StatusNoContent)
 }
 
 type meView struct {
-	User       userView   `json:"user"`
-	Teams      []teamView `json:"teams"`
-	ActiveTeam *string    `json:"active_team_id"`
+	User        userView    `json:"user"`
+	Teams       []teamView  `json:"teams"`
+	ActiveTeam  *string     `json:"active_team_id"`
+	HasPassword bool        `json:"has_password"`
+	GitHub      *githubView `json:"github"`
 }
 
 func (a *API) me(w http.ResponseWriter, r *http.Request) {
@@ -99,16 +121,10 @@ func (a *API) me(w http.ResponseWriter, r *http.Request) {
 
 // writeMe answers with the user, their teams and the active team.
 func (a *API) writeMe(w http.ResponseWriter, r *http.Request, c auth.Caller) {
-	u, teams, err := a.svc.Me(r.Context(), c)
+	out, err := a.meOf(r, c)
 	if err != nil {
 		a.fail(w, r, err)
 		return
-	}
-	out := meView{User: viewUser(u), Teams: mapSlice(teams, func(t db.ListTeamsForUserRow) teamView {
-		return viewTeam(db.Team{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt}, t.Role)
-	})}
-	if c.HasTeam() {
-		out.ActiveTeam = optID(id.Team, &c.TeamID)
 	}
 	w.Header().Set(TeamHeader, "")
 	if out.ActiveTeam != nil {
@@ -405,7 +421,8 @@ func (a *API) auditList(w http.ResponseWriter, r *http.Request, all bool) {
 	if !ok {
 		return
 	}
-	f := service.AuditFilter{Action: q.Get("action"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"), ActorID: q.Get("actor_id"), Limit: limit, AllTeams: all}
+	f := service.AuditFilter{Action: q.Get("action"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"), ActorID: q.Get("actor_id"),
+		Result: q.Get("result"), Limit: limit, AllTeams: all}
 	if t := q.Get("team_id"); t != "" && all {
 		team, err := id.Parse(id.Team, t)
 		if err != nil {
@@ -414,13 +431,21 @@ func (a *API) auditList(w http.ResponseWriter, r *http.Request, all bool) {
 		}
 		f.Team = &team
 	}
-	if b := q.Get("before"); b != "" {
-		t, err := time.Parse(time.RFC3339Nano, b)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_argument", "before must be an RFC 3339 time")
-			return
+	switch f.Result {
+	case "", "ok", "error":
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_argument", "result must be ok or error")
+		return
+	}
+	for name, into := range map[string]**time.Time{"before": &f.Before, "after": &f.After} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "invalid_argument", name+" must be an RFC 3339 time")
+				return
+			}
+			*into = &t
 		}
-		f.Before = &t
 	}
 	es, err := a.svc.ListAudit(r.Context(), caller(r), f)
 	if err != nil {

@@ -23,16 +23,13 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/files"
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
-
-// EnvdPort is envd's port in every sandbox; envd checks its own token, so
-// it is reachable without the traffic token.
-const EnvdPort = 49983
 
 // TrafficTokenHeader carries a sandbox's traffic token for its
 // non-public ports.
@@ -126,7 +123,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, sid, errGone)
 		return
 	}
-	if port != EnvdPort && !t.Sandbox.AllowPublicTraffic {
+	// envd checks its own token: its port needs no traffic token.
+	if port != envdapi.Port && !t.Sandbox.AllowPublicTraffic {
 		got := r.Header.Get(TrafficTokenHeader)
 		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.svc.TrafficToken(t.Sandbox))) != 1 {
 			hostapi.WriteProxyError(w, http.StatusForbidden, sid, "traffic_token_required",
@@ -137,7 +135,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if t.Sandbox.State != "running" {
 		// envd checks its own token, but only once the sandbox runs: to
 		// resume one, a request for envd's port carries that token.
-		resume := port != EnvdPort || p.envdAuthorized(r, t.Sandbox)
+		resume := port != envdapi.Port || p.envdAuthorized(r, t.Sandbox)
 		if t, err = p.target(r.Context(), uid, resume); err != nil {
 			p.fail(w, sid, err)
 			return

@@ -1,17 +1,18 @@
 // Package config is the control plane's configuration: its fields, their
-// defaults, and how they are read from the environment.
+// defaults, and the table of keys (keys.go) through which they are read
+// from a TOML file and the environment.
 package config
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
+	"git.omukk.dev/wrenn/sandbox/pkg/limits"
 )
 
 // Config configures wrenn-cp.
@@ -100,6 +101,29 @@ type Config struct {
 	MaxBodyBytes int64
 	// HostTokenTTL is how long a host registration token stays valid.
 	HostTokenTTL time.Duration
+	// TLSCertFile and TLSKeyFile are the API's certificate chain and key
+	// (PEM), read again when they change.
+	TLSCertFile, TLSKeyFile string
+	// ProxyTLSCertFile and ProxyTLSKeyFile are the sandbox proxy's,
+	// typically a wildcard for *.SandboxDomain (default: the API's pair).
+	ProxyTLSCertFile, ProxyTLSKeyFile string
+	// PlainHTTP serves both listeners without TLS: for development, or
+	// behind a proxy that terminates TLS on the same host.
+	PlainHTTP bool
+	// PublicURL is where users reach the control plane, e.g.
+	// https://wrenn.example.com (WRENN_PUBLIC_URL). It names GitHub's
+	// callback and the commands the dashboard shows; without it they are
+	// derived from each request.
+	PublicURL string
+	// GitHub sign-in: an OAuth app's client ID and secret
+	// (WRENN_GITHUB_CLIENT_ID, WRENN_GITHUB_CLIENT_SECRET or the file named
+	// by WRENN_GITHUB_CLIENT_SECRET_FILE). Its callback URL is
+	// <public URL>/v1/auth/github/callback. Off without a client ID.
+	GitHubClientID, GitHubClientSecret string
+	// GitHubURL and GitHubAPIURL are GitHub's web and API bases
+	// (WRENN_GITHUB_URL, default https://github.com; WRENN_GITHUB_API_URL,
+	// default https://api.github.com), for GitHub Enterprise or tests.
+	GitHubURL, GitHubAPIURL string
 }
 
 // Quota is a team's limits.
@@ -121,6 +145,9 @@ type Quota struct {
 	CreatesPerMinute int
 }
 
+// GitHubEnabled reports whether GitHub sign-in is configured.
+func (c Config) GitHubEnabled() bool { return c.GitHubClientID != "" && c.GitHubClientSecret != "" }
+
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
 	return Config{
@@ -128,80 +155,15 @@ func Defaults() Config {
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
 		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, StreamAuthInterval: 5 * time.Second, MaxDiskMiB: 65536,
 		ExecMaxOutput: hostapi.DefaultExecOutput, ProxyMaxPerSandbox: 200, ProxyMaxPerClient: 100, ProxyIdleTimeout: 60 * time.Second, ProxyHeaderTimeout: 10 * time.Second,
-		Quota: Quota{Sandboxes: 10, VCPUs: 16, MemoryMiB: 16384, DiskMiB: 102400, Snapshots: 20, CreatesPerMinute: 30},
+		Quota:     Quota{Sandboxes: 10, VCPUs: 16, MemoryMiB: 16384, DiskMiB: 102400, Snapshots: 20, CreatesPerMinute: 30},
+		GitHubURL: "https://github.com", GitHubAPIURL: "https://api.github.com",
 	}
 }
 
-// FromEnv reads the WRENN_* variables over the defaults.
-func FromEnv() (Config, error) {
-	c := Defaults()
-	if v := os.Getenv("WRENN_CP_LISTEN"); v != "" {
-		c.Listen = v
-	}
-	if v, ok := os.LookupEnv("WRENN_PROXY_LISTEN"); ok {
-		c.ProxyListen = v
-	}
-	c.SandboxDomain = os.Getenv("WRENN_SANDBOX_DOMAIN")
-	c.DatabaseURL = os.Getenv("WRENN_DATABASE_URL")
-	if f := os.Getenv("WRENN_CP_SECRET_FILE"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return c, fmt.Errorf("read WRENN_CP_SECRET_FILE: %w", err)
-		}
-		// Only the line ending an editor or `echo` adds: the rest, even
-		// bytes that look like spaces, is the secret.
-		c.Secret = []byte(strings.TrimRight(string(b), "\r\n"))
-	} else if v := os.Getenv("WRENN_CP_SECRET"); v != "" {
-		c.Secret = []byte(v)
-	}
-	var errs []error
-	env := func(name string, set func(string) error) {
-		if v := os.Getenv(name); v != "" {
-			if err := set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			}
-		}
-	}
-	dur := func(name string, into *time.Duration) { env(name, parseInto(into, time.ParseDuration)) }
-	num := func(name string, into *int) { env(name, parseInto(into, strconv.Atoi)) }
-	num64 := func(name string, into *int64) {
-		env(name, parseInto(into, func(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) }))
-	}
-	dur("WRENN_SESSION_TTL", &c.SessionTTL)
-	dur("WRENN_HEARTBEAT_TIMEOUT", &c.HeartbeatTimeout)
-	dur("WRENN_RECONCILE_INTERVAL", &c.ReconcileInterval)
-	dur("WRENN_TRANSITION_GRACE", &c.TransitionGrace)
-	dur("WRENN_STREAM_AUTH_INTERVAL", &c.StreamAuthInterval)
-	dur("WRENN_PROXY_IDLE_TIMEOUT", &c.ProxyIdleTimeout)
-	dur("WRENN_PROXY_HEADER_TIMEOUT", &c.ProxyHeaderTimeout)
-	env("WRENN_ALLOW_SIGNUP", parseInto(&c.AllowSignup, strconv.ParseBool))
-	num("WRENN_AUTH_RATE_PER_MINUTE", &c.AuthRatePerMinute)
-	num("WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE", &c.AuthAccountRatePerMinute)
-	num("WRENN_ANONYMOUS_AUDIT_PER_MINUTE", &c.AnonymousAuditPerMinute)
-	num("WRENN_MAX_DISK_MIB", &c.MaxDiskMiB)
-	num("WRENN_EXEC_MAX_OUTPUT_BYTES", &c.ExecMaxOutput)
-	num("WRENN_PROXY_MAX_PER_SANDBOX", &c.ProxyMaxPerSandbox)
-	num("WRENN_PROXY_MAX_PER_CLIENT", &c.ProxyMaxPerClient)
-	num("WRENN_QUOTA_SANDBOXES", &c.Quota.Sandboxes)
-	num("WRENN_QUOTA_VCPUS", &c.Quota.VCPUs)
-	num("WRENN_QUOTA_SNAPSHOTS", &c.Quota.Snapshots)
-	num("WRENN_QUOTA_CREATES_PER_MINUTE", &c.Quota.CreatesPerMinute)
-	num64("WRENN_QUOTA_MEMORY_MIB", &c.Quota.MemoryMiB)
-	num64("WRENN_QUOTA_DISK_MIB", &c.Quota.DiskMiB)
-	c.TrustedProxies = SplitList(os.Getenv("WRENN_TRUSTED_PROXIES"))
-	return c, errors.Join(errs...)
-}
-
-// parseInto makes a setter of into from a parser.
-func parseInto[T any](into *T, parse func(string) (T, error)) func(string) error {
-	return func(v string) error {
-		x, err := parse(v)
-		if err == nil {
-			*into = x
-		}
-		return err
-	}
-}
+// FromEnv reads the file WRENN_CP_CONFIG names, if any, and the WRENN_*
+// variables over it: what cpserver.Run uses without WithConfig, so a
+// distribution built on it reads the same file.
+func FromEnv() (Config, error) { return Load(os.Getenv(ConfigEnv)) }
 
 // SplitList splits a comma-separated setting, dropping empty items.
 func SplitList(v string) []string {
@@ -214,30 +176,84 @@ func SplitList(v string) []string {
 	return out
 }
 
-// Validate names the first missing or unusable setting.
+// Validate names the first missing or unusable setting, by its key in the
+// file and its environment variable.
 func (c Config) Validate() error {
 	for _, p := range c.TrustedProxies {
 		if _, err := clientip.ParsePrefix(p); err != nil {
-			return fmt.Errorf("WRENN_TRUSTED_PROXIES: %w", err)
+			return fmt.Errorf("trusted_proxies: %w", err)
 		}
 	}
 	switch {
 	case c.DatabaseURL == "":
-		return fmt.Errorf("no database: set WRENN_DATABASE_URL (for example postgres://wrenn@localhost/wrenn)")
+		return fmt.Errorf("no database: set database_url or WRENN_DATABASE_URL (for example postgres://wrenn@localhost/wrenn)")
 	case len(c.Secret) < 32:
-		return fmt.Errorf("the control plane secret must be at least 32 bytes: set WRENN_CP_SECRET_FILE to a file holding one (head -c 32 /dev/urandom | base64 > secret)")
-	case c.SessionTTL <= 0 || c.HeartbeatTimeout <= 0 || c.ReconcileInterval <= 0 || c.StreamAuthInterval <= 0:
-		return fmt.Errorf("durations must be positive")
-	case c.Quota.Sandboxes < 0 || c.Quota.VCPUs < 0 || c.Quota.MemoryMiB < 0 || c.Quota.DiskMiB < 0 || c.Quota.Snapshots < 0 || c.Quota.CreatesPerMinute < 0:
-		return fmt.Errorf("WRENN_QUOTA_* limits cannot be negative")
-	case c.ProxyMaxPerSandbox < 1 || c.ProxyMaxPerClient < 1 || c.ProxyIdleTimeout <= 0 || c.ProxyHeaderTimeout <= 0:
-		return fmt.Errorf("the WRENN_PROXY_* limits must be positive")
-	case c.ExecMaxOutput < 1 || c.ExecMaxOutput > hostapi.MaxExecOutput:
-		return fmt.Errorf("WRENN_EXEC_MAX_OUTPUT_BYTES must be 1 to %d", hostapi.MaxExecOutput)
-	case c.MaxDiskMiB < 1:
-		return fmt.Errorf("WRENN_MAX_DISK_MIB must be at least 1")
-	case c.AuthRatePerMinute < 1 || c.AuthAccountRatePerMinute < 1 || c.AnonymousAuditPerMinute < 1:
-		return fmt.Errorf("WRENN_AUTH_RATE_PER_MINUTE, WRENN_AUTH_ACCOUNT_RATE_PER_MINUTE and WRENN_ANONYMOUS_AUDIT_PER_MINUTE must be at least 1")
+		return fmt.Errorf("the control plane secret must be at least 32 bytes: set secret_file or WRENN_CP_SECRET_FILE to a file holding one (head -c 32 /dev/urandom | base64 > secret)")
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"session_ttl", c.SessionTTL}, {"heartbeat_timeout", c.HeartbeatTimeout}, {"reconcile_interval", c.ReconcileInterval}, {"transition_grace", c.TransitionGrace}, {"host_token_ttl", c.HostTokenTTL},
+		{"stream_auth_interval", c.StreamAuthInterval}, {"proxy_idle_timeout", c.ProxyIdleTimeout}, {"proxy_header_timeout", c.ProxyHeaderTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %s", d.key, d.v)
+		}
+	}
+	for _, n := range []struct {
+		key string
+		v   int64
+	}{{"auth_rate_per_minute", int64(c.AuthRatePerMinute)}, {"auth_account_rate_per_minute", int64(c.AuthAccountRatePerMinute)},
+		{"anonymous_audit_per_minute", int64(c.AnonymousAuditPerMinute)}, {"max_disk_mib", int64(c.MaxDiskMiB)},
+		{"proxy_max_per_sandbox", int64(c.ProxyMaxPerSandbox)}, {"proxy_max_per_client", int64(c.ProxyMaxPerClient)}} {
+		if n.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %d", n.key, n.v)
+		}
+	}
+	for _, n := range []struct {
+		key string
+		v   int64
+	}{{"quota_sandboxes", int64(c.Quota.Sandboxes)}, {"quota_vcpus", int64(c.Quota.VCPUs)}, {"quota_memory_mib", c.Quota.MemoryMiB},
+		{"quota_disk_mib", c.Quota.DiskMiB}, {"quota_snapshots", int64(c.Quota.Snapshots)}, {"quota_creates_per_minute", int64(c.Quota.CreatesPerMinute)}} {
+		if n.v < 0 {
+			return fmt.Errorf("%s cannot be negative, not %d", n.key, n.v)
+		}
+	}
+	if c.MaxDiskMiB > limits.MaxDiskMiB {
+		return fmt.Errorf("max_disk_mib must be at most %d, not %d", limits.MaxDiskMiB, c.MaxDiskMiB)
+	}
+	if c.ExecMaxOutput < 1 || c.ExecMaxOutput > hostapi.MaxExecOutput {
+		return fmt.Errorf("exec_max_output_bytes must be 1 to %d, not %d", hostapi.MaxExecOutput, c.ExecMaxOutput)
+	}
+	if c.MaxBodyBytes <= 0 {
+		return fmt.Errorf("max_body_bytes must be positive, not %d", c.MaxBodyBytes)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("tls_cert_file and tls_key_file go together: set both or neither")
+	}
+	if (c.ProxyTLSCertFile == "") != (c.ProxyTLSKeyFile == "") {
+		return errors.New("proxy_tls_cert_file and proxy_tls_key_file go together: set both or neither")
+	}
+	switch {
+	case c.PlainHTTP && (c.TLSCertFile != "" || c.ProxyTLSCertFile != ""):
+		return errors.New("plain_http and a TLS certificate are both set: choose one")
+	case !c.PlainHTTP && c.TLSCertFile == "":
+		return errors.New("no TLS certificate: set tls_cert_file and tls_key_file (WRENN_TLS_CERT_FILE, WRENN_TLS_KEY_FILE), or plain_http = true (WRENN_PLAIN_HTTP) for development")
+	}
+	if (c.GitHubClientID == "") != (c.GitHubClientSecret == "") {
+		return errors.New("GitHub sign-in needs both github_client_id and github_client_secret_file (WRENN_GITHUB_CLIENT_ID, WRENN_GITHUB_CLIENT_SECRET or WRENN_GITHUB_CLIENT_SECRET_FILE)")
+	}
+	for _, u := range []struct{ key, v string }{{"public_url", c.PublicURL}, {"github_url", c.GitHubURL}, {"github_api_url", c.GitHubAPIURL}} {
+		if u.v != "" && !strings.HasPrefix(u.v, "http://") && !strings.HasPrefix(u.v, "https://") {
+			return fmt.Errorf("%s must be an http:// or https:// URL, not %q", u.key, u.v)
+		}
 	}
 	return nil
+}
+
+// ProxyCert is the sandbox proxy's certificate pair: its own, or the API's.
+func (c Config) ProxyCert() (certFile, keyFile string) {
+	if c.ProxyTLSCertFile != "" {
+		return c.ProxyTLSCertFile, c.ProxyTLSKeyFile
+	}
+	return c.TLSCertFile, c.TLSKeyFile
 }

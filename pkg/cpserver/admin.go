@@ -25,7 +25,7 @@ import (
 // the account was created.
 func CreateAdmin(ctx context.Context, cfg config.Config, email, password, name string, log *slog.Logger) (db.User, bool, error) {
 	if cfg.DatabaseURL == "" {
-		return db.User{}, false, fmt.Errorf("no database: set WRENN_DATABASE_URL")
+		return db.User{}, false, fmt.Errorf("no database: set database_url in the configuration file (--config) or WRENN_DATABASE_URL")
 	}
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -39,18 +39,20 @@ func CreateAdmin(ctx context.Context, cfg config.Config, email, password, name s
 }
 
 // AdminCommand is `control-plane create-admin`: it reads the database from
-// the environment (WRENN_DATABASE_URL) and creates or promotes the admin
-// named by --email. Without --password-file a password is generated and
-// printed once.
+// the configuration (--config or WRENN_CP_CONFIG, then WRENN_DATABASE_URL;
+// nothing else of it need be set, TLS included) and creates or promotes
+// the admin named by --email. Without --password-file a password is
+// generated and printed once.
 func AdminCommand(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("create-admin", flag.ContinueOnError)
 	fs.SetOutput(out)
+	file := fs.String("config", os.Getenv(config.ConfigEnv), "TOML configuration file (or "+config.ConfigEnv+"); only its database is used")
 	email := fs.String("email", "", "the admin's email (required)")
 	name := fs.String("name", "", "display name (default: the email's local part)")
 	pwFile := fs.String("password-file", "", "file holding the password (default: generate one and print it)")
 	fs.Usage = func() {
-		fmt.Fprintln(out, "usage: control-plane create-admin --email ADDRESS [--name NAME] [--password-file FILE]")
-		fmt.Fprintln(out, "Creates a platform admin in WRENN_DATABASE_URL, or makes an existing account one.")
+		fmt.Fprintln(out, "usage: control-plane create-admin [--config FILE] --email ADDRESS [--name NAME] [--password-file FILE]")
+		fmt.Fprintln(out, "Creates a platform admin in the configured database, or makes an existing account one.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -60,7 +62,7 @@ func AdminCommand(ctx context.Context, args []string, out io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("--email is required and nothing else is taken")
 	}
-	cfg, err := config.FromEnv()
+	cfg, err := config.Load(*file)
 	if err != nil {
 		return err
 	}

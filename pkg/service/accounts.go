@@ -90,18 +90,7 @@ func (s *Service) createUser(ctx context.Context, email, password, name string, 
 	}
 	var u db.User
 	err = s.inTx(ctx, func(q *db.Queries) error {
-		team, err := q.CreateTeam(ctx, db.CreateTeamParams{ID: id.New(), Name: name + "'s team"})
-		if err != nil {
-			return err
-		}
-		u, err = q.CreateUser(ctx, db.CreateUserParams{ID: id.New(), Email: email, Name: name, PasswordHash: hash, IsAdmin: admin, PersonalTeamID: &team.ID})
-		if isUniqueViolation(err) {
-			return errf(ErrConflict, "an account with email %s already exists", email)
-		}
-		if err != nil {
-			return err
-		}
-		_, err = q.AddMember(ctx, db.AddMemberParams{TeamID: team.ID, UserID: u.ID, Role: "owner"})
+		u, err = insertUser(ctx, q, email, name, hash, admin)
 		return err
 	})
 	return u, err
@@ -132,17 +121,41 @@ func (s *Service) CreateAdmin(ctx context.Context, email, password, name string)
 // HasAdmin reports whether the installation has an active platform admin.
 func (s *Service) HasAdmin(ctx context.Context) (bool, error) { return s.Q.AnyAdmin(ctx) }
 
+// insertUser makes a user (hash empty: no password sign-in) and the
+// personal team they own, in q's transaction. Only the host makes admins
+// (CreateAdmin): sign-up, by password or through GitHub, never does.
+func insertUser(ctx context.Context, q *db.Queries, email, name, hash string, admin bool) (db.User, error) {
+	team, err := q.CreateTeam(ctx, db.CreateTeamParams{ID: id.New(), Name: name + "'s team"})
+	if err != nil {
+		return db.User{}, err
+	}
+	u, err := q.CreateUser(ctx, db.CreateUserParams{ID: id.New(), Email: email, Name: name, PasswordHash: hash, IsAdmin: admin, PersonalTeamID: &team.ID})
+	if isUniqueViolation(err) {
+		return db.User{}, errf(ErrConflict, "an account with email %s already exists", email)
+	}
+	if err != nil {
+		return db.User{}, err
+	}
+	_, err = q.AddMember(ctx, db.AddMemberParams{TeamID: team.ID, UserID: u.ID, Role: "owner"})
+	return u, err
+}
+
 func (s *Service) newSession(ctx context.Context, uid, team uuid.UUID) (string, error) {
-	exp := time.Now().Add(s.Config.SessionTTL)
+	sess, err := s.newSessionRow(ctx, uid, team)
+	if err != nil {
+		return "", err
+	}
+	return s.Keys.SignSession(sess.ID, uid, sess.ExpiresAt)
+}
+
+// newSessionRow opens a session in team (none if zero) without signing a
+// token for it.
+func (s *Service) newSessionRow(ctx context.Context, uid, team uuid.UUID) (db.Session, error) {
 	var tp *uuid.UUID
 	if team != uuid.Nil {
 		tp = &team
 	}
-	sess, err := s.Q.CreateSession(ctx, db.CreateSessionParams{ID: id.New(), UserID: uid, TeamID: tp, ExpiresAt: exp})
-	if err != nil {
-		return "", err
-	}
-	return s.Keys.SignSession(sess.ID, uid, exp)
+	return s.Q.CreateSession(ctx, db.CreateSessionParams{ID: id.New(), UserID: uid, TeamID: tp, ExpiresAt: time.Now().Add(s.Config.SessionTTL)})
 }
 
 // Login checks a password and opens a session in the user's active team:

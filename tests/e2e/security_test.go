@@ -24,6 +24,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
@@ -40,9 +41,7 @@ type secStack struct {
 func startSecStack(t *testing.T, tune func(*config.Config), agentArgs ...string) *secStack {
 	t.Helper()
 	requireVMs(t)
-	if _, err := exec.LookPath("runsc"); err != nil {
-		t.Skip("runsc is not installed (scripts/setup builds it)")
-	}
+	requireRunsc(t)
 	pg := requirePostgres(t)
 	secret := make([]byte, 32)
 	rand.Read(secret)
@@ -242,7 +241,7 @@ func TestSecurityControlPlane(t *testing.T) {
 		for range 5 {
 			hold(slow.ID)
 		}
-		waitFor(t, 20*time.Second, "5 requests held in the sandbox", func() bool { return held(slow.ID) == 5 })
+		waitfor.True(t, 20*time.Second, "5 requests held in the sandbox", func() bool { return held(slow.ID) == 5 })
 		if st, body := s.proxied(t, slow.ID, 8000, nil); st != 503 || !strings.Contains(body, "sandbox_busy") {
 			t.Errorf("a sixth request to a sandbox with 5 in flight: %d %s", st, body)
 		}
@@ -252,13 +251,13 @@ func TestSecurityControlPlane(t *testing.T) {
 		for range 3 {
 			hold(other.ID)
 		}
-		waitFor(t, 20*time.Second, "3 more requests held", func() bool { return held(other.ID) == 3 })
+		waitfor.True(t, 20*time.Second, "3 more requests held", func() bool { return held(other.ID) == 3 })
 		if st, body := s.proxied(t, other.ID, 8000, nil); st != 429 || !strings.Contains(body, "too_many_requests") {
 			t.Errorf("a ninth request from a client with 8 in flight: %d %s", st, body)
 		}
 		cancel()
-		waitFor(t, 20*time.Second, "the held requests to end", func() bool { return held(slow.ID)+held(other.ID) == 0 })
-		waitFor(t, 10*time.Second, "the proxy to take requests again", func() bool {
+		waitfor.True(t, 20*time.Second, "the held requests to end", func() bool { return held(slow.ID)+held(other.ID) == 0 })
+		waitfor.True(t, 10*time.Second, "the proxy to take requests again", func() bool {
 			st, _ := s.proxied(t, slow.ID, 8000, nil)
 			return st == 200
 		})
@@ -499,7 +498,7 @@ func TestSecurityAgentLimits(t *testing.T) {
 		execIn(t, a, "loud", fmt.Sprintf("head -c %d /dev/zero | tr '\\0' x > /proc/1/fd/1", 3*capBytes))
 		t.Logf("%d KiB to the console in %s", 3*capBytes>>10, time.Since(t0).Round(time.Millisecond))
 		dir := filepath.Join(a.stateDir, "sandboxes", "loud")
-		waitFor(t, 30*time.Second, "the console to rotate", func() bool {
+		waitfor.True(t, 30*time.Second, "the console to rotate", func() bool {
 			_, err := os.Stat(filepath.Join(dir, "console.log.1"))
 			return err == nil
 		})
@@ -535,9 +534,7 @@ func TestSecurityAgentLimits(t *testing.T) {
 	// in 500-680 MiB each time. The agent reads a bounded answer now,
 	// marks the sandbox and logs it.
 	t.Run("hostile envd", func(t *testing.T) {
-		if _, err := exec.LookPath("runsc"); err != nil {
-			t.Skip("runsc is not installed (scripts/setup builds it)")
-		}
+		requireRunsc(t)
 		a := startAgent(t, "", "--runtime", "gvisor")
 		ctx := context.Background()
 		create(t, a, "hostile", nil)
@@ -547,7 +544,7 @@ func TestSecurityAgentLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		execIn(t, a, "hostile", `chmod +x /tmp/endless.sh; setsid sh -c 'sleep 1; for i in $(seq 50); do kill $(pidof envd) 2>/dev/null; busybox nc -ll -p 49983 -e /tmp/endless.sh; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`)
-		waitFor(t, 60*time.Second, "the agent to mark the sandbox", func() bool {
+		waitfor.True(t, 60*time.Second, "the agent to mark the sandbox", func() bool {
 			res, err := a.client.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "hostile"}))
 			return err == nil && strings.Contains(res.Msg.Sandbox.GetGuestFault(), "/metrics")
 		})
@@ -574,9 +571,7 @@ func TestSecurityAgentLimits(t *testing.T) {
 	// On a small filesystem the template's default disk shrinks to what
 	// the host can promise instead of promising what it does not have.
 	t.Run("default disk fits the host", func(t *testing.T) {
-		if _, err := exec.LookPath("runsc"); err != nil {
-			t.Skip("runsc is not installed (scripts/setup builds it)")
-		}
+		requireRunsc(t)
 		a := startAgent(t, smallFilesystem(t, 192), "--runtime", "gvisor")
 		sb := create(t, a, "small", nil)
 		if sb.DiskMib >= 1024 || sb.DiskMib < 32 {

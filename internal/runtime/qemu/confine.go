@@ -38,7 +38,7 @@ const (
 // files (not the snapshot files a clone links to), and the jail holds
 // what QEMU opens by path.
 func jailFor(spec runtime.Spec, accel, disk string) (*jail.Spec, error) {
-	uid := uint32(vmmUIDBase + spec.Slot.Index)
+	uid := uint32(vmmUIDBase + spec.Slot)
 	if err := ownSandboxFiles(spec.Dir, uid); err != nil {
 		return nil, err
 	}
