@@ -65,9 +65,9 @@ async function typeIn(page, name, line) {
   await page.keyboard.press('Enter');
 }
 
-async function apiAs(ctx, method, path, { csrf = true } = {}) {
+async function apiAs(ctx, method, path, { csrf = true, data } = {}) {
   const s = await (await ctx.request.get(BASE + '/v1/auth/session')).json();
-  return ctx.request.fetch(BASE + path, { method, headers: csrf ? { 'X-CSRF-Token': s.csrf_token } : {} });
+  return ctx.request.fetch(BASE + path, { method, headers: csrf ? { 'X-CSRF-Token': s.csrf_token } : {}, data });
 }
 
 async function setGitHubUser(u) {
@@ -296,13 +296,28 @@ test('create and revoke an API key; the key stops working', async () => {
   assert.equal(res.status, 401, 'the revoked key is refused');
 });
 
-test('admin pages: members, hosts, audit, admin, settings', async () => {
+test('admin pages: members and invitations, hosts, audit, admin, settings', async () => {
   await admin.goto(BASE + '/team');
-  await admin.getByRole('button', { name: 'Add member' }).click();
-  await admin.getByRole('dialog').getByLabel('Email').fill(MEMBER.email);
-  await admin.getByRole('dialog').getByRole('button', { name: 'Add' }).click();
-  await admin.getByRole('row', { name: new RegExp(MEMBER.email) }).waitFor();
+  await admin.getByRole('table', { name: 'Members' }).waitFor();
+  // People join by an invitation they accept: invite the member, and
+  // someone whose invitation is cancelled.
+  const pending = admin.getByRole('table', { name: 'Pending invitations' });
+  for (const email of [MEMBER.email, 'nobody@wrenn.test']) {
+    await admin.getByRole('button', { name: 'Invite member' }).click();
+    await admin.getByRole('dialog').getByLabel('Email').fill(email);
+    await admin.getByRole('dialog').getByRole('button', { name: 'Send invitation' }).click();
+    await pending.getByRole('row', { name: new RegExp(email) }).waitFor();
+  }
   await shot(admin, 'members');
+  assert.equal(await admin.getByRole('table', { name: 'Members' }).getByRole('row', { name: new RegExp(MEMBER.email) }).count(), 0, 'an invitation is not yet membership');
+  await admin.getByRole('button', { name: 'Cancel the invitation to nobody@wrenn.test' }).click();
+  await pending.getByRole('row', { name: /nobody@wrenn\.test/ }).waitFor({ state: 'detached' });
+  await pending.getByRole('row', { name: new RegExp(MEMBER.email) }).waitFor();
+  // Another of the admin's teams invites the member too (they decline it).
+  const side = await apiAs(admin.context(), 'POST', '/v1/teams', { data: { name: 'Side project' } });
+  assert.equal(side.status(), 201);
+  const invited = await apiAs(admin.context(), 'POST', `/v1/teams/${(await side.json()).id}/invitations`, { data: { email: MEMBER.email } });
+  assert.equal(invited.status(), 201);
 
   await admin.goto(BASE + '/hosts');
   await admin.getByText('gvisor').first().waitFor();
@@ -356,11 +371,31 @@ test('a member sees no admin pages and the API refuses them', async () => {
   assert.equal(forged.status(), 403);
   assert.equal((await forged.json()).code, 'csrf');
 
-  // The member switches to the admin's team, where they were added.
+  // The member sees the invitations waiting for them, declines one and
+  // accepts the admin's team's; their active team stays their own until
+  // they switch to the admin's team, where the sandbox is.
   await page.goto(BASE + '/sandboxes');
-  await page.getByRole('button', { name: 'Switch team' }).click();
+  const switcher = page.getByRole('button', { name: 'Switch team' });
+  assert.match(await switcher.innerText(), /member's team/);
+  const invites = page.getByRole('region', { name: 'Invitations' });
+  await invites.getByText("admin's team").waitFor();
+  await invites.getByText('Side project').waitFor();
+  await shot(page, 'invitations');
+  await page.getByRole('button', { name: 'Decline the invitation to Side project' }).click();
+  await invites.getByText('Side project').waitFor({ state: 'detached' });
+  await page.getByRole('button', { name: "Accept the invitation to admin's team" }).click();
+  await invites.waitFor({ state: 'detached' });
+  assert.match(await switcher.innerText(), /member's team/);
+  await switcher.click();
+  assert.equal(await page.getByRole('menuitem', { name: /Side project/ }).count(), 0, 'a declined invitation joins nothing');
   await page.getByRole('menuitem', { name: /admin's team/ }).click();
   await page.getByRole('link', { name: sandboxId }).waitFor();
+  assert.match(await switcher.innerText(), /admin's team/);
+  // The choice is remembered: a new sign-in starts in the admin's team.
+  const again = await newPage();
+  await signIn(again.page, MEMBER.email, MEMBER.password);
+  assert.match(await again.page.getByRole('button', { name: 'Switch team' }).innerText(), /admin's team/);
+  await again.ctx.close();
   await ctx.close();
 });
 
@@ -413,6 +448,11 @@ test('GitHub sign-in end to end against the local GitHub', async () => {
   const who = await (await fresh.ctx.request.get(BASE + '/v1/auth/session')).json();
   assert.equal(who.me.user.email, 'octo@example.test');
   assert.equal(who.me.has_password, false);
+  // Like any sign-up: a personal team of their own, active, and never an admin.
+  assert.equal(who.me.user.admin, false);
+  assert.equal(who.me.teams.length, 1);
+  assert.equal(who.me.teams[0].role, 'owner');
+  assert.equal(who.me.active_team_id, who.me.teams[0].id);
   await fresh.ctx.close();
 
   // An unverified email that matches no one cannot make an account.

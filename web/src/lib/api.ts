@@ -121,6 +121,28 @@ export interface Member {
   joined_at: string;
 }
 
+/** A pending invitation, as the team's owners and admins see it. */
+export interface Invitation {
+  id: string;
+  team_id: string;
+  email: string;
+  role: Member['role'];
+  invited_by: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+/** A pending invitation, as the person invited sees it. */
+export interface ReceivedInvitation {
+  id: string;
+  team_id: string;
+  team_name: string;
+  role: Member['role'];
+  invited_by_email: string;
+  created_at: string;
+  expires_at: string;
+}
+
 export interface Host {
   id: string;
   name: string;
@@ -310,11 +332,12 @@ export const auth = {
   me: () => get<Me>('/auth/me'),
   updateProfile: (name: string) => patch<User>('/auth/me', { name }),
   changePassword: (current_password: string, new_password: string) => post<void>('/auth/password', { current_password, new_password }),
-  switchTeam: (team_id: string) => post<void>('/auth/switch-team', { team_id })
+  /** switchTeam makes a team the active one (remembered for later sign-ins) and answers with the account. */
+  switchTeam: (team_id: string) => post<Me>('/auth/switch-team', { team_id })
 };
 
-// Teams and members. Membership goes through these calls only, so a change
-// in how people join a team (invitations) is made here.
+// Teams and members. Membership goes through these calls only: people join
+// a team by an invitation to their email, which they accept or decline.
 
 export const teams = {
   list: () => get<Team[]>('/teams'),
@@ -322,9 +345,16 @@ export const teams = {
   rename: (team: string, name: string) => patch<Team>(`/teams/${enc(team)}`, { name }),
   remove: (team: string) => del(`/teams/${enc(team)}`),
   members: (team: string) => get<Member[]>(`/teams/${enc(team)}/members`),
-  addMember: (team: string, email: string, role: Member['role']) => post<Member>(`/teams/${enc(team)}/members`, { email, role }),
   setRole: (team: string, user: string, role: Member['role']) => patch<void>(`/teams/${enc(team)}/members/${enc(user)}`, { role }),
-  removeMember: (team: string, user: string) => del(`/teams/${enc(team)}/members/${enc(user)}`)
+  removeMember: (team: string, user: string) => del(`/teams/${enc(team)}/members/${enc(user)}`),
+  /** The team's pending invitations (owners and admins). */
+  invitations: (team: string) => get<Invitation[]>(`/teams/${enc(team)}/invitations`),
+  invite: (team: string, email: string, role: Member['role']) => post<Invitation>(`/teams/${enc(team)}/invitations`, { email, role }),
+  cancelInvitation: (team: string, invitation: string) => del(`/teams/${enc(team)}/invitations/${enc(invitation)}`),
+  /** The invitations waiting for the signed-in user. */
+  received: () => get<ReceivedInvitation[]>('/invitations'),
+  accept: (invitation: string) => post<Team>(`/invitations/${enc(invitation)}/accept`),
+  decline: (invitation: string) => post<void>(`/invitations/${enc(invitation)}/decline`)
 };
 
 export const keys = {

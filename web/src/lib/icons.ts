@@ -25,6 +25,7 @@ export { default as House } from '@lucide/svelte/icons/house';
 export { default as Image } from '@lucide/svelte/icons/image';
 export { default as KeyRound } from '@lucide/svelte/icons/key-round';
 export { default as LogOut } from '@lucide/svelte/icons/log-out';
+export { default as Mail } from '@lucide/svelte/icons/mail';
 export { default as Menu } from '@lucide/svelte/icons/menu';
 export { default as Network } from '@lucide/svelte/icons/network';
 export { default as Pause } from '@lucide/svelte/icons/pause';

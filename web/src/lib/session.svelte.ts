@@ -1,11 +1,18 @@
 // Who is signed in, as the whole app sees it. The session itself is an
 // HttpOnly cookie; this holds the account it belongs to and hands the
 // CSRF token to the API client.
-import { auth, setCsrf, type Me, type Team } from './api';
+import { auth, setCsrf, teams, type Me, type ReceivedInvitation, type Team } from './api';
+
+// How often the invitations waiting for the user are asked for again as
+// they move between pages.
+const invitationsEvery = 15_000;
 
 class Session {
   me = $state<Me | null>(null);
   loaded = $state(false);
+  /** Invitations to teams waiting for the user to accept or decline. */
+  invitations = $state<ReceivedInvitation[]>([]);
+  #invitationsAt = 0;
 
   get user() {
     return this.me?.user ?? null;
@@ -38,11 +45,32 @@ class Session {
   signedOut() {
     setCsrf('');
     this.me = null;
+    this.invitations = [];
+    this.#invitationsAt = 0;
   }
 
+  /** switchTeam makes a team the active one; the answer is the account with it. */
   async switchTeam(id: string) {
-    await auth.switchTeam(id);
+    this.me = await auth.switchTeam(id);
+  }
+
+  /** loadInvitations asks for the user's invitations, unless it did so just now (force: always). */
+  async loadInvitations(force = false) {
+    if (!this.me || (!force && Date.now() - this.#invitationsAt < invitationsEvery)) return;
+    this.#invitationsAt = Date.now();
+    this.invitations = await teams.received();
+  }
+
+  /** accept joins the invitation's team; the active team stays as it is. */
+  async accept(inv: ReceivedInvitation) {
+    await teams.accept(inv.id);
+    this.invitations = this.invitations.filter((i) => i.id !== inv.id);
     await this.reloadMe();
+  }
+
+  async decline(inv: ReceivedInvitation) {
+    await teams.decline(inv.id);
+    this.invitations = this.invitations.filter((i) => i.id !== inv.id);
   }
 }
 
