@@ -320,6 +320,10 @@ func TestGitHubSignIn(t *testing.T) {
 	if me["user"].(map[string]any)["email"] != "grace@example.com" || me["has_password"] != false || len(me["teams"].([]any)) != 1 {
 		t.Fatalf("new user: %v", me)
 	}
+	// Like any sign-up: a personal team they own and act in, never an admin.
+	if team := me["teams"].([]any)[0].(map[string]any); team["role"] != "owner" || me["active_team_id"] != team["id"] || me["user"].(map[string]any)["admin"] != false {
+		t.Fatalf("a GitHub sign-up's team and role: %v", me)
+	}
 	// Without a password, GitHub stays connected; with one it can go.
 	if res, body := g.do(t, "DELETE", "/v1/auth/github", nil); res.StatusCode != 409 {
 		t.Errorf("disconnect the only way in: %d %v", res.StatusCode, body)

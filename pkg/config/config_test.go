@@ -127,3 +127,46 @@ func TestTrustedProxies(t *testing.T) {
 		t.Fatalf("a host name as a trusted proxy: %v", err)
 	}
 }
+
+// The security limits are keys of the file like any other, and a bad one
+// is refused by its key.
+func TestSecurityLimitKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cp.toml")
+	text := `trusted_proxies = "10.1.0.0/16"
+quota_vcpus = 4
+quota_memory_mib = 2048
+max_disk_mib = 4096
+exec_max_output_bytes = 1024
+proxy_idle_timeout = "5s"
+stream_auth_interval = "1s"
+auth_account_rate_per_minute = 3
+`
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.TrustedProxies) != 1 || c.Quota.VCPUs != 4 || c.Quota.MemoryMiB != 2048 || c.MaxDiskMiB != 4096 || c.ExecMaxOutput != 1024 ||
+		c.ProxyIdleTimeout != 5*time.Second || c.StreamAuthInterval != time.Second || c.AuthAccountRatePerMinute != 3 {
+		t.Fatalf("loaded %+v", c)
+	}
+	t.Setenv("WRENN_QUOTA_VCPUS", "8")
+	if c, err = Load(file); err != nil || c.Quota.VCPUs != 8 {
+		t.Fatalf("the environment over the file: %d %v", c.Quota.VCPUs, err)
+	}
+	c.DatabaseURL, c.Secret, c.PlainHTTP = "postgres://x", make([]byte, 32), true
+	for key, bad := range map[string]func(*Config){
+		"quota_snapshots":       func(c *Config) { c.Quota.Snapshots = -1 },
+		"exec_max_output_bytes": func(c *Config) { c.ExecMaxOutput = 65<<20 + 1 },
+		"proxy_max_per_client":  func(c *Config) { c.ProxyMaxPerClient = 0 },
+		"stream_auth_interval":  func(c *Config) { c.StreamAuthInterval = 0 },
+	} {
+		b := c
+		bad(&b)
+		if err := b.Validate(); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("bad %s: %v", key, err)
+		}
+	}
+}

@@ -3,6 +3,9 @@ package cpserver_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,8 +15,9 @@ import (
 )
 
 // TestCreateAdminCommand makes the first admin as an operator does, with
-// `control-plane create-admin` against the database from the environment,
-// and signs in with the password it printed.
+// `control-plane create-admin` against the database from the environment
+// (nothing else set: no TLS, no secret), and signs in with the password it
+// printed; and another from a configuration file.
 func TestCreateAdminCommand(t *testing.T) {
 	ctx := context.Background()
 	url, err := pg.NewDatabase(ctx)
@@ -49,4 +53,23 @@ func TestCreateAdminCommand(t *testing.T) {
 		t.Fatalf("promote: %v %q", err, out.String())
 	}
 	cp.Must(t, 201, "POST", "/v1/hosts/tokens", u.Token, nil)
+
+	// From the configuration file the service reads (only its database).
+	t.Setenv("WRENN_DATABASE_URL", "")
+	dir := t.TempDir()
+	file, pw := filepath.Join(dir, "cp.toml"), filepath.Join(dir, "password")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf("database_url = %q\n", url)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pw, []byte("a file password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := cpserver.AdminCommand(ctx, []string{"--config", file, "--email", "file@example.com", "--password-file", pw}, &out); err != nil {
+		t.Fatalf("create-admin --config: %v (%s)", err, out.String())
+	}
+	r = cp.Must(t, 200, "POST", "/v1/auth/login", "", map[string]string{"email": "file@example.com", "password": "a file password"})
+	if r.Map()["user"].(map[string]any)["admin"] != true {
+		t.Fatalf("the admin from --config: %s", r)
+	}
 }
