@@ -4,7 +4,10 @@
 // directory (mode 0700, so only its owner and root can connect; no TCP
 // port, on which any local user could have connected as superuser and run
 // programs with COPY … TO PROGRAM). `wrenn dev` keeps its data there
-// between runs; tests start one in a temporary directory.
+// between runs; tests start one in a temporary directory. A test that
+// needs a database server as a deployment reaches one (over TCP, with a
+// password) asks for TCP: passwords are then required there, and the
+// superuser has none.
 package pglocal
 
 import (
@@ -30,9 +33,12 @@ import (
 type Options struct {
 	// DataDir holds the cluster; it is created (initdb) when empty.
 	DataDir string
-	// Port names the socket (.s.PGSQL.<port>); 0 is 5432. Nothing
-	// listens on TCP.
+	// Port names the socket (.s.PGSQL.<port>); 0 is 5432.
 	Port int
+	// TCP also listens on 127.0.0.1 at Port, where every connection needs
+	// a password (scram-sha-256): only roles given one connect that way,
+	// never the superuser. It takes effect when the cluster is created.
+	TCP bool
 	// Fast turns off durability (fsync) for throwaway test clusters.
 	Fast bool
 	// Log receives the server's output; nil discards it.
@@ -113,7 +119,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(o.DataDir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
-		init := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", o.DataDir, "-U", User, "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-instructions")
+		authHost := "reject"
+		if o.TCP {
+			authHost = "scram-sha-256"
+		}
+		init := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", o.DataDir, "-U", User, "--auth-local=trust", "--auth-host="+authHost, "-E", "UTF8", "--no-instructions")
 		init.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		if out, err := init.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("initdb %s: %w: %s", o.DataDir, err, strings.TrimSpace(string(out)))
@@ -122,9 +132,14 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.Port == 0 {
 		o.Port = 5432
 	}
-	// No TCP (clusters made before this also had trust on 127.0.0.1), and
-	// the socket in the data directory, which initdb made 0700.
-	args := []string{"-D", o.DataDir, "-p", strconv.Itoa(o.Port), "-c", "listen_addresses=",
+	// No TCP unless asked for (clusters made before this also had trust on
+	// 127.0.0.1), and the socket in the data directory, which initdb made
+	// 0700.
+	listen := ""
+	if o.TCP {
+		listen = "127.0.0.1"
+	}
+	args := []string{"-D", o.DataDir, "-p", strconv.Itoa(o.Port), "-c", "listen_addresses=" + listen,
 		"-c", "unix_socket_directories=" + o.DataDir, "-c", "unix_socket_permissions=0700", "-c", "max_connections=200"}
 	if o.Fast {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
@@ -207,6 +222,12 @@ func (s *Server) Stop() {
 // StartTemp starts a throwaway server (no durability) in a new directory
 // under the system's temporary directory; stop removes it all.
 func StartTemp(ctx context.Context, log io.Writer) (s *Server, stop func(), err error) {
+	return StartTempWith(ctx, Options{Log: log})
+}
+
+// StartTempWith is StartTemp with o's port, TCP and log (its DataDir is
+// the new directory's).
+func StartTempWith(ctx context.Context, o Options) (s *Server, stop func(), err error) {
 	dir, err := os.MkdirTemp("", "wrenn-pg-*")
 	if err != nil {
 		return nil, nil, err
@@ -215,7 +236,8 @@ func StartTemp(ctx context.Context, log io.Writer) (s *Server, stop func(), err 
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
-	s, err = Start(ctx, Options{DataDir: filepath.Join(dir, "data"), Fast: true, Log: log})
+	o.DataDir, o.Fast = filepath.Join(dir, "data"), true
+	s, err = Start(ctx, o)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err

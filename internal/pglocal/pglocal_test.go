@@ -2,6 +2,8 @@ package pglocal
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,4 +112,46 @@ func tempDir(t *testing.T) string {
 		}
 	}
 	return d
+}
+
+// TestTCPNeedsAPassword: a cluster asked for TCP (a deployment's database
+// server, for the package test) answers on 127.0.0.1 only with a password:
+// the superuser, who has none, is refused there; a role given one connects.
+func TestTCPNeedsAPassword(t *testing.T) {
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s, stop, err := StartTempWith(ctx, Options{Port: port, TCP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	tcp := func(user string) string {
+		return fmt.Sprintf("postgres://%s@127.0.0.1:%d/postgres?sslmode=disable", user, port)
+	}
+	if c, err := pgx.Connect(ctx, tcp(User)); err == nil {
+		c.Close(ctx)
+		t.Fatal("the superuser connected over TCP without a password")
+	}
+	c, err := pgx.Connect(ctx, s.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE ROLE app LOGIN PASSWORD 'app-password'"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := pgx.Connect(ctx, tcp("app:wrong")); err == nil {
+		c.Close(ctx)
+		t.Fatal("a wrong password was accepted")
+	}
+	app, err := pgx.Connect(ctx, tcp("app:app-password"))
+	if err != nil {
+		t.Fatalf("a role with a password over TCP: %v", err)
+	}
+	app.Close(ctx)
 }

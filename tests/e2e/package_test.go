@@ -13,11 +13,13 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/dist"
+	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
 	"git.omukk.dev/wrenn/sandbox/internal/testca"
 	"git.omukk.dev/wrenn/sandbox/internal/unitrun"
 )
@@ -242,6 +244,10 @@ func purgeAll(t *testing.T) {
 		_ = exec.Command("deluser", "--system", "wrenn").Run()
 	}
 	_ = os.RemoveAll("/var/lib/wrenn")
+	// The certificates the test put beside the packages' files, then the
+	// directory if nothing else is in it.
+	_ = os.RemoveAll("/etc/wrenn/tls")
+	_ = os.Remove("/etc/wrenn")
 	_ = os.RemoveAll("/etc/systemd/system/" + dist.PkgControlPlane + ".service.d")
 	_ = os.Remove("/etc/default/" + dist.PkgControlPlane)
 	_ = os.Remove("/etc/default/" + dist.PkgHostAgent)
@@ -298,7 +304,16 @@ func TestDebianPackages(t *testing.T) {
 	// What other agents on this machine hold is theirs; the check at the
 	// end is that the installed agent left nothing.
 	before := hostLeftovers()
-	pg := requirePostgres(t)
+	// The database server as a deployment reaches one: over TCP, with a
+	// password (the shared test cluster has no TCP port). The superuser's
+	// blocks (psql as postgres) go through its socket, as root.
+	pgAddr := freeAddr(t)
+	pgPort, _ := strconv.Atoi(pgAddr[strings.LastIndexByte(pgAddr, ':')+1:])
+	pg, stopPG, err := pglocal.StartTempWith(context.Background(), pglocal.Options{Port: pgPort, TCP: true})
+	if err != nil {
+		t.Fatalf("start PostgreSQL with TCP: %v", err)
+	}
+	t.Cleanup(stopPG)
 	arch := runtime.GOARCH
 
 	work := t.TempDir()
@@ -318,7 +333,6 @@ func TestDebianPackages(t *testing.T) {
 	if _, _, err := ca.IssueFiles(v1, "tls", "tls-1", "127.0.0.1", "cp.example.com", "*.sandbox.example.com"); err != nil {
 		t.Fatal(err)
 	}
-	pgAddr := strings.SplitN(strings.SplitN(pg.URL("postgres"), "@", 2)[1], "/", 2)[0]
 	in := &installation{t: t, blocks: map[string]string{}, units: map[string]*unitrun.Process{}, logs: map[string]*syncWriter{},
 		subst: strings.NewReplacer(
 			"postgres://postgres@db.example.com:5432/postgres", pg.URL("postgres"),
@@ -330,6 +344,19 @@ func TestDebianPackages(t *testing.T) {
 	for _, b := range blocks {
 		in.blocks[b.name] = b.script
 	}
+	// Whatever happens, even a failed block in the cleanup below (which
+	// ends that cleanup, not this one), the machine is left as it was.
+	t.Cleanup(func() {
+		purgeAll(t) // whatever a failure left
+		for _, l := range hostLeftovers() {
+			if !slices.Contains(before, l) {
+				t.Errorf("left on the host: %s", l)
+			}
+		}
+		if out, _ := exec.Command("pgrep", "-f", "/var/lib/wrenn|/usr/lib/wrenn|wrenn-host-agent|wrenn-control-plane").Output(); len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("processes left: %s", out)
+		}
+	})
 	t.Cleanup(func() {
 		for _, u := range []string{dist.PkgHostAgent, dist.PkgControlPlane} {
 			in.stop(u)
@@ -338,6 +365,7 @@ func TestDebianPackages(t *testing.T) {
 			for u := range in.logs {
 				t.Logf("%s log:\n%s", u, in.log(u))
 			}
+			return // the documented removal expects a complete installation
 		}
 		in.run("remove", work)
 		for _, p := range wrennPackages {
@@ -352,15 +380,6 @@ func TestDebianPackages(t *testing.T) {
 		}
 		if _, err := user.Lookup("wrenn"); err == nil {
 			t.Error("user wrenn left")
-		}
-		purgeAll(t) // whatever a failure left
-		for _, l := range hostLeftovers() {
-			if !slices.Contains(before, l) {
-				t.Errorf("left on the host: %s", l)
-			}
-		}
-		if out, _ := exec.Command("pgrep", "-f", "/var/lib/wrenn|/usr/lib/wrenn|wrenn-host-agent|wrenn-control-plane").Output(); len(bytes.TrimSpace(out)) > 0 {
-			t.Errorf("processes left: %s", out)
 		}
 	})
 

@@ -206,7 +206,16 @@ test('terminals: two sessions survive a tab switch and a reload', async () => {
     dt.setData('text/plain', t);
     ta.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
   }, pasted);
-  await admin.waitForTimeout(500);
+  // The terminal carries the paste in pieces: end cat's input only once
+  // the file holds all of it (a fixed pause was too short on a busy host).
+  const pastedBytes = Buffer.byteLength(pasted);
+  for (let tries = 0; ; tries++) {
+    const res = await apiAs(admin.context(), 'GET', `/v1/sandboxes/${sandboxId}/files?path=${encodeURIComponent('/tmp/paste.txt')}`);
+    const got = res.ok() ? (await res.body()).length : -res.status();
+    if (got === pastedBytes) break;
+    assert.ok(tries < 150, `the paste reached cat: ${got} of ${pastedBytes} bytes`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
   await admin.keyboard.press('Control+D');
   await typeIn(admin, 'Terminal 2', 'echo size=$(wc -c < /tmp/paste.txt) sum=$(md5sum < /tmp/paste.txt | cut -c1-8)');
   const { createHash } = await import('node:crypto');
