@@ -1,11 +1,16 @@
 // Package agentclient dials a host agent's hostagent.v1 API with its bearer
-// secret.
+// secret. Errors come back as the fault kinds the agent sent them with
+// (fault.Interceptor decodes them), so callers classify them with
+// fault.KindOf or errors.Is(err, fault.NotFound).
 package agentclient
 
 import (
 	"net/http"
 	"strings"
 
+	"connectrpc.com/connect"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
@@ -19,7 +24,8 @@ func NewWithTransport(addr, secret string, rt http.RoundTripper) hostagentv1conn
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr)
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr,
+		connect.WithInterceptors(fault.Interceptor()))
 }
 
 type bearer struct {

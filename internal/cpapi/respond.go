@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strings"
 
-	"git.omukk.dev/wrenn/sandbox/pkg/service"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 )
 
 // apiError is the one error shape every route returns.
@@ -32,25 +32,29 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Code: code, Message: msg})
 }
 
-// ServiceStatus maps a service error kind to its HTTP status and stable
+// ServiceStatus maps an error's fault kind to its HTTP status and stable
 // code; the E2B-compatible API shares it.
 func ServiceStatus(err error) (int, string) {
-	switch {
-	case errors.Is(err, service.ErrInvalid):
+	switch fault.KindOf(err) {
+	case fault.Invalid:
 		return http.StatusBadRequest, "invalid_argument"
-	case errors.Is(err, service.ErrUnauthorized):
+	case fault.Unauthenticated:
 		return http.StatusUnauthorized, "unauthenticated"
-	case errors.Is(err, service.ErrForbidden):
+	case fault.Forbidden:
 		return http.StatusForbidden, "forbidden"
-	case errors.Is(err, service.ErrNotFound):
+	case fault.NotFound:
 		return http.StatusNotFound, "not_found"
-	case errors.Is(err, service.ErrConflict):
+	case fault.Exists, fault.Conflict:
 		return http.StatusConflict, "conflict"
-	case errors.Is(err, service.ErrNoCapacity):
+	case fault.NoCapacity:
 		return http.StatusServiceUnavailable, "no_capacity"
-	case errors.Is(err, service.ErrUnavailable):
+	case fault.Unavailable:
 		return http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, service.ErrHost):
+	case fault.Timeout:
+		return http.StatusGatewayTimeout, "timeout"
+	case fault.Unsupported:
+		return http.StatusNotImplemented, "unsupported"
+	case fault.Upstream:
 		return http.StatusBadGateway, "host_error"
 	}
 	return http.StatusInternalServerError, "internal"

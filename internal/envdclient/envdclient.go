@@ -17,8 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
-
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/filesystem/filesystemconnect"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
 )
@@ -189,6 +188,22 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("envd: %d: %s", e.Status, e.Message) }
 
+// Unwrap classifies the error by envd's status: what envd refuses for the
+// request's sake keeps its kind; the rest is the agent's problem.
+func (e *Error) Unwrap() error {
+	switch e.Status {
+	case http.StatusBadRequest:
+		return fault.Invalid
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return fault.Forbidden
+	case http.StatusNotFound:
+		return fault.NotFound
+	case http.StatusInsufficientStorage:
+		return fault.NoCapacity
+	}
+	return fault.Internal
+}
+
 func httpError(resp *http.Response) error {
 	var body struct {
 		Message string `json:"message"`
@@ -244,28 +259,4 @@ func (c *Client) ReadFile(ctx context.Context, path, user string) (io.ReadCloser
 		return nil, 0, httpError(resp)
 	}
 	return resp.Body, resp.ContentLength, nil
-}
-
-// ConnectCode maps an envd HTTP status to the Connect code a client of the
-// agent should see.
-func ConnectCode(err error) connect.Code {
-	var e *Error
-	if !errors.As(err, &e) {
-		if c := connect.CodeOf(err); c != connect.CodeUnknown {
-			return c
-		}
-		return connect.CodeUnavailable
-	}
-	switch e.Status {
-	case 400:
-		return connect.CodeInvalidArgument
-	case 401:
-		return connect.CodePermissionDenied
-	case 404:
-		return connect.CodeNotFound
-	case 507:
-		return connect.CodeResourceExhausted
-	default:
-		return connect.CodeInternal
-	}
 }

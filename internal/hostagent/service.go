@@ -7,9 +7,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,6 +19,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
 	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	fspb "git.omukk.dev/wrenn/sandbox/proto/envd/filesystem"
 	procpb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
@@ -35,63 +34,27 @@ type Service struct {
 	Log    *slog.Logger
 }
 
-// Handler is the service behind bearer authentication.
+// Handler is the service behind bearer authentication. Every error a
+// method returns leaves as its fault kind (fault.Interceptor).
 func Handler(svc *Service, secret string) (string, http.Handler) {
-	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc)
+	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc, connect.WithInterceptors(fault.Interceptor()))
 	return path, requireBearer(secret, svc.Log, h)
 }
 
+// requireBearer refuses a call without the agent's secret, answering in
+// the caller's protocol (Connect, gRPC or gRPC-Web).
 func requireBearer(secret string, log *slog.Logger, next http.Handler) http.Handler {
 	want := []byte("Bearer " + secret)
+	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			log.Warn("unauthenticated agent call", "remote", r.RemoteAddr, "path", r.URL.Path)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_ = json.NewEncoder(w).Encode(map[string]string{"code": "unauthenticated", "message": "a valid agent bearer token is required"})
+			_ = errw.Write(w, r, fault.ToConnect(fault.New(fault.Unauthenticated, "a valid agent bearer token is required")))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// rpcError maps manager and envd errors to Connect codes.
-func rpcError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return err
-	}
-	code := connect.CodeInternal
-	switch {
-	case errors.Is(err, sandbox.ErrNotFound):
-		code = connect.CodeNotFound
-	case errors.Is(err, sandbox.ErrAlreadyExists):
-		code = connect.CodeAlreadyExists
-	case errors.Is(err, sandbox.ErrInvalid):
-		code = connect.CodeInvalidArgument
-	case errors.Is(err, sandbox.ErrNotRunning):
-		code = connect.CodeFailedPrecondition
-	case errors.Is(err, sandbox.ErrNoCapacity):
-		code = connect.CodeResourceExhausted
-	case errors.Is(err, sandbox.ErrUnsupported):
-		code = connect.CodeUnimplemented
-	case errors.Is(err, sandbox.ErrConflict):
-		code = connect.CodeAlreadyExists
-	case errors.Is(err, context.Canceled):
-		code = connect.CodeCanceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = connect.CodeDeadlineExceeded
-	default:
-		var ee *envdclient.Error
-		if errors.As(err, &ee) {
-			code = envdclient.ConnectCode(err)
-		}
-	}
-	return connect.NewError(code, err)
 }
 
 func toPB(i sandbox.Info) *pb.Sandbox {
@@ -145,14 +108,14 @@ func (s *Service) CreateSandbox(ctx context.Context, req *connect.Request[pb.Cre
 		Metadata: m.Metadata, AccessToken: m.EnvdAccessToken, OnTimeout: onTimeout, Snapshot: m.Snapshot,
 	})
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.CreateSandboxResponse{Sandbox: toPB(info)}), nil
 }
 
 func (s *Service) DestroySandbox(_ context.Context, req *connect.Request[pb.DestroySandboxRequest]) (*connect.Response[pb.DestroySandboxResponse], error) {
 	if err := s.M.Destroy(req.Msg.SandboxId); err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.DestroySandboxResponse{}), nil
 }
@@ -160,7 +123,7 @@ func (s *Service) DestroySandbox(_ context.Context, req *connect.Request[pb.Dest
 func (s *Service) GetSandbox(_ context.Context, req *connect.Request[pb.GetSandboxRequest]) (*connect.Response[pb.GetSandboxResponse], error) {
 	sb, err := s.M.Get(req.Msg.SandboxId)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.GetSandboxResponse{Sandbox: toPB(sb.Info())}), nil
 }
@@ -176,7 +139,7 @@ func (s *Service) ListSandboxes(_ context.Context, _ *connect.Request[pb.ListSan
 func (s *Service) SetSandboxTimeout(_ context.Context, req *connect.Request[pb.SetSandboxTimeoutRequest]) (*connect.Response[pb.SetSandboxTimeoutResponse], error) {
 	info, err := s.M.SetTimeout(req.Msg.SandboxId, time.Duration(req.Msg.TimeoutSeconds)*time.Second)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.SetSandboxTimeoutResponse{Sandbox: toPB(info)}), nil
 }
@@ -184,7 +147,7 @@ func (s *Service) SetSandboxTimeout(_ context.Context, req *connect.Request[pb.S
 func (s *Service) PauseSandbox(ctx context.Context, req *connect.Request[pb.PauseSandboxRequest]) (*connect.Response[pb.PauseSandboxResponse], error) {
 	info, err := s.M.Pause(ctx, req.Msg.SandboxId)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.PauseSandboxResponse{Sandbox: toPB(info)}), nil
 }
@@ -192,7 +155,7 @@ func (s *Service) PauseSandbox(ctx context.Context, req *connect.Request[pb.Paus
 func (s *Service) ResumeSandbox(ctx context.Context, req *connect.Request[pb.ResumeSandboxRequest]) (*connect.Response[pb.ResumeSandboxResponse], error) {
 	info, err := s.M.Resume(ctx, req.Msg.SandboxId, time.Duration(req.Msg.TimeoutSeconds)*time.Second)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.ResumeSandboxResponse{Sandbox: toPB(info)}), nil
 }
@@ -204,17 +167,14 @@ func snapshotPB(si *sandbox.SnapshotInfo) *pb.Snapshot {
 func (s *Service) CreateSnapshot(ctx context.Context, req *connect.Request[pb.CreateSnapshotRequest]) (*connect.Response[pb.CreateSnapshotResponse], error) {
 	si, err := s.M.CreateSnapshot(ctx, req.Msg.SandboxId, req.Msg.Name)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.CreateSnapshotResponse{Snapshot: snapshotPB(si)}), nil
 }
 
 func (s *Service) DeleteSnapshot(_ context.Context, req *connect.Request[pb.DeleteSnapshotRequest]) (*connect.Response[pb.DeleteSnapshotResponse], error) {
 	if err := s.M.DeleteSnapshot(req.Msg.Name); err != nil {
-		if errors.Is(err, sandbox.ErrConflict) {
-			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
-		}
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.DeleteSnapshotResponse{}), nil
 }
@@ -234,7 +194,7 @@ func metricsPB(m sandbox.Metrics) *pb.SandboxMetrics {
 func (s *Service) GetSandboxMetrics(_ context.Context, req *connect.Request[pb.GetSandboxMetricsRequest]) (*connect.Response[pb.GetSandboxMetricsResponse], error) {
 	recent, err := s.M.Metrics(req.Msg.SandboxId)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	out := &pb.GetSandboxMetricsResponse{}
 	for _, m := range recent {
@@ -250,10 +210,9 @@ func (s *Service) GetSandboxMetrics(_ context.Context, req *connect.Request[pb.G
 func (s *Service) envdFor(id string) (*envdclient.Client, error) {
 	sb, err := s.M.Get(id)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
-	c, err := sb.Envd()
-	return c, rpcError(err)
+	return sb.Envd()
 }
 
 // withUser selects the guest user for an envd call by Basic auth, as envd expects.
@@ -278,7 +237,7 @@ func startRequest(m *pb.ExecRequest, withStdin bool) *procpb.StartRequest {
 func (s *Service) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest]) (*connect.Response[pb.ExecResponse], error) {
 	m := req.Msg
 	if m.Cmd == "" {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("cmd is required"))
+		return nil, fault.New(fault.Invalid, "cmd is required")
 	}
 	c, err := s.envdFor(m.SandboxId)
 	if err != nil {
@@ -292,7 +251,7 @@ func (s *Service) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest]
 	defer cancel()
 	stream, err := c.ProcessStream.Start(ctx, withUser(connect.NewRequest(startRequest(m, len(m.Stdin) > 0)), m.User))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	defer stream.Close()
 	out := &pb.ExecResponse{}
@@ -306,10 +265,10 @@ func (s *Service) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest]
 				sentStdin = true
 				sel := &procpb.ProcessSelector{Selector: &procpb.ProcessSelector_Pid{Pid: out.Pid}}
 				if _, err := c.Process.SendInput(ctx, connect.NewRequest(&procpb.SendInputRequest{Process: sel, Input: &procpb.ProcessInput{Input: &procpb.ProcessInput_Stdin{Stdin: m.Stdin}}})); err != nil {
-					return nil, rpcError(err)
+					return nil, err
 				}
 				if _, err := c.Process.CloseStdin(ctx, connect.NewRequest(&procpb.CloseStdinRequest{Process: sel})); err != nil {
-					return nil, rpcError(err)
+					return nil, err
 				}
 			}
 		case *procpb.ProcessEvent_Data:
@@ -322,9 +281,9 @@ func (s *Service) Exec(ctx context.Context, req *connect.Request[pb.ExecRequest]
 	}
 	if err := stream.Err(); err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
-			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("command did not finish within %s; it was killed", timeout))
+			return nil, fault.Errorf(fault.Timeout, "command did not finish within %s; it was killed", timeout)
 		}
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(out), nil
 }
@@ -339,7 +298,7 @@ func (s *Service) ListProcesses(ctx context.Context, req *connect.Request[pb.Lis
 	}
 	res, err := c.Process.List(ctx, connect.NewRequest(&procpb.ListRequest{}))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	out := &pb.ListProcessesResponse{}
 	for _, p := range res.Msg.GetProcesses() {
@@ -352,7 +311,7 @@ func (s *Service) ListProcesses(ctx context.Context, req *connect.Request[pb.Lis
 func (s *Service) ExecStream(ctx context.Context, req *connect.Request[pb.ExecRequest], out *connect.ServerStream[pb.ExecStreamResponse]) error {
 	m := req.Msg
 	if m.Cmd == "" {
-		return connect.NewError(connect.CodeInvalidArgument, errors.New("cmd is required"))
+		return fault.New(fault.Invalid, "cmd is required")
 	}
 	c, err := s.envdFor(m.SandboxId)
 	if err != nil {
@@ -365,7 +324,7 @@ func (s *Service) ExecStream(ctx context.Context, req *connect.Request[pb.ExecRe
 	}
 	stream, err := c.ProcessStream.Start(ctx, withUser(connect.NewRequest(startRequest(m, false)), m.User))
 	if err != nil {
-		return rpcError(err)
+		return err
 	}
 	defer stream.Close()
 	for stream.Receive() {
@@ -389,7 +348,7 @@ func (s *Service) ExecStream(ctx context.Context, req *connect.Request[pb.ExecRe
 			return err
 		}
 	}
-	return rpcError(stream.Err())
+	return stream.Err()
 }
 
 // maxUnaryFile bounds ReadFile and WriteFile; larger files use the streams.
@@ -398,17 +357,17 @@ const maxUnaryFile = 16 << 20
 func (s *Service) WriteFile(ctx context.Context, req *connect.Request[pb.WriteFileRequest]) (*connect.Response[pb.WriteFileResponse], error) {
 	m := req.Msg
 	if m.Path == "" {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("path is required"))
+		return nil, fault.New(fault.Invalid, "path is required")
 	}
 	if len(m.Content) > maxUnaryFile {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("content is %d bytes; use WriteFileStream above %d", len(m.Content), maxUnaryFile))
+		return nil, fault.Errorf(fault.Invalid, "content is %d bytes; use WriteFileStream above %d", len(m.Content), maxUnaryFile)
 	}
 	c, err := s.envdFor(m.SandboxId)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.WriteFile(ctx, m.Path, m.User, strings.NewReader(string(m.Content)), int64(len(m.Content))); err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.WriteFileResponse{Path: m.Path, Size: uint64(len(m.Content))}), nil
 }
@@ -418,11 +377,11 @@ func (s *Service) WriteFileStream(ctx context.Context, stream *connect.ClientStr
 		if err := stream.Err(); err != nil {
 			return nil, err
 		}
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("empty stream: the first message must be the header"))
+		return nil, fault.New(fault.Invalid, "empty stream: the first message must be the header")
 	}
 	h := stream.Msg().GetHeader()
 	if h == nil || h.Path == "" {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the first message must be a header with a path"))
+		return nil, fault.New(fault.Invalid, "the first message must be a header with a path")
 	}
 	c, err := s.envdFor(h.SandboxId)
 	if err != nil {
@@ -445,7 +404,7 @@ func (s *Service) WriteFileStream(ctx context.Context, stream *connect.ClientStr
 	err = c.WriteFile(ctx, h.Path, h.User, pr, -1)
 	pr.CloseWithError(io.ErrClosedPipe)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.WriteFileResponse{Path: h.Path, Size: written}), nil
 }
@@ -458,18 +417,18 @@ func (s *Service) ReadFile(ctx context.Context, req *connect.Request[pb.ReadFile
 	}
 	body, size, err := c.ReadFile(ctx, m.Path, m.User)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	defer body.Close()
 	if size > maxUnaryFile {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s is %d bytes; use ReadFileStream above %d", m.Path, size, maxUnaryFile))
+		return nil, fault.Errorf(fault.Invalid, "%s is %d bytes; use ReadFileStream above %d", m.Path, size, maxUnaryFile)
 	}
 	data, err := io.ReadAll(io.LimitReader(body, maxUnaryFile+1))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	if len(data) > maxUnaryFile {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s is over %d bytes; use ReadFileStream", m.Path, maxUnaryFile))
+		return nil, fault.Errorf(fault.Invalid, "%s is over %d bytes; use ReadFileStream", m.Path, maxUnaryFile)
 	}
 	return connect.NewResponse(&pb.ReadFileResponse{Content: data}), nil
 }
@@ -482,7 +441,7 @@ func (s *Service) ReadFileStream(ctx context.Context, req *connect.Request[pb.Re
 	}
 	body, _, err := c.ReadFile(ctx, m.Path, m.User)
 	if err != nil {
-		return rpcError(err)
+		return err
 	}
 	defer body.Close()
 	buf := make([]byte, 1<<20)
@@ -497,7 +456,7 @@ func (s *Service) ReadFileStream(ctx context.Context, req *connect.Request[pb.Re
 			return nil
 		}
 		if err != nil {
-			return rpcError(err)
+			return err
 		}
 	}
 }
@@ -517,7 +476,7 @@ func (s *Service) ListDir(ctx context.Context, req *connect.Request[pb.ListDirRe
 	}
 	r, err := c.FS.ListDir(ctx, withUser(connect.NewRequest(&fspb.ListDirRequest{Path: req.Msg.Path, Depth: req.Msg.Depth}), req.Msg.User))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	out := &pb.ListDirResponse{}
 	for _, e := range r.Msg.Entries {
@@ -533,7 +492,7 @@ func (s *Service) MakeDir(ctx context.Context, req *connect.Request[pb.MakeDirRe
 	}
 	r, err := c.FS.MakeDir(ctx, withUser(connect.NewRequest(&fspb.MakeDirRequest{Path: req.Msg.Path}), req.Msg.User))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.MakeDirResponse{Entry: entryPB(r.Msg.Entry)}), nil
 }
@@ -544,7 +503,7 @@ func (s *Service) RemovePath(ctx context.Context, req *connect.Request[pb.Remove
 		return nil, err
 	}
 	if _, err := c.FS.Remove(ctx, withUser(connect.NewRequest(&fspb.RemoveRequest{Path: req.Msg.Path}), req.Msg.User)); err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.RemovePathResponse{}), nil
 }
@@ -585,13 +544,13 @@ func (s *Service) PtyAttach(ctx context.Context, req *connect.Request[pb.PtyAtta
 			Pty:     &procpb.PTY{Size: &procpb.PTY_Size{Cols: cols, Rows: rows}},
 		}), m.User))
 		if err != nil {
-			return rpcError(err)
+			return err
 		}
 		stream, next = st, func() *procpb.ProcessEvent { return st.Msg().GetEvent() }
 	} else {
 		st, err := c.ProcessStream.Connect(ctx, connect.NewRequest(&procpb.ConnectRequest{Process: pidSel(m.Pid)}))
 		if err != nil {
-			return rpcError(err)
+			return err
 		}
 		stream, next = st, func() *procpb.ProcessEvent { return st.Msg().GetEvent() }
 	}
@@ -612,7 +571,7 @@ func (s *Service) PtyAttach(ctx context.Context, req *connect.Request[pb.PtyAtta
 			return err
 		}
 	}
-	return rpcError(stream.Err())
+	return stream.Err()
 }
 
 func (s *Service) PtySendInput(ctx context.Context, req *connect.Request[pb.PtySendInputRequest]) (*connect.Response[pb.PtySendInputResponse], error) {
@@ -621,21 +580,21 @@ func (s *Service) PtySendInput(ctx context.Context, req *connect.Request[pb.PtyS
 		return nil, err
 	}
 	if _, err := c.Process.SendInput(ctx, connect.NewRequest(&procpb.SendInputRequest{Process: pidSel(req.Msg.Pid), Input: &procpb.ProcessInput{Input: &procpb.ProcessInput_Pty{Pty: req.Msg.Data}}})); err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.PtySendInputResponse{}), nil
 }
 
 func (s *Service) PtyResize(ctx context.Context, req *connect.Request[pb.PtyResizeRequest]) (*connect.Response[pb.PtyResizeResponse], error) {
 	if req.Msg.Cols == 0 || req.Msg.Rows == 0 {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("cols and rows must be above 0"))
+		return nil, fault.New(fault.Invalid, "cols and rows must be above 0")
 	}
 	c, err := s.envdFor(req.Msg.SandboxId)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := c.Process.Update(ctx, connect.NewRequest(&procpb.UpdateRequest{Process: pidSel(req.Msg.Pid), Pty: &procpb.PTY{Size: &procpb.PTY_Size{Cols: req.Msg.Cols, Rows: req.Msg.Rows}}})); err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.PtyResizeResponse{}), nil
 }
@@ -646,7 +605,7 @@ func (s *Service) PtyKill(ctx context.Context, req *connect.Request[pb.PtyKillRe
 		return nil, err
 	}
 	if _, err := c.Process.SendSignal(ctx, connect.NewRequest(&procpb.SendSignalRequest{Process: pidSel(req.Msg.Pid), Signal: procpb.Signal_SIGNAL_SIGKILL})); err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.PtyKillResponse{}), nil
 }

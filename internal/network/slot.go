@@ -14,6 +14,8 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 )
 
 // Every sandbox slot looks the same from inside: the guest is 169.254.0.21
@@ -258,7 +260,8 @@ func (m *Manager) acquire(internet, guestNS bool) (_ *Slot, err error) {
 	}
 	if i < 0 {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("all %d network slots are in use", m.max)
+		// No capacity, not a failure: the control plane tries another host.
+		return nil, fault.Errorf(fault.NoCapacity, "all %d network slots are in use", m.max)
 	}
 	m.used[i] = true
 	m.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
@@ -125,34 +126,21 @@ func (in *CreateSandboxInput) validate() error {
 	return nil
 }
 
-// AgentError turns an agent's error into a service error naming the host.
+// AgentError names the operation and host in an agent's error, keeping
+// its kind where that is the caller's business. What fails inside the
+// host (its internal errors, or its refusing the control plane's own
+// credentials) is Upstream: the host failed, not the caller.
 func AgentError(h db.Host, op string, err error) error {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return errf(ErrHost, "%s on host %s failed: %v", op, id.Format(id.Host, h.ID), err)
+	host := id.Format(id.Host, h.ID)
+	switch k := fault.KindOf(err); k {
+	case fault.Invalid, fault.NotFound, fault.Exists, fault.Conflict, fault.NoCapacity, fault.Unsupported:
+		return &fault.Error{Kind: k, Msg: fmt.Sprintf("%s: %s", op, err), Err: err}
+	case fault.Unavailable:
+		return &fault.Error{Kind: k, Msg: fmt.Sprintf("%s: host %s did not answer: %s", op, host, err), Err: err}
+	case fault.Timeout:
+		return &fault.Error{Kind: k, Msg: fmt.Sprintf("%s on host %s timed out: %s", op, host, err), Err: err}
 	}
-	msg := fmt.Sprintf("%s: %s", op, ce.Message())
-	switch ce.Code() {
-	case connect.CodeNotFound:
-		return &Error{ErrNotFound, msg}
-	case connect.CodeInvalidArgument:
-		return &Error{ErrInvalid, msg}
-	case connect.CodeFailedPrecondition, connect.CodeAlreadyExists:
-		return &Error{ErrConflict, msg}
-	case connect.CodeResourceExhausted:
-		return &Error{ErrNoCapacity, msg}
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled:
-		return &Error{ErrUnavailable, fmt.Sprintf("%s: host %s did not answer: %s", op, id.Format(id.Host, h.ID), ce.Message())}
-	}
-	return &Error{ErrHost, fmt.Sprintf("%s on host %s: %s", op, id.Format(id.Host, h.ID), ce.Message())}
-}
-
-func connectCode(err error) connect.Code {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return ce.Code()
-	}
-	return connect.CodeUnknown
+	return fault.Errorf(fault.Upstream, "%s on host %s: %s", op, host, err)
 }
 
 // detach keeps an agent call going if the client goes away, so that the
@@ -250,7 +238,7 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 		res, err := client.CreateSandbox(actx, connect.NewRequest(req))
 		if err != nil {
 			lastErr = AgentError(h, "create sandbox", err)
-			if code := connectCode(err); code == connect.CodeResourceExhausted || code == connect.CodeUnavailable {
+			if k := fault.KindOf(err); k == fault.NoCapacity || k == fault.Unavailable {
 				continue // try the next host
 			}
 			break
@@ -442,7 +430,7 @@ func (s *Service) DestroySandbox(ctx context.Context, c auth.Caller, sid uuid.UU
 	h, client, err := s.hostAgent(actx, sb.HostID)
 	if err == nil {
 		_, err = client.DestroySandbox(actx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: id.Format(id.Sandbox, sid)}))
-		if err != nil && connectCode(err) != connect.CodeNotFound {
+		if err != nil && !errors.Is(err, fault.NotFound) {
 			// Leave it in its previous state so that the caller can retry.
 			_, _ = s.Q.SetSandboxState(actx, db.SetSandboxStateParams{ID: sid, State: prev, Error: ""})
 			return AgentError(h, "destroy sandbox", err)
@@ -559,7 +547,7 @@ func (s *Service) syncFromAgent(ctx context.Context, t Target) {
 	case err == nil:
 		state = agentState(res.Msg.GetSandbox().GetState())
 		msg = res.Msg.GetSandbox().GetError()
-	case connectCode(err) == connect.CodeNotFound:
+	case errors.Is(err, fault.NotFound):
 		state, msg = "stopped", "the host no longer has this sandbox"
 	default:
 		msg = "state unknown after a failed operation: " + err.Error()

@@ -2,12 +2,14 @@ package service
 
 import (
 	"context"
+	"errors"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
@@ -79,7 +81,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, c auth.Caller, snap uuid.U
 			return err
 		}
 		_, err = client.DeleteSnapshot(ctx, connect.NewRequest(&pb.DeleteSnapshotRequest{Name: id.Format(id.Snapshot, sn.ID)}))
-		if err != nil && connectCode(err) != connect.CodeNotFound {
+		if err != nil && !errors.Is(err, fault.NotFound) {
 			return AgentError(h, "delete snapshot", err)
 		}
 	}
