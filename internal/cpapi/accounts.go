@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
@@ -172,9 +173,7 @@ func (a *API) createTeam(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "team.create", "team", id.Format(id.Team, t.ID))
-	if rec := auditOf(r.Context()); rec != nil {
-		rec.teamOnSuccess = t.ID
-	}
+	cphttp.TeamOnSuccess(r.Context(), t.ID)
 	writeJSON(w, http.StatusCreated, viewTeam(t, "owner"))
 }
 
@@ -183,9 +182,7 @@ func teamParam(w http.ResponseWriter, r *http.Request, action string) (uuid.UUID
 	t, ok := pathID(w, r, "teamID", id.Team)
 	if ok {
 		setAudit(r.Context(), action, "team", id.Format(id.Team, t))
-		if rec := auditOf(r.Context()); rec != nil {
-			rec.teamOnSuccess = t
-		}
+		cphttp.TeamOnSuccess(r.Context(), t)
 	}
 	return t, ok
 }

@@ -4,9 +4,7 @@
 package cpapi
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/go-chi/httprate"
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
@@ -38,7 +37,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 	a := &API{svc: svc, cfg: cfg, log: log}
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
-	r.Use(a.audit)
+	r.Use(cphttp.Audit(svc))
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})
@@ -179,9 +178,7 @@ func (a *API) authenticate(allowQuery bool) func(http.Handler) http.Handler {
 				a.fail(w, r, err)
 				return
 			}
-			if rec := auditOf(r.Context()); rec != nil {
-				rec.caller = &c
-			}
+			cphttp.NoteCaller(r.Context(), c)
 			next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
 		})
 	}
@@ -202,14 +199,6 @@ func describeCredential(cred string) string {
 	}
 }
 
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 func caller(r *http.Request) auth.Caller {
 	c, _ := auth.CallerFrom(r.Context())
 	return c
@@ -223,11 +212,4 @@ func pathID(w http.ResponseWriter, r *http.Request, param string, kind id.Kind) 
 		return u, false
 	}
 	return u, true
-}
-
-// setAudit names the action and resource a state-changing call touched.
-func setAudit(ctx context.Context, action, resourceType, resourceID string) {
-	if rec := auditOf(ctx); rec != nil {
-		rec.action, rec.resourceType, rec.resourceID = action, resourceType, resourceID
-	}
 }

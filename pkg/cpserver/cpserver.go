@@ -104,7 +104,7 @@ func Run(ctx context.Context, opts ...Option) error {
 	svc := service.New(pool, keys, cfg, o.log)
 	defer svc.Close()
 	api := cpapi.New(svc, cfg, o.log)
-	e2bcompat.Mount(api, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
+	e2bcompat.Mount(api.Root, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
 	sc := &cpextension.ServerContext{Config: cfg, DB: pool, Queries: svc.Q, Service: svc, Log: o.log, Router: api.Root, API: api.V1}
 	sc.Go("reconciler", svc.RunReconciler)
 	for _, ext := range o.extensions {

@@ -46,7 +46,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, c auth.Caller, sid uuid.UU
 	res, err := client.CreateSnapshot(actx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: id.Format(id.Sandbox, sid), Name: id.Format(id.Snapshot, snap.ID)}))
 	if err != nil {
 		_ = s.Q.DeleteSnapshot(actx, snap.ID)
-		return db.Snapshot{}, AgentError(h, "create snapshot", err)
+		return db.Snapshot{}, agentError(h, "create snapshot", err)
 	}
 	return s.Q.SetSnapshotReady(actx, db.SetSnapshotReadyParams{ID: snap.ID, SizeBytes: int64(res.Msg.GetSnapshot().GetSizeBytes())})
 }
@@ -82,7 +82,7 @@ func (s *Service) DeleteSnapshot(ctx context.Context, c auth.Caller, snap uuid.U
 		}
 		_, err = client.DeleteSnapshot(ctx, connect.NewRequest(&pb.DeleteSnapshotRequest{Name: id.Format(id.Snapshot, sn.ID)}))
 		if err != nil && !errors.Is(err, fault.NotFound) {
-			return AgentError(h, "delete snapshot", err)
+			return agentError(h, "delete snapshot", err)
 		}
 	}
 	return s.Q.DeleteSnapshot(ctx, sn.ID)
