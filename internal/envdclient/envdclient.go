@@ -1,7 +1,9 @@
 // Package envdclient is the agent's client of the envd inside a sandbox:
-// Connect clients for processes and files, /files transfers, /init, /health
-// and /metrics. Unary calls share a client with a 2-minute timeout; streams
-// and file transfers use one without, so long transfers are not cut.
+// processes (commands, streams, terminals) and files in the agent's terms
+// (process.go and fs.go translate envd's Connect protocol once for all
+// callers), /files transfers, /init, /health and /metrics. Unary calls
+// share a client with a 2-minute timeout; streams and file transfers use
+// one without, so long transfers are not cut.
 package envdclient
 
 import (
@@ -39,10 +41,11 @@ type Client struct {
 	unary     *http.Client
 	streaming *http.Client
 
-	// Process and FS carry the access token on every call.
-	Process       processconnect.ProcessClient // streams allowed (no timeout)
-	FS            filesystemconnect.FilesystemClient
-	ProcessStream processconnect.ProcessClient
+	// The Connect clients carry the access token on every call; streams
+	// use processStream, which has no timeout.
+	process       processconnect.ProcessClient
+	fs            filesystemconnect.FilesystemClient
+	processStream processconnect.ProcessClient
 }
 
 // New makes a client for envd at base (http://host:port).
@@ -58,9 +61,9 @@ func New(base, token string) *Client {
 		unary:     &http.Client{Transport: &tokenTransport{token: token, next: transport}, Timeout: UnaryTimeout},
 		streaming: &http.Client{Transport: &tokenTransport{token: token, next: transport}},
 	}
-	c.Process = processconnect.NewProcessClient(c.unary, c.base)
-	c.ProcessStream = processconnect.NewProcessClient(c.streaming, c.base)
-	c.FS = filesystemconnect.NewFilesystemClient(c.unary, c.base)
+	c.process = processconnect.NewProcessClient(c.unary, c.base)
+	c.processStream = processconnect.NewProcessClient(c.streaming, c.base)
+	c.fs = filesystemconnect.NewFilesystemClient(c.unary, c.base)
 	return c
 }
 

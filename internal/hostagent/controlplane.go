@@ -14,10 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
-
+	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
-	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
 // credentials are what registration gave this host; kept in the state
@@ -108,25 +106,23 @@ func joinControlPlane(ctx context.Context, stateDir, base, token, name, address 
 	return c, os.Rename(tmp, path)
 }
 
-// heartbeat reports this host to the control plane until ctx ends.
-func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address string, svc *Service) {
+// heartbeat reports this host's capacity to the control plane until ctx
+// ends.
+func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address string, m *sandbox.Manager) {
 	cp := &cpClient{base: c.ControlPlane, http: &http.Client{Timeout: 10 * time.Second}}
 	interval := 10 * time.Second
 	failing := false
 	for {
-		info, err := svc.HostInfo(ctx, connect.NewRequest(&pb.HostInfoRequest{}))
-		if err == nil {
-			var res hostapi.HeartbeatResponse
-			err = cp.post(ctx, "/v1/hosts/"+c.HostID+"/heartbeat", c.Secret, heartbeatOf(info.Msg, address), &res)
-			if err == nil && res.IntervalSeconds > 0 {
-				interval = time.Duration(res.IntervalSeconds) * time.Second
-			}
+		var res hostapi.HeartbeatResponse
+		err := cp.post(ctx, "/v1/hosts/"+c.HostID+"/heartbeat", c.Secret, hostapi.Heartbeat{Address: address, Capacity: capacityOf(m)}, &res)
+		if err == nil && res.IntervalSeconds > 0 {
+			interval = time.Duration(res.IntervalSeconds) * time.Second
 		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			var ce *cpError
 			if errors.As(err, &ce) && ce.Status == http.StatusUnauthorized {
-				log.Error("control plane rejects this host's credentials (was the host deleted?): remove "+credentialsPath(svc.M.Config().StateDir)+" and register with a new token", "err", err)
+				log.Error("control plane rejects this host's credentials (was the host deleted?): remove "+credentialsPath(m.Config().StateDir)+" and register with a new token", "err", err)
 			} else if !failing {
 				log.Warn("heartbeat failed; retrying", "err", err)
 			}
@@ -140,14 +136,5 @@ func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address str
 			return
 		case <-time.After(interval):
 		}
-	}
-}
-
-func heartbeatOf(i *pb.HostInfoResponse, address string) hostapi.Heartbeat {
-	return hostapi.Heartbeat{
-		Address: address, Runtime: i.GetRuntime(), Accelerator: i.GetAccelerator(), CPUs: int32(i.GetCpus()),
-		MemoryMiB: int64(i.GetMemoryMib()), DiskFreeMiB: int64(i.GetDiskFreeMib()), MaxSandboxes: int32(i.GetMaxSandboxes()),
-		Sandboxes: int32(i.GetSandboxes()), CommittedVCPUs: int32(i.GetCommittedVcpus()), CommittedMemoryMiB: int64(i.GetCommittedMemoryMib()),
-		Templates: i.GetTemplates(),
 	}
 }

@@ -154,7 +154,7 @@ func Run(ctx context.Context, o Options) error {
 		hbDone := make(chan struct{})
 		go func() {
 			defer close(hbDone)
-			heartbeat(hbCtx, o.Log, creds, o.Advertise, svc)
+			heartbeat(hbCtx, o.Log, creds, o.Advertise, m)
 		}()
 		defer func() {
 			stopHeartbeats()
