@@ -220,7 +220,9 @@ func TestFilesAndProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(procs, func(pi ProcessInfo) bool { return pi.PID == pid && pi.Cmd == "sleep" && slices.Equal(pi.Args, []string{"30"}) }) {
+	if !slices.ContainsFunc(procs, func(pi ProcessInfo) bool {
+		return pi.PID == pid && pi.Cmd == "sleep" && slices.Equal(pi.Args, []string{"30"})
+	}) {
 		t.Errorf("sleep %d not in %+v", pid, procs)
 	}
 	if err := c.Kill(ctx, pid); err != nil {
