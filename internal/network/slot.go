@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
@@ -218,7 +219,13 @@ func (m *Manager) reclaim(keep map[int]bool) error {
 			errs = append(errs, err)
 		}
 	}
+	// Deleting a namespace takes its veth away a moment later, which can
+	// interrupt the dump: list again until a dump is whole.
 	links, err := netlink.LinkList()
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 10; try++ {
+		time.Sleep(50 * time.Millisecond)
+		links, err = netlink.LinkList()
+	}
 	if err != nil {
 		return err
 	}
