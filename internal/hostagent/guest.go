@@ -107,23 +107,30 @@ func (s *Service) ExecStream(ctx context.Context, req *connect.Request[pb.ExecRe
 	if err != nil {
 		return err
 	}
-	defer p.Close()
-	for ev := range p.Events() {
-		var msg *pb.ExecStreamResponse
+	return forward(p, out, func(ev envdclient.Event) *pb.ExecStreamResponse {
 		switch ev.Kind {
 		case envdclient.Started:
-			msg = &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_StartedPid{StartedPid: ev.PID}}
+			return &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_StartedPid{StartedPid: ev.PID}}
 		case envdclient.Stdout:
-			msg = &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_Stdout{Stdout: ev.Data}}
+			return &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_Stdout{Stdout: ev.Data}}
 		case envdclient.Stderr:
-			msg = &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_Stderr{Stderr: ev.Data}}
+			return &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_Stderr{Stderr: ev.Data}}
 		case envdclient.Ended:
-			msg = &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_End{End: execEnd(ev)}}
-		default:
-			continue
+			return &pb.ExecStreamResponse{Event: &pb.ExecStreamResponse_End{End: execEnd(ev)}}
 		}
-		if err := out.Send(msg); err != nil {
-			return err
+		return nil
+	})
+}
+
+// forward sends the caller each of a process's events that msg turns
+// into a message, until the process ends or the caller goes away.
+func forward[T any](p *envdclient.Process, out *connect.ServerStream[T], msg func(envdclient.Event) *T) error {
+	defer p.Close()
+	for ev := range p.Events() {
+		if m := msg(ev); m != nil {
+			if err := out.Send(m); err != nil {
+				return err
+			}
 		}
 	}
 	return p.Err()
@@ -173,24 +180,17 @@ func (s *Service) PtyAttach(ctx context.Context, req *connect.Request[pb.PtyAtta
 	if err != nil {
 		return err
 	}
-	defer p.Close()
-	for ev := range p.Events() {
-		var msg *pb.PtyAttachResponse
+	return forward(p, out, func(ev envdclient.Event) *pb.PtyAttachResponse {
 		switch ev.Kind {
 		case envdclient.Started:
-			msg = &pb.PtyAttachResponse{Event: &pb.PtyAttachResponse_StartedPid{StartedPid: ev.PID}}
+			return &pb.PtyAttachResponse{Event: &pb.PtyAttachResponse_StartedPid{StartedPid: ev.PID}}
 		case envdclient.Output:
-			msg = &pb.PtyAttachResponse{Event: &pb.PtyAttachResponse_Output{Output: ev.Data}}
+			return &pb.PtyAttachResponse{Event: &pb.PtyAttachResponse_Output{Output: ev.Data}}
 		case envdclient.Ended:
-			msg = &pb.PtyAttachResponse{Event: &pb.PtyAttachResponse_End{End: execEnd(ev)}}
-		default:
-			continue
+			return &pb.PtyAttachResponse{Event: &pb.PtyAttachResponse_End{End: execEnd(ev)}}
 		}
-		if err := out.Send(msg); err != nil {
-			return err
-		}
-	}
-	return p.Err()
+		return nil
+	})
 }
 
 func (s *Service) PtySendInput(ctx context.Context, req *connect.Request[pb.PtySendInputRequest]) (*connect.Response[pb.PtySendInputResponse], error) {

@@ -152,26 +152,34 @@ func (g *Guest) ExecStream(ctx context.Context, in ExecInput, fn func(ProcessEve
 		return g.t.fail("exec", err)
 	}
 	defer stream.Close()
-	for stream.Receive() {
-		var ev ProcessEvent
-		switch e := stream.Msg().GetEvent().(type) {
+	return follow(g.t, "exec", stream, func(m *pb.ExecStreamResponse) (ProcessEvent, bool) {
+		switch e := m.GetEvent().(type) {
 		case *pb.ExecStreamResponse_StartedPid:
-			ev = ProcessEvent{Kind: ProcessStarted, PID: e.StartedPid}
+			return ProcessEvent{Kind: ProcessStarted, PID: e.StartedPid}, true
 		case *pb.ExecStreamResponse_Stdout:
-			ev = ProcessEvent{Kind: ProcessStdout, Data: e.Stdout}
+			return ProcessEvent{Kind: ProcessStdout, Data: e.Stdout}, true
 		case *pb.ExecStreamResponse_Stderr:
-			ev = ProcessEvent{Kind: ProcessStderr, Data: e.Stderr}
+			return ProcessEvent{Kind: ProcessStderr, Data: e.Stderr}, true
 		case *pb.ExecStreamResponse_End:
-			ev = ended(e.End)
-		default:
-			continue
+			return ended(e.End), true
 		}
-		if err := fn(ev); err != nil {
-			return err
+		return ProcessEvent{}, false
+	}, fn)
+}
+
+// follow calls fn with each message of an agent's stream that event
+// turns into a ProcessEvent; fn's error comes back as it is, the
+// stream's as the agent's error on op.
+func follow[T any](t target, op string, stream *connect.ServerStreamForClient[T], event func(*T) (ProcessEvent, bool), fn func(ProcessEvent) error) error {
+	for stream.Receive() {
+		if ev, ok := event(stream.Msg()); ok {
+			if err := fn(ev); err != nil {
+				return err
+			}
 		}
 	}
 	if err := stream.Err(); err != nil {
-		return g.t.fail("exec", err)
+		return t.fail(op, err)
 	}
 	return nil
 }
@@ -403,24 +411,15 @@ func (t *Terminal) PID() uint32 { return t.pid }
 // Follow calls fn with the terminal's output, and its end, until it ends,
 // fn fails, or the context it was opened with ends.
 func (t *Terminal) Follow(fn func(ProcessEvent) error) error {
-	for t.stream.Receive() {
-		var ev ProcessEvent
-		switch e := t.stream.Msg().GetEvent().(type) {
+	return follow(t.g.t, "terminal", t.stream, func(m *pb.PtyAttachResponse) (ProcessEvent, bool) {
+		switch e := m.GetEvent().(type) {
 		case *pb.PtyAttachResponse_Output:
-			ev = ProcessEvent{Kind: ProcessOutput, Data: e.Output}
+			return ProcessEvent{Kind: ProcessOutput, Data: e.Output}, true
 		case *pb.PtyAttachResponse_End:
-			ev = ended(e.End)
-		default:
-			continue
+			return ended(e.End), true
 		}
-		if err := fn(ev); err != nil {
-			return err
-		}
-	}
-	if err := t.stream.Err(); err != nil {
-		return t.g.t.fail("terminal", err)
-	}
-	return nil
+		return ProcessEvent{}, false
+	}, fn)
 }
 
 // Input types into the terminal.
