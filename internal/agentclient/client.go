@@ -1,5 +1,7 @@
 // Package agentclient dials a host agent's hostagent.v1 API with its bearer
-// secret.
+// secret. Errors come back as the fault kinds the agent sent them with
+// (fault.Interceptor decodes them), so callers classify them with
+// fault.KindOf or errors.Is(err, fault.NotFound).
 package agentclient
 
 import (
@@ -8,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
@@ -22,7 +25,8 @@ func NewWithTransport(addr, secret string, rt http.RoundTripper) hostagentv1conn
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr, connect.WithReadMaxBytes(hostapi.MaxAgentResponse))
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr,
+		connect.WithReadMaxBytes(hostapi.MaxAgentResponse), connect.WithInterceptors(fault.Interceptor()))
 }
 
 type bearer struct {
