@@ -7,6 +7,7 @@ package agentclient
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -17,7 +18,26 @@ import (
 
 // New returns a client for the agent at addr ("host:port" or a URL).
 func New(addr, secret string) hostagentv1connect.HostAgentServiceClient {
-	return NewWithTransport(addr, secret, http.DefaultTransport)
+	return NewWithTransport(addr, secret, shared)
+}
+
+var shared = Transport()
+
+// Transport is how to reach agents: HTTP/2, unencrypted (h2c, which
+// agents serve) for http:// addresses. Over HTTP/1.1 a client stream
+// that the agent ends early (an upload into a full disk) loses the
+// agent's answer whenever the agent closes the connection on the rest of
+// the upload, which Go's server does; HTTP/2 ends only the stream, after
+// the answer. A connection that goes quiet is pinged, so that a host
+// that vanished fails its calls instead of holding them.
+func Transport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	var p http.Protocols
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	t.Protocols = &p
+	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
+	return t
 }
 
 // NewWithTransport is New over a transport the caller owns.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os/exec"
 	"syscall"
 	"testing"
 
@@ -20,16 +19,14 @@ import (
 // emptier host in the control plane's eyes and is tried first.
 func TestCreateMovesOnWhenSlotsRunOut(t *testing.T) {
 	requireVMs(t)
-	if _, err := exec.LookPath("runsc"); err != nil {
-		t.Skip("runsc is not installed (scripts/setup builds it)")
-	}
+	requireRunsc(t)
 	pg := requirePostgres(t)
 	cp, err := pg.Start(context.Background(), cptest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = cp.Stop() }()
-	admin := cp.Signup(t, "admin@example.com")
+	admin := cp.Admin(t, "admin@example.com")
 	key := cp.APIKey(t, cp.Signup(t, "user@example.com"))
 
 	b := startCPAgent(t, cp, admin.Token, 4, "gvisor")
