@@ -48,7 +48,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	srv, err := codeinterp.New(codeinterp.Config{Languages: langs, DefaultCwd: *cwd, RunDir: *runDir, Env: os.Environ(), EnvdURL: *envdURL, StartTimeout: *startTimeout, Log: log})
+	env := os.Environ()
+	if os.Getenv("LANG") == "" {
+		env = append(env, "LANG=C.UTF-8") // kernels print UTF-8, not escapes
+	}
+	srv, err := codeinterp.New(codeinterp.Config{Languages: langs, DefaultCwd: *cwd, RunDir: *runDir, Env: env, EnvdURL: *envdURL, StartTimeout: *startTimeout, Log: log})
 	if err != nil {
 		return err
 	}

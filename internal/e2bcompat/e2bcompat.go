@@ -146,6 +146,11 @@ func sandboxParam(w http.ResponseWriter, r *http.Request, action string) (uuid.U
 	return sid, true
 }
 
+// templateAliases are E2B's template names for Wrenn's images, used where
+// no host has an image of E2B's name: code-interpreter-v1 is what
+// @e2b/code-interpreter's Sandbox.create() asks for.
+var templateAliases = map[string]string{"code-interpreter-v1": "code-interpreter"}
+
 // newSandbox is E2B's NewSandbox body.
 type newSandbox struct {
 	TemplateID          string            `json:"templateID"`
@@ -217,6 +222,9 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 		in.Template = b.TemplateID
 		if in.Template == "" || in.Template == "base" && !h.svc.TemplateAvailable(r.Context(), "base") {
 			in.Template = service.DefaultTemplate
+		}
+		if image, ok := templateAliases[in.Template]; ok && !h.svc.TemplateAvailable(r.Context(), in.Template) {
+			in.Template = image
 		}
 	}
 	sb, err := h.svc.CreateSandbox(r.Context(), c, in)

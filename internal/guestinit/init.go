@@ -76,7 +76,7 @@ func Run(log *slog.Logger) error {
 	if params.TemplateID != "" {
 		envdArgs = append(envdArgs, "--template-id", params.TemplateID)
 	}
-	p.supervise(&child{name: "envd", argv: envdArgs})
+	p.startEnvd(&child{name: "envd", argv: envdArgs})
 	if chrony := chronyCommand(); chrony != nil {
 		p.supervise(&child{name: "chronyd", argv: chrony})
 	}
@@ -102,7 +102,7 @@ func runInContainer(log *slog.Logger) error {
 			args = append(args, kv.flag, v)
 		}
 	}
-	p.supervise(&child{name: "envd", argv: args})
+	p.startEnvd(&child{name: "envd", argv: args})
 	return p.loop()
 }
 
