@@ -49,17 +49,17 @@ const BaselineKind = "busybox-baseline"
 
 // Options say what to build and where.
 type Options struct {
-	Name          string // one of Kinds
-	Dir           string // images root; the image lands in Dir/Name
-	Envd          string // envd binary (static)
-	Init          string // wrenn-init binary (static)
+	Name string // one of Kinds
+	Dir  string // images root; the image lands in Dir/Name
+	Envd string // envd binary (static)
+	Init string // wrenn-init binary (static)
 	// CodeInterpreter is the code-interpreter binary (static), for the
 	// code-interpreter image.
 	CodeInterpreter string
-	KernelVersion string // "" for the newest in /boot
-	Mirror        string // Debian mirror for base (default: deb.debian.org)
-	Force         bool   // rebuild even when up to date
-	Progress      io.Writer
+	KernelVersion   string // "" for the newest in /boot
+	Mirror          string // Debian mirror for base (default: deb.debian.org)
+	Force           bool   // rebuild even when up to date
+	Progress        io.Writer
 }
 
 // Manifest describes a built image.
