@@ -49,17 +49,18 @@ const BaselineKind = "busybox-baseline"
 
 // Options say what to build and where.
 type Options struct {
-	Name string // one of Kinds
-	Dir  string // images root; the image lands in Dir/Name
-	Envd string // envd binary (static)
-	Init string // wrenn-init binary (static)
+	Name          string // one of Kinds
+	Dir           string // images root; the image lands in Dir/Name
+	Envd          string // envd binary (static)
+	Init          string // wrenn-init binary (static)
+	KernelVersion string // "" for the newest in /boot
+	Mirror        string // Debian mirror for base (default: deb.debian.org)
+	Force         bool   // rebuild even when up to date
+	Progress      io.Writer
+
 	// CodeInterpreter is the code-interpreter binary (static), for the
 	// code-interpreter image.
 	CodeInterpreter string
-	KernelVersion   string // "" for the newest in /boot
-	Mirror          string // Debian mirror for base (default: deb.debian.org)
-	Force           bool   // rebuild even when up to date
-	Progress        io.Writer
 }
 
 // Manifest describes a built image.
@@ -134,9 +135,12 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	b.kernel = k
-	fp, components, err := b.fingerprint()
+	var fp string
+	var components map[string]string
 	if base != nil {
 		fp, components, err = b.codeInterpreterFingerprint(base.Manifest)
+	} else {
+		fp, components, err = b.fingerprint()
 	}
 	if err != nil {
 		return nil, err
