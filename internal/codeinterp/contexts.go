@@ -121,7 +121,8 @@ func (c *codeContext) execute(ctx context.Context, r execRequest, emit func(outp
 		return // the client left while waiting
 	}
 	defer c.release()
-	k, err := c.ensureKernel(ctx)
+	// A kernel that starts is kept even if this client leaves meanwhile.
+	k, err := c.ensureKernel(context.WithoutCancel(ctx))
 	if err == errContextRemoved {
 		emit(errorOutput("ContextRemoved", "the context was removed", ""))
 		return

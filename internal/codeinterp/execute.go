@@ -90,7 +90,8 @@ func (k *kernel) execute(ctx context.Context, code string, silent bool, emit fun
 	rt := k.register(req.Header.MsgID)
 	defer k.unregister(req.Header.MsgID)
 	if err := k.send(k.shell, req); err != nil {
-		return false, err
+		emit(errorOutput("KernelUnreachable", err.Error(), ""))
+		return true, err
 	}
 	var (
 		idle, replied, errored bool

@@ -139,10 +139,12 @@ test('environment variables: the sandbox\'s, and per call', { skip }, async () =
 })
 
 test('R runs as a second language; JavaScript has no kernel here', { skip, timeout: 180_000 }, async () => {
+  // IRkernel shows a value as display data (not an execute_result), so it
+  // is results[0] rather than the main result, as on E2B.
   const e = await sbx.runCode('r_var <- 40\nr_var + 2', { language: 'r' })
   assert.equal(e.error, undefined, JSON.stringify(e.error))
-  assert.equal(e.text, '[1] 42')
-  assert.equal((await sbx.runCode('r_var', { language: 'r' })).text, '[1] 40')
+  assert.equal(e.results[0].text, '[1] 42')
+  assert.equal((await sbx.runCode('r_var', { language: 'r' })).results[0].text, '[1] 40')
   const ctx = await sbx.createCodeContext({ language: 'r' })
   assert.equal(ctx.language, 'r')
   const out = await sbx.runCode('cat("hello from R\\n")', { context: ctx })
