@@ -126,7 +126,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "host_unreachable", "the sandbox's host did not answer")
 		},
 	}
-	rp.ServeHTTP(w, r)
+	hostapi.ServeProxied(w, r, rp)
 }
 
 // target resolves a sandbox, resuming it first if it is paused and asks

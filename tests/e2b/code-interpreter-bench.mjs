@@ -34,7 +34,10 @@ for (let i = 0; i < creates; i++) {
 const sbx = await Sandbox.create()
 let code, cmd
 try {
-  await timed(5, () => sbx.runCode('1+1'))
+  await timed(5, async () => {
+    const e = await sbx.runCode('1+1')
+    if (e.text !== '2') throw new Error(`warm-up runCode('1+1') gave ${JSON.stringify(e.toJSON())}`)
+  })
   await timed(5, () => sbx.commands.run('true'))
   // Interleaved, so both see the same machine.
   code = []
