@@ -20,7 +20,8 @@ var (
 
 // requireCodeInterpreter builds the code-interpreter image once (base
 // first, shared with the base image's tests; then the kernels and data
-// packages from the Debian mirror).
+// packages from the Debian mirror). This file sorts after dev_test.go, so
+// the platform suite there still runs on the minimal image.
 func requireCodeInterpreter(t *testing.T) {
 	t.Helper()
 	requireBase(t)
