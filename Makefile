@@ -6,12 +6,33 @@ export CGO_ENABLED := 0
 
 BINARIES := envd wrenn-init wrenn host-agent control-plane code-interpreter
 
-.PHONY: build generate test lint bench bench-platform clean $(BINARIES)
+.PHONY: build web dist generate test lint bench bench-platform clean $(BINARIES)
 
-build: $(BINARIES)
+build: web $(BINARIES)
 
 $(BINARIES):
 	$(GO) build $(GOFLAGS) -o $(BIN)/$@ ./cmd/$@
+
+# Release artifacts in dist/: static binaries per architecture (tarballs),
+# Debian packages (nfpm, as a library: cmd/wrenn-dist) and SHA256SUMS.
+# Builds gVisor's runsc for each architecture that lacks scripts/setup's.
+dist:
+	$(GO) run ./cmd/wrenn-dist --out dist $(if $(VERSION),--version $(VERSION))
+# The dashboard (web/, SvelteKit): npm ci when the lock file changed, then
+# the Vite build into internal/webui/dist/app, which the control plane
+# embeds. Binaries built before it serve a page saying it is not built.
+WEB_SRC := $(shell find web/src web/static -type f 2>/dev/null) web/package.json web/svelte.config.js web/vite.config.ts web/tsconfig.json
+WEB_OUT := internal/webui/dist/app/index.html
+
+web: $(WEB_OUT)
+
+$(WEB_OUT): web/node_modules/.package-lock.json $(WEB_SRC)
+	cd web && npx vite build --logLevel warn
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+control-plane wrenn: web
 
 generate:
 	scripts/generate
@@ -37,4 +58,4 @@ bench-platform: build
 	$(BIN)/wrenn bench sdk
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist internal/webui/dist/app web/.svelte-kit

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/envd"
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 )
 
 const defaultMemoryLimit = 24 << 20
@@ -29,7 +30,7 @@ func main() {
 }
 
 func run() error {
-	port := flag.Int("port", envd.Port, "TCP port to listen on")
+	port := flag.Int("port", envdapi.Port, "TCP port to listen on")
 	addr := flag.String("addr", "", "address to listen on (default 0.0.0.0, or 127.0.0.1 with --local)")
 	local := flag.Bool("local", false, "run on a development host instead of inside a sandbox: never set the clock, default user is the current one, listen on loopback")
 	forward := flag.String("forward-addr", "", "forward services listening only on loopback to this address (default: the first non-loopback IPv4 address; none with --local); \"off\" disables")
@@ -39,7 +40,7 @@ func run() error {
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *version {
-		fmt.Println(envd.Version)
+		fmt.Println(envdapi.Version)
 		return nil
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {

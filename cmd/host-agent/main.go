@@ -1,12 +1,16 @@
 // Command host-agent (wrenn-agent) runs sandboxes on one host for the
-// control plane: see internal/hostagent.
+// control plane: see internal/hostagent. Its flags can also come from a
+// TOML file (--config; config.go), and `host-agent check-config [FILE]`
+// validates one without starting.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,7 +26,7 @@ func main() {
 	flag.StringVar(&o.Listen, "listen", "127.0.0.1:7070", "address to serve the agent API on")
 	flag.StringVar(&o.StateDir, "state-dir", "/var/lib/wrenn", "state directory (sandboxes/, images/)")
 	flag.StringVar(&o.ImagesDir, "images-dir", "", "guest images (default <state-dir>/images)")
-	flag.StringVar(&o.Runtime, "runtime", "auto", "runtime driver: auto (firecracker or qemu on a KVM that runs standard guests, else gvisor, else qemu under TCG), qemu, gvisor (runsc; no KVM needed), or firecracker")
+	flag.StringVar(&o.Runtime, "runtime", "auto", "runtime driver: auto (qemu on a KVM that runs standard guests, else gvisor, else qemu under TCG), qemu, gvisor (runsc; no KVM needed), or firecracker (only when named: it has not run a guest yet)")
 	flag.StringVar(&o.RunscBin, "runsc-bin", "", "gVisor's runsc (default: runsc on PATH)")
 	flag.StringVar(&o.FirecrackerBin, "firecracker-bin", "", "firecracker binary (default: firecracker on PATH)")
 	flag.StringVar(&o.Accel, "accel", "auto", "QEMU accelerator: auto, kvm or tcg")
@@ -34,8 +38,33 @@ func main() {
 	tokenFile := flag.String("registration-token-file", "", "file holding a one-time host registration token, needed the first time (or set WRENN_REGISTRATION_TOKEN)")
 	flag.StringVar(&o.Advertise, "advertise", "", "host:port where the control plane reaches this agent (default: the listen address)")
 	onStop := flag.String("on-stop", "pause", "what stopping the agent does to its sandboxes: pause (kept on disk; the next start takes them back, paused) or destroy")
+	dns := flag.String("dns", "", "comma-separated name servers for the guests (default: the host's, from /etc/resolv.conf, loopback ones left out)")
 	debug := flag.Bool("debug", false, "log at debug level")
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		if err := checkConfig(flag.CommandLine, os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "host-agent check-config:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	flag.Parse()
+	if _, err := loadConfig(flag.CommandLine); err != nil {
+		fmt.Fprintln(os.Stderr, "host-agent:", err)
+		os.Exit(1)
+	}
+	if *dns != "" {
+		for s := range strings.SplitSeq(*dns, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err == nil && a.IsLoopback() {
+				err = errors.New("a guest cannot reach the host's loopback")
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "host-agent: --dns %q: %v\n", *dns, err)
+				os.Exit(2)
+			}
+			o.DNS = append(o.DNS, a)
+		}
+	}
 	switch *onStop {
 	case "pause":
 	case "destroy":
@@ -69,6 +98,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	ready := make(chan string, 1)
+	o.Ready = ready
+	go notifyReady(ready, ctx.Done())
 	if err := hostagent.Run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "host-agent:", err)
 		os.Exit(1)

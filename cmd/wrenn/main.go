@@ -265,7 +265,7 @@ func devCmd(ctx context.Context, args []string) error {
 	var o devstack.Options
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/wrenn-dev", "where PostgreSQL, the agent, images and credentials live (kept between runs)")
 	fs.StringVar(&o.ImagesDir, "images-dir", "", "guest images (default <data-dir>/images)")
-	fs.StringVar(&o.Runtime, "runtime", "auto", "auto (firecracker or qemu on a KVM that runs standard guests, else gvisor, else qemu/TCG), qemu, gvisor or firecracker")
+	fs.StringVar(&o.Runtime, "runtime", "auto", "auto (qemu on a KVM that runs standard guests, else gvisor, else qemu/TCG), qemu, gvisor or firecracker (only when named)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "control plane API")
 	fs.StringVar(&o.ProxyListen, "proxy-listen", "127.0.0.1:8081", "sandbox proxy")
 	fs.StringVar(&o.AgentListen, "agent-listen", "127.0.0.1:7070", "host agent")

@@ -10,5 +10,7 @@ WHERE (sqlc.narg(team_id)::uuid IS NULL OR team_id = sqlc.narg(team_id)::uuid)
   AND (sqlc.narg(resource_id)::text IS NULL OR resource_id = sqlc.narg(resource_id)::text)
   AND (sqlc.narg(actor_id)::text IS NULL OR actor_id = sqlc.narg(actor_id)::text)
   AND (sqlc.narg(before)::timestamptz IS NULL OR created_at < sqlc.narg(before)::timestamptz)
+  AND (sqlc.narg(after)::timestamptz IS NULL OR created_at >= sqlc.narg(after)::timestamptz)
+  AND (sqlc.narg(result)::text IS NULL OR result = sqlc.narg(result)::text)
 ORDER BY created_at DESC, id
 LIMIT $1;

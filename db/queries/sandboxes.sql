@@ -89,3 +89,6 @@ SELECT host_id::uuid AS host_id, count(*)::int AS sandboxes, sum(vcpus)::int AS 
 FROM sandboxes
 WHERE host_id IS NOT NULL AND state NOT IN ('stopped', 'error', 'paused')
 GROUP BY host_id;
+
+-- name: SetSandboxEnvVarNames :exec
+UPDATE sandboxes SET env_var_names = $2 WHERE id = $1;

@@ -37,3 +37,15 @@ UPDATE sessions SET team_id = $2 WHERE id = $1;
 
 -- name: LockSignup :exec
 SELECT pg_advisory_xact_lock(7365896);
+
+-- name: SetUserName :one
+UPDATE users SET name = $2 WHERE id = $1 RETURNING *;
+
+-- name: SetUserPassword :exec
+UPDATE users SET password_hash = $2 WHERE id = $1;
+
+-- name: DeleteOtherSessions :exec
+DELETE FROM sessions WHERE user_id = $1 AND id <> $2;
+
+-- name: GetSessionAny :one
+SELECT * FROM sessions WHERE id = $1;

@@ -146,23 +146,24 @@ func (g *Group) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Stale lists the groups under wrenn/ (names) that hold no process, for
-// reclaiming after a crash. A group with processes belongs to a live
-// sandbox — possibly another agent's on the same host — and is left alone.
-func Stale() []string {
+// SandboxName is the group every runtime gives a sandbox's guest.
+func SandboxName(sandboxID string) string { return "sb-" + sandboxID }
+
+// RemoveIdle removes those of the named groups that exist and hold no
+// process, for reclaiming after a crash. The agent names only its own
+// sandboxes' groups: another agent on the same host may have made an
+// empty group a moment ago, and a group with processes belongs to a live
+// guest.
+func RemoveIdle(names ...string) error {
 	dir := filepath.Join(root, "wrenn")
 	if !isV2() {
 		dir = filepath.Join(root, "memory", "wrenn")
 	}
-	entries, _ := os.ReadDir(dir)
-	var out []string
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		if !populated(filepath.Join(dir, e.Name())) {
-			out = append(out, e.Name())
+	var errs []error
+	for _, name := range names {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && fi.IsDir() && !populated(filepath.Join(dir, name)) {
+			errs = append(errs, Open(name).Remove())
 		}
 	}
-	return out
+	return errors.Join(errs...)
 }

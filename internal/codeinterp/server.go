@@ -18,9 +18,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 )
 
 // Port is where the SDKs reach the code interpreter in a sandbox.
@@ -29,9 +32,8 @@ const Port = 49999
 // DefaultCwd is a new context's working directory unless the caller names one.
 const DefaultCwd = "/home/user"
 
-// DefaultEnvdURL is the sandbox's envd seen from inside (envd.Port; a test
-// keeps the two equal).
-const DefaultEnvdURL = "http://127.0.0.1:49983"
+// DefaultEnvdURL is the sandbox's envd seen from inside.
+var DefaultEnvdURL = "http://127.0.0.1:" + strconv.Itoa(envdapi.Port)
 
 // maxBody bounds a request body (the code to run).
 const maxBody = 32 << 20

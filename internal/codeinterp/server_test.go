@@ -505,12 +505,6 @@ func TestEnvCode(t *testing.T) {
 	}
 }
 
-func TestDefaultEnvdURLIsEnvdsPort(t *testing.T) {
-	if !strings.HasSuffix(DefaultEnvdURL, ":"+strconv.Itoa(envd.Port)) {
-		t.Errorf("DefaultEnvdURL %s does not name envd's port %d", DefaultEnvdURL, envd.Port)
-	}
-}
-
 func TestNoPythonKernel(t *testing.T) {
 	_, err := New(Config{Languages: Languages{}, RunDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "python3-ipykernel") {

@@ -16,6 +16,9 @@ type credentialsBody struct {
 	Email    string `json:"email"`
 	Password string `json:"password"`
 	Name     string `json:"name,omitempty"`
+	// Session "cookie" (browsers) sets the session in an HttpOnly cookie
+	// and answers with its CSRF token instead of the token.
+	Session string `json:"session,omitempty"`
 }
 
 type sessionView struct {
@@ -28,6 +31,10 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &b) {
 		return
 	}
+	cookie, ok := sessionMode(w, b.Session)
+	if !ok {
+		return
+	}
 	setActor(r.Context(), "email", b.Email, uuid.Nil)
 	u, tok, err := a.svc.Signup(r.Context(), b.Email, b.Password, b.Name)
 	if err != nil {
@@ -35,12 +42,20 @@ func (a *API) signup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "auth.signup", "user", id.Format(id.User, u.ID))
+	if cookie {
+		a.startBrowserSession(w, r, http.StatusCreated, tok, u)
+		return
+	}
 	writeJSON(w, http.StatusCreated, sessionView{Token: tok, User: viewUser(u)})
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	var b credentialsBody
 	if !a.decode(w, r, &b) {
+		return
+	}
+	cookie, ok := sessionMode(w, b.Session)
+	if !ok {
 		return
 	}
 	setActor(r.Context(), "email", b.Email, uuid.Nil)
@@ -52,6 +67,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "auth.login", "user", id.Format(id.User, u.ID))
+	if cookie {
+		a.startBrowserSession(w, r, http.StatusOK, tok, u)
+		return
+	}
 	writeJSON(w, http.StatusOK, sessionView{Token: tok, User: viewUser(u)})
 }
 
@@ -61,27 +80,23 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	a.setSessionCookie(w, r, "", time.Time{})
 	w.WriteHeader(http.StatusNoContent)
 }
 
 type meView struct {
-	User       userView   `json:"user"`
-	Teams      []teamView `json:"teams"`
-	ActiveTeam *string    `json:"active_team_id"`
+	User        userView    `json:"user"`
+	Teams       []teamView  `json:"teams"`
+	ActiveTeam  *string     `json:"active_team_id"`
+	HasPassword bool        `json:"has_password"`
+	GitHub      *githubView `json:"github"`
 }
 
 func (a *API) me(w http.ResponseWriter, r *http.Request) {
-	c := caller(r)
-	u, teams, err := a.svc.Me(r.Context(), c)
+	out, err := a.meOf(r, caller(r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
-	}
-	out := meView{User: viewUser(u), Teams: mapSlice(teams, func(t db.ListTeamsForUserRow) teamView {
-		return viewTeam(db.Team{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt}, t.Role)
-	})}
-	if c.HasTeam() {
-		out.ActiveTeam = optID(id.Team, &c.TeamID)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -385,14 +400,23 @@ func (a *API) auditList(w http.ResponseWriter, r *http.Request, all bool) {
 	if !ok {
 		return
 	}
-	f := service.AuditFilter{Action: q.Get("action"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"), ActorID: q.Get("actor_id"), Limit: limit, AllTeams: all}
-	if b := q.Get("before"); b != "" {
-		t, err := time.Parse(time.RFC3339Nano, b)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_argument", "before must be an RFC 3339 time")
-			return
+	f := service.AuditFilter{Action: q.Get("action"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"), ActorID: q.Get("actor_id"),
+		Result: q.Get("result"), Limit: limit, AllTeams: all}
+	switch f.Result {
+	case "", "ok", "error":
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_argument", "result must be ok or error")
+		return
+	}
+	for name, into := range map[string]**time.Time{"before": &f.Before, "after": &f.After} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "invalid_argument", name+" must be an RFC 3339 time")
+				return
+			}
+			*into = &t
 		}
-		f.Before = &t
 	}
 	es, err := a.svc.ListAudit(r.Context(), caller(r), f)
 	if err != nil {

@@ -68,7 +68,13 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Post("/auth/signup", a.signup)
 			r.Post("/auth/login", a.login)
 			r.Post("/hosts/register", a.registerHost)
+			r.Get("/auth/github/login", a.githubLogin)
+			r.Get("/auth/github/callback", a.githubCallback)
+			r.Post("/auth/github/exchange", a.githubExchange)
 		})
+		// Public: what the sign-in page offers, and the browser's session.
+		r.Get("/auth/providers", a.providers)
+		r.Get("/auth/session", a.browserSession)
 		// Hosts authenticate with their own secret.
 		r.Post("/hosts/{hostID}/heartbeat", a.heartbeat)
 
@@ -87,6 +93,10 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Post("/auth/logout", a.logout)
 			r.Get("/auth/me", a.me)
 			r.Post("/auth/switch-team", a.switchTeam)
+			r.Patch("/auth/me", a.updateMe)
+			r.Post("/auth/password", a.changePassword)
+			r.Post("/auth/github/link", a.githubLink)
+			r.Delete("/auth/github", a.githubUnlink)
 
 			r.Get("/api-keys", a.listKeys)
 			r.Post("/api-keys", a.createKey)
@@ -119,6 +129,8 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Delete("/sandboxes/{sandboxID}/files", a.removeFile)
 			r.Get("/sandboxes/{sandboxID}/files/list", a.listDir)
 			r.Post("/sandboxes/{sandboxID}/files/mkdir", a.makeDir)
+			r.Post("/sandboxes/{sandboxID}/files/move", a.moveFile)
+			r.Get("/sandboxes/{sandboxID}/ports", a.listPorts)
 
 			r.Get("/snapshots", a.listSnapshots)
 			r.Post("/snapshots", a.createSnapshot)
@@ -173,10 +185,20 @@ func (a *API) authenticate(allowQuery bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			cred, _ := credential(r, allowQuery)
+			fromCookie := false
+			if cred == "" {
+				cred = cookieCredential(r)
+				fromCookie = cred != ""
+			}
 			c, err := a.svc.Authenticate(r.Context(), cred)
 			if err != nil {
 				a.log.Warn("authentication failed", "ip", clientIP(r), "method", r.Method, "path", r.URL.Path, "credential", describeCredential(cred), "reason", err.Error())
 				a.fail(w, r, err)
+				return
+			}
+			if fromCookie && !a.csrfOK(r, c, allowQuery) {
+				a.log.Warn("CSRF token missing or wrong", "ip", clientIP(r), "method", r.Method, "path", r.URL.Path)
+				writeError(w, http.StatusForbidden, "csrf", "a request authenticated by the session cookie needs its CSRF token in "+csrfHeader)
 				return
 			}
 			if rec := auditOf(r.Context()); rec != nil {

@@ -273,6 +273,9 @@ func TestNoUnauthenticatedRoute(t *testing.T) {
 	public := map[string]bool{
 		"GET /health": true, "GET /openapi.yaml": true, "GET /docs": true, "GET /docs/*": true,
 		"POST /v1/auth/signup": true, "POST /v1/auth/login": true, "POST /v1/hosts/register": true,
+		// The sign-in page's: what it offers, whether the browser has a
+		// session, and GitHub's browser redirects.
+		"GET /v1/auth/providers": true, "GET /v1/auth/session": true, "GET /v1/auth/github/login": true, "GET /v1/auth/github/callback": true,
 	}
 	sb := id.Format(id.Sandbox, uuid.New())
 	fill := strings.NewReplacer("{sandboxID}", sb, "{teamID}", id.Format(id.Team, uuid.New()), "{userID}", id.Format(id.User, uuid.New()),

@@ -88,6 +88,7 @@ type sandboxView struct {
 	AllowPublic     bool              `json:"allow_public_traffic"`
 	AutoResume      bool              `json:"auto_resume"`
 	Metadata        map[string]string `json:"metadata"`
+	EnvVarNames     []string          `json:"env_var_names"`
 	EnvdVersion     string            `json:"envd_version"`
 	HostID          *string           `json:"host_id"`
 	HostStatus      string            `json:"host_status"`
@@ -105,7 +106,7 @@ func viewSandbox(s service.Sandbox) sandboxView {
 	return sandboxView{
 		ID: id.Format(id.Sandbox, s.ID), TeamID: id.Format(id.Team, s.TeamID), Template: s.Template,
 		SnapshotID: optID(id.Snapshot, s.SnapshotID), State: s.State, VCPUs: s.Vcpus, MemoryMiB: s.MemoryMib, DiskMiB: s.DiskMib,
-		TimeoutSeconds: s.TimeoutSeconds, OnTimeout: s.OnTimeout, AllowInternet: s.AllowInternet, Metadata: meta,
+		TimeoutSeconds: s.TimeoutSeconds, OnTimeout: s.OnTimeout, AllowInternet: s.AllowInternet, Metadata: meta, EnvVarNames: nonNilSlice(s.EnvVarNames),
 		EnvdVersion: s.EnvdVersion, HostID: optID(id.Host, s.HostID), HostStatus: s.HostStatus, Error: s.Error,
 		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, StoppedAt: s.StoppedAt, EnvdAccessToken: s.EnvdAccessToken,
 		AllowPublic: s.AllowPublicTraffic, AutoResume: s.AutoResume, TrafficToken: s.TrafficAccessToken,
@@ -177,6 +178,13 @@ type auditView struct {
 func viewAudit(e db.AuditLog) auditView {
 	return auditView{ID: e.ID.String(), TeamID: optID(id.Team, e.TeamID), ActorType: e.ActorType, ActorID: e.ActorID, Action: e.Action,
 		ResourceType: e.ResourceType, ResourceID: e.ResourceID, Result: e.Result, Status: e.Status, IP: e.Ip, CreatedAt: e.CreatedAt}
+}
+
+func nonNilSlice(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // mapSlice converts a slice with f.

@@ -24,6 +24,7 @@ import (
 // Keys are the keys derived from the master secret.
 type Keys struct {
 	jwt  []byte
+	csrf []byte
 	seal cipher.AEAD
 }
 
@@ -34,6 +35,10 @@ func NewKeys(master []byte) (*Keys, error) {
 		return nil, errors.New("the control plane secret must be at least 32 bytes (WRENN_CP_SECRET or --secret-file)")
 	}
 	jk, err := hkdf.Key(sha256.New, master, nil, "wrenn-cp jwt", 32)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := hkdf.Key(sha256.New, master, nil, "wrenn-cp csrf", 32)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +54,7 @@ func NewKeys(master []byte) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Keys{jwt: jk, seal: aead}, nil
+	return &Keys{jwt: jk, csrf: ck, seal: aead}, nil
 }
 
 // Seal encrypts a secret for storage.

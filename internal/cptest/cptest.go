@@ -91,6 +91,7 @@ func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
 		rand.Read(cfg.Secret)
 	}
 	cfg.AuthRatePerMinute = 10000
+	cfg.PlainHTTP = true
 	if o.Tune != nil {
 		o.Tune(&cfg)
 	}
@@ -113,7 +114,11 @@ func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	cp := &CP{URL: "http://" + ln.Addr().String(), ProxyURL: "http://" + pln.Addr().String(), Config: cfg, cancel: cancel, done: make(chan error, 1)}
+	scheme := "http://"
+	if !cfg.PlainHTTP {
+		scheme = "https://" // a Tune that gave it certificates
+	}
+	cp := &CP{URL: scheme + ln.Addr().String(), ProxyURL: scheme + pln.Addr().String(), Config: cfg, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
 		cp.done <- cpserver.Run(cctx, cpserver.WithConfig(cfg), cpserver.WithListener(ln), cpserver.WithProxyListener(pln), cpserver.WithLogger(o.Log),

@@ -27,6 +27,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
 	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
+	"git.omukk.dev/wrenn/sandbox/internal/webui"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpserver"
 )
@@ -131,6 +132,7 @@ func Run(ctx context.Context, o Options) error {
 	cfg := config.Defaults()
 	cfg.Listen, cfg.ProxyListen, cfg.DatabaseURL, cfg.Secret = o.Listen, o.ProxyListen, pg.URL("wrenn"), secret
 	cfg.HeartbeatTimeout = 15 * time.Second
+	cfg.PlainHTTP = true // wrenn dev is for development
 	cpCtx, stopCP := context.WithCancel(context.WithoutCancel(ctx))
 	cpDone := make(chan error, 1)
 	cpReady := make(chan string, 1)
@@ -214,7 +216,7 @@ func printUsage(w io.Writer, i Info, dataDir string) {
 Wrenn is running. Data in %[1]s; Ctrl-C stops everything.
 
   API         %[2]s/v1   (reference and console: %[2]s/docs)
-  Dashboard   not built yet: use the API docs above
+  Dashboard   %[9]s
   Sandboxes   %[3]s   (sandbox proxy: E2b-Sandbox-Id / E2b-Sandbox-Port headers)
   Admin       %[4]s   password %[5]s
   API key     %[6]s
@@ -233,7 +235,16 @@ Try it:
   curl -s -X POST %[2]s/v1/sandboxes -H "Authorization: Bearer %[6]s" -d '{"template":"minimal"}'
   set -a; . %[7]s; set +a; node -e "import('e2b').then(async ({Sandbox}) => { const s = await Sandbox.create(); console.log((await s.commands.run('uname -a')).stdout); await s.kill() })"
 
-`, dataDir, i.APIURL, i.ProxyURL, i.AdminEmail, i.AdminPass, i.APIKey, i.EnvFile, strings.Join(i.E2BEnv, "\n"))
+`, dataDir, i.APIURL, i.ProxyURL, i.AdminEmail, i.AdminPass, i.APIKey, i.EnvFile, strings.Join(i.E2BEnv, "\n"), dashboardLine(i.APIURL))
+}
+
+// dashboardLine is the dashboard's URL, or how to build it when this
+// binary was compiled without it.
+func dashboardLine(apiURL string) string {
+	if webui.Built() {
+		return apiURL + "/   (sign in as the admin below)"
+	}
+	return "not built into this binary (make build builds it)"
 }
 
 func readOrCreate(path string, gen func() []byte) ([]byte, error) {

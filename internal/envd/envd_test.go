@@ -27,6 +27,8 @@ import (
 	"connectrpc.com/connect"
 
 	"git.omukk.dev/wrenn/sandbox/internal/envd/files"
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	fspb "git.omukk.dev/wrenn/sandbox/proto/envd/filesystem"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/filesystem/filesystemconnect"
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
@@ -293,15 +295,17 @@ func processListed(t *testing.T, e *testEnvd, pid uint32) bool {
 	return false
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+// activeConns counts the connections envd is serving a request on.
+func activeConns(e *testEnvd) int {
+	e.srv.conns.mu.Lock()
+	defer e.srv.conns.mu.Unlock()
+	n := 0
+	for _, c := range e.srv.conns.conns {
+		if c.state == http.StateActive {
+			n++
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return n
 }
 
 func TestDisconnectKeepsProcessTimeoutKillsIt(t *testing.T) {
@@ -317,14 +321,14 @@ func TestDisconnectKeepsProcessTimeoutKillsIt(t *testing.T) {
 	pid := s.Msg().GetEvent().GetStart().GetPid()
 	cancel()
 	s.Close()
-	time.Sleep(200 * time.Millisecond)
+	waitfor.True(t, 20*time.Second, "envd to finish the stream its client left", func() bool { return activeConns(e) == 0 })
 	if !processListed(t, e, pid) {
 		t.Fatal("process died with its client; it must keep running")
 	}
 	if _, err := e.proc.SendSignal(context.Background(), connect.NewRequest(&pb.SendSignalRequest{Process: selPid(pid), Signal: pb.Signal_SIGNAL_SIGTERM})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "SIGTERM to end the process", func() bool { return !processListed(t, e, pid) })
+	waitfor.True(t, 20*time.Second, "SIGTERM to end the process", func() bool { return !processListed(t, e, pid) })
 
 	// Connect-Timeout-Ms is the process lifetime.
 	tctx, tcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -339,7 +343,7 @@ func TestDisconnectKeepsProcessTimeoutKillsIt(t *testing.T) {
 	pid2 := s2.Msg().GetEvent().GetStart().GetPid()
 	for s2.Receive() {
 	}
-	waitFor(t, "timeout to kill the process", func() bool { return !processListed(t, e, pid2) })
+	waitfor.True(t, 20*time.Second, "timeout to kill the process", func() bool { return !processListed(t, e, pid2) })
 }
 
 func TestLateConnectSeesEnd(t *testing.T) {
@@ -629,7 +633,7 @@ func TestWatchers(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "y.txt"), []byte("2"), 0o644)
 	var events []*fspb.FilesystemEvent
-	waitFor(t, "polled events", func() bool {
+	waitfor.True(t, 20*time.Second, "polled events", func() bool {
 		r, err := e.fs.GetWatcherEvents(bg, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: id}))
 		if err != nil {
 			t.Fatal(err)
@@ -789,9 +793,9 @@ func TestUploadInterruptedKeepsOldContent(t *testing.T) {
 	}
 	fmt.Fprintf(conn, "POST /files?path=%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n", url.QueryEscape(target))
 	conn.Write(bytes.Repeat([]byte("n"), 5000))
-	time.Sleep(200 * time.Millisecond)
+	waitfor.True(t, 20*time.Second, "envd to take the upload", func() bool { return activeConns(e) == 1 })
 	conn.Close()
-	waitFor(t, "the upload's temporary file to go", func() bool {
+	waitfor.True(t, 20*time.Second, "the upload's temporary file to go", func() bool {
 		ents, _ := os.ReadDir(dir)
 		return len(ents) == 1
 	})
@@ -873,7 +877,7 @@ func TestInitAuthAndSignedURLs(t *testing.T) {
 
 	initBody := fmt.Sprintf(`{"accessToken":%q,"envVars":{"GREETING":"hi"},"defaultWorkdir":%q,"timestamp":%q}`, token, dir, time.Now().Format(time.RFC3339Nano))
 	resp, body := do(t, "POST", e.url+"/init", strings.NewReader(initBody), map[string]string{"Content-Type": "application/json"})
-	if resp.StatusCode != 204 || resp.Header.Get("X-Envd-Version") != Version {
+	if resp.StatusCode != 204 || resp.Header.Get(envdapi.VersionHeader) != envdapi.Version {
 		t.Fatalf("init: %d %s", resp.StatusCode, body)
 	}
 
@@ -1106,7 +1110,7 @@ func TestShutdownLeavesNothing(t *testing.T) {
 			t.Errorf("process %d survived shutdown: %v", pid, err)
 		}
 	}()
-	waitFor(t, "goroutines to end", func() bool {
+	waitfor.True(t, 20*time.Second, "goroutines to end", func() bool {
 		http.DefaultClient.CloseIdleConnections()
 		return runtime.NumGoroutine() <= before
 	})

@@ -28,16 +28,10 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/envd/osuser"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/portfwd"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/processsvc"
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/filesystem/filesystemconnect"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
 )
-
-// Version is the E2B envd protocol level this envd implements. The SDKs gate
-// features on it (every gate they have is at or below 0.6.4).
-const Version = "0.6.13"
-
-// Port is envd's well-known port inside a sandbox.
-const Port = 49983
 
 // maxInitBody bounds POST /init; real bodies are a few KB.
 const maxInitBody = 1 << 20
@@ -111,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 		AllowOriginFunc:  func(string) bool { return true },
 		AllowedMethods:   []string{"HEAD", "GET", "POST", "PUT", "PATCH", "DELETE"},
 		AllowedHeaders:   []string{"*"},
-		ExposedHeaders:   []string{"Connect-Protocol-Version", "Connect-Content-Encoding", "Grpc-Status", "Grpc-Message", "Location", "Cache-Control", "X-Content-Type-Options", "X-Envd-Version"},
+		ExposedHeaders:   []string{"Connect-Protocol-Version", "Connect-Content-Encoding", "Grpc-Status", "Grpc-Message", "Location", "Cache-Control", "X-Content-Type-Options", envdapi.VersionHeader},
 		AllowCredentials: false,
 		MaxAge:           7200,
 	}).Handler(s.requireToken(mux))
@@ -135,7 +129,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.ports != nil {
 		s.ports.Start()
 	}
-	s.log.Info("envd listening", "addr", ln.Addr().String(), "version", Version, "local", s.cfg.Local, "forward_addr", s.cfg.ForwardAddr)
+	s.log.Info("envd listening", "addr", ln.Addr().String(), "version", envdapi.Version, "local", s.cfg.Local, "forward_addr", s.cfg.ForwardAddr)
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -250,7 +244,7 @@ func (s *Server) init(w http.ResponseWriter, r *http.Request) {
 		s.snapshotting = false
 		s.log.Info("resumed from snapshot", "closed_conns", closed)
 	}
-	w.Header().Set("X-Envd-Version", Version)
+	w.Header().Set(envdapi.VersionHeader, envdapi.Version)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -19,16 +19,10 @@ import (
 
 	"connectrpc.com/connect"
 
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/filesystem/filesystemconnect"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
 )
-
-// Port is envd's port inside every sandbox.
-const Port = 49983
-
-// Version is the envd protocol level the guests' envd speaks (what the E2B
-// SDKs gate features on).
-const Version = "0.6.13"
 
 // UnaryTimeout bounds every call that is not a stream or a transfer.
 const UnaryTimeout = 2 * time.Minute
@@ -121,8 +115,9 @@ type InitRequest struct {
 	CurrentToken string `json:"-"`
 }
 
-// Init sends /init (after boot and after every resume).
-func (c *Client) Init(ctx context.Context, r InitRequest) error {
+// Init sends /init (after boot and after every resume) and returns the
+// protocol version envd states in its answer.
+func (c *Client) Init(ctx context.Context, r InitRequest) (version string, err error) {
 	body, _ := json.Marshal(r)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/init", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -131,14 +126,18 @@ func (c *Client) Init(ctx context.Context, r InitRequest) error {
 	}
 	resp, err := c.unary.Do(req)
 	if err != nil {
-		return fmt.Errorf("envd /init: %w", err)
+		return "", fmt.Errorf("envd /init: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("envd /init: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return "", fmt.Errorf("envd /init: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
-	return nil
+	version = resp.Header.Get(envdapi.VersionHeader)
+	if version == "" {
+		return "", fmt.Errorf("envd /init: the answer states no %s: is this Wrenn's envd?", envdapi.VersionHeader)
+	}
+	return version, nil
 }
 
 // PrepareSnapshot asks envd to quiesce before its guest is paused.

@@ -2,12 +2,16 @@ package guestinit
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 )
 
-// Params are what the host tells the guest on the kernel command line.
+// Params are what the host tells the guest: on the kernel command line in
+// a VM, in the ParamsEnv variable in a container. Cmdline writes them and
+// ParseCmdline reads them; nothing else spells the wrenn.* parameters.
 type Params struct {
 	Root       string       // root=, the root block device
 	RootFSType string       // rootfstype=
@@ -62,6 +66,38 @@ func ParseCmdline(line string) (*Params, error) {
 		}
 	}
 	return p, nil
+}
+
+// Cmdline renders p as ParseCmdline reads it: root= and rootfstype= when
+// set, then the wrenn.* parameters that have values, Extra's in sorted
+// order. The driver adds the kernel's own parameters.
+func Cmdline(p *Params) string {
+	var f []string
+	add := func(key, val string) {
+		if val != "" {
+			f = append(f, key+"="+val)
+		}
+	}
+	add("root", p.Root)
+	add("rootfstype", p.RootFSType)
+	if p.Addr.IsValid() {
+		add("wrenn.ip", p.Addr.String())
+	}
+	if p.Gateway.IsValid() {
+		add("wrenn.gw", p.Gateway.String())
+	}
+	dns := make([]string, 0, len(p.DNS))
+	for _, a := range p.DNS {
+		dns = append(dns, a.String())
+	}
+	add("wrenn.dns", strings.Join(dns, ","))
+	add("wrenn.hostname", p.Hostname)
+	add("wrenn.sandbox", p.SandboxID)
+	add("wrenn.template", p.TemplateID)
+	for _, k := range slices.Sorted(maps.Keys(p.Extra)) {
+		add(k, p.Extra[k])
+	}
+	return strings.Join(f, " ")
 }
 
 func readCmdline() (*Params, error) {

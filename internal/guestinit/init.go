@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -69,14 +70,7 @@ func Run(log *slog.Logger) error {
 	os.Setenv("HOME", "/root")
 
 	p := &pid1{log: log, children: map[int]*child{}, events: make(chan func(), 16)}
-	envdArgs := []string{EnvdPath}
-	if params.SandboxID != "" {
-		envdArgs = append(envdArgs, "--sandbox-id", params.SandboxID)
-	}
-	if params.TemplateID != "" {
-		envdArgs = append(envdArgs, "--template-id", params.TemplateID)
-	}
-	p.startEnvd(&child{name: "envd", argv: envdArgs})
+	p.startEnvd(&child{name: "envd", argv: envdCommand(params)})
 	if chrony := chronyCommand(); chrony != nil {
 		p.supervise(&child{name: "chronyd", argv: chrony})
 	}
@@ -86,24 +80,56 @@ func Run(log *slog.Logger) error {
 
 // ModeEnv set to ModeContainer tells wrenn-init it is a container's init
 // (gVisor): the runtime has mounted the filesystems, set the hostname and
-// configured the network, so only supervision and reaping are left.
+// configured the network, so only the resolver, supervision and reaping
+// are left. ParamsEnv carries the Params a VM would find on its kernel
+// command line, in the same form.
 const (
 	ModeEnv       = "WRENN_INIT_MODE"
 	ModeContainer = "container"
+	ParamsEnv     = "WRENN_GUEST_PARAMS"
 )
 
 func runInContainer(log *slog.Logger) error {
+	params, err := ParseCmdline(os.Getenv(ParamsEnv))
+	if err != nil {
+		return fmt.Errorf("%s: %w", ParamsEnv, err)
+	}
+	if err := writeResolvConf(params.DNS); err != nil {
+		return err
+	}
 	os.Setenv("PATH", defaultPath)
 	os.Setenv("HOME", "/root")
 	p := &pid1{log: log, children: map[int]*child{}, events: make(chan func(), 16), container: true}
-	args := []string{EnvdPath}
-	for _, kv := range []struct{ env, flag string }{{"WRENN_SANDBOX_ID", "--sandbox-id"}, {"WRENN_TEMPLATE_ID", "--template-id"}} {
-		if v := os.Getenv(kv.env); v != "" {
-			args = append(args, kv.flag, v)
-		}
-	}
-	p.startEnvd(&child{name: "envd", argv: args})
+	p.startEnvd(&child{name: "envd", argv: envdCommand(params)})
 	return p.loop()
+}
+
+// envdCommand starts envd with the sandbox's and template's IDs.
+func envdCommand(params *Params) []string {
+	args := []string{EnvdPath}
+	if params.SandboxID != "" {
+		args = append(args, "--sandbox-id", params.SandboxID)
+	}
+	if params.TemplateID != "" {
+		args = append(args, "--template-id", params.TemplateID)
+	}
+	return args
+}
+
+// writeResolvConf points the guest's resolver at the host's choice of
+// name servers; with none given the image's file stays.
+func writeResolvConf(dns []netip.Addr) error {
+	if len(dns) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, d := range dns {
+		fmt.Fprintf(&b, "nameserver %s\n", d)
+	}
+	if err := os.WriteFile("/etc/resolv.conf", []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	return nil
 }
 
 func configureNetwork(p *Params) error {
@@ -134,16 +160,7 @@ func configureNetwork(p *Params) error {
 			return fmt.Errorf("default route via %s: %w", p.Gateway, err)
 		}
 	}
-	if len(p.DNS) > 0 {
-		var b strings.Builder
-		for _, d := range p.DNS {
-			fmt.Fprintf(&b, "nameserver %s\n", d)
-		}
-		if err := os.WriteFile("/etc/resolv.conf", []byte(b.String()), 0o644); err != nil {
-			return fmt.Errorf("write resolv.conf: %w", err)
-		}
-	}
-	return nil
+	return writeResolvConf(p.DNS)
 }
 
 // chronyCommand disciplines the clock from the KVM PTP clock where the

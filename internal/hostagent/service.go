@@ -549,6 +549,18 @@ func (s *Service) RemovePath(ctx context.Context, req *connect.Request[pb.Remove
 	return connect.NewResponse(&pb.RemovePathResponse{}), nil
 }
 
+func (s *Service) MovePath(ctx context.Context, req *connect.Request[pb.MovePathRequest]) (*connect.Response[pb.MovePathResponse], error) {
+	c, err := s.envdFor(req.Msg.SandboxId)
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.FS.Move(ctx, withUser(connect.NewRequest(&fspb.MoveRequest{Source: req.Msg.Source, Destination: req.Msg.Destination}), req.Msg.User))
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.MovePathResponse{Entry: entryPB(r.Msg.Entry)}), nil
+}
+
 func pidSel(pid uint32) *procpb.ProcessSelector {
 	return &procpb.ProcessSelector{Selector: &procpb.ProcessSelector_Pid{Pid: pid}}
 }

@@ -237,17 +237,11 @@ func (m *Manager) reclaim(keep map[int]bool) error {
 	return errors.Join(errs...)
 }
 
-// Acquire builds a new slot for a VM (a tap in the slot's namespace). On
-// any failure everything it made is removed.
-func (m *Manager) Acquire(internet bool) (*Slot, error) { return m.acquire(internet, false) }
-
-// AcquireWithGuestNamespace builds a slot whose guest is a namespace of its
-// own, joined to the slot's namespace by a veth pair.
-func (m *Manager) AcquireWithGuestNamespace(internet bool) (*Slot, error) {
-	return m.acquire(internet, true)
-}
-
-func (m *Manager) acquire(internet, guestNS bool) (_ *Slot, err error) {
+// Acquire builds a new slot: for a VM, a tap in the slot's namespace; with
+// guestNS, a guest namespace of its own joined to the slot's namespace by
+// a veth pair, its eth0 addressed and routed as a VM's would be. On any
+// failure everything it made is removed.
+func (m *Manager) Acquire(internet, guestNS bool) (_ *Slot, err error) {
 	m.mu.Lock()
 	i := -1
 	for j := m.base; j < m.base+m.max; j++ {
@@ -369,31 +363,30 @@ func (s *Slot) buildGuestNamespace() error {
 			if err != nil {
 				return err
 			}
-			return netlink.LinkSetName(p, GuestIface)
+			if err := netlink.LinkSetName(p, GuestIface); err != nil {
+				return err
+			}
+			return addressGuest()
 		})
 	})
 }
 
-// PrepareGuest (re)applies the guest namespace's address and route: gVisor
-// removes them from the kernel when its netstack takes the link over, so
-// they are set again before every start or restore.
-func (s *Slot) PrepareGuest() error {
-	if s.GuestNamespace == "" {
-		return nil
+// addressGuest gives the guest namespace's eth0 the guest's address and
+// route. gVisor takes them off the kernel's link when its netstack takes
+// the link over, so a slot serves one start or restore; every bring-up
+// acquires a new one.
+func addressGuest() error {
+	eth, err := netlink.LinkByName(GuestIface)
+	if err != nil {
+		return err
 	}
-	return InNamespace(s.GuestNamespace, func() error {
-		eth, err := netlink.LinkByName(GuestIface)
-		if err != nil {
-			return err
-		}
-		if err := netlink.AddrReplace(eth, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(GuestAddr, TapPrefix.Bits()))}); err != nil {
-			return fmt.Errorf("guest address: %w", err)
-		}
-		if err := netlink.LinkSetUp(eth); err != nil {
-			return err
-		}
-		return netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: TapPrefix.Addr().AsSlice()})
-	})
+	if err := netlink.AddrReplace(eth, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(GuestAddr, TapPrefix.Bits()))}); err != nil {
+		return fmt.Errorf("guest address: %w", err)
+	}
+	if err := netlink.LinkSetUp(eth); err != nil {
+		return err
+	}
+	return netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: TapPrefix.Addr().AsSlice()})
 }
 
 // configureInside runs in the slot's namespace.

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 )
 
@@ -29,9 +30,27 @@ type Spec struct {
 	VCPUs      int
 	MemoryMiB  int
 	DiskMiB    int
-	Slot       *network.Slot
-	Dir        string // the sandbox's own directory: disk layer, sockets, logs
-	DNS        []netip.Addr
+	// Namespace is the sandbox's network namespace, where a VM's tap
+	// (network.TapName) is and its VMM runs.
+	Namespace string
+	// GuestNamespace is the guest's own network namespace, addressed and
+	// routed as a VM's eth0 would be, for drivers that want one.
+	GuestNamespace string
+	Dir            string // the sandbox's own directory: disk layer, sockets, logs
+	DNS            []netip.Addr
+}
+
+// GuestParams are what the guest is told about itself (its network, name
+// servers, hostname and IDs): what guestinit.Cmdline writes for a VM's
+// kernel and guestinit reads back in every guest.
+func (s Spec) GuestParams() *guestinit.Params {
+	return &guestinit.Params{
+		Root: "/dev/vda", RootFSType: "ext4",
+		Addr:     netip.PrefixFrom(network.GuestAddr, network.TapPrefix.Bits()),
+		Gateway:  network.TapPrefix.Addr(),
+		DNS:      s.DNS,
+		Hostname: s.SandboxID, SandboxID: s.SandboxID, TemplateID: s.TemplateID,
+	}
 }
 
 // Instance is a running guest. Its lifetime is the sandbox's, never a request's.
@@ -59,7 +78,7 @@ type Driver interface {
 }
 
 // GuestNamespaceDriver is a driver whose guest is a network namespace of its
-// own rather than a VM behind a tap (see network.Slot.GuestNamespace).
+// own rather than a VM behind a tap (Spec.GuestNamespace).
 type GuestNamespaceDriver interface {
 	WantsGuestNamespace() bool
 }
@@ -99,6 +118,42 @@ type Snapshotter interface {
 // false means there is nothing left to save.
 type Salvager interface {
 	Salvage(ctx context.Context, spec Spec, pid int) (bool, error)
+}
+
+// Capabilities are what a driver can do beyond starting guests, found once
+// when the agent starts. A nil interface is a capability the driver lacks.
+type Capabilities struct {
+	// Resumer brings paused guests back; without it sandboxes cannot be
+	// paused (nor kept across agent restarts).
+	Resumer     Resumer
+	Snapshotter Snapshotter
+	Salvager    Salvager
+	Reclaimer   Reclaimer
+	// GuestNamespace: the driver's guests want a network namespace of
+	// their own (Spec.GuestNamespace).
+	GuestNamespace bool
+}
+
+// CapabilitiesOf resolves d's capabilities, refusing a set that cannot
+// work: templates and salvaged guests both come back through Resume.
+func CapabilitiesOf(d Driver) (Capabilities, error) {
+	var c Capabilities
+	c.Resumer, _ = d.(Resumer)
+	c.Snapshotter, _ = d.(Snapshotter)
+	c.Salvager, _ = d.(Salvager)
+	c.Reclaimer, _ = d.(Reclaimer)
+	if g, ok := d.(GuestNamespaceDriver); ok {
+		c.GuestNamespace = g.WantsGuestNamespace()
+	}
+	if c.Resumer == nil {
+		if c.Snapshotter != nil {
+			return c, fmt.Errorf("the %s runtime makes snapshots but cannot resume them (it has no Resume)", d.Name())
+		}
+		if c.Salvager != nil {
+			return c, fmt.Errorf("the %s runtime salvages guests but cannot resume them (it has no Resume)", d.Name())
+		}
+	}
+	return c, nil
 }
 
 // ProcessOwnedBy checks that pid is a guest of dir (its command line names

@@ -11,25 +11,27 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/pkg/limits"
 )
 
 // Config of a manager.
 type Config struct {
-	StateDir     string // sandboxes live in StateDir/sandboxes/<id>
-	ImagesDir    string
-	Driver       runtime.Driver
-	Net          *network.Manager
+	StateDir  string // sandboxes live in StateDir/sandboxes/<id>
+	ImagesDir string
+	Driver    runtime.Driver
+	// Net hands out the sandboxes' network slots (a *network.Manager).
+	Net          Slots
 	Log          *slog.Logger
 	HostCPUs     int
 	HostMemMiB   int
@@ -41,21 +43,26 @@ type Config struct {
 	// DestroyOnClose makes Close destroy every sandbox; by default it
 	// keeps them for the next run, paused.
 	DestroyOnClose bool
+
+	// clock runs the timeouts (tests set one they advance by hand).
+	clock clock
 }
 
-// Defaults for requests that leave a value at zero.
-const (
-	DefaultVCPUs     = 1
-	DefaultMemoryMiB = 256
-	DefaultTimeout   = 5 * time.Minute
-	MinMemoryMiB     = 128
-	diskHeadroomMiB  = 1024
-)
+// Slots allocates network slots.
+type Slots interface {
+	// Acquire builds a slot whose guest may reach the internet or not;
+	// with guestNamespace the guest gets a network namespace of its own
+	// (runtime.Capabilities.GuestNamespace).
+	Acquire(internet, guestNamespace bool) (*network.Slot, error)
+	Release(*network.Slot) error
+}
 
 // Manager owns every sandbox on this host.
 type Manager struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	caps  runtime.Capabilities
+	clock clock
 
 	mu     sync.Mutex
 	boxes  map[string]*Sandbox
@@ -66,9 +73,10 @@ type Manager struct {
 	images   map[string]*guestimage.Manifest
 }
 
-// NewManager removes what an earlier agent run left behind (guests,
-// sandbox directories, cgroups) and returns an empty manager. The network
-// manager it is given has already reclaimed stale slots.
+// NewManager resolves what the driver can do, removes what an earlier
+// agent run left behind (guests, sandbox directories, cgroups) and
+// returns an empty manager. The network manager it is given has already
+// reclaimed stale slots.
 func NewManager(cfg Config) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -79,7 +87,14 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.SampleEvery == 0 {
 		cfg.SampleEvery = 5 * time.Second
 	}
-	m := &Manager{cfg: cfg, log: cfg.Log, boxes: map[string]*Sandbox{}, images: map[string]*guestimage.Manifest{}}
+	if cfg.clock == nil {
+		cfg.clock = realClock{}
+	}
+	caps, err := runtime.CapabilitiesOf(cfg.Driver)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, caps: caps, clock: cfg.clock, boxes: map[string]*Sandbox{}, images: map[string]*guestimage.Manifest{}}
 	if err := os.MkdirAll(m.sandboxesDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
@@ -125,16 +140,15 @@ func (m *Manager) reclaim() error {
 	}
 	var adopt []record
 	kept := map[string]bool{}
-	salvager, _ := m.cfg.Driver.(runtime.Salvager)
 	for _, e := range entries {
 		dir := filepath.Join(m.sandboxesDir(), e.Name())
 		var rec record
 		b, err := os.ReadFile(filepath.Join(dir, "sandbox.json"))
-		if err != nil || json.Unmarshal(b, &rec) != nil || rec.Request.ID != e.Name() || salvager == nil {
+		if err != nil || json.Unmarshal(b, &rec) != nil || rec.Request.ID != e.Name() || m.caps.Salvager == nil {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		ok, err := salvager.Salvage(ctx, runtime.Spec{SandboxID: rec.ID, TemplateID: rec.Request.Template, Dir: dir}, rec.PID)
+		ok, err := m.caps.Salvager.Salvage(ctx, runtime.Spec{SandboxID: rec.ID, TemplateID: rec.Request.Template, Dir: dir}, rec.PID)
 		cancel()
 		if err != nil {
 			m.log.Error("could not save a sandbox left by an earlier agent run", "sandbox", rec.ID, "err", err)
@@ -144,15 +158,9 @@ func (m *Manager) reclaim() error {
 			kept[dir] = true
 		}
 	}
-	if r, ok := m.cfg.Driver.(runtime.Reclaimer); ok {
-		if err := r.Reclaim(m.cfg.StateDir); err != nil {
-			// Directories may still hold mounts: removing them could reach
-			// through into what the mounts show.
-			return fmt.Errorf("reclaim %s runtime state: %w", m.cfg.Driver.Name(), err)
-		}
-	}
-	var errs []error
+	var groups []string
 	for _, e := range entries {
+		groups = append(groups, cgroup.SandboxName(e.Name()))
 		dir := filepath.Join(m.sandboxesDir(), e.Name())
 		if kept[dir] {
 			continue
@@ -165,8 +173,20 @@ func (m *Manager) reclaim() error {
 				waitGone(rec.PID, 5*time.Second)
 			}
 		}
-		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, err)
+	}
+	if m.caps.Reclaimer != nil {
+		if err := m.caps.Reclaimer.Reclaim(m.cfg.StateDir); err != nil {
+			// Directories may still hold mounts: removing them could reach
+			// through into what the mounts show.
+			return fmt.Errorf("reclaim %s runtime state: %w", m.cfg.Driver.Name(), err)
+		}
+	}
+	var errs []error
+	for _, e := range entries {
+		if dir := filepath.Join(m.sandboxesDir(), e.Name()); !kept[dir] {
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	accel, _ := m.cfg.Driver.Accelerator()
@@ -187,19 +207,8 @@ func (m *Manager) reclaim() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, name := range cgroup.Stale() {
-		if err := cgroup.Open(name).Remove(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, cgroup.RemoveIdle(groups...))
 	return errors.Join(errs...)
-}
-
-// ownsProcess checks that pid is a guest process of dir (its command line
-// names files there), so a recycled pid is never killed.
-func ownsProcess(pid int, dir string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && strings.Contains(string(b), dir+"/")
 }
 
 func waitGone(pid int, timeout time.Duration) {
@@ -256,31 +265,45 @@ func (m *Manager) normalize(r *Request) error {
 		return fmt.Errorf("%w: sandbox id %q must be 1-63 lowercase letters, digits or dashes", ErrInvalid, r.ID)
 	}
 	if r.VCPUs == 0 {
-		r.VCPUs = DefaultVCPUs
+		r.VCPUs = limits.DefaultVCPUs
 	}
 	if r.MemoryMiB == 0 {
-		r.MemoryMiB = DefaultMemoryMiB
+		r.MemoryMiB = limits.DefaultMemoryMiB
 	}
 	if r.Timeout == 0 {
-		r.Timeout = DefaultTimeout
+		r.Timeout = limits.DefaultTimeout
 	}
 	if r.OnTimeout == "" {
 		r.OnTimeout = OnTimeoutDestroy
 	}
-	if r.VCPUs < 1 || (m.cfg.HostCPUs > 0 && r.VCPUs > m.cfg.HostCPUs) {
-		return fmt.Errorf("%w: %d vCPUs; this host allows 1 to %d", ErrInvalid, r.VCPUs, m.cfg.HostCPUs)
+	maxVCPUs, maxMiB := limits.MaxVCPUs, limits.MaxMemoryMiB
+	if m.cfg.HostCPUs > 0 {
+		maxVCPUs = min(maxVCPUs, m.cfg.HostCPUs)
 	}
-	if r.MemoryMiB < MinMemoryMiB || (m.cfg.HostMemMiB > 0 && r.MemoryMiB > m.cfg.HostMemMiB) {
-		return fmt.Errorf("%w: %d MiB of memory; this host allows %d to %d", ErrInvalid, r.MemoryMiB, MinMemoryMiB, m.cfg.HostMemMiB)
+	if m.cfg.HostMemMiB > 0 {
+		maxMiB = min(maxMiB, m.cfg.HostMemMiB)
 	}
-	if r.Timeout < time.Second || r.Timeout > 30*24*time.Hour {
-		return fmt.Errorf("%w: timeout %s; allowed is 1s to 30 days", ErrInvalid, r.Timeout)
+	if r.VCPUs < 1 || r.VCPUs > maxVCPUs {
+		return fmt.Errorf("%w: %d vCPUs; this host allows 1 to %d", ErrInvalid, r.VCPUs, maxVCPUs)
 	}
-	if r.OnTimeout == OnTimeoutPause && !m.canPause() {
+	if r.MemoryMiB < limits.MinMemoryMiB || r.MemoryMiB > maxMiB {
+		return fmt.Errorf("%w: %d MiB of memory; this host allows %d to %d", ErrInvalid, r.MemoryMiB, limits.MinMemoryMiB, maxMiB)
+	}
+	if err := validTimeout(r.Timeout); err != nil {
+		return err
+	}
+	if r.OnTimeout == OnTimeoutPause && m.caps.Resumer == nil {
 		return fmt.Errorf("%w: the %s runtime cannot pause sandboxes yet; use destroy on timeout", ErrUnsupported, m.cfg.Driver.Name())
 	}
 	if r.OnTimeout != OnTimeoutDestroy && r.OnTimeout != OnTimeoutPause {
 		return fmt.Errorf("%w: on-timeout action %q", ErrInvalid, r.OnTimeout)
+	}
+	return nil
+}
+
+func validTimeout(d time.Duration) error {
+	if d < limits.MinTimeout || d > limits.MaxTimeout {
+		return fmt.Errorf("%w: timeout %s; allowed is %s to %d days", ErrInvalid, d, limits.MinTimeout, limits.MaxTimeout/(24*time.Hour))
 	}
 	return nil
 }
@@ -294,7 +317,7 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 		if snap, err = m.snapshot(r.Snapshot); err != nil {
 			return Info{}, err
 		}
-		if _, ok := m.cfg.Driver.(runtime.Snapshotter); !ok {
+		if m.caps.Snapshotter == nil {
 			return Info{}, fmt.Errorf("%w: the %s runtime cannot start from snapshots", ErrUnsupported, m.cfg.Driver.Name())
 		}
 		// The saved machine fixes these.
@@ -315,9 +338,9 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 	}
 	rootfsMiB := int((mf.Files[guestimage.FileRootfs].Size + 1<<20 - 1) >> 20)
 	if r.DiskMiB == 0 {
-		r.DiskMiB = rootfsMiB + diskHeadroomMiB
+		r.DiskMiB = rootfsMiB + limits.DiskHeadroomMiB
 	}
-	if r.DiskMiB < rootfsMiB || r.DiskMiB > 1<<20 {
+	if r.DiskMiB < rootfsMiB || r.DiskMiB > limits.MaxDiskMiB {
 		return Info{}, fmt.Errorf("%w: disk of %d MiB; template %s needs at least %d", ErrInvalid, r.DiskMiB, r.Template, rootfsMiB)
 	}
 	accel, _ := m.cfg.Driver.Accelerator()
@@ -367,7 +390,7 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 
 func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string) error {
 	r := s.info.Request
-	slot, err := m.acquireSlot(r.AllowInternet)
+	slot, err := m.cfg.Net.Acquire(r.AllowInternet, m.caps.GuestNamespace)
 	if err != nil {
 		return err
 	}
@@ -376,14 +399,21 @@ func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest,
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return err
 	}
-	inst, err := m.cfg.Driver.Start(ctx, runtime.Spec{
-		SandboxID: r.ID, TemplateID: r.Template, ImageDir: imgDir, Manifest: mf,
-		VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB, Slot: slot, Dir: s.dir, DNS: m.cfg.DNS,
-	})
+	inst, err := m.cfg.Driver.Start(ctx, m.spec(s, mf, imgDir))
 	if err != nil {
 		return err
 	}
 	return m.bringUp(ctx, s, inst, r.Timeout)
+}
+
+// spec is what the driver needs to start or resume s's guest in its slot.
+func (m *Manager) spec(s *Sandbox, mf *guestimage.Manifest, imgDir string) runtime.Spec {
+	r := s.info.Request
+	return runtime.Spec{
+		SandboxID: r.ID, TemplateID: r.Template, ImageDir: imgDir, Manifest: mf,
+		VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB,
+		Namespace: s.slot.Namespace, GuestNamespace: s.slot.GuestNamespace, Dir: s.dir, DNS: m.cfg.DNS,
+	}
 }
 
 // bringUp takes a started guest to running: its record on disk, envd
@@ -395,29 +425,25 @@ func (m *Manager) bringUp(ctx context.Context, s *Sandbox, inst runtime.Instance
 	if err := m.writeRecord(s, inst.PID(), slot.Index, false); err != nil {
 		return err
 	}
-	s.envd = envdclient.New(slot.GuestURL(envdclient.Port), r.AccessToken)
+	s.envd = envdclient.New(slot.GuestURL(envdapi.Port), r.AccessToken)
 	readyCtx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
 	defer cancel()
 	if err := s.envd.WaitHealthy(readyCtx, inst.Done()); err != nil {
 		return fmt.Errorf("%w (console: %s)", err, tail(inst.Console(), 800))
 	}
-	if err := s.envd.Init(readyCtx, m.initRequest(s)); err != nil {
+	version, err := s.envd.Init(readyCtx, m.initRequest(s))
+	if err != nil {
 		return err
 	}
 	s.frozenToken = "" // envd holds this sandbox's own token from now on
+	m.armExpiry(s, timeout)
 	s.infoMu.Lock()
 	s.guestHTTP = newGuestTransport()
 	s.guestCtx, s.guestCancel = context.WithCancel(context.Background())
 	s.info.State = Running
-	s.info.ExpiresAt = time.Now().Add(timeout)
 	s.info.HostAddress = slot.GuestHost.String()
-	s.info.EnvdVersion = envdclient.Version
+	s.info.EnvdVersion = version
 	s.infoMu.Unlock()
-	if s.expiry == nil {
-		s.expiry = time.AfterFunc(timeout, func() { m.expire(r.ID) })
-	} else {
-		s.expiry.Reset(timeout)
-	}
 	s.sampler = startSampler(s, m.cfg.SampleEvery)
 	s.watch = make(chan struct{})
 	m.wg.Add(1)
@@ -529,22 +555,27 @@ func (m *Manager) Destroy(id string) error {
 	if st := s.Info().State; st == Stopped {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
+	m.destroyLocked(s)
+	return nil
+}
+
+// destroyLocked tears s down and forgets it. Callers hold s.mu.
+func (m *Manager) destroyLocked(s *Sandbox) {
 	s.setState(Stopping, "")
 	m.teardown(s)
 	s.setState(Stopped, "")
 	m.mu.Lock()
-	if m.boxes[id] == s {
-		delete(m.boxes, id)
+	if m.boxes[s.info.ID] == s {
+		delete(m.boxes, s.info.ID)
 	}
 	m.mu.Unlock()
-	m.log.Info("sandbox destroyed", "sandbox", id)
-	return nil
+	m.log.Info("sandbox destroyed", "sandbox", s.info.ID)
 }
 
 // SetTimeout moves a running sandbox's expiry to d from now.
 func (m *Manager) SetTimeout(id string, d time.Duration) (Info, error) {
-	if d < time.Second || d > 30*24*time.Hour {
-		return Info{}, fmt.Errorf("%w: timeout %s; allowed is 1s to 30 days", ErrInvalid, d)
+	if err := validTimeout(d); err != nil {
+		return Info{}, err
 	}
 	s, err := m.get(id)
 	if err != nil {
@@ -555,14 +586,28 @@ func (m *Manager) SetTimeout(id string, d time.Duration) (Info, error) {
 	if st := s.Info().State; st != Running {
 		return Info{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, st)
 	}
-	s.expiry.Reset(d)
-	s.infoMu.Lock()
-	s.info.ExpiresAt = time.Now().Add(d)
-	s.infoMu.Unlock()
+	m.armExpiry(s, d)
 	return s.Info(), nil
 }
 
-// expire is the reaper: called by a sandbox's timer.
+// armExpiry makes a running sandbox expire d from now. The expiry time is
+// set before the timer, so a timer never fires before it. Callers hold
+// s.mu.
+func (m *Manager) armExpiry(s *Sandbox, d time.Duration) {
+	s.infoMu.Lock()
+	s.info.ExpiresAt = m.clock.Now().Add(d)
+	s.infoMu.Unlock()
+	if s.expiry == nil {
+		id := s.info.ID
+		s.expiry = m.clock.AfterFunc(d, func() { m.expire(id) })
+	} else {
+		s.expiry.Reset(d)
+	}
+}
+
+// expire is the reaper: called by a sandbox's timer. It decides under the
+// sandbox's lock, so a timeout set meanwhile either comes first and
+// stands, or finds the sandbox gone.
 func (m *Manager) expire(id string) {
 	m.wg.Add(1)
 	defer m.wg.Done()
@@ -570,33 +615,25 @@ func (m *Manager) expire(id string) {
 	if err != nil {
 		return
 	}
-	if time.Now().Before(s.Info().ExpiresAt.Add(-10 * time.Millisecond)) {
-		return // extended while this timer fired
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := s.Info()
+	if info.State != Running {
+		return // paused or gone while this timer fired
 	}
-	if s.Info().OnTimeout == OnTimeoutPause {
+	if now := m.clock.Now(); now.Before(info.ExpiresAt) {
+		s.expiry.Reset(info.ExpiresAt.Sub(now)) // extended while this timer fired
+		return
+	}
+	if info.OnTimeout == OnTimeoutPause {
 		m.log.Info("sandbox timed out; pausing", "sandbox", id)
-		if _, err := m.Pause(context.Background(), id); err != nil {
+		if _, err := m.pauseLocked(context.Background(), s); err != nil {
 			m.log.Error("pause on timeout", "sandbox", id, "err", err)
 		}
 		return
 	}
 	m.log.Info("sandbox timed out", "sandbox", id)
-	if err := m.Destroy(id); err != nil && !errors.Is(err, ErrNotFound) {
-		m.log.Error("destroy on timeout", "sandbox", id, "err", err)
-	}
-}
-
-// acquireSlot builds the kind of network slot the driver's guests need.
-func (m *Manager) acquireSlot(internet bool) (*network.Slot, error) {
-	if g, ok := m.cfg.Driver.(runtime.GuestNamespaceDriver); ok && g.WantsGuestNamespace() {
-		return m.cfg.Net.AcquireWithGuestNamespace(internet)
-	}
-	return m.cfg.Net.Acquire(internet)
-}
-
-func (m *Manager) canPause() bool {
-	_, ok := m.cfg.Driver.(runtime.Resumer)
-	return ok
+	m.destroyLocked(s)
 }
 
 // quiesceWindow lets the FINs of the connections closed before a pause
@@ -625,7 +662,7 @@ func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
 		return Info{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, st)
 	}
 	pi, ok := s.inst.(runtime.PausableInstance)
-	if !ok {
+	if !ok || m.caps.Resumer == nil {
 		return Info{}, fmt.Errorf("%w: the %s runtime cannot pause sandboxes yet", ErrUnsupported, m.cfg.Driver.Name())
 	}
 	t0 := time.Now()
@@ -644,7 +681,7 @@ func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
 		s.watch = make(chan struct{})
 		m.wg.Add(1)
 		go m.watchGuest(s, s.inst, s.watch)
-		ierr := s.envd.Init(context.Background(), m.initRequest(s))
+		_, ierr := s.envd.Init(context.Background(), m.initRequest(s))
 		s.setState(Running, "")
 		if errors.Is(err, syscall.ENOSPC) {
 			err = fmt.Errorf("%w: %w", ErrNoCapacity, err)
@@ -699,10 +736,7 @@ func (m *Manager) resumeLocked(ctx context.Context, s *Sandbox, timeout time.Dur
 	switch st := s.Info().State; st {
 	case Running:
 		if timeout > 0 {
-			s.expiry.Reset(timeout)
-			s.infoMu.Lock()
-			s.info.ExpiresAt = time.Now().Add(timeout)
-			s.infoMu.Unlock()
+			m.armExpiry(s, timeout)
 		}
 		return s.Info(), nil
 	case Paused:
@@ -734,22 +768,18 @@ func (m *Manager) resumeLocked(ctx context.Context, s *Sandbox, timeout time.Dur
 // restore resumes s from its directory, or, with snapshotDir, first makes
 // that directory a clone of the snapshot.
 func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string, timeout time.Duration, snapshotDir string) error {
-	r := s.info.Request
-	slot, err := m.acquireSlot(r.AllowInternet)
+	slot, err := m.cfg.Net.Acquire(s.info.AllowInternet, m.caps.GuestNamespace)
 	if err != nil {
 		return err
 	}
 	s.slot = slot
-	spec := runtime.Spec{
-		SandboxID: r.ID, TemplateID: r.Template, ImageDir: imgDir, Manifest: mf,
-		VCPUs: r.VCPUs, MemoryMiB: r.MemoryMiB, DiskMiB: r.DiskMiB, Slot: slot, Dir: s.dir, DNS: m.cfg.DNS,
-	}
+	spec := m.spec(s, mf, imgDir)
 	if snapshotDir != "" {
-		if err := m.cfg.Driver.(runtime.Snapshotter).PrepareClone(ctx, snapshotDir, spec); err != nil {
+		if err := m.caps.Snapshotter.PrepareClone(ctx, snapshotDir, spec); err != nil {
 			return err
 		}
 	}
-	inst, err := m.cfg.Driver.(runtime.Resumer).Resume(ctx, spec)
+	inst, err := m.caps.Resumer.Resume(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -812,7 +842,7 @@ func (m *Manager) Close() {
 	}
 	wg.Wait()
 	m.wg.Wait()
-	if r, ok := m.cfg.Driver.(runtime.Reclaimer); ok {
+	if r := m.caps.Reclaimer; r != nil {
 		if err := r.Reclaim(m.cfg.StateDir); err != nil {
 			m.log.Error("clean up runtime state", "err", err)
 		}

@@ -91,7 +91,7 @@ type Sandbox struct {
 	slot    *network.Slot
 	dir     string
 	envd    *envdclient.Client
-	expiry  *time.Timer
+	expiry  timer
 	sampler *sampler
 	watch   chan struct{} // closed to stop watching the guest
 }

@@ -62,8 +62,8 @@ func (m *Manager) CreateSnapshot(ctx context.Context, id, name string) (*Snapsho
 	if !ValidID(name) {
 		return nil, fmt.Errorf("%w: snapshot name %q must be 1-63 lowercase letters, digits or dashes", ErrInvalid, name)
 	}
-	saver, ok := m.cfg.Driver.(runtime.Snapshotter)
-	if !ok {
+	saver := m.caps.Snapshotter
+	if saver == nil {
 		return nil, fmt.Errorf("%w: the %s runtime cannot make snapshots", ErrUnsupported, m.cfg.Driver.Name())
 	}
 	s, err := m.get(id)

@@ -20,15 +20,12 @@ import (
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
-
-// EnvdPort is envd's port in every sandbox; envd checks its own token, so
-// it is reachable without the traffic token.
-const EnvdPort = 49983
 
 // TrafficTokenHeader carries a sandbox's traffic token for its
 // non-public ports.
@@ -98,7 +95,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, sid, err)
 		return
 	}
-	if port != EnvdPort && !t.Sandbox.AllowPublicTraffic {
+	// envd checks its own token: its port needs no traffic token.
+	if port != envdapi.Port && !t.Sandbox.AllowPublicTraffic {
 		got := r.Header.Get(TrafficTokenHeader)
 		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.svc.TrafficToken(t.Sandbox))) != 1 {
 			hostapi.WriteProxyError(w, http.StatusForbidden, sid, "traffic_token_required",

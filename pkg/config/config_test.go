@@ -3,7 +3,9 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // A secret file's bytes are the secret, whatever they are, except the
@@ -35,7 +37,77 @@ func TestValidateNamesWhatIsMissing(t *testing.T) {
 		t.Fatal("short secret accepted")
 	}
 	c.Secret = make([]byte, 32)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "tls_cert_file") {
+		t.Fatalf("no certificate and no plain_http: %v", err)
+	}
+	c.PlainHTTP = true
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	c.TLSCertFile = "/cert.pem"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "tls_key_file") {
+		t.Fatalf("a certificate without its key: %v", err)
+	}
+	c.TLSKeyFile = "/key.pem"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "plain_http") {
+		t.Fatalf("plain_http with a certificate: %v", err)
+	}
+	c.PlainHTTP = false
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.SessionTTL = -time.Second
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "session_ttl") {
+		t.Fatalf("negative session_ttl: %v", err)
+	}
+}
+
+// The file's values apply over the defaults and every environment
+// variable over the file; a bad value names the file, the key and why.
+func TestFileThenEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "cp.toml")
+	body := `listen = ":443"
+database_url = "postgres://file/wrenn"
+secret_file = "` + secretFile + `"
+session_ttl = "2h"
+allow_signup = false
+tls_cert_file = "/etc/wrenn/tls/cert.pem"
+tls_key_file = "/etc/wrenn/tls/key.pem"
+`
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("WRENN_DATABASE_URL", "postgres://env/wrenn")
+	t.Setenv("WRENN_ALLOW_SIGNUP", "true")
+	c, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":443" || c.DatabaseURL != "postgres://env/wrenn" || !c.AllowSignup || c.SessionTTL != 2*time.Hour ||
+		string(c.Secret) != "0123456789abcdef0123456789abcdef" || c.TLSCertFile != "/etc/wrenn/tls/cert.pem" || c.ProxyListen != ":8081" {
+		t.Fatalf("loaded %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cert, _ := c.ProxyCert(); cert != c.TLSCertFile {
+		t.Errorf("the proxy does not default to the API's certificate: %s", cert)
+	}
+	t.Setenv("WRENN_CP_SECRET", "from-the-environment-at-least-32-bytes")
+	if c, _ = Load(file); string(c.Secret) != "from-the-environment-at-least-32-bytes" {
+		t.Errorf("WRENN_CP_SECRET did not take precedence over the file's secret_file: %q", c.Secret)
+	}
+
+	if err := os.WriteFile(file, []byte("heartbeat_timeout = \"10\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(file)
+	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), `"heartbeat_timeout"`) || !strings.Contains(err.Error(), "missing unit") {
+		t.Fatalf("bad duration: %v", err)
 	}
 }

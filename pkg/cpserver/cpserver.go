@@ -6,12 +6,16 @@ package cpserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,9 +29,12 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/internal/e2bcompat"
 	"git.omukk.dev/wrenn/sandbox/internal/sandboxproxy"
+	"git.omukk.dev/wrenn/sandbox/internal/tlsreload"
+	"git.omukk.dev/wrenn/sandbox/internal/webui"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
+	"git.omukk.dev/wrenn/sandbox/pkg/settings"
 )
 
 type options struct {
@@ -85,6 +92,10 @@ func Run(ctx context.Context, opts ...Option) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	apiTLS, proxyTLS, err := tlsConfigs(cfg, o.log)
+	if err != nil {
+		return err
+	}
 	keys, err := cpauth.NewKeys(cfg.Secret)
 	if err != nil {
 		return err
@@ -105,6 +116,11 @@ func Run(ctx context.Context, opts ...Option) error {
 	defer svc.Close()
 	api := cpapi.New(svc, cfg, o.log)
 	e2bcompat.Mount(api, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
+	dashboard, err := webui.New(webui.Embedded())
+	if err != nil {
+		return err
+	}
+	api.ServeDashboard(dashboard)
 	sc := &cpextension.ServerContext{Config: cfg, DB: pool, Queries: svc.Q, Service: svc, Log: o.log, Router: api.Root, API: api.V1}
 	sc.Go("reconciler", svc.RunReconciler)
 	for _, ext := range o.extensions {
@@ -120,7 +136,10 @@ func Run(ctx context.Context, opts ...Option) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
-	srv := &http.Server{Handler: sc.Wrap(api), ReadHeaderTimeout: 10 * time.Second}
+	// The servers' own errors (failed TLS handshakes, mostly) go to the
+	// same log as everything else.
+	errLog := slog.NewLogLogger(o.log.Handler(), slog.LevelWarn)
+	srv := &http.Server{Handler: sc.Wrap(api), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLS, ErrorLog: errLog}
 	servers := []*http.Server{srv}
 	listeners := []net.Listener{ln}
 	if o.proxyLn == nil && cfg.ProxyListen != "" {
@@ -132,7 +151,7 @@ func Run(ctx context.Context, opts ...Option) error {
 	if o.proxyLn != nil {
 		proxy := sandboxproxy.New(svc, cfg.SandboxDomain, o.log)
 		defer proxy.Close()
-		servers = append(servers, &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second, TLSConfig: proxyTLS, ErrorLog: errLog})
 		listeners = append(listeners, o.proxyLn)
 	}
 
@@ -152,12 +171,20 @@ func Run(ctx context.Context, opts ...Option) error {
 
 	errc := make(chan error, len(servers))
 	for i, s := range servers {
-		go func() { errc <- s.Serve(listeners[i]) }()
+		go func() {
+			if s.TLSConfig != nil {
+				// The certificate comes from TLSConfig.GetCertificate;
+				// ServeTLS also sets up HTTP/2.
+				errc <- s.ServeTLS(listeners[i], "", "")
+				return
+			}
+			errc <- s.Serve(listeners[i])
+		}()
 	}
 	if o.proxyLn != nil {
-		o.log.Info("sandbox proxy listening", "addr", o.proxyLn.Addr().String(), "domain", cfg.SandboxDomain)
+		o.log.Info("sandbox proxy listening", "addr", o.proxyLn.Addr().String(), "domain", cfg.SandboxDomain, "tls", proxyTLS != nil)
 	}
-	o.log.Info("control plane listening", "addr", ln.Addr().String())
+	o.log.Info("control plane listening", "addr", ln.Addr().String(), "tls", apiTLS != nil)
 	if o.ready != nil {
 		o.ready(ln.Addr().String())
 	}
@@ -176,6 +203,60 @@ func Run(ctx context.Context, opts ...Option) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// tlsConfigs are the API's and the proxy's TLS configurations, nil for
+// plain HTTP; the proxy shares the API's pair unless it has its own.
+func tlsConfigs(cfg config.Config, log *slog.Logger) (api, proxy *tls.Config, err error) {
+	if cfg.PlainHTTP {
+		log.Info("serving plain HTTP (plain_http): for development, or behind a proxy that terminates TLS")
+		return nil, nil, nil
+	}
+	apiPair, err := tlsreload.Load(cfg.TLSCertFile, cfg.TLSKeyFile, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("API certificate (tls_cert_file, tls_key_file): %w", err)
+	}
+	proxyPair := apiPair
+	if cfg.ProxyTLSCertFile != "" {
+		if proxyPair, err = tlsreload.Load(cfg.ProxyTLSCertFile, cfg.ProxyTLSKeyFile, log); err != nil {
+			return nil, nil, fmt.Errorf("sandbox proxy certificate (proxy_tls_cert_file, proxy_tls_key_file): %w", err)
+		}
+	}
+	return apiPair.ServerConfig(), proxyPair.ServerConfig(), nil
+}
+
+// CheckConfig validates a configuration file as a start would read it
+// (with the environment over it) and its certificate and secret files,
+// without touching the database or the network, and reports to w.
+func CheckConfig(file string, w io.Writer) error {
+	cfg, applied, err := config.LoadFrom(settings.Sources{File: file})
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if !cfg.PlainHTTP {
+		certFile, keyFile := cfg.ProxyCert()
+		pairs := [][2]string{{cfg.TLSCertFile, cfg.TLSKeyFile}}
+		if certFile != cfg.TLSCertFile {
+			pairs = append(pairs, [2]string{certFile, keyFile})
+		}
+		for _, p := range pairs {
+			desc, err := tlsreload.Check(p[0], p[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(w, "certificate", desc)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(applied)) {
+		if applied[name] != file {
+			fmt.Fprintf(w, "%s set by %s\n", name, applied[name])
+		}
+	}
+	fmt.Fprintf(w, "%s: ok\n", file)
+	return nil
 }
 
 // Migrate applies the embedded migrations; replicas starting together

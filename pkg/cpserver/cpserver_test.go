@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
@@ -96,13 +97,7 @@ func TestExtension(t *testing.T) {
 	if r := cp.Must(t, 200, "GET", "/v1/sandboxes", a.Token, nil); r.Header.Get("X-Billing") != "on" {
 		t.Fatal("middleware not applied to built-in routes")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for ext.jobRuns.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if ext.jobRuns.Load() < 3 {
-		t.Fatalf("job ran %d times", ext.jobRuns.Load())
-	}
+	waitfor.True(t, 10*time.Second, "the extension's job to run three times", func() bool { return ext.jobRuns.Load() >= 3 })
 	if err := cp.Stop(); err != nil {
 		t.Fatal(err)
 	}

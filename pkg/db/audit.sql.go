@@ -56,6 +56,8 @@ WHERE ($2::uuid IS NULL OR team_id = $2::uuid)
   AND ($5::text IS NULL OR resource_id = $5::text)
   AND ($6::text IS NULL OR actor_id = $6::text)
   AND ($7::timestamptz IS NULL OR created_at < $7::timestamptz)
+  AND ($8::timestamptz IS NULL OR created_at >= $8::timestamptz)
+  AND ($9::text IS NULL OR result = $9::text)
 ORDER BY created_at DESC, id
 LIMIT $1
 `
@@ -68,6 +70,8 @@ type ListAuditParams struct {
 	ResourceID   *string
 	ActorID      *string
 	Before       *time.Time
+	After        *time.Time
+	Result       *string
 }
 
 func (q *Queries) ListAudit(ctx context.Context, arg ListAuditParams) ([]AuditLog, error) {
@@ -79,6 +83,8 @@ func (q *Queries) ListAudit(ctx context.Context, arg ListAuditParams) ([]AuditLo
 		arg.ResourceID,
 		arg.ActorID,
 		arg.Before,
+		arg.After,
+		arg.Result,
 	)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,12 @@ type AuditLog struct {
 	CreatedAt    time.Time
 }
 
+type AuthHandoff struct {
+	Hash      []byte
+	SessionID uuid.UUID
+	ExpiresAt time.Time
+}
+
 type Host struct {
 	ID                 uuid.UUID
 	Name               string
@@ -93,6 +99,7 @@ type Sandbox struct {
 	StateChangedAt     time.Time
 	ExpiresAt          *time.Time
 	StoppedAt          *time.Time
+	EnvVarNames        []string
 }
 
 type Session struct {
@@ -146,4 +153,12 @@ type User struct {
 	IsAdmin      bool
 	Active       bool
 	CreatedAt    time.Time
+}
+
+type UserIdentity struct {
+	Provider  string
+	Subject   string
+	UserID    uuid.UUID
+	Login     string
+	CreatedAt time.Time
 }

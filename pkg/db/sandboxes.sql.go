@@ -27,7 +27,7 @@ const createSandbox = `-- name: CreateSandbox :one
 INSERT INTO sandboxes (id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib,
     timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc)
 VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
 `
 
 type CreateSandboxParams struct {
@@ -93,6 +93,7 @@ func (q *Queries) CreateSandbox(ctx context.Context, arg CreateSandboxParams) (S
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }
@@ -156,7 +157,7 @@ func (q *Queries) DeleteSnapshot(ctx context.Context, id uuid.UUID) error {
 }
 
 const getSandbox = `-- name: GetSandbox :one
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at FROM sandboxes WHERE id = $1 AND team_id = $2
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes WHERE id = $1 AND team_id = $2
 `
 
 type GetSandboxParams struct {
@@ -191,12 +192,13 @@ func (q *Queries) GetSandbox(ctx context.Context, arg GetSandboxParams) (Sandbox
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }
 
 const getSandboxAny = `-- name: GetSandboxAny :one
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at FROM sandboxes WHERE id = $1
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes WHERE id = $1
 `
 
 func (q *Queries) GetSandboxAny(ctx context.Context, id uuid.UUID) (Sandbox, error) {
@@ -226,6 +228,7 @@ func (q *Queries) GetSandboxAny(ctx context.Context, id uuid.UUID) (Sandbox, err
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }
@@ -330,7 +333,7 @@ func (q *Queries) HostLoads(ctx context.Context) ([]HostLoadsRow, error) {
 }
 
 const listActiveSandboxesOnHost = `-- name: ListActiveSandboxesOnHost :many
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at FROM sandboxes WHERE host_id = $1 AND state NOT IN ('stopped', 'error')
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes WHERE host_id = $1 AND state NOT IN ('stopped', 'error')
 `
 
 func (q *Queries) ListActiveSandboxesOnHost(ctx context.Context, hostID *uuid.UUID) ([]Sandbox, error) {
@@ -366,6 +369,7 @@ func (q *Queries) ListActiveSandboxesOnHost(ctx context.Context, hostID *uuid.UU
 			&i.StateChangedAt,
 			&i.ExpiresAt,
 			&i.StoppedAt,
+			&i.EnvVarNames,
 		); err != nil {
 			return nil, err
 		}
@@ -378,7 +382,7 @@ func (q *Queries) ListActiveSandboxesOnHost(ctx context.Context, hostID *uuid.UU
 }
 
 const listAllSandboxes = `-- name: ListAllSandboxes :many
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at FROM sandboxes
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes
 WHERE ($3::boolean OR state NOT IN ('stopped', 'error'))
 ORDER BY created_at DESC, id
 LIMIT $1 OFFSET $2
@@ -423,6 +427,7 @@ func (q *Queries) ListAllSandboxes(ctx context.Context, arg ListAllSandboxesPara
 			&i.StateChangedAt,
 			&i.ExpiresAt,
 			&i.StoppedAt,
+			&i.EnvVarNames,
 		); err != nil {
 			return nil, err
 		}
@@ -435,7 +440,7 @@ func (q *Queries) ListAllSandboxes(ctx context.Context, arg ListAllSandboxesPara
 }
 
 const listSandboxes = `-- name: ListSandboxes :many
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at FROM sandboxes
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes
 WHERE team_id = $1
   AND ($4::text IS NULL OR state = $4::text)
   AND ($5::text[] IS NULL OR state = ANY($5::text[]))
@@ -507,6 +512,7 @@ func (q *Queries) ListSandboxes(ctx context.Context, arg ListSandboxesParams) ([
 			&i.StateChangedAt,
 			&i.ExpiresAt,
 			&i.StoppedAt,
+			&i.EnvVarNames,
 		); err != nil {
 			return nil, err
 		}
@@ -556,8 +562,22 @@ func (q *Queries) ListSnapshots(ctx context.Context, teamID uuid.UUID) ([]Snapsh
 	return items, nil
 }
 
+const setSandboxEnvVarNames = `-- name: SetSandboxEnvVarNames :exec
+UPDATE sandboxes SET env_var_names = $2 WHERE id = $1
+`
+
+type SetSandboxEnvVarNamesParams struct {
+	ID          uuid.UUID
+	EnvVarNames []string
+}
+
+func (q *Queries) SetSandboxEnvVarNames(ctx context.Context, arg SetSandboxEnvVarNamesParams) error {
+	_, err := q.db.Exec(ctx, setSandboxEnvVarNames, arg.ID, arg.EnvVarNames)
+	return err
+}
+
 const setSandboxExpiry = `-- name: SetSandboxExpiry :one
-UPDATE sandboxes SET expires_at = $2, timeout_seconds = $3 WHERE id = $1 RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at
+UPDATE sandboxes SET expires_at = $2, timeout_seconds = $3 WHERE id = $1 RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
 `
 
 type SetSandboxExpiryParams struct {
@@ -593,6 +613,7 @@ func (q *Queries) SetSandboxExpiry(ctx context.Context, arg SetSandboxExpiryPara
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }
@@ -614,7 +635,7 @@ func (q *Queries) SetSandboxHost(ctx context.Context, arg SetSandboxHostParams) 
 const setSandboxPaused = `-- name: SetSandboxPaused :one
 UPDATE sandboxes SET state = 'paused', error = '', expires_at = NULL, state_changed_at = now()
 WHERE id = $1 AND state = ANY($2::text[])
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
 `
 
 type SetSandboxPausedParams struct {
@@ -649,6 +670,7 @@ func (q *Queries) SetSandboxPaused(ctx context.Context, arg SetSandboxPausedPara
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }
@@ -656,7 +678,7 @@ func (q *Queries) SetSandboxPaused(ctx context.Context, arg SetSandboxPausedPara
 const setSandboxRunning = `-- name: SetSandboxRunning :one
 UPDATE sandboxes SET state = 'running', error = '', envd_version = $2, expires_at = $3, state_changed_at = now()
 WHERE id = $1 AND state = ANY($4::text[])
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
 `
 
 type SetSandboxRunningParams struct {
@@ -698,6 +720,7 @@ func (q *Queries) SetSandboxRunning(ctx context.Context, arg SetSandboxRunningPa
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }
@@ -706,7 +729,7 @@ const setSandboxState = `-- name: SetSandboxState :one
 UPDATE sandboxes SET state = $2, error = $3, state_changed_at = now(),
     stopped_at = CASE WHEN $2 IN ('stopped', 'error') THEN coalesce(stopped_at, now()) ELSE stopped_at END
 WHERE id = $1
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
 `
 
 type SetSandboxStateParams struct {
@@ -742,6 +765,7 @@ func (q *Queries) SetSandboxState(ctx context.Context, arg SetSandboxStateParams
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }
@@ -779,7 +803,7 @@ func (q *Queries) SetSnapshotReady(ctx context.Context, arg SetSnapshotReadyPara
 const transitionSandbox = `-- name: TransitionSandbox :one
 UPDATE sandboxes SET state = $2, error = '', state_changed_at = now()
 WHERE id = $1 AND state = ANY($3::text[])
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
 `
 
 type TransitionSandboxParams struct {
@@ -815,6 +839,7 @@ func (q *Queries) TransitionSandbox(ctx context.Context, arg TransitionSandboxPa
 		&i.StateChangedAt,
 		&i.ExpiresAt,
 		&i.StoppedAt,
+		&i.EnvVarNames,
 	)
 	return i, err
 }

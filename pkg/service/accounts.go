@@ -70,26 +70,7 @@ func (s *Service) Signup(ctx context.Context, email, password, name string) (db.
 	var u db.User
 	var team db.Team
 	err = s.inTx(ctx, func(q *db.Queries) error {
-		// Serialises concurrent first sign-ups so exactly one becomes admin.
-		if err := q.LockSignup(ctx); err != nil {
-			return err
-		}
-		n, err := q.CountUsers(ctx)
-		if err != nil {
-			return err
-		}
-		u, err = q.CreateUser(ctx, db.CreateUserParams{ID: id.New(), Email: email, Name: name, PasswordHash: hash, IsAdmin: n == 0})
-		if isUniqueViolation(err) {
-			return errf(ErrConflict, "an account with email %s already exists", email)
-		}
-		if err != nil {
-			return err
-		}
-		team, err = q.CreateTeam(ctx, db.CreateTeamParams{ID: id.New(), Name: name + "'s team"})
-		if err != nil {
-			return err
-		}
-		_, err = q.AddMember(ctx, db.AddMemberParams{TeamID: team.ID, UserID: u.ID, Role: "owner"})
+		u, team, err = createUser(ctx, q, email, name, hash)
 		return err
 	})
 	if err != nil {
@@ -99,17 +80,48 @@ func (s *Service) Signup(ctx context.Context, email, password, name string) (db.
 	return u, tok, err
 }
 
+// createUser makes a user (hash empty: no password sign-in) with a
+// personal team they own; the first user of an installation is its admin.
+func createUser(ctx context.Context, q *db.Queries, email, name, hash string) (db.User, db.Team, error) {
+	// Serialises concurrent first sign-ups so exactly one becomes admin.
+	if err := q.LockSignup(ctx); err != nil {
+		return db.User{}, db.Team{}, err
+	}
+	n, err := q.CountUsers(ctx)
+	if err != nil {
+		return db.User{}, db.Team{}, err
+	}
+	u, err := q.CreateUser(ctx, db.CreateUserParams{ID: id.New(), Email: email, Name: name, PasswordHash: hash, IsAdmin: n == 0})
+	if isUniqueViolation(err) {
+		return db.User{}, db.Team{}, errf(ErrConflict, "an account with email %s already exists", email)
+	}
+	if err != nil {
+		return db.User{}, db.Team{}, err
+	}
+	team, err := q.CreateTeam(ctx, db.CreateTeamParams{ID: id.New(), Name: name + "'s team"})
+	if err != nil {
+		return db.User{}, db.Team{}, err
+	}
+	_, err = q.AddMember(ctx, db.AddMemberParams{TeamID: team.ID, UserID: u.ID, Role: "owner"})
+	return u, team, err
+}
+
 func (s *Service) newSession(ctx context.Context, uid, team uuid.UUID) (string, error) {
-	exp := time.Now().Add(s.Config.SessionTTL)
+	sess, err := s.newSessionRow(ctx, uid, team)
+	if err != nil {
+		return "", err
+	}
+	return s.Keys.SignSession(sess.ID, uid, sess.ExpiresAt)
+}
+
+// newSessionRow opens a session in team (none if zero) without signing a
+// token for it.
+func (s *Service) newSessionRow(ctx context.Context, uid, team uuid.UUID) (db.Session, error) {
 	var tp *uuid.UUID
 	if team != uuid.Nil {
 		tp = &team
 	}
-	sess, err := s.Q.CreateSession(ctx, db.CreateSessionParams{ID: id.New(), UserID: uid, TeamID: tp, ExpiresAt: exp})
-	if err != nil {
-		return "", err
-	}
-	return s.Keys.SignSession(sess.ID, uid, exp)
+	return s.Q.CreateSession(ctx, db.CreateSessionParams{ID: id.New(), UserID: uid, TeamID: tp, ExpiresAt: time.Now().Add(s.Config.SessionTTL)})
 }
 
 // Login checks a password and opens a session in the user's first team.
@@ -124,16 +136,21 @@ func (s *Service) Login(ctx context.Context, email, password string) (db.User, s
 	if !u.Active {
 		return db.User{}, "", errf(ErrForbidden, "this account is deactivated; ask an admin")
 	}
-	teams, err := s.Q.ListTeamsForUser(ctx, u.ID)
+	team, err := s.loginTeam(ctx, u.ID)
 	if err != nil {
 		return db.User{}, "", err
 	}
-	var team uuid.UUID
-	if len(teams) > 0 {
-		team = teams[0].ID
-	}
 	tok, err := s.newSession(ctx, u.ID, team)
 	return u, tok, err
+}
+
+// loginTeam is the team a new session of uid starts in: their first.
+func (s *Service) loginTeam(ctx context.Context, uid uuid.UUID) (uuid.UUID, error) {
+	teams, err := s.Q.ListTeamsForUser(ctx, uid)
+	if err != nil || len(teams) == 0 {
+		return uuid.Nil, err
+	}
+	return teams[0].ID, nil
 }
 
 // Logout revokes the caller's session.

@@ -58,15 +58,17 @@ func (s *Service) Audit(ctx context.Context, e AuditEntry) {
 // AuditFilter narrows the audit log.
 type AuditFilter struct {
 	Action, ResourceType, ResourceID, ActorID string
-	Before                                    *time.Time
-	Limit                                     int32
+	// Result is ok or error; empty: both.
+	Result        string
+	Before, After *time.Time
+	Limit         int32
 	// AllTeams lists every team's entries and platform entries (admins).
 	AllTeams bool
 }
 
 // ListAudit lists the caller's team's audit entries, newest first.
 func (s *Service) ListAudit(ctx context.Context, c auth.Caller, f AuditFilter) ([]db.AuditLog, error) {
-	p := db.ListAuditParams{Limit: f.Limit, Before: f.Before}
+	p := db.ListAuditParams{Limit: f.Limit, Before: f.Before, After: f.After}
 	if p.Limit <= 0 || p.Limit > 1000 {
 		p.Limit = 100
 	}
@@ -86,6 +88,6 @@ func (s *Service) ListAudit(ctx context.Context, c auth.Caller, f AuditFilter) (
 		}
 		return &v
 	}
-	p.Action, p.ResourceType, p.ResourceID, p.ActorID = opt(f.Action), opt(f.ResourceType), opt(f.ResourceID), opt(f.ActorID)
+	p.Action, p.ResourceType, p.ResourceID, p.ActorID, p.Result = opt(f.Action), opt(f.ResourceType), opt(f.ResourceID), opt(f.ActorID), opt(f.Result)
 	return s.Q.ListAudit(ctx, p)
 }

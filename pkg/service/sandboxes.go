@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,17 +18,18 @@ import (
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
+	"git.omukk.dev/wrenn/sandbox/pkg/limits"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
-// Limits on what a sandbox may ask for.
+// Limits on what a sandbox may ask for (package limits is their home).
 const (
-	MaxVCPUs          = 16
-	MinMemoryMiB      = 128
-	MaxMemoryMiB      = 65536
-	MaxDiskMiB        = 1 << 20
-	MaxTimeoutSeconds = 7 * 24 * 3600
+	MaxVCPUs          = limits.MaxVCPUs
+	MinMemoryMiB      = limits.MinMemoryMiB
+	MaxMemoryMiB      = limits.MaxMemoryMiB
+	MaxDiskMiB        = limits.MaxDiskMiB
+	MaxTimeoutSeconds = int32(limits.MaxTimeout / time.Second)
 	maxMetadata       = 64
 	maxEnvVars        = 256
 )
@@ -77,13 +80,13 @@ type Sandbox struct {
 
 func (in *CreateSandboxInput) validate() error {
 	if in.VCPUs == 0 {
-		in.VCPUs = 1
+		in.VCPUs = limits.DefaultVCPUs
 	}
 	if in.MemoryMiB == 0 {
-		in.MemoryMiB = 256
+		in.MemoryMiB = limits.DefaultMemoryMiB
 	}
 	if in.TimeoutSeconds == 0 {
-		in.TimeoutSeconds = 300
+		in.TimeoutSeconds = int32(limits.DefaultTimeout / time.Second)
 	}
 	if in.OnTimeout == "" {
 		in.OnTimeout = "destroy"
@@ -223,6 +226,13 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	})
 	if err != nil {
 		return Sandbox{}, err
+	}
+	if len(in.EnvVars) > 0 {
+		// Names only: values may be secrets.
+		names := slices.Sorted(maps.Keys(in.EnvVars))
+		if err := s.Q.SetSandboxEnvVarNames(ctx, db.SetSandboxEnvVarNamesParams{ID: sid, EnvVarNames: names}); err != nil {
+			return Sandbox{}, err
+		}
 	}
 	actx, cancel := detach(ctx)
 	defer cancel()

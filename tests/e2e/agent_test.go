@@ -26,6 +26,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
@@ -37,9 +38,7 @@ const agentSecret = "e2e-secret-0123456789abcdef"
 func forEachRuntime(t *testing.T, f func(t *testing.T, rt string)) {
 	t.Run("qemu", func(t *testing.T) { f(t, "qemu") })
 	t.Run("gvisor", func(t *testing.T) {
-		if _, err := exec.LookPath("runsc"); err != nil {
-			t.Skip("runsc is not installed (scripts/setup builds it)")
-		}
+		requireRunsc(t)
 		f(t, "gvisor")
 	})
 }
@@ -105,23 +104,16 @@ func launchAgent(t *testing.T, stateDir string, env []string, extraArgs ...strin
 func (a *agent) waitReady(t *testing.T, secret string) {
 	t.Helper()
 	a.client = agentclient.New(a.addr, secret)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := a.client.HostInfo(context.Background(), connect.NewRequest(&pb.HostInfoRequest{}))
-		if err == nil {
-			return
-		}
+	waitfor.NoError(t, 30*time.Second, "the agent to serve", func() error {
 		select {
 		case err := <-a.exited:
 			a.exited <- err
 			t.Fatalf("agent exited: %v\n%s", err, a.log.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent not ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		_, err := a.client.HostInfo(context.Background(), connect.NewRequest(&pb.HostInfoRequest{}))
+		return err
+	})
 }
 
 type syncWriter struct {
@@ -405,17 +397,10 @@ func TestAgentTimeoutReapsSandbox(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt string) {
 		a := startAgent(t, "", "--runtime", rt)
 		create(t, a, "ttl1", func(r *pb.CreateSandboxRequest) { r.TimeoutSeconds = 2 })
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		waitfor.True(t, 30*time.Second, "the expired sandbox to be reaped", func() bool {
 			_, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "ttl1"}))
-			if connect.CodeOf(err) == connect.CodeNotFound {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the expired sandbox was not reaped")
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return connect.CodeOf(err) == connect.CodeNotFound
+		})
 		a.stop(t, syscall.SIGTERM)
 		assertNoLeftovers(t, a.stateDir)
 	})
@@ -482,11 +467,14 @@ func TestAgentBadInput(t *testing.T) {
 	})
 }
 
+// outsideNS is the namespace outside makes.
+const outsideNS = "wrenn-e2e-outside"
+
 // outside is a stand-in for the internet: a namespace routed from the host,
 // serving HTTP on 10.99.0.2:8080.
 func outside(t *testing.T) string {
 	t.Helper()
-	ns := "wrenn-e2e-outside"
+	ns := outsideNS
 	_ = network.DeleteNamespace(ns)
 	if err := network.CreateNamespace(ns); err != nil {
 		t.Fatal(err)
@@ -652,19 +640,11 @@ func TestAgentGuestDies(t *testing.T) {
 		create(t, a, "dies1", nil)
 		pid := guestPID(t, filepath.Join(a.stateDir, "sandboxes", "dies1"))
 		syscall.Kill(pid, syscall.SIGKILL)
-		deadline := time.Now().Add(30 * time.Second)
 		var sb *pb.Sandbox
-		for time.Now().Before(deadline) {
-			resp, err := a.client.GetSandbox(context.Background(), connect.NewRequest(&pb.GetSandboxRequest{SandboxId: "dies1"}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			sb = resp.Msg.Sandbox
-			if sb.State == pb.SandboxState_SANDBOX_STATE_ERROR {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitfor.True(t, 30*time.Second, "the sandbox of the dead VMM to go to error", func() bool {
+			sb = sandboxState(t, a, "dies1")
+			return sb.State == pb.SandboxState_SANDBOX_STATE_ERROR
+		})
 		if sb.State != pb.SandboxState_SANDBOX_STATE_ERROR || !strings.Contains(sb.Error, "exited unexpectedly") {
 			t.Fatalf("after the VMM died: %v", sb)
 		}
@@ -712,13 +692,7 @@ func TestAgentCrashRecovery(t *testing.T) {
 
 		b := startAgent(t, a.stateDir, "--runtime", rt)
 		for _, pid := range pids {
-			deadline := time.Now().Add(10 * time.Second)
-			for runtime.ProcessAlive(pid) && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Millisecond)
-			}
-			if runtime.ProcessAlive(pid) {
-				t.Errorf("guest %d of the crashed agent still runs", pid)
-			}
+			waitfor.True(t, 10*time.Second, fmt.Sprintf("guest %d of the crashed agent to stop", pid), func() bool { return !runtime.ProcessAlive(pid) })
 		}
 		list, err := b.client.ListSandboxes(context.Background(), connect.NewRequest(&pb.ListSandboxesRequest{}))
 		if err != nil || len(list.Msg.Sandboxes) != 2 {
@@ -813,10 +787,10 @@ func TestAgentRestartKeepsSandboxes(t *testing.T) {
 		}
 		// The loop started before the stop still beats.
 		first := execIn(t, b, "keep1", "cat /tmp/beat").Stdout
-		time.Sleep(time.Second)
-		if again := execIn(t, b, "keep1", "cat /tmp/beat").Stdout; bytes.Equal(first, again) || len(again) == 0 {
-			t.Errorf("the background loop stopped: %q then %q", first, again)
-		}
+		waitfor.True(t, 10*time.Second, "the background loop started before the stop to beat again", func() bool {
+			again := execIn(t, b, "keep1", "cat /tmp/beat").Stdout
+			return !bytes.Equal(first, again) && len(again) > 0
+		})
 		for _, id := range []string{"keep1", "keep2"} {
 			if _, err := b.client.DestroySandbox(ctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: id})); err != nil {
 				t.Fatal(err)
@@ -854,13 +828,7 @@ func TestAgentFirecracker(t *testing.T) {
 // The official E2B SDK's envd suite, against envd inside a real guest.
 func TestE2BSDKAgainstGuestEnvd(t *testing.T) {
 	requireVMs(t)
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed")
-	}
-	sdkDir, _ := filepath.Abs("../e2b")
-	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "e2b")); err != nil {
-		t.Skip("the e2b npm package is not installed (scripts/setup installs it)")
-	}
+	sdkDir := requireSDK(t)
 	forEachRuntime(t, func(t *testing.T, rt string) {
 		a := startAgent(t, "", "--runtime", rt)
 		sb := create(t, a, "sdk1", nil)

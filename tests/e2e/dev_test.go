@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 )
 
 // devStack is a `wrenn dev` process.
@@ -37,18 +39,15 @@ func startDevStack(t *testing.T, dataDir string) *devStack {
 			t.Logf("wrenn dev output:\n%s", d.output())
 		}
 	})
-	deadline := time.Now().Add(3 * time.Minute)
-	for !strings.Contains(d.output(), "Wrenn is running") {
+	waitfor.True(t, 3*time.Minute, "wrenn dev to say it is running", func() bool {
 		select {
 		case err := <-d.exited:
 			d.exited <- err
 			t.Fatalf("wrenn dev exited: %v\n%s", err, d.output())
-		case <-time.After(100 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("wrenn dev not ready:\n%s", d.output())
-		}
-	}
+		return strings.Contains(d.output(), "Wrenn is running")
+	})
 	sc := bufio.NewScanner(strings.NewReader(d.output()))
 	for sc.Scan() {
 		if line := sc.Text(); strings.HasPrefix(line, "E2B_") {
@@ -92,16 +91,8 @@ func (d *devStack) stop(t *testing.T) {
 // data (same admin and key).
 func TestDevStackWithE2BSDK(t *testing.T) {
 	requireVMs(t)
-	if _, err := exec.LookPath("runsc"); err != nil {
-		t.Skip("runsc is not installed (scripts/setup builds it)")
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed")
-	}
-	sdkDir, _ := filepath.Abs("../e2b")
-	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "e2b")); err != nil {
-		t.Skip("the e2b npm package is not installed (scripts/setup installs it)")
-	}
+	requireRunsc(t)
+	sdkDir := requireSDK(t)
 	// PostgreSQL runs as its own user, which must reach the data directory.
 	parent, err := os.MkdirTemp("", "wrenn-dev-e2e-")
 	if err != nil {

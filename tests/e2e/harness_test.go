@@ -1,9 +1,13 @@
 // Package e2e holds the end-to-end tests that boot real guests. They share
-// the images built once in TestMain, and run as root on a host with QEMU and
-// a kernel (scripts/setup installs both); elsewhere they skip and say why.
+// the images built once in TestMain, and run as root on a host with QEMU,
+// a kernel, runsc, node and the E2B SDK (scripts/setup installs them all);
+// elsewhere they skip and say why, unless WRENN_TEST_REQUIRE=1 (set by
+// scripts/test, as in CI) makes every such skip a failure. After the
+// tests, TestMain checks that none of them left a process or namespace.
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,14 +17,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/qemu"
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 )
 
 var (
@@ -39,6 +46,29 @@ func run(m *testing.M) int {
 		skipReason = reason
 		return m.Run()
 	}
+	code := runAll(m)
+	if left := leftBehind(); left != "" {
+		fmt.Fprintf(os.Stderr, "e2e: the tests left behind %s\n", left)
+		code = 1
+	}
+	return code
+}
+
+// leftBehind names the processes and namespaces of the tests' own (the
+// binaries they built, the namespaces they made) that remain.
+func leftBehind() string {
+	var left []string
+	if out, _ := exec.Command("pgrep", "-af", "wrenn-e2e").Output(); len(bytes.TrimSpace(out)) > 0 {
+		left = append(left, "processes:\n"+string(out))
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); bytes.Contains(out, []byte("wrenn-e2e-")) {
+		left = append(left, "namespaces:\n"+string(out))
+	}
+	return strings.Join(left, "\n")
+}
+
+// runAll builds the binaries and the minimal image, then runs the tests.
+func runAll(m *testing.M) int {
 	var err error
 	binDir, err = os.MkdirTemp("", "wrenn-e2e-bin-")
 	if err != nil {
@@ -99,7 +129,7 @@ func requireBase(t *testing.T) {
 	t.Helper()
 	requireVMs(t)
 	if testing.Short() {
-		t.Skip("-short: the base image takes minutes to build")
+		unavailable(t, "-short: the base image takes minutes to build")
 	}
 	baseOnce.Do(func() {
 		_, baseErr = guestimage.Build(context.Background(), guestimage.Options{Name: "base", Dir: imagesDir, Envd: filepath.Join(binDir, "envd"), Init: filepath.Join(binDir, "wrenn-init"), Progress: os.Stderr})
@@ -131,11 +161,46 @@ func stopPostgres() {
 	}
 }
 
+// requireEnv set to 1 makes a missing prerequisite fail the tests that
+// need it instead of skipping them.
+const requireEnv = "WRENN_TEST_REQUIRE"
+
+// unavailable skips t for want of what reason names, or fails it when the
+// suite is required.
+func unavailable(t *testing.T, reason string) {
+	t.Helper()
+	if os.Getenv(requireEnv) == "1" {
+		t.Fatalf("%s; %s=1 requires this test to run", reason, requireEnv)
+	}
+	t.Skip(reason)
+}
+
 func requireVMs(t *testing.T) {
 	t.Helper()
 	if skipReason != "" {
-		t.Skip(skipReason)
+		unavailable(t, skipReason)
 	}
+}
+
+func requireRunsc(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("runsc"); err != nil {
+		unavailable(t, "runsc is not installed (scripts/setup builds it)")
+	}
+}
+
+// requireSDK returns the directory of the E2B SDK tests (tests/e2b),
+// whose suites run with node.
+func requireSDK(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		unavailable(t, "node is not installed (scripts/setup installs it)")
+	}
+	sdkDir, _ := filepath.Abs("../e2b")
+	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "e2b")); err != nil {
+		unavailable(t, "the e2b npm package is not installed (scripts/setup installs it)")
+	}
+	return sdkDir
 }
 
 // testNet is a network namespace with tap0 at 169.254.0.22/30, the guest's
@@ -202,7 +267,7 @@ func boot(t *testing.T, image string) *guest {
 		Accel: accel, VCPUs: 1, MemoryMiB: 256,
 		Kernel: filepath.Join(img, guestimage.FileKernel), Initrd: filepath.Join(img, guestimage.FileInitramfs),
 		Disk: disk, TapFile: tap, QMPSocket: filepath.Join(dir, "qmp.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
-		Cmdline: fmt.Sprintf("wrenn.ip=%s/30 wrenn.gw=%s wrenn.hostname=e2e-guest", guestIP, tapIP),
+		Cmdline: guestinit.Cmdline(&guestinit.Params{Addr: netip.MustParsePrefix(guestIP + "/30"), Gateway: netip.MustParseAddr(tapIP), Hostname: "e2e-guest"}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -216,33 +281,29 @@ func boot(t *testing.T, image string) *guest {
 			t.Logf("qemu stderr: %s\nconsole:\n%s", vm.Stderr(), b)
 		}
 	})
-	if err := g.waitHealthy(120 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	g.waitHealthy(t, 120*time.Second)
 	return g
 }
 
-func (g *guest) waitHealthy(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+func (g *guest) waitHealthy(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	waitfor.NoError(t, timeout, "envd to answer /health", func() error {
 		select {
 		case <-g.vm.Done():
-			return fmt.Errorf("VM exited before envd answered: %v", g.vm.Err())
+			t.Fatalf("VM exited before envd answered: %v", g.vm.Err())
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, "GET", g.baseURL+"/health", nil)
 		resp, err := g.client.Do(req)
-		cancel()
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusNoContent {
-				return nil
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("envd did not answer /health within %s: %v", timeout, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			return fmt.Errorf("/health: %s", resp.Status)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }

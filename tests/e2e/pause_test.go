@@ -18,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	procpb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
@@ -86,11 +87,11 @@ func pauseResumeKeepsEverything(t *testing.T, rt string) {
 			t.Fatalf("cycle %d: the file changed or vanished: %v", cycle, err)
 		}
 		// The process still runs, is listed, counts on, and can be followed.
-		time.Sleep(700 * time.Millisecond)
-		n, _ := strconv.Atoi(strings.TrimSpace(string(execIn(t, a, "pz1", "cat /tmp/counter").Stdout)))
-		if n <= lastCounter {
-			t.Fatalf("cycle %d: the background process stopped counting (%d after %d)", cycle, n, lastCounter)
-		}
+		var n int
+		waitfor.True(t, 10*time.Second, fmt.Sprintf("cycle %d: the background process to count on from %d", cycle, lastCounter), func() bool {
+			n, _ = strconv.Atoi(strings.TrimSpace(string(execIn(t, a, "pz1", "cat /tmp/counter").Stdout)))
+			return n > lastCounter
+		})
 		lastCounter = n
 		envd := processconnect.NewProcessClient(http.DefaultClient, "http://"+rs.Msg.Sandbox.HostAddress+":49983")
 		list, err := envd.List(ctx, connect.NewRequest(&procpb.ListRequest{}))
@@ -123,13 +124,9 @@ func pauseResumeKeepsEverything(t *testing.T, rt string) {
 			if _, err := a.client.SetSandboxTimeout(ctx, connect.NewRequest(&pb.SetSandboxTimeoutRequest{SandboxId: "pz1", TimeoutSeconds: 1})); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(60 * time.Second)
-			for sandboxState(t, a, "pz1").State != pb.SandboxState_SANDBOX_STATE_PAUSED {
-				if time.Now().After(deadline) {
-					t.Fatal("the timeout did not pause the sandbox")
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			waitfor.True(t, 60*time.Second, "the timeout to pause the sandbox", func() bool {
+				return sandboxState(t, a, "pz1").State == pb.SandboxState_SANDBOX_STATE_PAUSED
+			})
 			continue
 		}
 		if cycle < 5 {
@@ -343,13 +340,13 @@ func TestGuestOnFullDiskContinues(t *testing.T) {
 	create(t, a, "fill1", nil)
 	filler := fillDisk(t, state, 1<<20)
 	startBackground(t, a, "fill1", "dd if=/dev/urandom of=/home/user/big bs=1M count=24 && sync && echo done > /home/user/done")
-	waitFor(t, 60*time.Second, "the agent to report the guest stopped on the full disk", func() bool {
+	waitfor.True(t, 60*time.Second, "the agent to report the guest stopped on the full disk", func() bool {
 		return a.logged("the host disk is full")
 	})
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "the guest to finish its write", func() bool {
+	waitfor.True(t, 60*time.Second, "the guest to finish its write", func() bool {
 		got, err := a.client.ReadFile(ctx, connect.NewRequest(&pb.ReadFileRequest{SandboxId: "fill1", Path: "/home/user/done"}))
 		return err == nil && string(got.Msg.Content) == "done\n"
 	})
@@ -434,7 +431,11 @@ func TestAgentKilledMidPause(t *testing.T) {
 			}
 			if when == "mid-pause" {
 				go func() { _, _ = a.client.PauseSandbox(ctx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: id})) }()
-				time.Sleep(150 * time.Millisecond)
+				// Killed once the pause has begun (rarely, a quick one has ended).
+				waitfor.True(t, 30*time.Second, "the pause to begin", func() bool {
+					st := sandboxState(t, a, id).State
+					return st == pb.SandboxState_SANDBOX_STATE_PAUSING || st == pb.SandboxState_SANDBOX_STATE_PAUSED
+				})
 			}
 			a.stop(t, syscall.SIGKILL)
 

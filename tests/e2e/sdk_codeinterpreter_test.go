@@ -41,14 +41,12 @@ func requireCodeInterpreter(t *testing.T) {
 // resume) against `wrenn dev` with the code-interpreter image, configured
 // only by the variables it prints.
 func TestCodeInterpreterSDK(t *testing.T) {
-	requireCodeInterpreter(t)
-	if _, err := exec.LookPath("runsc"); err != nil {
-		t.Fatal("runsc is not installed (scripts/setup builds it)")
-	}
-	sdkDir, _ := filepath.Abs("../e2b")
+	requireRunsc(t)
+	sdkDir := requireSDK(t)
 	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "@e2b", "code-interpreter")); err != nil {
-		t.Fatal("@e2b/code-interpreter is not installed (scripts/setup installs it)")
+		unavailable(t, "@e2b/code-interpreter is not installed (scripts/setup installs it)")
 	}
+	requireCodeInterpreter(t)
 	parent, err := os.MkdirTemp("", "wrenn-ci-e2e-")
 	if err != nil {
 		t.Fatal(err)

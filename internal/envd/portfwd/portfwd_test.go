@@ -2,6 +2,7 @@ package portfwd
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 )
 
 func TestParseHexAddr(t *testing.T) {
@@ -85,23 +88,19 @@ func TestForwardLoopbackService(t *testing.T) {
 	f := New(external, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	f.Start()
 	var reply string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitfor.NoError(t, 10*time.Second, fmt.Sprintf("port %d to be forwarded", port), func() error {
 		c, err := net.Dial("tcp", target)
-		if err == nil {
-			fmt.Fprintf(c, "hello\n")
-			b, _ := io.ReadAll(c)
-			c.Close()
-			reply = string(b)
-			if reply != "" {
-				break
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("port %d was never forwarded: %v", port, err)
+		fmt.Fprintf(c, "hello\n")
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if reply = string(b); reply == "" {
+			return errors.New("no reply")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if reply != "echo:hello\n" {
 		t.Fatalf("reply %q", reply)
 	}
@@ -115,31 +114,22 @@ func TestForwardLoopbackService(t *testing.T) {
 	}
 	f.Restart()
 	f.Stop()
-	deadline = time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	waitfor.NoError(t, 5*time.Second, "the forwarder's goroutines to end", func() error {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<16)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("goroutines: %d > %d\n%s", runtime.NumGoroutine(), before, buf[:n])
+			return fmt.Errorf("goroutines: %d > %d\n%s", n, before, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func waitClosed(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitfor.True(t, 10*time.Second, addr+" to refuse connections after its service closed", func() bool {
 		c, err := net.Dial("tcp", addr)
-		if err != nil && strings.Contains(err.Error(), "refused") {
-			return
-		}
 		if c != nil {
 			c.Close()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still accepts after its service closed", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err != nil && strings.Contains(err.Error(), "refused")
+	})
 }

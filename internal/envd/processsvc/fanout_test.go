@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 )
 
@@ -73,7 +74,12 @@ func TestUnsubscribeReleasesPublisher(t *testing.T) {
 			f.publish(chunk('x', subscriberBudget), subscriberBudget, stop)
 		}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// The publisher's first chunk fills the client's budget; the second waits.
+	waitfor.True(t, 10*time.Second, "the publisher to fill the client's budget", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.bytes == subscriberBudget
+	})
 	f.unsubscribe(s)
 	select {
 	case <-done:

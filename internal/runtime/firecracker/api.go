@@ -7,6 +7,16 @@
 // server. The request
 // bodies follow Firecracker's API (reference/firecracker/firecracker-api.yaml,
 // version 1.17), which the tests validate them against.
+//
+// What has run: every request body, validated against that spec; the
+// template and clone file handling with real memory chains; and, in their
+// own packages, the userfaultfd page server (a test process plays
+// Firecracker), the network slots and the cgroups. What has not: no
+// Firecracker process has ever booted a guest for Wrenn, since the machines
+// Wrenn is developed and tested on have neither a firecracker binary nor a
+// KVM that runs standard guests. TestAgentFirecracker (tests/e2e) runs it
+// end to end where both exist and skips elsewhere, and the agent's
+// --runtime auto never picks this driver: it runs only when named.
 package firecracker
 
 import (

@@ -8,13 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
 	"git.omukk.dev/wrenn/sandbox/internal/memgen"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
@@ -73,15 +73,10 @@ func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instan
 	if err := d.launch(ctx, spec, in); err != nil {
 		return nil, err
 	}
-	args := []string{"console=ttyS0", "reboot=k", "panic=-1", "pci=off", "root=/dev/vda", "rw", "rootfstype=ext4",
-		fmt.Sprintf("wrenn.ip=%s/30", network.GuestAddr), "wrenn.gw=" + network.TapPrefix.Addr().String(),
-		"wrenn.hostname=" + spec.SandboxID, "wrenn.sandbox=" + spec.SandboxID}
-	if spec.TemplateID != "" {
-		args = append(args, "wrenn.template="+spec.TemplateID)
-	}
+	cmdline := "console=ttyS0 reboot=k panic=-1 pci=off rw " + guestinit.Cmdline(spec.GuestParams())
 	for _, call := range BootCalls(spec.VCPUs, spec.MemoryMiB,
 		filepath.Join(spec.ImageDir, guestimage.FileKernel), filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
-		strings.Join(args, " "), diskFile, network.TapName, "", map[string]any{"wrenn": map[string]any{"sandboxId": spec.SandboxID}}) {
+		cmdline, diskFile, network.TapName, "", map[string]any{"wrenn": map[string]any{"sandboxId": spec.SandboxID}}) {
 		if err := in.client.Do(ctx, call); err != nil {
 			return nil, err
 		}
@@ -103,7 +98,7 @@ func newInstance(spec runtime.Spec) *instance {
 // and waits for its API socket.
 func (d *Driver) launch(ctx context.Context, spec runtime.Spec, in *instance) error {
 	var err error
-	in.cg, err = cgroup.Create("sb-"+spec.SandboxID, cgroup.Limits{CPUs: spec.VCPUs, MemoryBytes: int64(spec.MemoryMiB+vmmOverheadMiB) << 20})
+	in.cg, err = cgroup.Create(cgroup.SandboxName(spec.SandboxID), cgroup.Limits{CPUs: spec.VCPUs, MemoryBytes: int64(spec.MemoryMiB+vmmOverheadMiB) << 20})
 	if err != nil {
 		return err
 	}
@@ -119,7 +114,7 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, in *instance) er
 	// A private mount namespace (Go remounts / private in the child), and
 	// the slot's network namespace inherited from the starting thread.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setsid: true}
-	if err := network.InNamespace(spec.Slot.Namespace, cmd.Start); err != nil {
+	if err := network.InNamespace(spec.Namespace, cmd.Start); err != nil {
 		return fmt.Errorf("start firecracker: %w", err)
 	}
 	in.cmd = cmd

@@ -166,7 +166,7 @@ var containerID = regexp.MustCompile(`[^a-z0-9-]`)
 
 // Start builds the bundle and runs it detached.
 func (d *Driver) Start(ctx context.Context, spec runtime.Spec) (_ runtime.Instance, err error) {
-	if spec.Slot.GuestNamespace == "" {
+	if spec.GuestNamespace == "" {
 		return nil, errors.New("gvisor needs a slot with a guest namespace")
 	}
 	in := d.newInstance(spec)
@@ -195,7 +195,7 @@ func (d *Driver) newInstance(spec runtime.Spec) *instance {
 
 // cgroupName is the sandbox's group under wrenn/, which runsc creates.
 func cgroupName(sandboxID string) string {
-	return "sb-" + sandboxID
+	return cgroup.SandboxName(sandboxID)
 }
 
 // abandon undoes a start that failed with cause.
@@ -207,13 +207,9 @@ func (in *instance) abandon(cause error) error {
 	return cause
 }
 
-// prepare mounts the root, readies the guest namespace (runsc strips its
-// address at every start) and writes the OCI bundle.
+// prepare mounts the root and writes the OCI bundle.
 func (d *Driver) prepare(in *instance, spec runtime.Spec) error {
 	if err := d.mountRoot(in, spec); err != nil {
-		return err
-	}
-	if err := spec.Slot.PrepareGuest(); err != nil {
 		return err
 	}
 	b, _ := json.MarshalIndent(ociConfig(spec, in.merged), "", "  ")
@@ -463,10 +459,8 @@ func (d *Driver) state(ctx context.Context, id string) (*state, error) {
 }
 
 func ociConfig(spec runtime.Spec, root string) map[string]any {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", guestinit.ModeEnv + "=" + guestinit.ModeContainer, "WRENN_SANDBOX_ID=" + spec.SandboxID}
-	if spec.TemplateID != "" {
-		env = append(env, "WRENN_TEMPLATE_ID="+spec.TemplateID)
-	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", guestinit.ModeEnv + "=" + guestinit.ModeContainer,
+		guestinit.ParamsEnv + "=" + guestinit.Cmdline(spec.GuestParams())}
 	period := 100000
 	return map[string]any{
 		"ociVersion": "1.0.2",
@@ -490,7 +484,7 @@ func ociConfig(spec runtime.Spec, root string) map[string]any {
 		"linux": map[string]any{
 			"namespaces": []map[string]any{
 				{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-				{"type": "network", "path": "/run/netns/" + spec.Slot.GuestNamespace},
+				{"type": "network", "path": "/run/netns/" + spec.GuestNamespace},
 			},
 			"cgroupsPath": "/wrenn/" + cgroupName(spec.SandboxID),
 			"resources": map[string]any{

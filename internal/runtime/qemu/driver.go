@@ -20,6 +20,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/guestinit"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 )
@@ -51,7 +52,7 @@ func NewDriver(accel string) (*Driver, error) {
 
 func (d *Driver) Name() string                  { return "qemu" }
 func (d *Driver) Accelerator() (string, string) { return d.accel, d.reason }
-func cgroupName(sandboxID string) string        { return "sb-" + sandboxID }
+func cgroupName(sandboxID string) string        { return cgroup.SandboxName(sandboxID) }
 func diskPath(dir string) string                { return filepath.Join(dir, "disk.qcow2") }
 
 // Start makes the sandbox's copy-on-write disk over the image's read-only
@@ -97,27 +98,11 @@ func (d *Driver) log() *slog.Logger {
 // launch boots the guest of in, or with incoming, starts QEMU waiting for
 // its saved device state.
 func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, incoming bool) error {
-	tap, err := network.OpenTap(spec.Slot.Namespace, network.TapName)
+	tap, err := network.OpenTap(spec.Namespace, network.TapName)
 	if err != nil {
 		return err
 	}
 	defer tap.Close() // QEMU has its own copy once started
-	cmdline := []string{
-		fmt.Sprintf("wrenn.ip=%s/30", network.GuestAddr),
-		"wrenn.gw=" + network.TapPrefix.Addr().String(),
-		"wrenn.hostname=" + spec.SandboxID,
-		"wrenn.sandbox=" + spec.SandboxID,
-	}
-	if spec.TemplateID != "" {
-		cmdline = append(cmdline, "wrenn.template="+spec.TemplateID)
-	}
-	if len(spec.DNS) > 0 {
-		var dns []string
-		for _, a := range spec.DNS {
-			dns = append(dns, a.String())
-		}
-		cmdline = append(cmdline, "wrenn.dns="+strings.Join(dns, ","))
-	}
 	in.mem, err = mappedMemory(spec.Dir)
 	if err != nil {
 		return err
@@ -128,7 +113,7 @@ func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, in
 		Kernel: filepath.Join(spec.ImageDir, guestimage.FileKernel), Initrd: filepath.Join(spec.ImageDir, guestimage.FileInitramfs),
 		Disk: in.disk, DiskFormat: "qcow2", TapFile: tap,
 		QMPSocket: filepath.Join(spec.Dir, "qmp.sock"), ConsoleLog: filepath.Join(spec.Dir, "console.log"),
-		Cmdline: strings.Join(cmdline, " "),
+		Cmdline: guestinit.Cmdline(spec.GuestParams()),
 	}
 	in.vm, err = Start(context.Background(), vm)
 	if err != nil {

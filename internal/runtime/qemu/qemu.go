@@ -81,7 +81,7 @@ type VM struct {
 	DiskFormat string   // raw or qcow2
 	TapFile    *os.File // an open tap (network.OpenTap); nil for no network
 	MAC        string
-	Cmdline    string // appended to the fixed part
+	Cmdline    string // appended to the fixed part: guestinit.Cmdline's parameters
 	QMPSocket  string
 	ConsoleLog string
 	// MemoryFile backs guest RAM with a file mapped private (share=off):
@@ -99,7 +99,7 @@ type VM struct {
 
 // Args is QEMU's command line for vm.
 func (vm *VM) Args() ([]string, error) {
-	cmdline := "console=ttyS0 reboot=t panic=-1 root=/dev/vda rw rootfstype=ext4 loglevel=4"
+	cmdline := "console=ttyS0 reboot=t panic=-1 rw loglevel=4"
 	args := []string{"-M", "microvm", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"}
 	switch vm.Accel {
 	case AccelKVM:

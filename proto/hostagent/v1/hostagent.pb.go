@@ -2999,6 +2999,119 @@ func (*RemovePathResponse) Descriptor() ([]byte, []int) {
 	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
 }
 
+// MovePath renames or moves a file or directory inside the sandbox.
+type MovePathRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Destination   string                 `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	User          string                 `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovePathRequest) Reset() {
+	*x = MovePathRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovePathRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovePathRequest) ProtoMessage() {}
+
+func (x *MovePathRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovePathRequest.ProtoReflect.Descriptor instead.
+func (*MovePathRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *MovePathRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *MovePathRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *MovePathRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *MovePathRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type MovePathResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entry         *FileEntry             `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovePathResponse) Reset() {
+	*x = MovePathResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovePathResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovePathResponse) ProtoMessage() {}
+
+func (x *MovePathResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovePathResponse.ProtoReflect.Descriptor instead.
+func (*MovePathResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *MovePathResponse) GetEntry() *FileEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
 type PtyAttachRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -3015,7 +3128,7 @@ type PtyAttachRequest struct {
 
 func (x *PtyAttachRequest) Reset() {
 	*x = PtyAttachRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3140,7 @@ func (x *PtyAttachRequest) String() string {
 func (*PtyAttachRequest) ProtoMessage() {}
 
 func (x *PtyAttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3153,7 @@ func (x *PtyAttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyAttachRequest.ProtoReflect.Descriptor instead.
 func (*PtyAttachRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{47}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PtyAttachRequest) GetSandboxId() string {
@@ -3113,7 +3226,7 @@ type PtyAttachResponse struct {
 
 func (x *PtyAttachResponse) Reset() {
 	*x = PtyAttachResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3125,7 +3238,7 @@ func (x *PtyAttachResponse) String() string {
 func (*PtyAttachResponse) ProtoMessage() {}
 
 func (x *PtyAttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3138,7 +3251,7 @@ func (x *PtyAttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyAttachResponse.ProtoReflect.Descriptor instead.
 func (*PtyAttachResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{48}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PtyAttachResponse) GetEvent() isPtyAttachResponse_Event {
@@ -3208,7 +3321,7 @@ type PtySendInputRequest struct {
 
 func (x *PtySendInputRequest) Reset() {
 	*x = PtySendInputRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3333,7 @@ func (x *PtySendInputRequest) String() string {
 func (*PtySendInputRequest) ProtoMessage() {}
 
 func (x *PtySendInputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,7 +3346,7 @@ func (x *PtySendInputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtySendInputRequest.ProtoReflect.Descriptor instead.
 func (*PtySendInputRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{49}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PtySendInputRequest) GetSandboxId() string {
@@ -3265,7 +3378,7 @@ type PtySendInputResponse struct {
 
 func (x *PtySendInputResponse) Reset() {
 	*x = PtySendInputResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +3390,7 @@ func (x *PtySendInputResponse) String() string {
 func (*PtySendInputResponse) ProtoMessage() {}
 
 func (x *PtySendInputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +3403,7 @@ func (x *PtySendInputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtySendInputResponse.ProtoReflect.Descriptor instead.
 func (*PtySendInputResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{50}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{52}
 }
 
 type PtyResizeRequest struct {
@@ -3305,7 +3418,7 @@ type PtyResizeRequest struct {
 
 func (x *PtyResizeRequest) Reset() {
 	*x = PtyResizeRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3430,7 @@ func (x *PtyResizeRequest) String() string {
 func (*PtyResizeRequest) ProtoMessage() {}
 
 func (x *PtyResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3443,7 @@ func (x *PtyResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyResizeRequest.ProtoReflect.Descriptor instead.
 func (*PtyResizeRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{51}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PtyResizeRequest) GetSandboxId() string {
@@ -3369,7 +3482,7 @@ type PtyResizeResponse struct {
 
 func (x *PtyResizeResponse) Reset() {
 	*x = PtyResizeResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3494,7 @@ func (x *PtyResizeResponse) String() string {
 func (*PtyResizeResponse) ProtoMessage() {}
 
 func (x *PtyResizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3507,7 @@ func (x *PtyResizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyResizeResponse.ProtoReflect.Descriptor instead.
 func (*PtyResizeResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{52}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{54}
 }
 
 type PtyKillRequest struct {
@@ -3407,7 +3520,7 @@ type PtyKillRequest struct {
 
 func (x *PtyKillRequest) Reset() {
 	*x = PtyKillRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +3532,7 @@ func (x *PtyKillRequest) String() string {
 func (*PtyKillRequest) ProtoMessage() {}
 
 func (x *PtyKillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +3545,7 @@ func (x *PtyKillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyKillRequest.ProtoReflect.Descriptor instead.
 func (*PtyKillRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{53}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PtyKillRequest) GetSandboxId() string {
@@ -3457,7 +3570,7 @@ type PtyKillResponse struct {
 
 func (x *PtyKillResponse) Reset() {
 	*x = PtyKillResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3582,7 @@ func (x *PtyKillResponse) String() string {
 func (*PtyKillResponse) ProtoMessage() {}
 
 func (x *PtyKillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3595,7 @@ func (x *PtyKillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyKillResponse.ProtoReflect.Descriptor instead.
 func (*PtyKillResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{54}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{56}
 }
 
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
@@ -3713,7 +3826,15 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\"\x14\n" +
-	"\x12RemovePathResponse\"\x9c\x02\n" +
+	"\x12RemovePathResponse\"~\n" +
+	"\x0fMovePathRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x03 \x01(\tR\vdestination\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"A\n" +
+	"\x10MovePathResponse\x12-\n" +
+	"\x05entry\x18\x01 \x01(\v2\x17.hostagent.v1.FileEntryR\x05entry\"\x9c\x02\n" +
 	"\x10PtyAttachRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
@@ -3764,7 +3885,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\rTimeoutAction\x12\x1e\n" +
 	"\x1aTIMEOUT_ACTION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TIMEOUT_ACTION_DESTROY\x10\x01\x12\x18\n" +
-	"\x14TIMEOUT_ACTION_PAUSE\x10\x022\xa2\x11\n" +
+	"\x14TIMEOUT_ACTION_PAUSE\x10\x022\xed\x11\n" +
 	"\x10HostAgentService\x12I\n" +
 	"\bHostInfo\x12\x1d.hostagent.v1.HostInfoRequest\x1a\x1e.hostagent.v1.HostInfoResponse\x12X\n" +
 	"\rCreateSandbox\x12\".hostagent.v1.CreateSandboxRequest\x1a#.hostagent.v1.CreateSandboxResponse\x12[\n" +
@@ -3785,7 +3906,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\aListDir\x12\x1c.hostagent.v1.ListDirRequest\x1a\x1d.hostagent.v1.ListDirResponse\x12F\n" +
 	"\aMakeDir\x12\x1c.hostagent.v1.MakeDirRequest\x1a\x1d.hostagent.v1.MakeDirResponse\x12O\n" +
 	"\n" +
-	"RemovePath\x12\x1f.hostagent.v1.RemovePathRequest\x1a .hostagent.v1.RemovePathResponse\x12N\n" +
+	"RemovePath\x12\x1f.hostagent.v1.RemovePathRequest\x1a .hostagent.v1.RemovePathResponse\x12I\n" +
+	"\bMovePath\x12\x1d.hostagent.v1.MovePathRequest\x1a\x1e.hostagent.v1.MovePathResponse\x12N\n" +
 	"\tPtyAttach\x12\x1e.hostagent.v1.PtyAttachRequest\x1a\x1f.hostagent.v1.PtyAttachResponse0\x01\x12U\n" +
 	"\fPtySendInput\x12!.hostagent.v1.PtySendInputRequest\x1a\".hostagent.v1.PtySendInputResponse\x12L\n" +
 	"\tPtyResize\x12\x1e.hostagent.v1.PtyResizeRequest\x1a\x1f.hostagent.v1.PtyResizeResponse\x12F\n" +
@@ -3809,7 +3931,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),                 // 0: hostagent.v1.SandboxState
 	(TimeoutAction)(0),                // 1: hostagent.v1.TimeoutAction
@@ -3860,19 +3982,21 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*MakeDirResponse)(nil),           // 46: hostagent.v1.MakeDirResponse
 	(*RemovePathRequest)(nil),         // 47: hostagent.v1.RemovePathRequest
 	(*RemovePathResponse)(nil),        // 48: hostagent.v1.RemovePathResponse
-	(*PtyAttachRequest)(nil),          // 49: hostagent.v1.PtyAttachRequest
-	(*PtyAttachResponse)(nil),         // 50: hostagent.v1.PtyAttachResponse
-	(*PtySendInputRequest)(nil),       // 51: hostagent.v1.PtySendInputRequest
-	(*PtySendInputResponse)(nil),      // 52: hostagent.v1.PtySendInputResponse
-	(*PtyResizeRequest)(nil),          // 53: hostagent.v1.PtyResizeRequest
-	(*PtyResizeResponse)(nil),         // 54: hostagent.v1.PtyResizeResponse
-	(*PtyKillRequest)(nil),            // 55: hostagent.v1.PtyKillRequest
-	(*PtyKillResponse)(nil),           // 56: hostagent.v1.PtyKillResponse
-	nil,                               // 57: hostagent.v1.Sandbox.MetadataEntry
-	nil,                               // 58: hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                               // 59: hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                               // 60: hostagent.v1.ExecRequest.EnvsEntry
-	nil,                               // 61: hostagent.v1.PtyAttachRequest.EnvsEntry
+	(*MovePathRequest)(nil),           // 49: hostagent.v1.MovePathRequest
+	(*MovePathResponse)(nil),          // 50: hostagent.v1.MovePathResponse
+	(*PtyAttachRequest)(nil),          // 51: hostagent.v1.PtyAttachRequest
+	(*PtyAttachResponse)(nil),         // 52: hostagent.v1.PtyAttachResponse
+	(*PtySendInputRequest)(nil),       // 53: hostagent.v1.PtySendInputRequest
+	(*PtySendInputResponse)(nil),      // 54: hostagent.v1.PtySendInputResponse
+	(*PtyResizeRequest)(nil),          // 55: hostagent.v1.PtyResizeRequest
+	(*PtyResizeResponse)(nil),         // 56: hostagent.v1.PtyResizeResponse
+	(*PtyKillRequest)(nil),            // 57: hostagent.v1.PtyKillRequest
+	(*PtyKillResponse)(nil),           // 58: hostagent.v1.PtyKillResponse
+	nil,                               // 59: hostagent.v1.Sandbox.MetadataEntry
+	nil,                               // 60: hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                               // 61: hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                               // 62: hostagent.v1.ExecRequest.EnvsEntry
+	nil,                               // 63: hostagent.v1.PtyAttachRequest.EnvsEntry
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	2,  // 0: hostagent.v1.CreateSnapshotResponse.snapshot:type_name -> hostagent.v1.Snapshot
@@ -3880,10 +4004,10 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	13, // 2: hostagent.v1.PauseSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	13, // 3: hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	0,  // 4: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.SandboxState
-	57, // 5: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
+	59, // 5: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
 	1,  // 6: hostagent.v1.Sandbox.on_timeout:type_name -> hostagent.v1.TimeoutAction
-	58, // 7: hostagent.v1.CreateSandboxRequest.env_vars:type_name -> hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	59, // 8: hostagent.v1.CreateSandboxRequest.metadata:type_name -> hostagent.v1.CreateSandboxRequest.MetadataEntry
+	60, // 7: hostagent.v1.CreateSandboxRequest.env_vars:type_name -> hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	61, // 8: hostagent.v1.CreateSandboxRequest.metadata:type_name -> hostagent.v1.CreateSandboxRequest.MetadataEntry
 	1,  // 9: hostagent.v1.CreateSandboxRequest.on_timeout:type_name -> hostagent.v1.TimeoutAction
 	13, // 10: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	13, // 11: hostagent.v1.GetSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
@@ -3891,71 +4015,74 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	13, // 13: hostagent.v1.SetSandboxTimeoutResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	27, // 14: hostagent.v1.GetSandboxMetricsResponse.latest:type_name -> hostagent.v1.SandboxMetrics
 	27, // 15: hostagent.v1.GetSandboxMetricsResponse.recent:type_name -> hostagent.v1.SandboxMetrics
-	60, // 16: hostagent.v1.ExecRequest.envs:type_name -> hostagent.v1.ExecRequest.EnvsEntry
+	62, // 16: hostagent.v1.ExecRequest.envs:type_name -> hostagent.v1.ExecRequest.EnvsEntry
 	35, // 17: hostagent.v1.ExecStreamResponse.end:type_name -> hostagent.v1.ExecEnd
 	33, // 18: hostagent.v1.ListProcessesResponse.processes:type_name -> hostagent.v1.Process
 	36, // 19: hostagent.v1.WriteFileStreamRequest.header:type_name -> hostagent.v1.WriteFileRequest
 	42, // 20: hostagent.v1.ListDirResponse.entries:type_name -> hostagent.v1.FileEntry
 	42, // 21: hostagent.v1.MakeDirResponse.entry:type_name -> hostagent.v1.FileEntry
-	61, // 22: hostagent.v1.PtyAttachRequest.envs:type_name -> hostagent.v1.PtyAttachRequest.EnvsEntry
-	35, // 23: hostagent.v1.PtyAttachResponse.end:type_name -> hostagent.v1.ExecEnd
-	14, // 24: hostagent.v1.HostAgentService.HostInfo:input_type -> hostagent.v1.HostInfoRequest
-	16, // 25: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
-	18, // 26: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
-	20, // 27: hostagent.v1.HostAgentService.GetSandbox:input_type -> hostagent.v1.GetSandboxRequest
-	22, // 28: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
-	24, // 29: hostagent.v1.HostAgentService.SetSandboxTimeout:input_type -> hostagent.v1.SetSandboxTimeoutRequest
-	26, // 30: hostagent.v1.HostAgentService.GetSandboxMetrics:input_type -> hostagent.v1.GetSandboxMetricsRequest
-	29, // 31: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
-	29, // 32: hostagent.v1.HostAgentService.ExecStream:input_type -> hostagent.v1.ExecRequest
-	32, // 33: hostagent.v1.HostAgentService.ListProcesses:input_type -> hostagent.v1.ListProcessesRequest
-	36, // 34: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
-	39, // 35: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
-	38, // 36: hostagent.v1.HostAgentService.WriteFileStream:input_type -> hostagent.v1.WriteFileStreamRequest
-	39, // 37: hostagent.v1.HostAgentService.ReadFileStream:input_type -> hostagent.v1.ReadFileRequest
-	43, // 38: hostagent.v1.HostAgentService.ListDir:input_type -> hostagent.v1.ListDirRequest
-	45, // 39: hostagent.v1.HostAgentService.MakeDir:input_type -> hostagent.v1.MakeDirRequest
-	47, // 40: hostagent.v1.HostAgentService.RemovePath:input_type -> hostagent.v1.RemovePathRequest
-	49, // 41: hostagent.v1.HostAgentService.PtyAttach:input_type -> hostagent.v1.PtyAttachRequest
-	51, // 42: hostagent.v1.HostAgentService.PtySendInput:input_type -> hostagent.v1.PtySendInputRequest
-	53, // 43: hostagent.v1.HostAgentService.PtyResize:input_type -> hostagent.v1.PtyResizeRequest
-	55, // 44: hostagent.v1.HostAgentService.PtyKill:input_type -> hostagent.v1.PtyKillRequest
-	9,  // 45: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
-	11, // 46: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
-	3,  // 47: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
-	5,  // 48: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
-	7,  // 49: hostagent.v1.HostAgentService.ListSnapshots:input_type -> hostagent.v1.ListSnapshotsRequest
-	15, // 50: hostagent.v1.HostAgentService.HostInfo:output_type -> hostagent.v1.HostInfoResponse
-	17, // 51: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
-	19, // 52: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
-	21, // 53: hostagent.v1.HostAgentService.GetSandbox:output_type -> hostagent.v1.GetSandboxResponse
-	23, // 54: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
-	25, // 55: hostagent.v1.HostAgentService.SetSandboxTimeout:output_type -> hostagent.v1.SetSandboxTimeoutResponse
-	28, // 56: hostagent.v1.HostAgentService.GetSandboxMetrics:output_type -> hostagent.v1.GetSandboxMetricsResponse
-	30, // 57: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
-	31, // 58: hostagent.v1.HostAgentService.ExecStream:output_type -> hostagent.v1.ExecStreamResponse
-	34, // 59: hostagent.v1.HostAgentService.ListProcesses:output_type -> hostagent.v1.ListProcessesResponse
-	37, // 60: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
-	40, // 61: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
-	37, // 62: hostagent.v1.HostAgentService.WriteFileStream:output_type -> hostagent.v1.WriteFileResponse
-	41, // 63: hostagent.v1.HostAgentService.ReadFileStream:output_type -> hostagent.v1.ReadFileStreamResponse
-	44, // 64: hostagent.v1.HostAgentService.ListDir:output_type -> hostagent.v1.ListDirResponse
-	46, // 65: hostagent.v1.HostAgentService.MakeDir:output_type -> hostagent.v1.MakeDirResponse
-	48, // 66: hostagent.v1.HostAgentService.RemovePath:output_type -> hostagent.v1.RemovePathResponse
-	50, // 67: hostagent.v1.HostAgentService.PtyAttach:output_type -> hostagent.v1.PtyAttachResponse
-	52, // 68: hostagent.v1.HostAgentService.PtySendInput:output_type -> hostagent.v1.PtySendInputResponse
-	54, // 69: hostagent.v1.HostAgentService.PtyResize:output_type -> hostagent.v1.PtyResizeResponse
-	56, // 70: hostagent.v1.HostAgentService.PtyKill:output_type -> hostagent.v1.PtyKillResponse
-	10, // 71: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
-	12, // 72: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
-	4,  // 73: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
-	6,  // 74: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
-	8,  // 75: hostagent.v1.HostAgentService.ListSnapshots:output_type -> hostagent.v1.ListSnapshotsResponse
-	50, // [50:76] is the sub-list for method output_type
-	24, // [24:50] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	42, // 22: hostagent.v1.MovePathResponse.entry:type_name -> hostagent.v1.FileEntry
+	63, // 23: hostagent.v1.PtyAttachRequest.envs:type_name -> hostagent.v1.PtyAttachRequest.EnvsEntry
+	35, // 24: hostagent.v1.PtyAttachResponse.end:type_name -> hostagent.v1.ExecEnd
+	14, // 25: hostagent.v1.HostAgentService.HostInfo:input_type -> hostagent.v1.HostInfoRequest
+	16, // 26: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
+	18, // 27: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
+	20, // 28: hostagent.v1.HostAgentService.GetSandbox:input_type -> hostagent.v1.GetSandboxRequest
+	22, // 29: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
+	24, // 30: hostagent.v1.HostAgentService.SetSandboxTimeout:input_type -> hostagent.v1.SetSandboxTimeoutRequest
+	26, // 31: hostagent.v1.HostAgentService.GetSandboxMetrics:input_type -> hostagent.v1.GetSandboxMetricsRequest
+	29, // 32: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
+	29, // 33: hostagent.v1.HostAgentService.ExecStream:input_type -> hostagent.v1.ExecRequest
+	32, // 34: hostagent.v1.HostAgentService.ListProcesses:input_type -> hostagent.v1.ListProcessesRequest
+	36, // 35: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
+	39, // 36: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
+	38, // 37: hostagent.v1.HostAgentService.WriteFileStream:input_type -> hostagent.v1.WriteFileStreamRequest
+	39, // 38: hostagent.v1.HostAgentService.ReadFileStream:input_type -> hostagent.v1.ReadFileRequest
+	43, // 39: hostagent.v1.HostAgentService.ListDir:input_type -> hostagent.v1.ListDirRequest
+	45, // 40: hostagent.v1.HostAgentService.MakeDir:input_type -> hostagent.v1.MakeDirRequest
+	47, // 41: hostagent.v1.HostAgentService.RemovePath:input_type -> hostagent.v1.RemovePathRequest
+	49, // 42: hostagent.v1.HostAgentService.MovePath:input_type -> hostagent.v1.MovePathRequest
+	51, // 43: hostagent.v1.HostAgentService.PtyAttach:input_type -> hostagent.v1.PtyAttachRequest
+	53, // 44: hostagent.v1.HostAgentService.PtySendInput:input_type -> hostagent.v1.PtySendInputRequest
+	55, // 45: hostagent.v1.HostAgentService.PtyResize:input_type -> hostagent.v1.PtyResizeRequest
+	57, // 46: hostagent.v1.HostAgentService.PtyKill:input_type -> hostagent.v1.PtyKillRequest
+	9,  // 47: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
+	11, // 48: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
+	3,  // 49: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
+	5,  // 50: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
+	7,  // 51: hostagent.v1.HostAgentService.ListSnapshots:input_type -> hostagent.v1.ListSnapshotsRequest
+	15, // 52: hostagent.v1.HostAgentService.HostInfo:output_type -> hostagent.v1.HostInfoResponse
+	17, // 53: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
+	19, // 54: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
+	21, // 55: hostagent.v1.HostAgentService.GetSandbox:output_type -> hostagent.v1.GetSandboxResponse
+	23, // 56: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
+	25, // 57: hostagent.v1.HostAgentService.SetSandboxTimeout:output_type -> hostagent.v1.SetSandboxTimeoutResponse
+	28, // 58: hostagent.v1.HostAgentService.GetSandboxMetrics:output_type -> hostagent.v1.GetSandboxMetricsResponse
+	30, // 59: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
+	31, // 60: hostagent.v1.HostAgentService.ExecStream:output_type -> hostagent.v1.ExecStreamResponse
+	34, // 61: hostagent.v1.HostAgentService.ListProcesses:output_type -> hostagent.v1.ListProcessesResponse
+	37, // 62: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
+	40, // 63: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
+	37, // 64: hostagent.v1.HostAgentService.WriteFileStream:output_type -> hostagent.v1.WriteFileResponse
+	41, // 65: hostagent.v1.HostAgentService.ReadFileStream:output_type -> hostagent.v1.ReadFileStreamResponse
+	44, // 66: hostagent.v1.HostAgentService.ListDir:output_type -> hostagent.v1.ListDirResponse
+	46, // 67: hostagent.v1.HostAgentService.MakeDir:output_type -> hostagent.v1.MakeDirResponse
+	48, // 68: hostagent.v1.HostAgentService.RemovePath:output_type -> hostagent.v1.RemovePathResponse
+	50, // 69: hostagent.v1.HostAgentService.MovePath:output_type -> hostagent.v1.MovePathResponse
+	52, // 70: hostagent.v1.HostAgentService.PtyAttach:output_type -> hostagent.v1.PtyAttachResponse
+	54, // 71: hostagent.v1.HostAgentService.PtySendInput:output_type -> hostagent.v1.PtySendInputResponse
+	56, // 72: hostagent.v1.HostAgentService.PtyResize:output_type -> hostagent.v1.PtyResizeResponse
+	58, // 73: hostagent.v1.HostAgentService.PtyKill:output_type -> hostagent.v1.PtyKillResponse
+	10, // 74: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
+	12, // 75: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
+	4,  // 76: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	6,  // 77: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	8,  // 78: hostagent.v1.HostAgentService.ListSnapshots:output_type -> hostagent.v1.ListSnapshotsResponse
+	52, // [52:79] is the sub-list for method output_type
+	25, // [25:52] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -3973,7 +4100,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 		(*WriteFileStreamRequest_Header)(nil),
 		(*WriteFileStreamRequest_Chunk)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[48].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[50].OneofWrappers = []any{
 		(*PtyAttachResponse_StartedPid)(nil),
 		(*PtyAttachResponse_Output)(nil),
 		(*PtyAttachResponse_End)(nil),
@@ -3984,7 +4111,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

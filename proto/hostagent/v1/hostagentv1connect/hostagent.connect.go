@@ -87,6 +87,9 @@ const (
 	// HostAgentServiceRemovePathProcedure is the fully-qualified name of the HostAgentService's
 	// RemovePath RPC.
 	HostAgentServiceRemovePathProcedure = "/hostagent.v1.HostAgentService/RemovePath"
+	// HostAgentServiceMovePathProcedure is the fully-qualified name of the HostAgentService's MovePath
+	// RPC.
+	HostAgentServiceMovePathProcedure = "/hostagent.v1.HostAgentService/MovePath"
 	// HostAgentServicePtyAttachProcedure is the fully-qualified name of the HostAgentService's
 	// PtyAttach RPC.
 	HostAgentServicePtyAttachProcedure = "/hostagent.v1.HostAgentService/PtyAttach"
@@ -138,6 +141,7 @@ type HostAgentServiceClient interface {
 	ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error)
 	MakeDir(context.Context, *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error)
 	RemovePath(context.Context, *connect.Request[v1.RemovePathRequest]) (*connect.Response[v1.RemovePathResponse], error)
+	MovePath(context.Context, *connect.Request[v1.MovePathRequest]) (*connect.Response[v1.MovePathResponse], error)
 	PtyAttach(context.Context, *connect.Request[v1.PtyAttachRequest]) (*connect.ServerStreamForClient[v1.PtyAttachResponse], error)
 	PtySendInput(context.Context, *connect.Request[v1.PtySendInputRequest]) (*connect.Response[v1.PtySendInputResponse], error)
 	PtyResize(context.Context, *connect.Request[v1.PtyResizeRequest]) (*connect.Response[v1.PtyResizeResponse], error)
@@ -267,6 +271,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("RemovePath")),
 			connect.WithClientOptions(opts...),
 		),
+		movePath: connect.NewClient[v1.MovePathRequest, v1.MovePathResponse](
+			httpClient,
+			baseURL+HostAgentServiceMovePathProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("MovePath")),
+			connect.WithClientOptions(opts...),
+		),
 		ptyAttach: connect.NewClient[v1.PtyAttachRequest, v1.PtyAttachResponse](
 			httpClient,
 			baseURL+HostAgentServicePtyAttachProcedure,
@@ -343,6 +353,7 @@ type hostAgentServiceClient struct {
 	listDir           *connect.Client[v1.ListDirRequest, v1.ListDirResponse]
 	makeDir           *connect.Client[v1.MakeDirRequest, v1.MakeDirResponse]
 	removePath        *connect.Client[v1.RemovePathRequest, v1.RemovePathResponse]
+	movePath          *connect.Client[v1.MovePathRequest, v1.MovePathResponse]
 	ptyAttach         *connect.Client[v1.PtyAttachRequest, v1.PtyAttachResponse]
 	ptySendInput      *connect.Client[v1.PtySendInputRequest, v1.PtySendInputResponse]
 	ptyResize         *connect.Client[v1.PtyResizeRequest, v1.PtyResizeResponse]
@@ -439,6 +450,11 @@ func (c *hostAgentServiceClient) RemovePath(ctx context.Context, req *connect.Re
 	return c.removePath.CallUnary(ctx, req)
 }
 
+// MovePath calls hostagent.v1.HostAgentService.MovePath.
+func (c *hostAgentServiceClient) MovePath(ctx context.Context, req *connect.Request[v1.MovePathRequest]) (*connect.Response[v1.MovePathResponse], error) {
+	return c.movePath.CallUnary(ctx, req)
+}
+
 // PtyAttach calls hostagent.v1.HostAgentService.PtyAttach.
 func (c *hostAgentServiceClient) PtyAttach(ctx context.Context, req *connect.Request[v1.PtyAttachRequest]) (*connect.ServerStreamForClient[v1.PtyAttachResponse], error) {
 	return c.ptyAttach.CallServerStream(ctx, req)
@@ -506,6 +522,7 @@ type HostAgentServiceHandler interface {
 	ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error)
 	MakeDir(context.Context, *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error)
 	RemovePath(context.Context, *connect.Request[v1.RemovePathRequest]) (*connect.Response[v1.RemovePathResponse], error)
+	MovePath(context.Context, *connect.Request[v1.MovePathRequest]) (*connect.Response[v1.MovePathResponse], error)
 	PtyAttach(context.Context, *connect.Request[v1.PtyAttachRequest], *connect.ServerStream[v1.PtyAttachResponse]) error
 	PtySendInput(context.Context, *connect.Request[v1.PtySendInputRequest]) (*connect.Response[v1.PtySendInputResponse], error)
 	PtyResize(context.Context, *connect.Request[v1.PtyResizeRequest]) (*connect.Response[v1.PtyResizeResponse], error)
@@ -631,6 +648,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("RemovePath")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceMovePathHandler := connect.NewUnaryHandler(
+		HostAgentServiceMovePathProcedure,
+		svc.MovePath,
+		connect.WithSchema(hostAgentServiceMethods.ByName("MovePath")),
+		connect.WithHandlerOptions(opts...),
+	)
 	hostAgentServicePtyAttachHandler := connect.NewServerStreamHandler(
 		HostAgentServicePtyAttachProcedure,
 		svc.PtyAttach,
@@ -721,6 +744,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceMakeDirHandler.ServeHTTP(w, r)
 		case HostAgentServiceRemovePathProcedure:
 			hostAgentServiceRemovePathHandler.ServeHTTP(w, r)
+		case HostAgentServiceMovePathProcedure:
+			hostAgentServiceMovePathHandler.ServeHTTP(w, r)
 		case HostAgentServicePtyAttachProcedure:
 			hostAgentServicePtyAttachHandler.ServeHTTP(w, r)
 		case HostAgentServicePtySendInputProcedure:
@@ -814,6 +839,10 @@ func (UnimplementedHostAgentServiceHandler) MakeDir(context.Context, *connect.Re
 
 func (UnimplementedHostAgentServiceHandler) RemovePath(context.Context, *connect.Request[v1.RemovePathRequest]) (*connect.Response[v1.RemovePathResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.RemovePath is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) MovePath(context.Context, *connect.Request[v1.MovePathRequest]) (*connect.Response[v1.MovePathResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.MovePath is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) PtyAttach(context.Context, *connect.Request[v1.PtyAttachRequest], *connect.ServerStream[v1.PtyAttachResponse]) error {
