@@ -4,7 +4,7 @@ BIN       := bin
 GOFLAGS   := -trimpath -ldflags=-s\ -w
 export CGO_ENABLED := 0
 
-BINARIES := envd wrenn-init wrenn host-agent control-plane
+BINARIES := envd wrenn-init wrenn host-agent control-plane code-interpreter
 
 .PHONY: build web dist generate test lint bench bench-platform clean $(BINARIES)
 

@@ -24,7 +24,7 @@ const usage = `usage: wrenn <command>
 
 commands:
   dev [flags]            run PostgreSQL, the control plane, the sandbox proxy and an agent on this machine (root)
-  image build <name>     build a guest image (minimal, base) [--dir, --force, ...]
+  image build <name>     build a guest image (minimal, base, code-interpreter) [--dir, --force, ...]
   image verify <name>    check an image's files against its manifest
   image list             list built images
   bench envd [flags]     measure envd against baselines from the same run
@@ -198,6 +198,7 @@ func imageCmd(ctx context.Context, args []string) error {
 	var o guestimage.Options
 	fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary to install")
 	fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary to install")
+	fs.StringVar(&o.CodeInterpreter, "code-interpreter", "bin/code-interpreter", "code-interpreter binary to install (code-interpreter image)")
 	fs.StringVar(&o.KernelVersion, "kernel", "", "kernel version from /boot (default: the newest)")
 	fs.StringVar(&o.Mirror, "mirror", "", "Debian mirror for the base image (default http://deb.debian.org/debian)")
 	fs.BoolVar(&o.Force, "force", false, "rebuild even when the image is up to date")
@@ -271,6 +272,8 @@ func devCmd(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.Base, "base", false, "also build the base image (Debian with python3, git, ...; debootstrap takes minutes)")
 	fs.StringVar(&o.Envd, "envd", filepath.Join(binDir, "envd"), "envd binary for images")
 	fs.StringVar(&o.Init, "init", filepath.Join(binDir, "wrenn-init"), "wrenn-init binary for images")
+	fs.BoolVar(&o.CodeInterpreter, "code-interpreter", false, "also build the code-interpreter image (base + Jupyter kernels; template code-interpreter-v1 of E2B's code-interpreter SDK)")
+	fs.StringVar(&o.CodeInterpreterBin, "code-interpreter-bin", filepath.Join(binDir, "code-interpreter"), "code-interpreter binary for the code-interpreter image")
 	verbose := fs.Bool("verbose", false, "log at info level (default: warnings only)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -44,6 +44,10 @@ type Options struct {
 	AgentListen string
 	// Base also builds the base image (debootstrap: minutes).
 	Base bool
+	// CodeInterpreter also builds the code-interpreter image (base and
+	// more packages), from the CodeInterpreterBin binary.
+	CodeInterpreter    bool
+	CodeInterpreterBin string
 	// Envd and Init are the binaries baked into images.
 	Envd, Init string
 	// Out receives the usage text; Log everything else.
@@ -92,9 +96,12 @@ func Run(ctx context.Context, o Options) error {
 	if o.Base {
 		images = append(images, "base")
 	}
+	if o.CodeInterpreter {
+		images = append(images, guestimage.CodeInterpreterKind)
+	}
 	for _, name := range images {
 		log.Info("guest image", "name", name, "dir", o.ImagesDir)
-		if _, err := guestimage.Build(ctx, guestimage.Options{Name: name, Dir: o.ImagesDir, Envd: o.Envd, Init: o.Init, Progress: os.Stderr}); err != nil {
+		if _, err := guestimage.Build(ctx, guestimage.Options{Name: name, Dir: o.ImagesDir, Envd: o.Envd, Init: o.Init, CodeInterpreter: o.CodeInterpreterBin, Progress: os.Stderr}); err != nil {
 			return fmt.Errorf("build the %s image: %w", name, err)
 		}
 	}

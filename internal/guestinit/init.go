@@ -70,7 +70,7 @@ func Run(log *slog.Logger) error {
 	os.Setenv("HOME", "/root")
 
 	p := &pid1{log: log, children: map[int]*child{}, events: make(chan func(), 16)}
-	p.supervise(&child{name: "envd", argv: envdCommand(params)})
+	p.startEnvd(&child{name: "envd", argv: envdCommand(params)})
 	if chrony := chronyCommand(); chrony != nil {
 		p.supervise(&child{name: "chronyd", argv: chrony})
 	}
@@ -100,7 +100,7 @@ func runInContainer(log *slog.Logger) error {
 	os.Setenv("PATH", defaultPath)
 	os.Setenv("HOME", "/root")
 	p := &pid1{log: log, children: map[int]*child{}, events: make(chan func(), 16), container: true}
-	p.supervise(&child{name: "envd", argv: envdCommand(params)})
+	p.startEnvd(&child{name: "envd", argv: envdCommand(params)})
 	return p.loop()
 }
 
