@@ -31,7 +31,7 @@ func main() {
 func run() error {
 	port := flag.Int("port", envd.Port, "TCP port to listen on")
 	addr := flag.String("addr", "", "address to listen on (default 0.0.0.0, or 127.0.0.1 with --local)")
-	local := flag.Bool("local", false, "run on a development host instead of inside a sandbox: never set the clock, default user is the current one, listen on loopback")
+	local := flag.Bool("local", false, "run on a development host instead of inside a sandbox: never set the clock, default user is the current one (home: $HOME), listen on loopback")
 	forward := flag.String("forward-addr", "", "forward services listening only on loopback to this address (default: the first non-loopback IPv4 address; none with --local); \"off\" disables")
 	sandboxID := flag.String("sandbox-id", "", "sandbox ID exported as E2B_SANDBOX_ID")
 	templateID := flag.String("template-id", "", "template ID exported as E2B_TEMPLATE_ID")

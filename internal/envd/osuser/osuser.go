@@ -1,6 +1,8 @@
-// Package osuser resolves the Unix users that sandbox requests act as, and
-// the paths they name, the way E2B's envd does: "~" is the user's home,
-// relative paths are relative to the default workdir or the home directory.
+// Package osuser resolves the Unix users that sandbox requests act as and
+// the paths they name, the way E2B's envd does ("~" is the user's home,
+// relative paths are relative to the default workdir or the home
+// directory), and performs filesystem operations with a user's permissions
+// (Do).
 package osuser
 
 import (
@@ -92,18 +94,6 @@ func (u *User) Credential() *syscall.Credential {
 	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 }
 
-// Chown gives path to u where envd is allowed to; as a non-root envd every
-// file is already its own.
-func (u *User) Chown(path string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	if err := os.Lchown(path, int(u.UID), int(u.GID)); err != nil {
-		return fmt.Errorf("chown %s to %s: %w", path, u.Name, err)
-	}
-	return nil
-}
-
 // ResolvePath turns a client's path into an absolute, cleaned one. "~" and
 // "~/x" are in the user's home; an empty path is the default workdir, and
 // other relative paths are relative to it; without a default workdir both
@@ -129,25 +119,4 @@ func ResolvePath(path string, u *User, defaultWorkdir string) (string, error) {
 		return filepath.Join(defaultWorkdir, path), nil
 	}
 	return filepath.Join(u.Home, path), nil
-}
-
-// MkdirAll creates dir and its missing parents with mode 0755, each new one
-// owned by u.
-func MkdirAll(dir string, u *User) error {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s exists and is not a directory", dir)
-		}
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := MkdirAll(parent, u); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-		return fmt.Errorf("create directory %s: %w", dir, err)
-	}
-	return u.Chown(dir)
 }
