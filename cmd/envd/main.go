@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"syscall"
@@ -44,6 +45,15 @@ func run() error {
 	if *version {
 		fmt.Println(envd.Version)
 		return nil
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// envd's work is system calls, not computation, and the
+		// sandbox's CPUs belong to the user's processes. With one P its
+		// goroutines hand work to each other on one thread instead of
+		// waking (and spinning) a second one for every event: measured
+		// on 2 CPUs, a command's round trip is ~0.7 ms shorter and the
+		// command itself runs faster beside envd.
+		runtime.GOMAXPROCS(1)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// envd shares a small VM with the user's work: keep the heap

@@ -11,9 +11,13 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // User is a resolved Unix account.
@@ -28,8 +32,76 @@ type User struct {
 // ErrUnknownUser is returned for a name that has no account on this system.
 var ErrUnknownUser = errors.New("unknown user")
 
-// Lookup resolves an account by name.
+// Lookup resolves an account by name. Every request names its user, so
+// answers are kept while /etc/passwd and /etc/group stay as they are (the
+// same file, size and modification time); adding a user or changing a
+// group replaces or rewrites them and so is seen at once.
 func Lookup(name string) (*User, error) {
+	stamp, stampOK := accountFilesStamp()
+	if stampOK {
+		lookups.Lock()
+		c, ok := lookups.m[name]
+		lookups.Unlock()
+		if ok && c.stamp == stamp {
+			return c.user.clone(), nil
+		}
+	}
+	u, err := lookupUncached(name)
+	if err != nil || !stampOK {
+		return u, err
+	}
+	lookups.Lock()
+	if len(lookups.m) >= maxCachedUsers {
+		clear(lookups.m)
+	}
+	lookups.m[name] = cachedUser{user: u.clone(), stamp: stamp}
+	lookups.Unlock()
+	return u, nil
+}
+
+const maxCachedUsers = 64
+
+var lookups = struct {
+	sync.Mutex
+	m map[string]cachedUser
+}{m: map[string]cachedUser{}}
+
+type cachedUser struct {
+	user  *User
+	stamp [2]fileStamp
+}
+
+type fileStamp struct {
+	dev, ino uint64
+	size     int64
+	mtime    unix.Timespec
+}
+
+// accountFiles and lookupUncached are variables for tests.
+var (
+	accountFiles   = [2]string{"/etc/passwd", "/etc/group"}
+	lookupUncached = lookup
+)
+
+func accountFilesStamp() ([2]fileStamp, bool) {
+	var out [2]fileStamp
+	for i, p := range accountFiles {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return out, false
+		}
+		out[i] = fileStamp{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}
+	}
+	return out, true
+}
+
+func (u *User) clone() *User {
+	c := *u
+	c.Groups = slices.Clone(u.Groups)
+	return &c
+}
+
+func lookup(name string) (*User, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		var unknown user.UnknownUserError

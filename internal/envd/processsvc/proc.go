@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 )
@@ -247,6 +248,7 @@ func readNoEINTR(fd int, b []byte) (int, error) {
 }
 
 func (p *proc) wait(readers *sync.WaitGroup, onDone func(*proc)) {
+	awaitExit(int(p.pid))
 	err := p.cmd.Wait()
 	p.exited.Store(true)
 	for _, f := range p.outputs {
@@ -268,6 +270,30 @@ func (p *proc) wait(readers *sync.WaitGroup, onDone func(*proc)) {
 	p.end = endEvent(p.cmd.ProcessState, err)
 	close(p.done)
 	onDone(p)
+}
+
+// awaitExit returns once the process has exited (cmd.Wait then only reaps
+// it). It waits in Go's poller on a pidfd, so that the exit, the end of the
+// output and the answer are handled by envd's goroutines in one go, rather
+// than by a thread blocked in waitid(2) that must then queue for the
+// processor again. Where pidfds do not work it returns at once and
+// cmd.Wait blocks as before.
+func awaitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		return err != nil || info.Signo != 0
+	})
 }
 
 func endEvent(ps *os.ProcessState, waitErr error) *pb.ProcessEvent_EndEvent {
