@@ -202,10 +202,11 @@ const asRoot = process.env.WRENN_E2B_SANDBOX_URL || process.getuid() === 0
 test('files: a user cannot read root-only files or replace root files through symlinks', { skip: !asRoot && 'envd is not root' }, async () => {
   const d = join(work, 'perm')
   const rootOnly = join(d, 'rootonly')
-  await sbx.files.makeDir(rootOnly)
-  await sbx.files.write(join(rootOnly, 'secret'), 'root secret')
-  await sbx.files.write(join(rootOnly, 'victim.conf'), 'root content')
-  await sbx.commands.run(`chmod 600 ${rootOnly}/secret && chmod 755 ${rootOnly} && chmod 1777 ${d} && chmod 755 ${work}`)
+  const root = { user: 'root' }
+  await sbx.files.makeDir(rootOnly, root)
+  await sbx.files.write(join(rootOnly, 'secret'), 'root secret', root)
+  await sbx.files.write(join(rootOnly, 'victim.conf'), 'root content', root)
+  await sbx.commands.run(`chmod 600 ${rootOnly}/secret && chmod 755 ${rootOnly} && chmod 1777 ${d} && chmod 755 ${work} && mkdir -m 700 ${d}/private`, root)
   const user = 'nobody'
 
   await assert.rejects(sbx.files.read(join(rootOnly, 'secret'), { user }), /403|permission denied/i)
@@ -215,10 +216,9 @@ test('files: a user cannot read root-only files or replace root files through sy
   await assert.rejects(sbx.files.write(join(d, 'config'), 'pwned', { user }), /403|permission denied/i)
   await assert.rejects(sbx.files.write(join(d, 'cfgdir', 'victim.conf'), 'pwned', { user }), /403|permission denied/i)
   await assert.rejects(sbx.files.remove(join(d, 'cfgdir', 'victim.conf'), { user }), /permission/i)
-  await sbx.commands.run(`mkdir -m 700 ${d}/private`)
   await assert.rejects(sbx.files.list(join(d, 'private'), { user }), /permission/i)
-  assert.equal(await sbx.files.read(join(rootOnly, 'victim.conf')), 'root content')
-  assert.deepEqual((await sbx.files.list(rootOnly)).map((e) => e.name).sort(), ['secret', 'victim.conf'])
+  assert.equal(await sbx.files.read(join(rootOnly, 'victim.conf'), root), 'root content')
+  assert.deepEqual((await sbx.files.list(rootOnly, root)).map((e) => e.name).sort(), ['secret', 'victim.conf'])
 
   // What the user may do still works, and what it makes is its own.
   const mine = join(d, 'mine', 'deep', 'f.txt')
