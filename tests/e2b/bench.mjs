@@ -54,26 +54,57 @@ const plainPort = await freePort()
 const plain = spawn(process.execPath, ['-e', plainSrc, String(plainPort)], { stdio: 'ignore', env })
 const plainUrl = `http://127.0.0.1:${plainPort}`
 
+// A Connect server that does no work: it answers a command with start and
+// end at once, and a PTY with the burst's bytes, pre-encoded in 256 KB
+// messages. The SDK's time against it is the SDK's own share (it parses
+// JSON and base64 in script), the floor under any envd.
+const noopSrc = `
+const { createServer } = require('node:http')
+const env = (flags, obj) => { const j = Buffer.from(JSON.stringify(obj)); const b = Buffer.alloc(5 + j.length); b[0] = flags; b.writeUInt32BE(j.length, 1); j.copy(b, 5); return b }
+const burst = Buffer.from(require('node:crypto').randomBytes(Number(process.argv[2]) * 3 / 4).toString('base64'))
+const chunks = []
+for (let i = 0; i < burst.length; i += 256 << 10) chunks.push(env(0, { event: { data: { pty: burst.subarray(i, i + (256 << 10)).toString('base64') } } }))
+createServer((req, res) => {
+  let body = []
+  req.on('data', (d) => body.push(d)).on('end', () => {
+    if (req.url.endsWith('/Start')) {
+      res.setHeader('Content-Type', 'application/connect+json')
+      res.write(env(0, { event: { start: { pid: 4242 } } }))
+      if (Buffer.concat(body).includes('"pty"')) for (const c of chunks) res.write(c)
+      res.write(env(0, { event: { end: { exitCode: 0, exited: true, status: 'exit status 0' } } }))
+      res.end(env(2, {}))
+    } else { res.setHeader('Content-Type', 'application/json'); res.end('{}') }
+  })
+}).listen(Number(process.argv[1]), '127.0.0.1')`
+
 const port = await freePort()
 const envd = spawn(envdBin, ['--local', '--port', String(port)], { stdio: 'ignore', env })
 const url = `http://127.0.0.1:${port}`
+const burst = 27_000_000
+const noopPort = await freePort()
+const noopServer = spawn(process.execPath, ['-e', noopSrc, String(noopPort), String(burst)], { stdio: 'ignore' })
+const noopUrl = `http://127.0.0.1:${noopPort}`
 const rows = []
 
 try {
   await waitHealthy(`${url}/health`)
   await waitHealthy(plainUrl)
+  await waitHealthy(noopUrl)
   const sbx = await Sandbox.create({ debug: true, sandboxUrl: url })
+  const noop = await Sandbox.create({ debug: true, sandboxUrl: noopUrl })
   rows.push({ metric: 'envd resident memory, idle', wrenn: `${(statusKB(envd.pid, 'VmRSS') / 1024).toFixed(1)} MB`, baseline: '', ratio: '', target: 'E2B envd: 11.5 MB' })
 
   say('commands.run…')
   for (let i = 0; i < 5; i++) { await sbx.commands.run('true'); spawnSync('/bin/bash', ['-l', '-c', 'true'], { env }) }
-  const run = [], spawnBash = []
+  const run = [], spawnBash = [], floor = []
   for (let i = 0; i < runs; i++) {
     run.push(await time(() => sbx.commands.run('true')))
     spawnBash.push(await time(async () => { if (spawnSync('/bin/bash', ['-l', '-c', 'true'], { env }).status !== 0) throw new Error('bash failed') }))
+    floor.push(await time(() => noop.commands.run('true')))
   }
   rows.push({ metric: `commands.run('true') round trip (median of ${runs})`, wrenn: `${median(run).toFixed(2)} ms`, baseline: `spawn bash -l -c true: ${median(spawnBash).toFixed(2)} ms`, ratio: `${(median(run) / median(spawnBash)).toFixed(2)}×`, target: '≤ 1.2× (E2B envd: 1.53×)' })
   rows.push({ metric: `commands.run('true') round trip (p95 of ${runs})`, wrenn: `${p95(run).toFixed(2)} ms`, baseline: `spawn bash -l -c true: ${p95(spawnBash).toFixed(2)} ms`, ratio: '', target: '' })
+  rows.push({ metric: '  the SDK\'s own share: the same call to a no-op server', wrenn: '', baseline: `${median(floor).toFixed(2)} ms`, ratio: '', target: '' })
 
   say('files…')
   const size = 64 << 20
@@ -105,7 +136,6 @@ try {
   rows.push({ metric: 'files.read 64 MiB as bytes (SDK default)', wrenn: `${median(r).toFixed(0)} MB/s`, baseline: `plain Node HTTP server from a file: ${median(rBase).toFixed(0)} MB/s`, ratio: (median(r) / median(rBase)).toFixed(2), target: '≥ 0.9 (E2B envd: 2.0 MB/s)' })
 
   say('pty…')
-  const burst = 27_000_000
   const script = `head -c ${burst * 3 / 4} /dev/urandom | base64 -w0`
   const pty = [], ptyBase = []
   let lost = 0, baseLost = 0
@@ -128,12 +158,24 @@ try {
     ptyBase.push(n / 1e6 / (tb / 1000))
     if (n < burst) baseLost += burst - n
   }
+  const ceiling = []
+  for (let i = 0; i < 3; i++) {
+    let got = 0
+    const t = await time(async () => {
+      const h = await noop.pty.create({ cols: 200, rows: 50, onData: (d) => { got += d.length } })
+      await h.wait().catch(() => {})
+    })
+    if (got !== burst) throw new Error(`no-op server burst: ${got} bytes`)
+    ceiling.push(got / 1e6 / (t / 1000))
+  }
   rows.push({ metric: `PTY burst, ${burst / 1e6} MB of base64 (median of 3)`, wrenn: `${median(pty).toFixed(1)} MB/s, ${lost ? `LOST ${lost} bytes` : 'nothing lost'}`, baseline: `local PTY via script(1): ${median(ptyBase).toFixed(1)} MB/s${baseLost ? `, lost ${baseLost}` : ''}`, ratio: (median(pty) / median(ptyBase)).toFixed(2), target: '≥ 30 MB/s, nothing lost (E2B envd: 12 MB/s)' })
+  rows.push({ metric: '  the SDK\'s ceiling: the same bytes from a no-op server', wrenn: '', baseline: `${median(ceiling).toFixed(1)} MB/s`, ratio: '', target: '' })
 
   rows.push({ metric: 'envd resident memory after the runs (peak)', wrenn: `${(statusKB(envd.pid, 'VmRSS') / 1024).toFixed(1)} MB (${(statusKB(envd.pid, 'VmHWM') / 1024).toFixed(1)} MB)`, baseline: '', ratio: '', target: 'E2B envd: ~20 MB' })
 } finally {
   envd.kill('SIGTERM')
   plain.kill('SIGTERM')
+  noopServer.kill('SIGTERM')
   rmSync(dir, { recursive: true, force: true })
 }
 
