@@ -19,7 +19,7 @@ const here = dirname(fileURLToPath(import.meta.url))
 const args = process.argv.slice(2)
 const json = args.includes('--json')
 const runsAt = args.indexOf('--runs')
-const runs = runsAt >= 0 ? Number(args[runsAt + 1]) : 30
+const runs = runsAt >= 0 ? Number(args[runsAt + 1]) : 60
 const positional = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--runs')
 const envdBin = positional[0] || join(here, '..', '..', 'bin', 'envd')
 
