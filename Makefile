@@ -45,11 +45,10 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Benchmarks print tables with same-run baselines: envd over the wire, then
-# the E2B SDK's view of the same envd.
+# Benchmarks print tables with same-run baselines: envd over the wire and
+# the E2B SDK's view of the same envd, in one table.
 bench: build
 	$(GO) run ./cmd/wrenn bench envd
-	cd tests/e2b && node bench.mjs ../../$(BIN)/envd
 
 # The platform's benchmarks (root): the control plane on a private
 # PostgreSQL with a real agent, and the E2B SDK against wrenn dev.

@@ -166,6 +166,8 @@ func benchCmd(ctx context.Context, args []string) error {
 	fs.IntVar(&o.FileMiB, "file-mib", 256, "transfer size in MiB")
 	fs.IntVar(&o.FileRuns, "file-runs", 5, "transfers of each kind")
 	fs.IntVar(&o.PtyMB, "pty-mb", 100, "PTY burst in MB")
+	fs.IntVar(&o.BigMiB, "big-mib", 1024, "size of the upload and download over which envd's peak memory is measured")
+	fs.StringVar(&o.SDKScript, "sdk-script", "tests/e2b/bench.mjs", "the E2B SDK benchmark (npm ci in its directory first); empty skips it")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -174,7 +176,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	bench.Print(os.Stdout, "envd (local mode, loopback, binary Connect client)", rows)
+	bench.Print(os.Stdout, "envd (local mode, loopback; Go's binary Connect client, then the E2B SDK's rows)", rows)
 	return nil
 }
 

@@ -265,7 +265,7 @@ func ConnectCode(err error) connect.Code {
 	switch e.Status {
 	case 400:
 		return connect.CodeInvalidArgument
-	case 401:
+	case 401, 403: // 403: the user may not touch that path
 		return connect.CodePermissionDenied
 	case 404:
 		return connect.CodeNotFound
