@@ -25,6 +25,7 @@ benchmarks:
   snapshot [flags] pause and resume latency, snapshot bytes, concurrent resumes (root)
   cp [flags]       control plane: list and auth latency, what it adds to a create (root)
   sdk [flags]      the E2B SDK against wrenn dev: create from a snapshot to first command (root)
+  sdks [flags]     the Go SDK beside the JS SDK on one wrenn dev: create, run, 64 MiB files, PTY (root)
 `
 
 func main() {
@@ -140,8 +141,31 @@ func benchCmd(ctx context.Context, args []string) error {
 		o.Out = os.Stdout
 		return bench.SDK(ctx, o)
 	}
+	if len(args) > 0 && args[0] == "sdks" {
+		fs := flag.NewFlagSet("sdks", flag.ExitOnError)
+		var o bench.SDKsOptions
+		fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary")
+		fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary")
+		fs.StringVar(&o.Runtime, "runtime", "auto", "the agent's runtime")
+		fs.StringVar(&o.Script, "script", "tests/e2b/sdk-compare.mjs", "the JS SDK's half (npm ci in its directory first)")
+		fs.IntVar(&o.Creates, "creates", 5, "creates to the first command")
+		fs.IntVar(&o.Runs, "runs", 20, "run('true') round trips")
+		fs.IntVar(&o.FileRuns, "file-runs", 3, "file transfers of each kind and PTY bursts")
+		fs.IntVar(&o.FileMiB, "file-mib", 64, "file size in MiB")
+		fs.IntVar(&o.PtyMiB, "pty-mib", 16, "random MiB behind the PTY burst (sent as base64 text)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		o.Log = os.Stderr
+		rows, err := bench.SDKs(ctx, o)
+		if err != nil {
+			return err
+		}
+		bench.Print(os.Stdout, "Go SDK (pkg/sdk, Wrenn's API) beside the JS SDK (e2b, the E2B API) on one wrenn dev", rows)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "envd" {
-		return fmt.Errorf("usage: wrenn-bench envd|boot|agent|snapshot|cp|sdk [flags]")
+		return fmt.Errorf("usage: wrenn-bench envd|boot|agent|snapshot|cp|sdk|sdks [flags]")
 	}
 	fs := flag.NewFlagSet("bench envd", flag.ExitOnError)
 	var o bench.EnvdOptions

@@ -110,7 +110,9 @@ func WithUserAgent(ua string) Option {
 
 // WithoutEnv ignores the environment: only options configure the Client.
 // Give it first.
-func WithoutEnv() Option { return func(c *Client) { *c = Client{httpc: c.httpc, userAgent: c.userAgent} } }
+func WithoutEnv() Option {
+	return func(c *Client) { *c = Client{httpc: c.httpc, userAgent: c.userAgent} }
+}
 
 // New returns a Client configured from the environment, then opts.
 // WRENN_API_URL, WRENN_API_KEY, WRENN_SANDBOX_URL and
