@@ -154,6 +154,9 @@ func (a *app) client() (*sdk.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p == nil && a.profileName != "" {
+		return nil, fmt.Errorf("no profile %q in %s: run 'wrenn login --profile %s'", name, configPath(), name)
+	}
 	if p == nil && os.Getenv(sdk.EnvAPIURL) == "" && os.Getenv(sdk.EnvAPIKey) == "" && a.apiURL == "" {
 		if os.Getenv(sdk.EnvE2BAPIURL) == "" && os.Getenv(sdk.EnvE2BAPIKey) == "" {
 			return nil, errors.New("not logged in: run 'wrenn login', or set WRENN_API_URL and WRENN_API_KEY")
@@ -172,8 +175,6 @@ func (a *app) client() (*sdk.Client, error) {
 		if p.SandboxDomain != "" {
 			opts = append(opts, sdk.WithSandboxDomain(p.SandboxDomain))
 		}
-	} else if name != "" && a.profileName != "" {
-		return nil, fmt.Errorf("no profile %q in %s: run 'wrenn login --profile %s'", name, configPath(), name)
 	}
 	for env, opt := range map[string]func(string) sdk.Option{sdk.EnvAPIURL: sdk.WithAPIURL, sdk.EnvAPIKey: sdk.WithAPIKey, sdk.EnvSandboxURL: sdk.WithSandboxURL, sdk.EnvSandboxDomain: sdk.WithSandboxDomain} {
 		if v := os.Getenv(env); v != "" {

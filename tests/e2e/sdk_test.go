@@ -73,11 +73,12 @@ func sdkProcesses(t *testing.T, sb *sdk.Sandbox) string {
 	return b.String()
 }
 
-// stallingReader gives n random bytes, then blocks until released.
+// stallingReader gives n random bytes, then blocks until its context
+// ends, as a slow source would.
 type stallingReader struct {
-	n       int
-	sent    chan struct{}
-	release chan struct{}
+	n    int
+	sent chan struct{}
+	ctx  context.Context
 }
 
 func (r *stallingReader) Read(p []byte) (int, error) {
@@ -87,8 +88,8 @@ func (r *stallingReader) Read(p []byte) (int, error) {
 		default:
 			close(r.sent)
 		}
-		<-r.release
-		return 0, io.ErrUnexpectedEOF
+		<-r.ctx.Done()
+		return 0, r.ctx.Err()
 	}
 	n := min(len(p), r.n)
 	rand.Read(p[:n])
@@ -382,10 +383,9 @@ func TestSDK(t *testing.T) {
 		// partial one; a read cancelled in the middle ends with the
 		// context's error.
 		cctx, cancel := context.WithCancel(ctx)
-		r := &stallingReader{n: 4 << 20, sent: make(chan struct{}), release: make(chan struct{})}
+		r := &stallingReader{n: 4 << 20, sent: make(chan struct{}), ctx: cctx}
 		go func() { <-r.sent; cancel() }()
 		_, err = sb.Files.Write(cctx, "/tmp/sdk/big.bin", r)
-		close(r.release)
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("cancelled write: %v", err)
 		}
