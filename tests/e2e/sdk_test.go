@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -629,5 +630,25 @@ func TestSDK(t *testing.T) {
 	}
 	if _, err := c.Create(ctx, sdk.CreateOptions{}); !errors.Is(err, sdk.ErrCapacity) {
 		t.Errorf("create on a drained platform: %v", err)
+	}
+}
+
+// TestSDKExamples runs pkg/sdk's examples (whose output is checked)
+// against a real stack: what pkg.go.dev shows works as shown.
+func TestSDKExamples(t *testing.T) {
+	s := startSDKStack(t)
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^Example", "-v", "git.omukk.dev/wrenn/sandbox/pkg/sdk")
+	cmd.Env = append(os.Environ(), "WRENN_API_URL="+s.cp.URL, "WRENN_API_KEY="+s.key, "WRENN_SANDBOX_URL="+s.cp.ProxyURL)
+	out, err := cmd.CombinedOutput()
+	if err != nil || bytes.Count(out, []byte("--- PASS: Example")) < 10 || bytes.Contains(out, []byte("FAIL")) {
+		t.Fatalf("examples: %v\n%s", err, out)
+	}
+	for info, err := range s.client(t).List(context.Background(), sdk.ListOptions{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State != sdk.StateStopped {
+			t.Errorf("an example left sandbox %s %s", info.ID, info.State)
+		}
 	}
 }
