@@ -62,19 +62,7 @@ command in the sandbox.`,
 			if stdin {
 				go forwardStdin(ctx, a.stdin, h)
 			}
-			res, err := h.Wait(ctx)
-			if ctx.Err() != nil {
-				// Interrupted: the command must not run on without us.
-				kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = h.Kill(kctx)
-				return exitCode(130)
-			}
-			var exit *sdk.ExitError
-			if errors.As(err, &exit) {
-				return exitCode(clampExit(res.ExitCode))
-			}
-			return err
+			return waitExit(ctx, h, 130)
 		},
 	}
 	c.Flags().SetInterspersed(false)
@@ -84,6 +72,24 @@ command in the sandbox.`,
 	f.StringVarP(&usr, "user", "u", "", "sandbox user to run as (default: the sandbox's)")
 	f.StringArrayVarP(&env, "env", "e", nil, "KEY=VALUE environment (repeatable)")
 	return c
+}
+
+// waitExit waits for the command and ends wrenn with its exit code. If
+// ctx ends first (a signal), the command is killed, as it must not run on
+// without us, and wrenn exits with interrupted.
+func waitExit(ctx context.Context, h *sdk.CommandHandle, interrupted int) error {
+	res, err := h.Wait(ctx)
+	if ctx.Err() != nil {
+		kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = h.Kill(kctx)
+		return exitCode(interrupted)
+	}
+	var exit *sdk.ExitError
+	if errors.As(err, &exit) {
+		return exitCode(clampExit(res.ExitCode))
+	}
+	return err
 }
 
 // clampExit maps a command's code to a process exit code: a signal
@@ -187,18 +193,7 @@ and wrenn exits with the shell's exit code.`,
 					}
 				}
 			}()
-			res, err := t.Wait(ctx)
-			if ctx.Err() != nil {
-				kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = t.Kill(kctx)
-				return exitCode(129)
-			}
-			var exit *sdk.ExitError
-			if errors.As(err, &exit) {
-				return exitCode(clampExit(res.ExitCode))
-			}
-			return err
+			return waitExit(ctx, t.CommandHandle, 129)
 		},
 	}
 	c.Flags().SetInterspersed(false)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strconv"
@@ -28,6 +29,35 @@ func parseKV(flag string, in []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// listCmd is a command that fetches a list and prints it as a table (or
+// JSON/YAML).
+func listCmd[T any](a *app, use, short string, fetch func(*sdk.Client, context.Context) ([]T, error), header []string, row func(T) []string) *cobra.Command {
+	return &cobra.Command{
+		Use:     use,
+		Aliases: []string{"ls"},
+		Short:   short,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			items, err := fetch(cl, cmd.Context())
+			if err != nil {
+				return err
+			}
+			if done, err := a.structured(items); done {
+				return err
+			}
+			rows := make([][]string, 0, len(items))
+			for _, it := range items {
+				rows = append(rows, row(it))
+			}
+			return a.table(header, rows)
+		},
+	}
 }
 
 func (a *app) sandboxCmd() *cobra.Command {
@@ -175,10 +205,10 @@ func (a *app) sbListCmd() *cobra.Command {
 	return c
 }
 
-// sandboxArgs is a command on one or more sandbox IDs.
-func (a *app) sandboxArgs(use, short string, run func(cmd *cobra.Command, cl *sdk.Client, id string) error) *cobra.Command {
+// eachID is a command that runs once for each ID it is given.
+func (a *app) eachID(use, short string, run func(cmd *cobra.Command, cl *sdk.Client, id string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   use + " SANDBOX...",
+		Use:   use,
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -197,7 +227,7 @@ func (a *app) sandboxArgs(use, short string, run func(cmd *cobra.Command, cl *sd
 }
 
 func (a *app) sbGetCmd() *cobra.Command {
-	c := a.sandboxArgs("get", "Show a sandbox", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
+	c := a.eachID("get SANDBOX...", "Show a sandbox", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
 		info, err := cl.Get(cmd.Context(), id)
 		if err != nil {
 			return err
@@ -209,7 +239,7 @@ func (a *app) sbGetCmd() *cobra.Command {
 }
 
 func (a *app) sbKillCmd() *cobra.Command {
-	c := a.sandboxArgs("kill", "Destroy sandboxes", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
+	c := a.eachID("kill SANDBOX...", "Destroy sandboxes", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
 		if err := cl.Kill(cmd.Context(), id); err != nil {
 			return err
 		}
@@ -221,7 +251,7 @@ func (a *app) sbKillCmd() *cobra.Command {
 }
 
 func (a *app) sbPauseCmd() *cobra.Command {
-	return a.sandboxArgs("pause", "Pause sandboxes (memory and disk are kept; resume brings them back)", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
+	return a.eachID("pause SANDBOX...", "Pause sandboxes (memory and disk are kept; resume brings them back)", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
 		if err := cl.Pause(cmd.Context(), id); err != nil {
 			return err
 		}
@@ -232,7 +262,7 @@ func (a *app) sbPauseCmd() *cobra.Command {
 
 func (a *app) sbResumeCmd() *cobra.Command {
 	var timeout string
-	c := a.sandboxArgs("resume", "Resume paused sandboxes", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
+	c := a.eachID("resume SANDBOX...", "Resume paused sandboxes", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
 		var d time.Duration
 		if timeout != "" {
 			var err error
@@ -333,49 +363,18 @@ func (a *app) snapshotCmd() *cobra.Command {
 			return nil
 		},
 	}
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List the team's snapshots",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ss, err := cl.ListSnapshots(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if done, err := a.structured(ss); done {
-				return err
-			}
-			rows := make([][]string, 0, len(ss))
-			for _, s := range ss {
-				rows = append(rows, []string{s.ID, s.Name, dash(s.Template), dash(s.SourceSandboxID), mib(uint64(s.SizeBytes)), dash(s.Status), ago(s.CreatedAt)})
-			}
-			return a.table([]string{"ID", "NAME", "TEMPLATE", "FROM SANDBOX", "SIZE", "STATUS", "CREATED"}, rows)
-		},
-	}
-	rm := &cobra.Command{
-		Use:     "rm SNAPSHOT...",
-		Aliases: []string{"delete"},
-		Short:   "Delete snapshots no sandbox uses",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			for _, id := range args {
-				if err := cl.DeleteSnapshot(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintln(a.stdout, "deleted", id)
-			}
-			return nil
-		},
-	}
+	list := listCmd(a, "list", "List the team's snapshots", (*sdk.Client).ListSnapshots,
+		[]string{"ID", "NAME", "TEMPLATE", "FROM SANDBOX", "SIZE", "STATUS", "CREATED"}, func(s sdk.Snapshot) []string {
+			return []string{s.ID, s.Name, dash(s.Template), dash(s.SourceSandboxID), mib(uint64(s.SizeBytes)), dash(s.Status), ago(s.CreatedAt)}
+		})
+	rm := a.eachID("rm SNAPSHOT...", "Delete snapshots no sandbox uses", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
+		if err := cl.DeleteSnapshot(cmd.Context(), id); err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, "deleted", id)
+		return nil
+	})
+	rm.Aliases = []string{"delete"}
 	c.AddCommand(create, list, rm)
 	return group(c)
 }
@@ -407,90 +406,39 @@ func (a *app) keyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List the team's API keys",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
+	list := listCmd(a, "list", "List the team's API keys", (*sdk.Client).ListAPIKeys,
+		[]string{"ID", "NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED"}, func(k sdk.APIKey) []string {
+			last, revoked := "never", "-"
+			if k.LastUsedAt != nil {
+				last = ago(*k.LastUsedAt)
 			}
-			ks, err := cl.ListAPIKeys(cmd.Context())
-			if err != nil {
-				return err
+			if k.RevokedAt != nil {
+				revoked = ago(*k.RevokedAt)
 			}
-			if done, err := a.structured(ks); done {
-				return err
-			}
-			rows := make([][]string, 0, len(ks))
-			for _, k := range ks {
-				last, revoked := "never", "-"
-				if k.LastUsedAt != nil {
-					last = ago(*k.LastUsedAt)
-				}
-				if k.RevokedAt != nil {
-					revoked = ago(*k.RevokedAt)
-				}
-				rows = append(rows, []string{k.ID, k.Name, k.Prefix + "…", ago(k.CreatedAt), last, revoked})
-			}
-			return a.table([]string{"ID", "NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED"}, rows)
-		},
-	}
-	revoke := &cobra.Command{
-		Use:   "revoke KEY...",
-		Short: "Revoke API keys by ID",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			for _, id := range args {
-				if err := cl.RevokeAPIKey(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintln(a.stdout, "revoked", id)
-			}
-			return nil
-		},
-	}
+			return []string{k.ID, k.Name, k.Prefix + "…", ago(k.CreatedAt), last, revoked}
+		})
+	revoke := a.eachID("revoke KEY...", "Revoke API keys by ID", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
+		if err := cl.RevokeAPIKey(cmd.Context(), id); err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, "revoked", id)
+		return nil
+	})
 	c.AddCommand(create, list, revoke)
 	return group(c)
 }
 
 func (a *app) hostCmd() *cobra.Command {
 	c := &cobra.Command{Use: "host", Aliases: []string{"hosts"}, Short: "See and manage the platform's hosts (platform admins)"}
-	list := &cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List hosts with their capacity and load",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
+	list := listCmd(a, "list", "List hosts with their capacity and load", (*sdk.Client).ListHosts,
+		[]string{"ID", "NAME", "STATUS", "RUNTIME", "SANDBOXES", "VCPUS", "MEMORY MIB", "TEMPLATES", "HEARTBEAT"}, func(h sdk.Host) []string {
+			hb := "-"
+			if h.LastHeartbeatAt != nil {
+				hb = ago(*h.LastHeartbeatAt)
 			}
-			hs, err := cl.ListHosts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if done, err := a.structured(hs); done {
-				return err
-			}
-			rows := make([][]string, 0, len(hs))
-			for _, h := range hs {
-				hb := "-"
-				if h.LastHeartbeatAt != nil {
-					hb = ago(*h.LastHeartbeatAt)
-				}
-				rows = append(rows, []string{h.ID, h.Name, a.state(h.Status), h.Runtime, fmt.Sprintf("%d/%d", h.Sandboxes, h.MaxSandboxes),
-					fmt.Sprintf("%d/%d", h.CommittedVCPUs, h.CPUs), fmt.Sprintf("%d/%d", h.CommittedMemoryMiB, h.MemoryMiB), strings.Join(h.Templates, ","), hb})
-			}
-			return a.table([]string{"ID", "NAME", "STATUS", "RUNTIME", "SANDBOXES", "VCPUS", "MEMORY MIB", "TEMPLATES", "HEARTBEAT"}, rows)
-		},
-	}
+			return []string{h.ID, h.Name, a.state(h.Status), h.Runtime, fmt.Sprintf("%d/%d", h.Sandboxes, h.MaxSandboxes),
+				fmt.Sprintf("%d/%d", h.CommittedVCPUs, h.CPUs), fmt.Sprintf("%d/%d", h.CommittedMemoryMiB, h.MemoryMiB), strings.Join(h.Templates, ","), hb}
+		})
 	token := &cobra.Command{
 		Use:   "token",
 		Short: "Create a one-time registration token for a new host agent",
@@ -512,25 +460,14 @@ func (a *app) hostCmd() *cobra.Command {
 			return nil
 		},
 	}
-	drain := &cobra.Command{
-		Use:   "drain HOST...",
-		Short: "Stop placing new sandboxes on hosts (the ones they run stay)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			for _, id := range args {
-				h, err := cl.DrainHost(cmd.Context(), id)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "%s %s\n", h.ID, h.Status)
-			}
-			return nil
-		},
-	}
+	drain := a.eachID("drain HOST...", "Stop placing new sandboxes on hosts (the ones they run stay)", func(cmd *cobra.Command, cl *sdk.Client, id string) error {
+		h, err := cl.DrainHost(cmd.Context(), id)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s %s\n", h.ID, h.Status)
+		return nil
+	})
 	c.AddCommand(list, token, drain)
 	return group(c)
 }

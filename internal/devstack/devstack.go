@@ -205,7 +205,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
-func printUsage(w io.Writer, i Info, dataDir, cli string) {
+func printUsage(out io.Writer, i Info, dataDir, cli string) {
+	// One write, so that a reader sees the whole text at once.
+	w := &strings.Builder{}
 	fmt.Fprintf(w, `
 Wrenn is running. Data in %[1]s; Ctrl-C stops everything.
 
@@ -232,6 +234,7 @@ Try it:
 		fmt.Fprintf(w, "  %s\n", ex)
 	}
 	fmt.Fprintln(w)
+	io.WriteString(out, w.String())
 }
 
 // Examples are the commands printed under "Try it", each meant to work

@@ -270,7 +270,7 @@ func (c *Client) Connect(ctx context.Context, id string, o ConnectOptions) (*San
 			timeout = seconds(o.Timeout)
 		}
 		var e e2bSandbox
-		if _, err := c.call(ctx, op, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/connect", nil, map[string]int{"timeout": timeout}, &e); err != nil {
+		if _, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/connect"), nil, map[string]int{"timeout": timeout}, &e); err != nil {
 			return nil, err
 		}
 		info, err := c.Get(ctx, id)
@@ -280,7 +280,7 @@ func (c *Client) Connect(ctx context.Context, id string, o ConnectOptions) (*San
 		return c.sandbox(info, e.EnvdAccessToken, deref(e.Domain))
 	}
 	var w wrennSandbox
-	if _, err := c.call(ctx, op, http.MethodGet, "/v1/sandboxes/"+url.PathEscape(id), nil, nil, &w); err != nil {
+	if _, err := c.call(ctx, op, http.MethodGet, c.sandboxPath(id, ""), nil, nil, &w); err != nil {
 		return nil, err
 	}
 	switch w.State {
@@ -289,12 +289,12 @@ func (c *Client) Connect(ctx context.Context, id string, o ConnectOptions) (*San
 		if o.Timeout != 0 {
 			body["timeout_seconds"] = seconds(o.Timeout)
 		}
-		if _, err := c.call(ctx, op, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/resume", nil, body, &w); err != nil {
+		if _, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/resume"), nil, body, &w); err != nil {
 			return nil, err
 		}
 	case StateRunning:
 		if o.Timeout != 0 {
-			if _, err := c.call(ctx, op, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/timeout", nil, map[string]int{"timeout_seconds": seconds(o.Timeout)}, &w); err != nil {
+			if _, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/timeout"), nil, map[string]int{"timeout_seconds": seconds(o.Timeout)}, &w); err != nil {
 				return nil, err
 			}
 		}
@@ -353,27 +353,30 @@ func (s *Sandbox) CreateSnapshot(ctx context.Context, name string) (Snapshot, er
 	return s.client.CreateSnapshot(ctx, s.ID, name)
 }
 
+// sandboxPath is a sandbox's path in the client's API, with rest after it.
+func (c *Client) sandboxPath(id, rest string) string {
+	if c.proto == ProtocolE2B {
+		return "/sandboxes/" + url.PathEscape(id) + rest
+	}
+	return "/v1/sandboxes/" + url.PathEscape(id) + rest
+}
+
 // Get returns a sandbox's details.
 func (c *Client) Get(ctx context.Context, id string) (SandboxInfo, error) {
 	op := "get sandbox " + id
 	if c.proto == ProtocolE2B {
 		var e e2bSandbox
-		_, err := c.call(ctx, op, http.MethodGet, "/sandboxes/"+url.PathEscape(id), nil, nil, &e)
+		_, err := c.call(ctx, op, http.MethodGet, c.sandboxPath(id, ""), nil, nil, &e)
 		return e.info(), err
 	}
 	var w wrennSandbox
-	_, err := c.call(ctx, op, http.MethodGet, "/v1/sandboxes/"+url.PathEscape(id), nil, nil, &w)
+	_, err := c.call(ctx, op, http.MethodGet, c.sandboxPath(id, ""), nil, nil, &w)
 	return w.info(), err
 }
 
 // Kill destroys a sandbox.
 func (c *Client) Kill(ctx context.Context, id string) error {
-	op := "kill sandbox " + id
-	path := "/v1/sandboxes/"
-	if c.proto == ProtocolE2B {
-		path = "/sandboxes/"
-	}
-	_, err := c.call(ctx, op, http.MethodDelete, path+url.PathEscape(id), nil, nil, nil)
+	_, err := c.call(ctx, "kill sandbox "+id, http.MethodDelete, c.sandboxPath(id, ""), nil, nil, nil)
 	return err
 }
 
@@ -384,10 +387,10 @@ func (c *Client) SetTimeout(ctx context.Context, id string, d time.Duration) err
 		return &APIError{Op: op, Message: "the timeout must be positive", kind: ErrInvalid}
 	}
 	if c.proto == ProtocolE2B {
-		_, err := c.call(ctx, op, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/timeout", nil, map[string]int{"timeout": seconds(d)}, nil)
+		_, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/timeout"), nil, map[string]int{"timeout": seconds(d)}, nil)
 		return err
 	}
-	_, err := c.call(ctx, op, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/timeout", nil, map[string]int{"timeout_seconds": seconds(d)}, nil)
+	_, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/timeout"), nil, map[string]int{"timeout_seconds": seconds(d)}, nil)
 	return err
 }
 
@@ -395,10 +398,10 @@ func (c *Client) SetTimeout(ctx context.Context, id string, d time.Duration) err
 func (c *Client) Pause(ctx context.Context, id string) error {
 	op := "pause sandbox " + id
 	if c.proto == ProtocolE2B {
-		_, err := c.call(ctx, op, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/pause", nil, map[string]bool{"memory": true}, nil)
+		_, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/pause"), nil, map[string]bool{"memory": true}, nil)
 		return err
 	}
-	_, err := c.call(ctx, op, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/pause", nil, nil, nil)
+	_, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/pause"), nil, nil, nil)
 	return err
 }
 
@@ -411,7 +414,7 @@ func (c *Client) Resume(ctx context.Context, id string, timeout time.Duration) (
 		if timeout != 0 {
 			body["timeout"] = seconds(timeout)
 		}
-		if _, err := c.call(ctx, op, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/resume", nil, body, nil); err != nil {
+		if _, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/resume"), nil, body, nil); err != nil {
 			return SandboxInfo{}, err
 		}
 		return c.Get(ctx, id)
@@ -421,7 +424,7 @@ func (c *Client) Resume(ctx context.Context, id string, timeout time.Duration) (
 		body["timeout_seconds"] = seconds(timeout)
 	}
 	var w wrennSandbox
-	_, err := c.call(ctx, op, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/resume", nil, body, &w)
+	_, err := c.call(ctx, op, http.MethodPost, c.sandboxPath(id, "/resume"), nil, body, &w)
 	return w.info(), err
 }
 
@@ -526,7 +529,7 @@ func (c *Client) Metrics(ctx context.Context, id string) ([]Metrics, error) {
 			DiskUsed   uint64    `json:"diskUsed"`
 			DiskTotal  uint64    `json:"diskTotal"`
 		}
-		if _, err := c.call(ctx, op, http.MethodGet, "/sandboxes/"+url.PathEscape(id)+"/metrics", nil, nil, &ms); err != nil {
+		if _, err := c.call(ctx, op, http.MethodGet, c.sandboxPath(id, "/metrics"), nil, nil, &ms); err != nil {
 			return nil, err
 		}
 		out := make([]Metrics, len(ms))
@@ -548,7 +551,7 @@ func (c *Client) Metrics(ctx context.Context, id string) ([]Metrics, error) {
 		Latest sample   `json:"latest"`
 		Recent []sample `json:"recent"`
 	}
-	if _, err := c.call(ctx, op, http.MethodGet, "/v1/sandboxes/"+url.PathEscape(id)+"/metrics", nil, nil, &r); err != nil {
+	if _, err := c.call(ctx, op, http.MethodGet, c.sandboxPath(id, "/metrics"), nil, nil, &r); err != nil {
 		return nil, err
 	}
 	all := r.Recent

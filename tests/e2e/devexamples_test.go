@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestDevStackExamples starts `wrenn dev` from a bin/ directory beside a
@@ -50,35 +49,7 @@ func TestDevStackExamples(t *testing.T) {
 		}
 	}
 
-	d := &devStack{out: &bytes.Buffer{}, exited: make(chan error, 1)}
-	d.cmd = exec.Command(filepath.Join(repo, "bin", "wrenn"), "dev", "--data-dir", filepath.Join(parent, "data"), "--images-dir", imagesDir, "--runtime", "gvisor",
-		"--listen", freeAddr(t), "--proxy-listen", freeAddr(t), "--agent-listen", freeAddr(t))
-	w := &syncWriter{w: d.out}
-	d.cmd.Stdout, d.cmd.Stderr = w, w
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.exited <- d.cmd.Wait() }()
-	t.Cleanup(func() {
-		d.stop(t)
-		if t.Failed() {
-			t.Logf("wrenn dev output:\n%s", d.output())
-		}
-		assertNothingRunning(t, filepath.Join(parent, "data", "agent"))
-	})
-	deadline := time.Now().Add(3 * time.Minute)
-	for !strings.Contains(d.output(), "Wrenn is running") || !strings.Contains(d.output(), "Try it:") {
-		select {
-		case err := <-d.exited:
-			d.exited <- err
-			t.Fatalf("wrenn dev exited: %v\n%s", err, d.output())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("wrenn dev not ready:\n%s", d.output())
-		}
-	}
-	time.Sleep(200 * time.Millisecond) // the rest of the block
+	d := startDevStackFrom(t, filepath.Join(repo, "bin", "wrenn"), filepath.Join(parent, "data"))
 	var examples []string
 	sc := bufio.NewScanner(strings.NewReader(d.output()[strings.Index(d.output(), "Try it:"):]))
 	sc.Scan()
@@ -127,6 +98,8 @@ func TestDevStackExamples(t *testing.T) {
 	if out, err := list.Output(); err != nil || strings.TrimSpace(string(out)) != "[]" {
 		t.Errorf("sandboxes the examples left running: %s %v", out, err)
 	}
+	d.stop(t)
+	assertNothingRunning(t, filepath.Join(parent, "data", "agent"))
 }
 
 func copyFile(t *testing.T, from, to string) {
