@@ -136,7 +136,7 @@ func (c *copier) upload(ctx context.Context, src, dst string) error {
 		}
 		return bar.Finish()
 	}
-	// A directory: one tar stream to a temporary file, unpacked there.
+	// A directory: one tar stream to a temporary file, unpacked from there.
 	var total int64
 	_ = filepath.WalkDir(src, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
@@ -147,7 +147,8 @@ func (c *copier) upload(ctx context.Context, src, dst string) error {
 		return nil
 	})
 	bar := c.bar(total, filepath.Base(src)+"/")
-	tmp := "/tmp/.wrenn-cp-" + randomHex() + ".tar"
+	// Beside the target, on its filesystem (the sandbox's /tmp is memory).
+	tmp := path.Join(path.Dir(target), ".wrenn-cp-"+randomHex()+".tar")
 	defer func() {
 		// Gone already unless something failed; never left behind.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -274,14 +274,15 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	e.ok("cp", big, id+":/tmp/")
-	r = e.run("", "exec", id, "--", "sha256sum", "/tmp/big.bin")
+	// On the sandbox's disk: its /tmp is memory.
+	e.ok("cp", big, id+":/root/")
+	r = e.run("", "exec", id, "--", "sha256sum", "/root/big.bin")
 	want := sha256File(t, big)
 	if !strings.HasPrefix(r.stdout, hex.EncodeToString(want[:])) {
 		t.Fatalf("uploaded checksum: %+v", r)
 	}
 	back := filepath.Join(dir, "back.bin")
-	e.ok("cp", id+":/tmp/big.bin", back)
+	e.ok("cp", id+":/root/big.bin", back)
 	if sha256File(t, back) != want {
 		t.Fatal("downloaded file differs")
 	}
@@ -295,7 +296,7 @@ func TestCLI(t *testing.T) {
 	os.WriteFile(filepath.Join(tree, "top.sh"), []byte("#!/bin/sh\necho run\n"), 0o755)
 	os.Symlink("a/b/deep.txt", filepath.Join(tree, "link"))
 	e.ok("cp", tree, id+":/tmp/up")
-	if r = e.run("", "exec", id, "--", "sh", "-c", "cat /tmp/up/a/b/deep.txt /tmp/up/link; /tmp/up/top.sh; ls /tmp/ | grep -c wrenn-cp"); r.stdout != "deepdeeprun\n0\n" {
+	if r = e.run("", "exec", id, "--", "sh", "-c", "cat /tmp/up/a/b/deep.txt /tmp/up/link; /tmp/up/top.sh; ls -a /tmp/ | grep -c wrenn-cp"); r.stdout != "deepdeeprun\n0\n" {
 		t.Errorf("uploaded tree: %+v", r)
 	}
 	e.ok("cp", id+":/tmp/up", filepath.Join(dir, "down"))
