@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -125,21 +126,9 @@ password is asked for on the terminal (or read from standard input with
 			if err != nil {
 				return err
 			}
-			who := "(E2B API key)"
-			if !e2b {
-				me, err := c.Whoami(ctx)
-				if err != nil {
-					return fmt.Errorf("check the credential: %w", err)
-				}
-				p.Email, who = me.User.Email, me.User.Email
-			} else {
-				// E2B has no "who am I": listing sandboxes checks the key.
-				for _, err := range c.List(ctx, sdk.ListOptions{PageSize: 1}) {
-					if err != nil {
-						return fmt.Errorf("check the API key: %w", err)
-					}
-					break
-				}
+			who, err := checkCredential(ctx, c, p)
+			if err != nil {
+				return err
 			}
 			cfg.Profiles[name] = p
 			cfg.Current = name
@@ -215,6 +204,48 @@ func (a *app) logoutCmd() *cobra.Command {
 	}
 }
 
+// checkCredential makes one call the credential must pass and says who
+// it acts for: the user of a session, the team of an API key.
+func checkCredential(ctx context.Context, c *sdk.Client, p *profile) (string, error) {
+	switch {
+	case p.Protocol == sdk.ProtocolE2B.String():
+		// E2B has no "who am I": listing sandboxes checks the key.
+		for _, err := range c.List(ctx, sdk.ListOptions{PageSize: 1}) {
+			if err != nil {
+				return "", fmt.Errorf("check the API key: %w", err)
+			}
+			break
+		}
+		return "an E2B API key", nil
+	case p.SessionToken != "":
+		me, err := c.Whoami(ctx)
+		if err != nil {
+			return "", fmt.Errorf("check the session: %w", err)
+		}
+		p.Email = me.User.Email
+		return me.User.Email, nil
+	}
+	k, err := thisKey(ctx, c, p.APIKey)
+	if err != nil {
+		return "", fmt.Errorf("check the API key: %w", err)
+	}
+	return fmt.Sprintf("API key %q of team %s", k.Name, k.TeamID), nil
+}
+
+// thisKey finds the API key the client uses among its team's keys.
+func thisKey(ctx context.Context, c *sdk.Client, key string) (sdk.APIKey, error) {
+	keys, err := c.ListAPIKeys(ctx)
+	if err != nil {
+		return sdk.APIKey{}, err
+	}
+	for _, k := range keys {
+		if k.Prefix != "" && strings.HasPrefix(key, k.Prefix) && k.RevokedAt == nil {
+			return k, nil
+		}
+	}
+	return sdk.APIKey{}, errors.New("the key is not among its team's keys")
+}
+
 func (a *app) whoamiCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "whoami",
@@ -225,31 +256,58 @@ func (a *app) whoamiCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cfg, _ := loadConfig()
+			p, name, _ := cfg.profile(a.profileName)
+			out := struct {
+				APIURL  string      `json:"api_url"`
+				Profile string      `json:"profile,omitempty"`
+				User    *sdk.User   `json:"user,omitempty"`
+				Teams   []sdk.Team  `json:"teams,omitempty"`
+				TeamID  string      `json:"team_id,omitempty"`
+				APIKey  *sdk.APIKey `json:"api_key,omitempty"`
+			}{APIURL: c.APIURL()}
+			if p != nil {
+				out.Profile = name
+			}
 			me, err := c.Whoami(cmd.Context())
-			if err != nil {
+			switch {
+			case err == nil:
+				out.User, out.Teams, out.TeamID = &me.User, me.Teams, me.ActiveTeamID
+			case errors.Is(err, sdk.ErrInvalid):
+				// An API key acts for its team, not for a user.
+				key := os.Getenv(sdk.EnvAPIKey)
+				if key == "" && p != nil {
+					key = p.APIKey
+				}
+				k, kerr := thisKey(cmd.Context(), c, key)
+				if kerr != nil {
+					return fmt.Errorf("whoami: %w", kerr)
+				}
+				out.APIKey, out.TeamID = &k, k.TeamID
+			default:
 				return err
 			}
-			cfg, _ := loadConfig()
-			_, name, _ := cfg.profile(a.profileName)
-			out := struct {
-				sdk.Identity
-				APIURL  string `json:"api_url"`
-				Profile string `json:"profile"`
-			}{me, c.APIURL(), name}
 			if done, err := a.structured(out); done {
 				return err
 			}
-			team := me.ActiveTeamID
-			for _, t := range me.Teams {
-				if t.ID == me.ActiveTeamID {
+			kv := [][2]string{}
+			if out.User != nil {
+				role := "user"
+				if out.User.Admin {
+					role = "platform admin"
+				}
+				kv = append(kv, [2]string{"user", out.User.Email + " (" + out.User.ID + ")"}, [2]string{"role", role})
+			} else {
+				kv = append(kv, [2]string{"api key", fmt.Sprintf("%s (%s, %s…)", out.APIKey.Name, out.APIKey.ID, out.APIKey.Prefix)})
+			}
+			team := out.TeamID
+			for _, t := range out.Teams {
+				if t.ID == out.TeamID {
 					team = fmt.Sprintf("%s (%s, %s)", t.Name, t.ID, t.Role)
 				}
 			}
-			role := "user"
-			if me.User.Admin {
-				role = "platform admin"
-			}
-			return a.fields([][2]string{{"user", me.User.Email + " (" + me.User.ID + ")"}, {"role", role}, {"team", team}, {"api", c.APIURL()}, {"profile", name}})
+			kv = append(kv, [2]string{"team", team}, [2]string{"api", out.APIURL}, [2]string{"profile", dash(out.Profile)})
+			return a.fields(kv)
 		},
 	}
 }

@@ -193,7 +193,7 @@ func TestCLI(t *testing.T) {
 
 	// Profiles: an API key in the default one, a session in another.
 	r := e.run(s.key+"\n", "login", "--api-url", s.cp.URL, "--sandbox-url", s.cp.ProxyURL, "--api-key-stdin")
-	if r.code != 0 || !strings.Contains(r.stdout, "admin@example.com") {
+	if r.code != 0 || !strings.Contains(r.stdout, s.admin.TeamID) {
 		t.Fatalf("login: %+v", r)
 	}
 	cfgPath := filepath.Join(e.home, "config", "wrenn", "config.toml")
@@ -201,10 +201,10 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("config file: %v %v", st, err)
 	}
 	var me struct {
-		User    struct{ Email string }
+		TeamID  string `json:"team_id"`
 		Profile string
 	}
-	if err := json.Unmarshal([]byte(e.ok("whoami", "--json")), &me); err != nil || me.User.Email != "admin@example.com" || me.Profile != "default" {
+	if err := json.Unmarshal([]byte(e.ok("whoami", "--json")), &me); err != nil || me.TeamID != s.admin.TeamID || me.Profile != "default" {
 		t.Fatalf("whoami: %+v %v", me, err)
 	}
 	r = e.run(s.password+"\n", "login", "--profile", "admin", "--api-url", s.cp.URL, "--sandbox-url", s.cp.ProxyURL, "--email", "admin@example.com", "--password-stdin")
