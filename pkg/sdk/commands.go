@@ -330,12 +330,7 @@ func (h *CommandHandle) read(ctx context.Context, cfg *commandConfig, open func(
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		h.err = &APIError{Op: h.op, Message: "the command's timeout passed", kind: ErrTimeout}
 	case stream.Err() != nil:
-		h.err = connectError(h.op, stream.Err())
-		var ae *APIError
-		if errors.As(h.err, &ae) && ae.kind == nil {
-			ae.kind = ErrUnavailable
-			ae.Message = "the stream was cut before the command ended (was the sandbox killed or paused?): " + ae.Message
-		}
+		h.err = streamError(h.op, stream.Err(), gotStart, " before the command ended")
 	default:
 		h.err = &APIError{Op: h.op, Message: "the stream ended before the command did (was the sandbox killed or paused?)", kind: ErrUnavailable}
 	}
@@ -345,6 +340,20 @@ func (h *CommandHandle) read(ctx context.Context, cfg *commandConfig, open func(
 		}
 		started <- h.err
 	}
+}
+
+// streamError classifies how a stream failed. Once it has started, a
+// stream that breaks (the connection reset, a truncated body, which
+// Connect reports as a protocol error) means the sandbox went away under
+// it: ErrUnavailable; a slow reader cut off by envd or a deadline keep
+// their kinds.
+func streamError(op string, err error, started bool, what string) error {
+	code := connect.CodeOf(err)
+	if !started || code == connect.CodeResourceExhausted || code == connect.CodeDeadlineExceeded || code == connect.CodeCanceled {
+		return connectError(op, err)
+	}
+	return &APIError{Op: op, Code: code.String(), kind: ErrUnavailable,
+		Message: "the stream was cut" + what + " (was the sandbox killed or paused?): " + err.Error()}
 }
 
 func (h *CommandHandle) isDisconnected() bool {

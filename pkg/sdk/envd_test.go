@@ -133,8 +133,16 @@ func TestLocalEnvd(t *testing.T) {
 		t.Errorf("cancelled write: %v", err)
 	}
 	pw.Close()
-	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-		t.Errorf("left after a cancelled write: %v", entries)
+	// envd removes its temporary file once it sees the request end.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		entries, _ := os.ReadDir(dir)
+		if len(entries) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("left after a cancelled write: %v", entries)
+			break
+		}
 	}
 
 	// A terminal.

@@ -134,17 +134,20 @@ func ExampleFiles_Watch() {
 	}
 	defer sb.Kill(ctx)
 
-	w, err := sb.Files.Watch(ctx, "/tmp", false)
+	if _, err := sb.Files.MakeDir(ctx, "/tmp/watched"); err != nil {
+		log.Fatal(err)
+	}
+	w, err := sb.Files.Watch(ctx, "/tmp/watched", false)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer w.Close()
-	if _, err := sb.Files.WriteFile(ctx, "/tmp/new.txt", []byte("x")); err != nil {
+	if _, err := sb.Commands.Run(ctx, "echo hi > /tmp/watched/new.txt"); err != nil {
 		log.Fatal(err)
 	}
 	ev := <-w.Events()
-	fmt.Println(ev.Name)
-	// Output: new.txt
+	fmt.Println(ev.Type, ev.Name)
+	// Output: create new.txt
 }
 
 func ExamplePTYs_Create() {

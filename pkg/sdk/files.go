@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -129,6 +130,15 @@ func (f *Files) ReadFile(ctx context.Context, path string) ([]byte, error) {
 // cancelled write leaves the old file as it was.
 func (f *Files) Write(ctx context.Context, path string, r io.Reader) (EntryInfo, error) {
 	op := "write " + path
+	switch r.(type) {
+	case *bytes.Reader, *strings.Reader, *bytes.Buffer:
+		// Never block: the request ends with ctx as it is.
+	default:
+		// net/http waits for a body's Read to return before it gives up
+		// a cancelled request; a source that blocks (a pipe, a terminal,
+		// a slow producer) must not hold the call past ctx.
+		r = &ctxReader{ctx: ctx, r: r}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.filesURL(path, nil), r)
 	if err != nil {
 		return EntryInfo{}, fmt.Errorf("%s: %w", op, err)
@@ -150,6 +160,57 @@ func (f *Files) Write(ctx context.Context, path string, r io.Reader) (EntryInfo,
 		return EntryInfo{}, fmt.Errorf("%s: envd's answer is not a list of entries: %q", op, bytes.TrimSpace(data))
 	}
 	return EntryInfo{Name: entries[0].Name, Path: entries[0].Path, Type: TypeFile}, nil
+}
+
+// ctxReader is a Reader whose Read returns when ctx ends even if the
+// source's Read is still blocked; that Read finishes into a buffer of
+// its own and its bytes are dropped.
+type ctxReader struct {
+	ctx     context.Context
+	r       io.Reader
+	pending chan readResult
+	left    []byte
+	err     error // the source's, after left
+}
+
+type readResult struct {
+	b   []byte
+	err error
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if len(c.left) > 0 {
+		n := copy(p, c.left)
+		c.left = c.left[n:]
+		if len(c.left) == 0 {
+			return n, c.err
+		}
+		return n, nil
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.pending == nil {
+		ch := make(chan readResult, 1)
+		buf := make([]byte, len(p))
+		go func() {
+			n, err := c.r.Read(buf)
+			ch <- readResult{buf[:n], err}
+		}()
+		c.pending = ch
+	}
+	select {
+	case res := <-c.pending:
+		c.pending = nil
+		n := copy(p, res.b)
+		c.left, c.err = res.b[n:], res.err
+		if len(c.left) > 0 {
+			return n, nil
+		}
+		return n, res.err
+	case <-c.ctx.Done():
+		return 0, c.ctx.Err()
+	}
 }
 
 // WriteFile writes data to the file at path.
@@ -344,7 +405,7 @@ func (f *Files) Watch(ctx context.Context, path string, recursive bool) (*Watche
 		}
 		if wctx.Err() == nil {
 			if err := stream.Err(); err != nil {
-				w.err = connectError(op, err)
+				w.err = streamError(op, err, true, "")
 			} else {
 				w.err = &APIError{Op: op, Message: "the watch ended (was the sandbox killed or paused?)", kind: ErrUnavailable}
 			}

@@ -244,7 +244,7 @@ func TestCLI(t *testing.T) {
 	if out := e.ok("sb", "metrics", id); !strings.Contains(out, "MEMORY") || !strings.Contains(out, "MiB") {
 		t.Errorf("metrics:\n%s", out)
 	}
-	if r = e.run("", "sb", "get", "sb-00000000-0000-0000-0000-000000000000"); r.code != 1 || !strings.HasPrefix(r.stderr, "wrenn: ") || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "not found") {
+	if r = e.run("", "sb", "get", "sb-00000000000000000000000000000000"); r.code != 1 || !strings.HasPrefix(r.stderr, "wrenn: ") || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "not found") {
 		t.Errorf("an unknown sandbox: %+v", r)
 	}
 
@@ -274,15 +274,15 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	// On the sandbox's disk: its /tmp is memory.
-	e.ok("cp", big, id+":/root/")
-	r = e.run("", "exec", id, "--", "sha256sum", "/root/big.bin")
+	// On the sandbox's disk (its /tmp is memory), in the default user's home.
+	e.ok("cp", big, id+":/home/user/")
+	r = e.run("", "exec", id, "--", "sha256sum", "/home/user/big.bin")
 	want := sha256File(t, big)
 	if !strings.HasPrefix(r.stdout, hex.EncodeToString(want[:])) {
 		t.Fatalf("uploaded checksum: %+v", r)
 	}
 	back := filepath.Join(dir, "back.bin")
-	e.ok("cp", id+":/root/big.bin", back)
+	e.ok("cp", id+":/home/user/big.bin", back)
 	if sha256File(t, back) != want {
 		t.Fatal("downloaded file differs")
 	}

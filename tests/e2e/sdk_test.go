@@ -44,9 +44,14 @@ func startSDKStack(t *testing.T) *sdkStack {
 	t.Cleanup(func() { _ = cp.Stop() })
 	s := &sdkStack{cp: cp, password: "correct horse battery"}
 	s.admin = cp.Signup(t, "admin@example.com")
+	// Registered first, so it runs once the agent has stopped.
+	t.Cleanup(func() {
+		if s.agent != nil {
+			assertNothingRunning(t, s.agent.stateDir)
+		}
+	})
 	s.agent = startCPAgent(t, cp, s.admin.Token, 7, "gvisor")
 	s.key = cp.APIKey(t, s.admin)
-	t.Cleanup(func() { assertNothingRunning(t, s.agent.stateDir) })
 	return s
 }
 
@@ -130,7 +135,7 @@ func TestSDK(t *testing.T) {
 		if err := c.SetTimeout(ctx, sb.ID, 0); !errors.Is(err, sdk.ErrInvalid) {
 			t.Errorf("zero timeout: %v", err)
 		}
-		_, err = c.Get(ctx, "sb-00000000-0000-0000-0000-000000000000")
+		_, err = c.Get(ctx, "sb-00000000000000000000000000000000")
 		var ae *sdk.APIError
 		if !errors.Is(err, sdk.ErrNotFound) || !errors.As(err, &ae) || ae.Status != 404 {
 			t.Errorf("unknown sandbox: %v", err)
@@ -335,13 +340,19 @@ func TestSDK(t *testing.T) {
 		if _, err := sb.Files.WriteFile(ctx, "/tmp/sdk/watched.txt", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case ev := <-watcher.Events():
-			if ev.Name != "watched.txt" {
-				t.Errorf("event: %+v", ev)
+		// envd writes through a temporary file renamed into place.
+		timeout := time.After(10 * time.Second)
+	events:
+		for {
+			select {
+			case ev := <-watcher.Events():
+				if ev.Name == "watched.txt" {
+					break events
+				}
+			case <-timeout:
+				t.Error("no event for a written file")
+				break events
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("no event for a written file")
 		}
 		watcher.Close()
 		if err := watcher.Err(); err != nil {
@@ -393,9 +404,16 @@ func TestSDK(t *testing.T) {
 		if st, err := sb.Files.Stat(ctx, "/tmp/sdk/big.bin"); err != nil || st.Size != int64(len(big)) {
 			t.Errorf("the file after a cancelled write: %+v %v", st, err)
 		}
-		entries, _ = sb.Files.List(ctx, "/tmp/sdk", 1)
-		if len(entries) != 3 {
-			t.Errorf("a cancelled write left files: %+v", entries)
+		// envd removes its temporary file once it sees the request end.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			entries, _ = sb.Files.List(ctx, "/tmp/sdk", 1)
+			if len(entries) == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("a cancelled write left files: %+v", entries)
+				break
+			}
 		}
 		cctx, cancel = context.WithCancel(ctx)
 		rc, err = sb.Files.Read(cctx, "/tmp/sdk/big.bin")
