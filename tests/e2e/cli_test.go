@@ -370,15 +370,17 @@ func TestCLI(t *testing.T) {
 	})
 
 	t.Run("colour", func(t *testing.T) {
+		// The slave stays open here, so the output is read until the
+		// table's last column shows up.
 		p := e.startPTY(nil, "sb", "list")
 		p.wait(t)
-		<-p.done
+		p.waitFor(t, "METADATA")
 		if !strings.Contains(p.output(), "\x1b[1m") {
 			t.Errorf("no colour on a terminal: %q", p.output())
 		}
 		p = e.startPTY([]string{"NO_COLOR=1"}, "sb", "list")
 		p.wait(t)
-		<-p.done
+		p.waitFor(t, "METADATA")
 		if strings.Contains(p.output(), "\x1b[") {
 			t.Errorf("colour with NO_COLOR: %q", p.output())
 		}
