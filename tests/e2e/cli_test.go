@@ -309,7 +309,7 @@ func TestCLI(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "down/top.sh")); err != nil || st.Mode().Perm()&0o100 == 0 {
 		t.Errorf("downloaded script mode: %v %v", st, err)
 	}
-	if r = e.run("", "cp", id+":/no/such", dir); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+	if r = e.run("", "cp", id+":/no/such", dir); r.code != 1 || !strings.Contains(r.stderr, "does not exist (not_found)") || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("cp of a missing file: %+v", r)
 	}
 	if out := e.ok("cp", id+":/tmp/up/a/b/deep.txt", "-"); out != "deep" {
@@ -328,7 +328,7 @@ func TestCLI(t *testing.T) {
 		p.master.Write([]byte{3}) // Ctrl-C: interrupts sleep in the sandbox, not wrenn
 		p.master.Write([]byte("echo after-$((1+1))\n"))
 		p.waitFor(t, "after-2")
-		if strings.Contains(p.output(), "slept") {
+		if strings.Contains(p.output(), "\nslept\r\n") { // the output, not the echoed command
 			t.Errorf("Ctrl-C did not interrupt the command:\n%q", p.output())
 		}
 		if err := pty.Setsize(p.master, &pty.Winsize{Rows: 33, Cols: 101}); err != nil {
