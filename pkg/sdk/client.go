@@ -150,7 +150,13 @@ func New(opts ...Option) (*Client, error) {
 		return nil, &APIError{Op: "configure client", Message: "API URL: " + err.Error(), kind: ErrInvalid}
 	}
 	if c.httpc == nil {
-		c.httpc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Streams of output and files: larger buffers mean fewer reads
+		// and writes; several streams and calls to one proxy at once
+		// keep their connections.
+		t.ReadBufferSize, t.WriteBufferSize = 64<<10, 64<<10
+		t.MaxIdleConnsPerHost = 16
+		c.httpc = &http.Client{Transport: t}
 	}
 	return c, nil
 }
