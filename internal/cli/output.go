@@ -3,8 +3,8 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -128,7 +128,7 @@ func kvList(m map[string]string) string {
 	for k, v := range m {
 		parts = append(parts, k+"="+v)
 	}
-	sortStrings(parts)
+	sort.Strings(parts)
 	return strings.Join(parts, ",")
 }
 
@@ -139,4 +139,3 @@ func dash(s string) string {
 	return s
 }
 
-var _ io.Writer = (*tabwriter.Writer)(nil)

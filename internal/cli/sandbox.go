@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -12,8 +11,6 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/pkg/sdk"
 )
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // parseKV reads KEY=VALUE flags.
 func parseKV(flag string, in []string) (map[string]string, error) {
