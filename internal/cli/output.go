@@ -138,4 +138,3 @@ func dash(s string) string {
 	}
 	return s
 }
-
