@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"connectrpc.com/connect"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -48,8 +49,12 @@ func (c *Client) newEnvd(sandboxID, token, domain, user string) (*envdConn, erro
 // setClients builds the Connect clients for the current user.
 func (e *envdConn) setClients() {
 	e.httpc = &http.Client{Transport: &envdTransport{e: e, next: e.parent.httpc.Transport}, CheckRedirect: e.parent.httpc.CheckRedirect}
-	e.proc = processconnect.NewProcessClient(e.httpc, e.base)
-	e.fs = filesystemconnect.NewFilesystemClient(e.httpc, e.base)
+	// No gzip on streams: output, terminals and file events are mostly
+	// incompressible or small, and compressing every message costs envd
+	// (inside the sandbox) more than sending it.
+	noGzip := connect.WithAcceptCompression("gzip", nil, nil)
+	e.proc = processconnect.NewProcessClient(e.httpc, e.base, noGzip)
+	e.fs = filesystemconnect.NewFilesystemClient(e.httpc, e.base, noGzip)
 }
 
 // envdTransport adds what every request to envd carries: the routing
