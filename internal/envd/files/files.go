@@ -7,9 +7,7 @@ package files
 import (
 	"bufio"
 	"compress/gzip"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +27,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/envd/envstate"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/fsmeta"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/osuser"
+	"git.omukk.dev/wrenn/sandbox/pkg/filesig"
 )
 
 // Handler serves /files.
@@ -78,12 +77,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // Signature computes the v1 signature of a /files URL, as the E2B SDKs do.
 func Signature(path, operation, username, token string, expiration int64) string {
-	raw := path + ":" + operation + ":" + username + ":" + token
-	if expiration != 0 {
-		raw += ":" + strconv.FormatInt(expiration, 10)
-	}
-	sum := sha256.Sum256([]byte(raw))
-	return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
+	return filesig.Sign(path, operation, username, token, expiration)
 }
 
 func (h *Handler) authorize(r *http.Request, operation string) error {
