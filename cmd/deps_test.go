@@ -28,7 +28,7 @@ func deps(t *testing.T, pkg string) []string {
 // harnesses (cptest, which starts control planes) stay out of every
 // binary users run; benchmarks live in cmd/wrenn-bench.
 func TestShippedBinariesLinkNoTestCode(t *testing.T) {
-	for _, bin := range []string{"cmd/wrenn", "cmd/control-plane", "cmd/envd", "cmd/host-agent", "cmd/wrenn-init"} {
+	for _, bin := range []string{"cmd/wrenn", "cmd/control-plane", "cmd/envd", "cmd/host-agent", "cmd/wrenn-init", "cmd/code-interpreter"} {
 		for _, d := range deps(t, bin) {
 			switch {
 			case d == "std:testing", strings.HasPrefix(d, "std:testing/"), strings.HasPrefix(d, "std:internal/fuzz"):
@@ -61,7 +61,7 @@ func TestControlPlaneLinksNoRuntime(t *testing.T) {
 // modules; a new dependency must be added here on purpose.
 func TestEnvdStaysSmall(t *testing.T) {
 	allowed := []string{
-		module + "cmd/envd", module + "internal/envd", module + "proto/envd", module + "pkg/filesig",
+		module + "cmd/envd", module + "internal/envd", module + "proto/envd", module + "pkg/filesig", module + "internal/envdapi",
 		"connectrpc.com/connect", "google.golang.org/protobuf", "github.com/fsnotify/fsnotify",
 		"github.com/creack/pty", "github.com/rs/cors", "golang.org/x/sys",
 	}

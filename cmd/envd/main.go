@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	_ "net/http/pprof" // served only with --pprof
 	"net/netip"
 	"os"
 	"os/signal"
@@ -41,7 +39,6 @@ func run() error {
 	templateID := flag.String("template-id", "", "template ID exported as E2B_TEMPLATE_ID")
 	verbose := flag.Bool("debug", false, "log at debug level")
 	version := flag.Bool("version", false, "print the version and exit")
-	pprofAddr := flag.String("pprof", "", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off by default")
 	flag.Parse()
 	if *version {
 		fmt.Println(envdapi.Version)
@@ -96,17 +93,6 @@ func run() error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(*port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
-	}
-	if *pprofAddr != "" {
-		pl, err := net.Listen("tcp", *pprofAddr)
-		if err != nil {
-			return fmt.Errorf("--pprof: %w", err)
-		}
-		defer pl.Close()
-		// The profiler has its own listener, never envd's port (nor its
-		// token check): it is for whoever runs envd by hand.
-		go func() { _ = http.Serve(pl, nil) }()
-		log.Info("profiler listening", "addr", pl.Addr().String())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
