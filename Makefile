@@ -4,7 +4,7 @@ BIN       := bin
 GOFLAGS   := -trimpath -ldflags=-s\ -w
 export CGO_ENABLED := 0
 
-BINARIES := envd wrenn-init wrenn host-agent control-plane
+BINARIES := envd wrenn-init wrenn wrenn-bench host-agent control-plane code-interpreter
 
 .PHONY: build web dist generate test lint bench bench-platform clean $(BINARIES)
 
@@ -45,17 +45,19 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Benchmarks print tables with same-run baselines: envd over the wire, then
-# the E2B SDK's view of the same envd.
+# Benchmarks (cmd/wrenn-bench, kept out of the shipped binaries) print
+# tables with same-run baselines: envd over the wire and the E2B SDK's view
+# of the same envd, in one table.
 bench: build
-	$(GO) run ./cmd/wrenn bench envd
-	cd tests/e2b && node bench.mjs ../../$(BIN)/envd
+	$(BIN)/wrenn-bench envd
 
 # The platform's benchmarks (root): the control plane on a private
-# PostgreSQL with a real agent, and the E2B SDK against wrenn dev.
+# PostgreSQL with a real agent; the E2B SDK against wrenn dev; the Go SDK
+# beside the JS SDK on one wrenn dev.
 bench-platform: build
-	$(BIN)/wrenn bench cp
-	$(BIN)/wrenn bench sdk
+	$(BIN)/wrenn-bench cp
+	$(BIN)/wrenn-bench sdk
+	$(BIN)/wrenn-bench sdks
 
 clean:
 	rm -rf $(BIN) dist internal/webui/dist/app web/.svelte-kit

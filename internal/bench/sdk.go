@@ -25,6 +25,18 @@ type SDKOptions struct {
 // runs the E2B SDK benchmark script against it with the environment
 // variables it prints; the script prints its own table.
 func SDK(ctx context.Context, o SDKOptions) error {
+	return withDev(ctx, o.Envd, o.Init, o.Runtime, func(info devstack.Info) error {
+		cmd := exec.CommandContext(ctx, "node", filepath.Base(o.Script))
+		cmd.Dir = filepath.Dir(o.Script)
+		cmd.Env = append(os.Environ(), info.E2BEnv...)
+		cmd.Stdout, cmd.Stderr = o.Out, os.Stderr
+		return cmd.Run()
+	})
+}
+
+// withDev runs `wrenn dev` in this process on a temporary data directory
+// and loopback ports, calls fn once it serves, and stops it.
+func withDev(ctx context.Context, envd, init, runtime string, fn func(devstack.Info) error) error {
 	parent, err := os.MkdirTemp("", "wrenn-bench-sdk-")
 	if err != nil {
 		return err
@@ -46,8 +58,8 @@ func SDK(ctx context.Context, o SDKOptions) error {
 	ready := make(chan devstack.Info, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- devstack.Run(sctx, devstack.Options{DataDir: filepath.Join(parent, "data"), Runtime: o.Runtime, Listen: ports[0], ProxyListen: ports[1],
-			AgentListen: ports[2], Envd: o.Envd, Init: o.Init, Out: io.Discard, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		done <- devstack.Run(sctx, devstack.Options{DataDir: filepath.Join(parent, "data"), Runtime: runtime, Listen: ports[0], ProxyListen: ports[1],
+			AgentListen: ports[2], Envd: envd, Init: init, Out: io.Discard, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Ready: func(i devstack.Info) { ready <- i }})
 	}()
 	var info devstack.Info
@@ -56,11 +68,7 @@ func SDK(ctx context.Context, o SDKOptions) error {
 	case err := <-done:
 		return fmt.Errorf("wrenn dev: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, "node", filepath.Base(o.Script))
-	cmd.Dir = filepath.Dir(o.Script)
-	cmd.Env = append(os.Environ(), info.E2BEnv...)
-	cmd.Stdout, cmd.Stderr = o.Out, os.Stderr
-	runErr := cmd.Run()
+	runErr := fn(info)
 	stop()
 	if err := <-done; err != nil {
 		return err

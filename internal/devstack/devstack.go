@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -44,6 +45,10 @@ type Options struct {
 	AgentListen string
 	// Base also builds the base image (debootstrap: minutes).
 	Base bool
+	// CodeInterpreter also builds the code-interpreter image (base and
+	// more packages), from the CodeInterpreterBin binary.
+	CodeInterpreter    bool
+	CodeInterpreterBin string
 	// Envd and Init are the binaries baked into images.
 	Envd, Init string
 	// Out receives the usage text; Log everything else.
@@ -51,6 +56,8 @@ type Options struct {
 	Log *slog.Logger
 	// Ready, if set, is called with the stack's details once it serves.
 	Ready func(Info)
+	// CLI is the wrenn binary the printed examples run (default: wrenn).
+	CLI string
 }
 
 // Info is how to reach the running stack.
@@ -92,9 +99,12 @@ func Run(ctx context.Context, o Options) error {
 	if o.Base {
 		images = append(images, "base")
 	}
+	if o.CodeInterpreter {
+		images = append(images, guestimage.CodeInterpreterKind)
+	}
 	for _, name := range images {
 		log.Info("guest image", "name", name, "dir", o.ImagesDir)
-		if _, err := guestimage.Build(ctx, guestimage.Options{Name: name, Dir: o.ImagesDir, Envd: o.Envd, Init: o.Init, Progress: os.Stderr}); err != nil {
+		if _, err := guestimage.Build(ctx, guestimage.Options{Name: name, Dir: o.ImagesDir, Envd: o.Envd, Init: o.Init, CodeInterpreter: o.CodeInterpreterBin, Progress: os.Stderr}); err != nil {
 			return fmt.Errorf("build the %s image: %w", name, err)
 		}
 	}
@@ -187,7 +197,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.WriteFile(info.EnvFile, []byte(strings.Join(info.E2BEnv, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
-	printUsage(o.Out, info, o.DataDir)
+	printUsage(o.Out, info, o.DataDir, o.CLI)
 	if o.Ready != nil {
 		o.Ready(info)
 	}
@@ -204,7 +214,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
-func printUsage(w io.Writer, i Info, dataDir string) {
+func printUsage(out io.Writer, i Info, dataDir, cli string) {
+	// One write, so that a reader sees the whole text at once.
+	w := &strings.Builder{}
 	fmt.Fprintf(w, `
 Wrenn is running. Data in %[1]s; Ctrl-C stops everything.
 
@@ -218,17 +230,60 @@ For the E2B SDK, one per line (also in %[7]s; load it with: set -a; . %[7]s; set
 
 %[8]s
 
-For Wrenn's own API:
+For Wrenn's own API, the Go SDK (pkg/sdk) and the wrenn CLI:
 
 WRENN_API_URL=%[2]s
 WRENN_API_KEY=%[6]s
+WRENN_SANDBOX_URL=%[3]s
 
 Try it:
 
-  curl -s -X POST %[2]s/v1/sandboxes -H "Authorization: Bearer %[6]s" -d '{"template":"minimal"}'
-  set -a; . %[7]s; set +a; node -e "import('e2b').then(async ({Sandbox}) => { const s = await Sandbox.create(); console.log((await s.commands.run('uname -a')).stdout); await s.kill() })"
-
 `, dataDir, i.APIURL, i.ProxyURL, i.AdminEmail, i.AdminPass, i.APIKey, i.EnvFile, strings.Join(i.E2BEnv, "\n"), dashboardLine(i.APIURL))
+	for _, ex := range Examples(i, cli) {
+		fmt.Fprintf(w, "  %s\n", ex)
+	}
+	fmt.Fprintln(w)
+	io.WriteString(out, w.String())
+}
+
+// Examples are the commands printed under "Try it", each meant to work
+// pasted as is into a shell on this machine: the API with curl, the CLI
+// (logging in with the dev key), and the official E2B SDK with Node.
+func Examples(i Info, exe string) []string {
+	cli := exe
+	if exe == "" {
+		cli = "wrenn"
+	} else if p, err := exec.LookPath("wrenn"); err == nil && sameFile(p, exe) {
+		cli = "wrenn"
+	}
+	js := `node -e "import('e2b').then(async ({Sandbox}) => { const s = await Sandbox.create(); console.log((await s.commands.run('uname -a')).stdout); await s.kill() })"`
+	node := fmt.Sprintf("(set -a; . %s; set +a; %s && %s)", i.EnvFile, e2bDir(exe), js)
+	return []string{
+		fmt.Sprintf(`curl -s -X POST %s/v1/sandboxes -H "Authorization: Bearer %s" -H "Content-Type: application/json" -d '{"template":"minimal","timeout_seconds":60}'`, i.APIURL, i.APIKey),
+		fmt.Sprintf("echo %s | %s login --api-url %s --sandbox-url %s --api-key-stdin", i.APIKey, cli, i.APIURL, i.ProxyURL),
+		fmt.Sprintf("id=$(%[1]s sandbox create) && %[1]s exec $id -- uname -a; %[1]s sandbox kill $id", cli),
+		node,
+	}
+}
+
+// e2bDir is a shell step that enters a directory where Node finds the
+// e2b package: the repository's tests/e2b when wrenn runs from its bin/
+// (scripts/setup installs the SDK there), else a scratch directory it is
+// installed into.
+func e2bDir(exe string) string {
+	if exe != "" {
+		dir := filepath.Join(filepath.Dir(filepath.Dir(exe)), "tests", "e2b")
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", "e2b", "package.json")); err == nil {
+			return "cd " + dir
+		}
+	}
+	return "mkdir -p /tmp/wrenn-e2b && cd /tmp/wrenn-e2b && npm install --silent --no-audit --no-fund e2b@2"
+}
+
+func sameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 // dashboardLine is the dashboard's URL, or how to build it when this

@@ -153,6 +153,17 @@ func sandboxParam(w http.ResponseWriter, r *http.Request, action string) (uuid.U
 	return sid, true
 }
 
+// templateAliases are E2B's template names for Wrenn's images, used where
+// no host has an image of E2B's name: code-interpreter-v1 is what
+// @e2b/code-interpreter's Sandbox.create() asks for.
+var templateAliases = map[string]string{"code-interpreter-v1": "code-interpreter"}
+
+// imageMemoryMiB is the memory a sandbox of these images gets here (0 is
+// the default): E2B's create has no memory field, its templates carry
+// their size. Kernels with pandas and matplotlib loaded, and a context or
+// two more, outgrow the default 256 MiB.
+var imageMemoryMiB = map[string]int32{"code-interpreter": 1024}
+
 // newSandbox is E2B's NewSandbox body.
 type newSandbox struct {
 	TemplateID          string            `json:"templateID"`
@@ -225,6 +236,10 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 		if in.Template == "" || in.Template == "base" && !h.svc.TemplateAvailable(r.Context(), "base") {
 			in.Template = service.DefaultTemplate
 		}
+		if image, ok := templateAliases[in.Template]; ok && !h.svc.TemplateAvailable(r.Context(), in.Template) {
+			in.Template = image
+		}
+		in.MemoryMiB = imageMemoryMiB[in.Template]
 	}
 	sb, err := h.svc.CreateSandbox(r.Context(), c, in)
 	if err != nil {

@@ -794,6 +794,10 @@ func TestUploadInterruptedKeepsOldContent(t *testing.T) {
 	fmt.Fprintf(conn, "POST /files?path=%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n", url.QueryEscape(target))
 	conn.Write(bytes.Repeat([]byte("n"), 5000))
 	waitfor.True(t, 20*time.Second, "envd to take the upload", func() bool { return activeConns(e) == 1 })
+	// Half of the body is in: readers still see the old file whole.
+	if b, _ := os.ReadFile(target); string(b) != "original" {
+		t.Fatalf("mid-upload the file reads %q", b)
+	}
 	conn.Close()
 	waitfor.True(t, 20*time.Second, "the upload's temporary file to go", func() bool {
 		ents, _ := os.ReadDir(dir)
@@ -834,8 +838,7 @@ func TestOwnershipFollowsUser(t *testing.T) {
 		t.Skip("needs root to act as another user")
 	}
 	e := startEnvd(t)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o777)
+	dir := sharedDir(t)
 	target := filepath.Join(dir, "n", "owned.txt")
 	resp, body := do(t, "POST", filesURL(e.url, target, "username", "nobody"), strings.NewReader("x"), map[string]string{"Content-Type": "application/octet-stream"})
 	if resp.StatusCode != 200 {
@@ -1114,4 +1117,101 @@ func TestShutdownLeavesNothing(t *testing.T) {
 		http.DefaultClient.CloseIdleConnections()
 		return runtime.NumGoroutine() <= before
 	})
+}
+
+// Every upload shows a directory watcher a write on the target's own name
+// and nothing of the temporary file it is written through (issue 15, bug 4),
+// for a new file, an overwrite, an empty body and a multipart upload, on
+// the streaming and the polling watcher.
+func TestUploadShowsWriteToWatchers(t *testing.T) {
+	e := startEnvd(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := e.fs.WatchDir(ctx, connect.NewRequest(&fspb.WatchDirRequest{Path: dir, IncludeEntry: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Receive() || s.Msg().GetStart() == nil {
+		t.Fatalf("first watch event: %v %v", s.Msg(), s.Err())
+	}
+	pw, err := e.fs.CreateWatcher(ctx, connect.NewRequest(&fspb.CreateWatcherRequest{Path: dir}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan *fspb.FilesystemEvent, 100)
+	go func() {
+		for s.Receive() {
+			if fe := s.Msg().GetFilesystem(); fe != nil {
+				events <- fe
+			}
+		}
+		close(events)
+	}()
+	var polled []*fspb.FilesystemEvent
+	octet := map[string]string{"Content-Type": "application/octet-stream"}
+	uploads := []struct {
+		name string
+		body func() (io.Reader, map[string]string)
+	}{
+		{"new.txt", func() (io.Reader, map[string]string) { return strings.NewReader("first"), octet }},
+		{"new.txt", func() (io.Reader, map[string]string) { return strings.NewReader("second, longer"), octet }},
+		{"empty.txt", func() (io.Reader, map[string]string) { return strings.NewReader(""), octet }},
+		{"multi.txt", func() (io.Reader, map[string]string) {
+			var b bytes.Buffer
+			mw := multipart.NewWriter(&b)
+			fw, _ := mw.CreateFormFile("file", "multi.txt")
+			fw.Write([]byte("from a form"))
+			mw.Close()
+			return &b, map[string]string{"Content-Type": mw.FormDataContentType()}
+		}},
+	}
+	for _, up := range uploads {
+		body, hdr := up.body()
+		target := filepath.Join(dir, up.name)
+		if resp, b := do(t, "POST", filesURL(e.url, target), body, hdr); resp.StatusCode != 200 {
+			t.Fatalf("upload %s: %d %s", up.name, resp.StatusCode, b)
+		}
+		var seen []string
+		for wrote := false; !wrote; {
+			select {
+			case fe := <-events:
+				seen = append(seen, fe.Type.String()+" "+fe.Name)
+				if files.IsTempName(fe.Name) {
+					t.Fatalf("the watcher saw the temporary file: %v", seen)
+				}
+				if fe.Name == up.name && fe.Type == fspb.EventType_EVENT_TYPE_WRITE {
+					wrote = true
+					want, _ := os.ReadFile(target)
+					if fe.Entry == nil || fe.Entry.Size != int64(len(want)) {
+						t.Errorf("write event's entry %v, want size %d", fe.Entry, len(want))
+					}
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no write event for the upload of %s; saw %v", up.name, seen)
+			}
+		}
+	}
+	waitfor.True(t, 20*time.Second, "polled write events", func() bool {
+		r, err := e.fs.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: pw.Msg.WatcherId}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		polled = append(polled, r.Msg.Events...)
+		writes := 0
+		for _, fe := range polled {
+			if fe.Type == fspb.EventType_EVENT_TYPE_WRITE {
+				writes++
+			}
+		}
+		return writes >= len(uploads)
+	})
+	for _, fe := range polled {
+		if files.IsTempName(fe.Name) {
+			t.Fatalf("the polling watcher saw the temporary file: %v", polled)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+		t.Errorf("directory holds %v", ents)
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -71,10 +73,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.Log = slog.Default()
 	}
 	defaultUser := "root"
+	var self *osuser.User
 	if cfg.Local {
-		self, err := osuser.Current()
-		if err != nil {
+		var err error
+		if self, err = osuser.Current(); err != nil {
 			return nil, err
+		}
+		if home := os.Getenv("HOME"); filepath.IsAbs(home) {
+			self.Home = home
 		}
 		defaultUser = self.Name
 	}
@@ -86,6 +92,9 @@ func New(cfg Config) (*Server, error) {
 		system["E2B_TEMPLATE_ID"] = cfg.TemplateID
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, state: envstate.New(defaultUser, system), conns: newConnTracker()}
+	if self != nil {
+		s.state.SetLocalUser(self)
+	}
 	s.procs = processsvc.New(s.state, s.log)
 	s.fs = filesystemsvc.New(s.state)
 	if cfg.ForwardAddr.IsValid() {

@@ -40,7 +40,7 @@ const (
 )
 
 // Kinds of image this builder makes.
-var Kinds = []string{"minimal", "base"}
+var Kinds = []string{"minimal", "base", CodeInterpreterKind}
 
 // BaselineKind is the busybox-only image boot benchmarks compare with: the
 // same kernel and initramfs, but a shell script as init that configures the
@@ -49,7 +49,7 @@ const BaselineKind = "busybox-baseline"
 
 // Options say what to build and where.
 type Options struct {
-	Name          string // "minimal" or "base"
+	Name          string // one of Kinds
 	Dir           string // images root; the image lands in Dir/Name
 	Envd          string // envd binary (static)
 	Init          string // wrenn-init binary (static)
@@ -57,6 +57,10 @@ type Options struct {
 	Mirror        string // Debian mirror for base (default: deb.debian.org)
 	Force         bool   // rebuild even when up to date
 	Progress      io.Writer
+
+	// CodeInterpreter is the code-interpreter binary (static), for the
+	// code-interpreter image.
+	CodeInterpreter string
 }
 
 // Manifest describes a built image.
@@ -113,12 +117,31 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("%s binary %q: not found (run make build)", bin.what, bin.path)
 		}
 	}
+	var base *Result
+	if opts.Name == CodeInterpreterKind {
+		if fi, err := os.Stat(opts.CodeInterpreter); err != nil || !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("code-interpreter binary %q: not found (run make build)", opts.CodeInterpreter)
+		}
+		// It is base plus packages: base is built first (or found up to date).
+		bo := opts
+		bo.Name, bo.Force = "base", false
+		var err error
+		if base, err = Build(ctx, bo); err != nil {
+			return nil, err
+		}
+	}
 	k, err := FindKernel(opts.KernelVersion)
 	if err != nil {
 		return nil, err
 	}
 	b.kernel = k
-	fp, components, err := b.fingerprint()
+	var fp string
+	var components map[string]string
+	if base != nil {
+		fp, components, err = b.codeInterpreterFingerprint(base.Manifest)
+	} else {
+		fp, components, err = b.fingerprint()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +176,8 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		err = b.minimalTree(ctx, tree)
 	case "base":
 		err = b.baseTree(ctx, tree)
+	case CodeInterpreterKind:
+		err = b.codeInterpreterTree(ctx, tree, base.Dir)
 	case BaselineKind:
 		err = b.baselineTree(ctx, tree)
 	}

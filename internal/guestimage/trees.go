@@ -94,7 +94,7 @@ func (b *builder) minimalTree(ctx context.Context, root string) error {
 }
 
 // Packages of the base image, beyond debootstrap's minbase.
-var basePackages = []string{"python3", "python3-pip", "git", "curl", "ca-certificates", "socat", "chrony", "sudo", "procps", "bash", "iproute2"}
+var basePackages = []string{"python3", "python3-pip", "python-is-python3", "git", "curl", "ca-certificates", "socat", "chrony", "sudo", "procps", "bash", "iproute2"}
 
 func (b *builder) mirror() string {
 	if b.opts.Mirror != "" {

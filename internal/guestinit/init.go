@@ -62,6 +62,9 @@ func Run(log *slog.Logger) error {
 	if err := unix.Sethostname([]byte(params.Hostname)); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}
+	if err := ensureHosts(params.Hostname); err != nil {
+		log.Warn("could not name the host in /etc/hosts", "err", err)
+	}
 	if err := configureNetwork(params); err != nil {
 		return err
 	}
@@ -70,7 +73,7 @@ func Run(log *slog.Logger) error {
 	os.Setenv("HOME", "/root")
 
 	p := &pid1{log: log, children: map[int]*child{}, events: make(chan func(), 16)}
-	p.supervise(&child{name: "envd", argv: envdCommand(params)})
+	p.startEnvd(&child{name: "envd", argv: envdCommand(params)})
 	if chrony := chronyCommand(); chrony != nil {
 		p.supervise(&child{name: "chronyd", argv: chrony})
 	}
@@ -99,8 +102,13 @@ func runInContainer(log *slog.Logger) error {
 	}
 	os.Setenv("PATH", defaultPath)
 	os.Setenv("HOME", "/root")
+	if name, err := os.Hostname(); err == nil {
+		if err := ensureHosts(name); err != nil {
+			log.Warn("could not name the host in /etc/hosts", "err", err)
+		}
+	}
 	p := &pid1{log: log, children: map[int]*child{}, events: make(chan func(), 16), container: true}
-	p.supervise(&child{name: "envd", argv: envdCommand(params)})
+	p.startEnvd(&child{name: "envd", argv: envdCommand(params)})
 	return p.loop()
 }
 

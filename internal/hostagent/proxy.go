@@ -72,6 +72,6 @@ func withGuestProxy(m *sandbox.Manager, secret string, log *slog.Logger, next ht
 		defer cancel()
 		stop := context.AfterFunc(guestCtx, cancel)
 		defer stop()
-		rp.ServeHTTP(w, r.WithContext(ctx))
+		hostapi.ServeProxied(w, r.WithContext(ctx), rp)
 	})
 }

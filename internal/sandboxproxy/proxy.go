@@ -161,7 +161,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hostapi.WriteProxyError(w, http.StatusBadGateway, sid, "host_unreachable", "the sandbox's host did not answer")
 		},
 	}
-	rp.ServeHTTP(w, r)
+	hostapi.ServeProxied(w, r, rp)
 }
 
 // admit takes one of key's max places in f, or answers status with code

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Sandbox, CommandExitError, FileType } from 'e2b'
+import { Sandbox, CommandExitError, FileType, FilesystemEventType } from 'e2b'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const envdBin = process.env.WRENN_ENVD_BIN || join(root, 'bin', 'envd')
@@ -170,6 +170,66 @@ test('files: watchDir reports creations and writes', async () => {
   await sbx.files.write(join(d, 'sub', 'inner.txt'), 'z')
   await until('recursive events', () => rec.some((e) => e.name === join('sub', 'inner.txt')))
   await w2.stop()
+})
+
+// Issue 15, bug 4: every upload shows a write on its target, and the
+// temporary file it is written through never appears.
+test('files: watchDir sees a write for every upload, and no temporary names', async () => {
+  const d = join(work, 'uploads-watched')
+  await sbx.files.makeDir(d)
+  const events = []
+  const w = await sbx.files.watchDir(d, (e) => events.push(e))
+  const writes = (name) => events.filter((e) => e.name === name && e.type === FilesystemEventType.WRITE).length
+  await sbx.files.write(join(d, 'a.txt'), 'first')
+  await until('write event for a new file', () => writes('a.txt') >= 1)
+  await sbx.files.write(join(d, 'a.txt'), 'second')
+  await until('write event for an overwrite', () => writes('a.txt') >= 2)
+  await sbx.files.write(join(d, 'b.bin'), new Uint8Array(3 << 20).fill(7), { useOctetStream: true })
+  await until('write event for an octet-stream upload', () => writes('b.bin') >= 1)
+  await sbx.files.write([{ path: join(d, 'c.txt'), data: 'c' }, { path: join(d, 'e.txt'), data: 'e' }])
+  await until('write events for a multi-file upload', () => writes('c.txt') >= 1 && writes('e.txt') >= 1)
+  await w.stop()
+  const names = new Set(events.map((e) => e.name))
+  assert.deepEqual([...names].sort(), ['a.txt', 'b.bin', 'c.txt', 'e.txt'], `events: ${JSON.stringify(events)}`)
+  assert.deepEqual((await sbx.files.list(d)).map((e) => e.name).sort(), ['a.txt', 'b.bin', 'c.txt', 'e.txt'])
+})
+
+// Issue 21, item 16: with user set, file operations have that user's
+// permissions; a symlink planted by code running as that user does not lead
+// anywhere the user may not write. "nobody" exists on a Debian host and in
+// every Wrenn image; envd must run as root to act as it.
+const asRoot = process.env.WRENN_E2B_SANDBOX_URL || process.getuid() === 0
+test('files: a user cannot read root-only files or replace root files through symlinks', { skip: !asRoot && 'envd is not root' }, async () => {
+  const d = join(work, 'perm')
+  const rootOnly = join(d, 'rootonly')
+  const root = { user: 'root' }
+  await sbx.files.makeDir(rootOnly, root)
+  await sbx.files.write(join(rootOnly, 'secret'), 'root secret', root)
+  await sbx.files.write(join(rootOnly, 'victim.conf'), 'root content', root)
+  await sbx.commands.run(`chmod 600 ${rootOnly}/secret && chmod 755 ${rootOnly} && chmod 1777 ${d} && chmod 755 ${work} && mkdir -m 700 ${d}/private`, root)
+  const user = 'nobody'
+
+  await assert.rejects(sbx.files.read(join(rootOnly, 'secret'), { user }), /403|permission denied/i)
+  assert.equal(await sbx.files.read(join(rootOnly, 'victim.conf'), { user }), 'root content')
+  // Guest code running as the user plants symlinks; the SDK then writes "as the user".
+  await sbx.commands.run(`ln -s ${rootOnly}/victim.conf ${d}/config && ln -s ${rootOnly} ${d}/cfgdir`, { user })
+  await assert.rejects(sbx.files.write(join(d, 'config'), 'pwned', { user }), /403|permission denied/i)
+  await assert.rejects(sbx.files.write(join(d, 'cfgdir', 'victim.conf'), 'pwned', { user }), /403|permission denied/i)
+  await assert.rejects(sbx.files.remove(join(d, 'cfgdir', 'victim.conf'), { user }), /permission/i)
+  await assert.rejects(sbx.files.list(join(d, 'private'), { user }), /permission/i)
+  assert.equal(await sbx.files.read(join(rootOnly, 'victim.conf'), root), 'root content')
+  assert.deepEqual((await sbx.files.list(rootOnly, root)).map((e) => e.name).sort(), ['secret', 'victim.conf'])
+
+  // What the user may do still works, and what it makes is its own.
+  const mine = join(d, 'mine', 'deep', 'f.txt')
+  const info = await sbx.files.write(mine, 'mine', { user })
+  assert.equal(info.path, mine)
+  assert.equal(await sbx.files.read(mine, { user }), 'mine')
+  assert.equal((await sbx.files.getInfo(mine, { user })).owner, user)
+  await sbx.files.rename(mine, join(d, 'mine', 'g.txt'), { user })
+  assert.equal(await sbx.files.exists(join(d, 'mine', 'g.txt'), { user }), true)
+  await sbx.files.remove(join(d, 'mine'), { user })
+  assert.equal(await sbx.files.exists(join(d, 'mine')), false)
 })
 
 test('pty: create, input, resize, kill', async () => {

@@ -17,7 +17,7 @@ const rows = []
 const src = await Sandbox.create()
 let snapshotId
 try {
-  await src.files.write('/root/warm.txt', 'warm')
+  await src.files.write('warm.txt', 'warm') // the default user's home: files are written with its permissions
   snapshotId = (await src.createSnapshot({ name: `bench-${Date.now()}` })).snapshotId
 
   const warm = []

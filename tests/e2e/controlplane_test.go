@@ -435,7 +435,7 @@ func TestControlPlanePauseResumeSnapshot(t *testing.T) {
 	cp := st.cp
 	ka, kb := st.teams(t)
 	sb := st.sandbox(t, ka)
-	cp.Must(t, 200, "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/root/kept.txt", ka, []byte("kept across pause"))
+	cp.Must(t, 200, "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/home/user/kept.txt", ka, []byte("kept across pause"))
 	if v := sandboxOf(t, cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/pause", ka, nil)); v.State != "paused" {
 		t.Fatalf("pause: %+v", v)
 	}
@@ -454,7 +454,7 @@ func TestControlPlanePauseResumeSnapshot(t *testing.T) {
 		t.Fatalf("resume: %+v", v)
 	}
 	cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/resume", ka, nil) // idempotent
-	if got := cp.Must(t, 200, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/root/kept.txt", ka, nil); string(got.Body) != "kept across pause" {
+	if got := cp.Must(t, 200, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/home/user/kept.txt", ka, nil); string(got.Body) != "kept across pause" {
 		t.Fatalf("file after resume: %q", got.Body)
 	}
 	snap := cp.Must(t, 201, "POST", "/v1/snapshots", ka, map[string]any{"sandbox_id": sb.ID, "name": "warm"}).Map()
@@ -471,7 +471,7 @@ func TestControlPlanePauseResumeSnapshot(t *testing.T) {
 	if clone.HostID != sb.HostID {
 		t.Errorf("clone on %s, its snapshot on %s", clone.HostID, sb.HostID)
 	}
-	if got := cp.Must(t, 200, "GET", "/v1/sandboxes/"+clone.ID+"/files?path=/root/kept.txt", ka, nil); string(got.Body) != "kept across pause" {
+	if got := cp.Must(t, 200, "GET", "/v1/sandboxes/"+clone.ID+"/files?path=/home/user/kept.txt", ka, nil); string(got.Body) != "kept across pause" {
 		t.Fatalf("file in the clone: %q", got.Body)
 	}
 	// A snapshot in use by a clone stays until the clone is gone.

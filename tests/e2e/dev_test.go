@@ -24,8 +24,14 @@ type devStack struct {
 
 func startDevStack(t *testing.T, dataDir string) *devStack {
 	t.Helper()
+	return startDevStackFrom(t, filepath.Join(binDir, "wrenn"), dataDir)
+}
+
+// startDevStackFrom runs `wrenn dev` from the binary wrenn.
+func startDevStackFrom(t *testing.T, wrenn, dataDir string) *devStack {
+	t.Helper()
 	d := &devStack{out: &bytes.Buffer{}, exited: make(chan error, 1)}
-	d.cmd = exec.Command(filepath.Join(binDir, "wrenn"), "dev", "--data-dir", dataDir, "--images-dir", imagesDir, "--runtime", "gvisor",
+	d.cmd = exec.Command(wrenn, "dev", "--data-dir", dataDir, "--images-dir", imagesDir, "--runtime", "gvisor",
 		"--listen", freeAddr(t), "--proxy-listen", freeAddr(t), "--agent-listen", freeAddr(t), "--verbose")
 	w := &syncWriter{w: d.out}
 	d.cmd.Stdout, d.cmd.Stderr = w, w

@@ -83,7 +83,7 @@ func runAll(m *testing.M) int {
 	}
 	defer os.RemoveAll(imagesDir)
 	defer stopPostgres()
-	for _, name := range []string{"envd", "wrenn-init", "host-agent", "control-plane", "wrenn"} {
+	for _, name := range []string{"envd", "wrenn-init", "host-agent", "control-plane", "wrenn", "code-interpreter"} {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(binDir, name), "git.omukk.dev/wrenn/sandbox/cmd/"+name)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

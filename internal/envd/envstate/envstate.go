@@ -25,11 +25,23 @@ type State struct {
 	systemVars  map[string]string // E2B_* vars that /init never removes
 	token       string
 	lastInit    time.Time
+	// local is envd's own account in --local mode, with the home directory
+	// of envd's environment rather than the password database's.
+	local *osuser.User
 }
 
 // New starts with the given default user and the built-in variables.
 func New(defaultUser string, systemVars map[string]string) *State {
 	return &State{defaultUser: defaultUser, envVars: map[string]string{}, systemVars: maps.Clone(systemVars)}
+}
+
+// SetLocalUser makes u (envd's own account) stand for its name: in --local
+// mode, commands run as the developer in the developer's $HOME.
+func (s *State) SetLocalUser(u *osuser.User) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := *u
+	s.local = &c
 }
 
 // DefaultUser is the account used when a request names none.
@@ -160,8 +172,15 @@ func (s *State) UserFromHeader(h http.Header) (*osuser.User, error) {
 // User resolves name, or the default user when name is empty, and checks
 // that envd may act as it.
 func (s *State) User(name string) (*osuser.User, error) {
+	s.mu.RLock()
 	if name == "" {
-		name = s.DefaultUser()
+		name = s.defaultUser
+	}
+	local := s.local
+	s.mu.RUnlock()
+	if local != nil && name == local.Name {
+		c := *local
+		return &c, nil
 	}
 	u, err := osuser.Lookup(name)
 	if err != nil {

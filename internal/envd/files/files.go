@@ -1,13 +1,13 @@
 // Package files serves envd's GET and POST /files: downloads of regular
 // files and uploads (octet-stream or multipart) that never leave a
-// half-written file in place, authorised by access token or signed URL.
+// half-written file in place, authorised by access token or signed URL,
+// every filesystem call made with the requesting user's permissions.
 package files
 
 import (
+	"bufio"
 	"compress/gzip"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,13 +21,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/envd/envstate"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/fsmeta"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/osuser"
+	"git.omukk.dev/wrenn/sandbox/pkg/filesig"
 )
 
 // Handler serves /files.
@@ -77,12 +77,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // Signature computes the v1 signature of a /files URL, as the E2B SDKs do.
 func Signature(path, operation, username, token string, expiration int64) string {
-	raw := path + ":" + operation + ":" + username + ":" + token
-	if expiration != 0 {
-		raw += ":" + strconv.FormatInt(expiration, 10)
-	}
-	sum := sha256.Sum256([]byte(raw))
-	return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
+	return filesig.Sign(path, operation, username, token, expiration)
 }
 
 func (h *Handler) authorize(r *http.Request, operation string) error {
@@ -156,14 +151,19 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errorf(http.StatusBadRequest, "%v", err)
 	}
+	// Opened as the user: the kernel decides what they may read.
 	// O_NONBLOCK so that opening a FIFO with no writer cannot hang; it is
 	// refused below like every other non-regular file.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	var f *os.File
+	err = u.Do(func() (err error) {
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return errorf(http.StatusNotFound, "path '%s' does not exist", path)
 		}
-		return errorf(http.StatusInternalServerError, "open '%s': %v", path, err)
+		return ioError(u, "open "+path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -252,7 +252,9 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		if params["boundary"] == "" {
 			return errorf(http.StatusBadRequest, "multipart body without a boundary")
 		}
-		mr := multipart.NewReader(body, params["boundary"])
+		// multipart.Reader reads through a 4 KB buffer of its own; a large
+		// one beneath it keeps the reads from the connection large.
+		mr := multipart.NewReader(bufio.NewReaderSize(body, 256<<10), params["boundary"])
 		seen := map[string]bool{}
 		for {
 			part, err := mr.NextPart()
@@ -304,78 +306,11 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(written)
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
-
-// writeFile streams src into a temporary file beside the target and renames
-// it into place, so a failed or interrupted upload leaves the old content.
-func (h *Handler) writeFile(target string, u *osuser.User, src io.Reader, meta map[string]string) (EntryInfo, error) {
-	path, err := osuser.ResolvePath(target, u, h.State.Workdir())
-	if err != nil {
-		return EntryInfo{}, errorf(http.StatusBadRequest, "%v", err)
-	}
-	// Writing through a symlink replaces the file it points to.
-	if resolved, err := filepath.EvalSymlinks(path); err == nil {
-		path = resolved
-	}
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		if fi.IsDir() {
-			return EntryInfo{}, errorf(http.StatusBadRequest, "path '%s' is a directory", path)
-		}
-		if !fi.Mode().IsRegular() {
-			return EntryInfo{}, errorf(http.StatusBadRequest, "path '%s' is not a regular file", path)
-		}
-		mode = fi.Mode().Perm()
-	}
-	if err := osuser.MkdirAll(filepath.Dir(path), u); err != nil {
-		return EntryInfo{}, ioError("create parent directories of "+path, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".wrenn-upload-*")
-	if err != nil {
-		return EntryInfo{}, ioError("create "+path, err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bufp := copyBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(onlyWriter{tmp}, src, *bufp)
-	copyBufs.Put(bufp)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return EntryInfo{}, ioError(fmt.Sprintf("attempted to write %d bytes", n), err)
-		}
-		return EntryInfo{}, errorf(http.StatusBadRequest, "read upload body for '%s': %v", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return EntryInfo{}, ioError("chmod "+path, err)
-	}
-	if err := u.Chown(tmp.Name()); err != nil {
-		return EntryInfo{}, ioError("chown "+path, err)
-	}
-	if err := fsmeta.ReplaceMetadata(tmp.Name(), meta); err != nil {
-		return EntryInfo{}, ioError("metadata of "+path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return EntryInfo{}, ioError("write "+path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return EntryInfo{}, ioError("replace "+path, err)
-	}
-	committed = true
-	return EntryInfo{Path: path, Name: filepath.Base(path), Type: "file", Metadata: meta}, nil
-}
-
-// onlyWriter hides os.File's ReadFrom so that io.CopyBuffer uses our large
-// buffer instead of the file's small-buffer fallback for non-file readers.
-type onlyWriter struct{ io.Writer }
-
-func ioError(what string, err error) error {
+// ioError maps a failed filesystem call to the status envd answers with.
+func ioError(u *osuser.User, what string, err error) error {
 	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return errorf(http.StatusForbidden, "%s: permission denied for user '%s'", what, u.Name)
 	case errors.Is(err, syscall.ENOSPC):
 		return errorf(http.StatusInsufficientStorage, "%s: not enough disk space available", what)
 	case errors.Is(err, syscall.EDQUOT):

@@ -1,7 +1,9 @@
 package filesystemsvc
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -55,6 +57,10 @@ func entryFromInfo(path string, fi os.FileInfo) (*pb.EntryInfo, error) {
 		e.SymlinkTarget = &target
 	}
 	meta, err := fsmeta.Metadata(path)
+	if errors.Is(err, fs.ErrPermission) {
+		// A file the user may not read still has a type, size and owner.
+		meta, err = nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("metadata of %s: %w", path, err)
 	}

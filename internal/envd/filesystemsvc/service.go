@@ -64,9 +64,15 @@ func (s *Service) userAndPath(req connect.AnyRequest, path string) (*osuser.User
 
 // fsError maps an OS error to the Connect code E2B's envd uses for it.
 func fsError(op, path string, err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("%s: path '%s' does not exist", op, path))
+	case errors.Is(err, fs.ErrPermission):
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %s: permission denied", op, path))
 	case errors.Is(err, syscall.ELOOP):
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s: path '%s' is a symlink loop", op, path))
 	case errors.Is(err, syscall.ENOSPC):
@@ -76,13 +82,17 @@ func fsError(op, path string, err error) error {
 	}
 }
 
+// Every operation below runs its filesystem calls as the requesting user
+// (osuser.Do): the kernel checks each path, symlinks included, against
+// what that user may do.
+
 func (s *Service) Stat(_ context.Context, req *connect.Request[pb.StatRequest]) (*connect.Response[pb.StatResponse], error) {
-	_, path, err := s.userAndPath(req, req.Msg.GetPath())
+	u, path, err := s.userAndPath(req, req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	e, err := Entry(path)
-	if err != nil {
+	var e *pb.EntryInfo
+	if err := u.Do(func() (err error) { e, err = Entry(path); return err }); err != nil {
 		return nil, fsError("stat", path, err)
 	}
 	return connect.NewResponse(&pb.StatResponse{Entry: e}), nil
@@ -93,16 +103,20 @@ func (s *Service) MakeDir(_ context.Context, req *connect.Request[pb.MakeDirRequ
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(path); err == nil {
-		if fi.IsDir() {
-			return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("directory '%s' already exists", path))
+	var e *pb.EntryInfo
+	err = u.Do(func() error {
+		if fi, err := os.Stat(path); err == nil {
+			if fi.IsDir() {
+				return connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("directory '%s' already exists", path))
+			}
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path '%s' exists and is not a directory", path))
 		}
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path '%s' exists and is not a directory", path))
-	}
-	if err := osuser.MkdirAll(path, u); err != nil {
-		return nil, fsError("make directory", path, err)
-	}
-	e, err := Entry(path)
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			return fsError("make directory", path, err)
+		}
+		e, err = Entry(path)
+		return err
+	})
 	if err != nil {
 		return nil, fsError("stat", path, err)
 	}
@@ -118,16 +132,20 @@ func (s *Service) Move(_ context.Context, req *connect.Request[pb.MoveRequest]) 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Lstat(src); err != nil {
-		return nil, fsError("move", src, err)
-	}
-	if err := osuser.MkdirAll(filepath.Dir(dst), u); err != nil {
-		return nil, fsError("move", dst, err)
-	}
-	if err := os.Rename(src, dst); err != nil {
-		return nil, fsError("move", src, err)
-	}
-	e, err := Entry(dst)
+	var e *pb.EntryInfo
+	err = u.Do(func() error {
+		if _, err := os.Lstat(src); err != nil {
+			return fsError("move", src, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fsError("move", dst, err)
+		}
+		if err := os.Rename(src, dst); err != nil {
+			return fsError("move", src, err)
+		}
+		e, err = Entry(dst)
+		return err
+	})
 	if err != nil {
 		return nil, fsError("stat", dst, err)
 	}
@@ -135,21 +153,21 @@ func (s *Service) Move(_ context.Context, req *connect.Request[pb.MoveRequest]) 
 }
 
 func (s *Service) Remove(_ context.Context, req *connect.Request[pb.RemoveRequest]) (*connect.Response[pb.RemoveResponse], error) {
-	_, path, err := s.userAndPath(req, req.Msg.GetPath())
+	u, path, err := s.userAndPath(req, req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
 	if path == "/" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("refusing to remove /"))
 	}
-	if err := os.RemoveAll(path); err != nil {
+	if err := u.Do(func() error { return os.RemoveAll(path) }); err != nil {
 		return nil, fsError("remove", path, err)
 	}
 	return connect.NewResponse(&pb.RemoveResponse{}), nil
 }
 
 func (s *Service) ListDir(_ context.Context, req *connect.Request[pb.ListDirRequest]) (*connect.Response[pb.ListDirResponse], error) {
-	_, path, err := s.userAndPath(req, req.Msg.GetPath())
+	u, path, err := s.userAndPath(req, req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -157,20 +175,23 @@ func (s *Service) ListDir(_ context.Context, req *connect.Request[pb.ListDirRequ
 	if depth == 0 {
 		depth = 1
 	}
-	// Stat first: it reports a symlink loop as ELOOP, EvalSymlinks does not.
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fsError("list", path, err)
-	}
-	resolved, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return nil, fsError("list", path, err)
-	}
-	if !fi.IsDir() {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path '%s' is not a directory", path))
-	}
 	out := &pb.ListDirResponse{}
-	if err := walk(resolved, path, depth, &out.Entries); err != nil {
+	err = u.Do(func() error {
+		// Stat first: it reports a symlink loop as ELOOP, EvalSymlinks does not.
+		fi, err := os.Stat(path)
+		if err != nil {
+			return fsError("list", path, err)
+		}
+		resolved, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return fsError("list", path, err)
+		}
+		if !fi.IsDir() {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path '%s' is not a directory", path))
+		}
+		return walk(resolved, path, depth, &out.Entries)
+	})
+	if err != nil {
 		return nil, fsError("list", path, err)
 	}
 	return connect.NewResponse(out), nil
@@ -203,7 +224,9 @@ func walk(dir, shown string, depth int, out *[]*pb.EntryInfo) error {
 		e.Path = filepath.Join(shown, de.Name())
 		*out = append(*out, e)
 		if depth > 1 && fi.IsDir() {
-			if err := walk(real, e.Path, depth-1, out); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// A directory that vanished, or that the user may not read,
+			// is listed but not descended into.
+			if err := walk(real, e.Path, depth-1, out); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) {
 				return err
 			}
 		}

@@ -16,7 +16,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
 
+	"git.omukk.dev/wrenn/sandbox/internal/envd/files"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/keepalive"
+	"git.omukk.dev/wrenn/sandbox/internal/envd/osuser"
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/filesystem"
 )
 
@@ -29,15 +31,27 @@ var networkFS = map[int64]string{
 	0x65735546: "fuse",
 }
 
-// watch turns fsnotify events under one directory into envd's events.
+// watch turns fsnotify events under one directory into envd's events. It
+// watches as its user: only directories that user may read, and entries
+// described as that user sees them.
 type watch struct {
 	fs           *fsnotify.Watcher
+	u            *osuser.User
 	root         string
 	recursive    bool
 	includeEntry bool
 }
 
-func newWatch(root string, recursive, includeEntry, allowNetwork bool) (*watch, error) {
+func newWatch(u *osuser.User, root string, recursive, includeEntry, allowNetwork bool) (*watch, error) {
+	var w *watch
+	err := u.Do(func() (err error) {
+		w, err = openWatch(u, root, recursive, includeEntry, allowNetwork)
+		return err
+	})
+	return w, err
+}
+
+func openWatch(u *osuser.User, root string, recursive, includeEntry, allowNetwork bool) (*watch, error) {
 	fi, err := os.Stat(root)
 	if err != nil {
 		return nil, fsError("watch", root, err)
@@ -57,10 +71,10 @@ func newWatch(root string, recursive, includeEntry, allowNetwork bool) (*watch, 
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("create watcher: %w", err))
 	}
-	w := &watch{fs: fw, root: root, recursive: recursive, includeEntry: includeEntry}
+	w := &watch{fs: fw, u: u, root: root, recursive: recursive, includeEntry: includeEntry}
 	if err := w.add(root); err != nil {
 		fw.Close()
-		return nil, connect.NewError(connect.CodeInternal, err)
+		return nil, fsError("watch", root, err)
 	}
 	return w, nil
 }
@@ -81,7 +95,9 @@ func (w *watch) add(dir string) error {
 			return err
 		}
 		if d.IsDir() {
-			if err := w.fs.Add(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// A directory that vanished or that the user may not read
+			// below the root is not watched; the root itself must be.
+			if err := w.fs.Add(p); err != nil && !errors.Is(err, fs.ErrNotExist) && (p == dir || !errors.Is(err, fs.ErrPermission)) {
 				return fmt.Errorf("watch %s: %w", p, err)
 			}
 		}
@@ -104,14 +120,22 @@ var opOrder = []struct {
 }
 
 func (w *watch) convert(ev fsnotify.Event) []*pb.FilesystemEvent {
+	if files.IsTempName(filepath.Base(ev.Name)) {
+		// An upload's temporary file; the upload shows as events on its
+		// target (see files.TempPrefix).
+		return nil
+	}
 	name, err := filepath.Rel(w.root, ev.Name)
 	if err != nil {
 		name = ev.Name
 	}
 	if w.recursive && ev.Has(fsnotify.Create) {
-		if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
-			_ = w.add(ev.Name) // a directory that vanished at once needs no watch
-		}
+		_ = w.u.Do(func() error {
+			if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
+				_ = w.add(ev.Name) // a directory that vanished at once needs no watch
+			}
+			return nil
+		})
 	}
 	var out []*pb.FilesystemEvent
 	for _, o := range opOrder {
@@ -120,9 +144,12 @@ func (w *watch) convert(ev fsnotify.Event) []*pb.FilesystemEvent {
 		}
 		fe := &pb.FilesystemEvent{Name: name, Type: o.t}
 		if w.includeEntry && (o.t == pb.EventType_EVENT_TYPE_CREATE || o.t == pb.EventType_EVENT_TYPE_WRITE || o.t == pb.EventType_EVENT_TYPE_CHMOD) {
-			if e, err := Entry(ev.Name); err == nil {
-				fe.Entry = e
-			}
+			_ = w.u.Do(func() error {
+				if e, err := Entry(ev.Name); err == nil {
+					fe.Entry = e
+				}
+				return nil
+			})
 		}
 		out = append(out, fe)
 	}
@@ -130,11 +157,11 @@ func (w *watch) convert(ev fsnotify.Event) []*pb.FilesystemEvent {
 }
 
 func (s *Service) WatchDir(ctx context.Context, req *connect.Request[pb.WatchDirRequest], stream *connect.ServerStream[pb.WatchDirResponse]) error {
-	_, path, err := s.userAndPath(req, req.Msg.GetPath())
+	u, path, err := s.userAndPath(req, req.Msg.GetPath())
 	if err != nil {
 		return err
 	}
-	w, err := newWatch(path, req.Msg.GetRecursive(), req.Msg.GetIncludeEntry(), req.Msg.GetAllowNetworkMounts())
+	w, err := newWatch(u, path, req.Msg.GetRecursive(), req.Msg.GetIncludeEntry(), req.Msg.GetAllowNetworkMounts())
 	if err != nil {
 		return err
 	}
@@ -219,11 +246,11 @@ func (p *pollWatcher) stop() {
 }
 
 func (s *Service) CreateWatcher(_ context.Context, req *connect.Request[pb.CreateWatcherRequest]) (*connect.Response[pb.CreateWatcherResponse], error) {
-	_, path, err := s.userAndPath(req, req.Msg.GetPath())
+	u, path, err := s.userAndPath(req, req.Msg.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	w, err := newWatch(path, req.Msg.GetRecursive(), req.Msg.GetIncludeEntry(), req.Msg.GetAllowNetworkMounts())
+	w, err := newWatch(u, path, req.Msg.GetRecursive(), req.Msg.GetIncludeEntry(), req.Msg.GetAllowNetworkMounts())
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
-// Package osuser resolves the Unix users that sandbox requests act as, and
-// the paths they name, the way E2B's envd does: "~" is the user's home,
-// relative paths are relative to the default workdir or the home directory.
+// Package osuser resolves the Unix users that sandbox requests act as and
+// the paths they name, the way E2B's envd does ("~" is the user's home,
+// relative paths are relative to the default workdir or the home
+// directory), and performs filesystem operations with a user's permissions
+// (Do).
 package osuser
 
 import (
@@ -9,9 +11,13 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // User is a resolved Unix account.
@@ -26,8 +32,76 @@ type User struct {
 // ErrUnknownUser is returned for a name that has no account on this system.
 var ErrUnknownUser = errors.New("unknown user")
 
-// Lookup resolves an account by name.
+// Lookup resolves an account by name. Every request names its user, so
+// answers are kept while /etc/passwd and /etc/group stay as they are (the
+// same file, size and modification time); adding a user or changing a
+// group replaces or rewrites them and so is seen at once.
 func Lookup(name string) (*User, error) {
+	stamp, stampOK := accountFilesStamp()
+	if stampOK {
+		lookups.Lock()
+		c, ok := lookups.m[name]
+		lookups.Unlock()
+		if ok && c.stamp == stamp {
+			return c.user.clone(), nil
+		}
+	}
+	u, err := lookupUncached(name)
+	if err != nil || !stampOK {
+		return u, err
+	}
+	lookups.Lock()
+	if len(lookups.m) >= maxCachedUsers {
+		clear(lookups.m)
+	}
+	lookups.m[name] = cachedUser{user: u.clone(), stamp: stamp}
+	lookups.Unlock()
+	return u, nil
+}
+
+const maxCachedUsers = 64
+
+var lookups = struct {
+	sync.Mutex
+	m map[string]cachedUser
+}{m: map[string]cachedUser{}}
+
+type cachedUser struct {
+	user  *User
+	stamp [2]fileStamp
+}
+
+type fileStamp struct {
+	dev, ino uint64
+	size     int64
+	mtime    unix.Timespec
+}
+
+// accountFiles and lookupUncached are variables for tests.
+var (
+	accountFiles   = [2]string{"/etc/passwd", "/etc/group"}
+	lookupUncached = lookup
+)
+
+func accountFilesStamp() ([2]fileStamp, bool) {
+	var out [2]fileStamp
+	for i, p := range accountFiles {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return out, false
+		}
+		out[i] = fileStamp{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}
+	}
+	return out, true
+}
+
+func (u *User) clone() *User {
+	c := *u
+	c.Groups = slices.Clone(u.Groups)
+	return &c
+}
+
+func lookup(name string) (*User, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		var unknown user.UnknownUserError
@@ -92,18 +166,6 @@ func (u *User) Credential() *syscall.Credential {
 	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 }
 
-// Chown gives path to u where envd is allowed to; as a non-root envd every
-// file is already its own.
-func (u *User) Chown(path string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	if err := os.Lchown(path, int(u.UID), int(u.GID)); err != nil {
-		return fmt.Errorf("chown %s to %s: %w", path, u.Name, err)
-	}
-	return nil
-}
-
 // ResolvePath turns a client's path into an absolute, cleaned one. "~" and
 // "~/x" are in the user's home; an empty path is the default workdir, and
 // other relative paths are relative to it; without a default workdir both
@@ -129,25 +191,4 @@ func ResolvePath(path string, u *User, defaultWorkdir string) (string, error) {
 		return filepath.Join(defaultWorkdir, path), nil
 	}
 	return filepath.Join(u.Home, path), nil
-}
-
-// MkdirAll creates dir and its missing parents with mode 0755, each new one
-// owned by u.
-func MkdirAll(dir string, u *User) error {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s exists and is not a directory", dir)
-		}
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := MkdirAll(parent, u); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-		return fmt.Errorf("create directory %s: %w", dir, err)
-	}
-	return u.Chown(dir)
 }

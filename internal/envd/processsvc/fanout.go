@@ -144,3 +144,74 @@ func (f *fanout) publish(ev *pb.ProcessEvent_DataEvent, size int, stop <-chan st
 		s.push(ev, size, stop)
 	}
 }
+
+// coalesce joins consecutive events of the same stream, up to maxChunk
+// bytes each: output that queued up while the client was busy goes out in
+// as few messages as possible, in order.
+func coalesce(events []*pb.ProcessEvent_DataEvent) []*pb.ProcessEvent_DataEvent {
+	if len(events) < 2 {
+		return events
+	}
+	out := events[:0:0]
+	var cur *pb.ProcessEvent_DataEvent
+	for _, ev := range events {
+		if cur != nil && sameStream(cur, ev) && len(payload(cur))+len(payload(ev)) <= maxChunk {
+			setPayload(cur, append(payload(cur), payload(ev)...))
+			continue
+		}
+		if cur != nil {
+			out = append(out, cur)
+		}
+		// A copy: the queued event may be shared with other clients.
+		cur = &pb.ProcessEvent_DataEvent{}
+		switch o := ev.Output.(type) {
+		case *pb.ProcessEvent_DataEvent_Stdout:
+			cur.Output = &pb.ProcessEvent_DataEvent_Stdout{Stdout: o.Stdout[:len(o.Stdout):len(o.Stdout)]}
+		case *pb.ProcessEvent_DataEvent_Stderr:
+			cur.Output = &pb.ProcessEvent_DataEvent_Stderr{Stderr: o.Stderr[:len(o.Stderr):len(o.Stderr)]}
+		case *pb.ProcessEvent_DataEvent_Pty:
+			cur.Output = &pb.ProcessEvent_DataEvent_Pty{Pty: o.Pty[:len(o.Pty):len(o.Pty)]}
+		default:
+			cur = ev
+		}
+	}
+	return append(out, cur)
+}
+
+func payload(ev *pb.ProcessEvent_DataEvent) []byte {
+	switch o := ev.Output.(type) {
+	case *pb.ProcessEvent_DataEvent_Stdout:
+		return o.Stdout
+	case *pb.ProcessEvent_DataEvent_Stderr:
+		return o.Stderr
+	case *pb.ProcessEvent_DataEvent_Pty:
+		return o.Pty
+	}
+	return nil
+}
+
+func setPayload(ev *pb.ProcessEvent_DataEvent, b []byte) {
+	switch o := ev.Output.(type) {
+	case *pb.ProcessEvent_DataEvent_Stdout:
+		o.Stdout = b
+	case *pb.ProcessEvent_DataEvent_Stderr:
+		o.Stderr = b
+	case *pb.ProcessEvent_DataEvent_Pty:
+		o.Pty = b
+	}
+}
+
+func sameStream(a, b *pb.ProcessEvent_DataEvent) bool {
+	switch a.Output.(type) {
+	case *pb.ProcessEvent_DataEvent_Stdout:
+		_, ok := b.Output.(*pb.ProcessEvent_DataEvent_Stdout)
+		return ok
+	case *pb.ProcessEvent_DataEvent_Stderr:
+		_, ok := b.Output.(*pb.ProcessEvent_DataEvent_Stderr)
+		return ok
+	case *pb.ProcessEvent_DataEvent_Pty:
+		_, ok := b.Output.(*pb.ProcessEvent_DataEvent_Pty)
+		return ok
+	}
+	return false
+}

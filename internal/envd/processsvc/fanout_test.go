@@ -2,6 +2,8 @@ package processsvc
 
 import (
 	"bytes"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,5 +87,43 @@ func TestUnsubscribeReleasesPublisher(t *testing.T) {
 	case <-done:
 	case <-time.After(stallTimeout / 2):
 		t.Fatal("publisher stayed blocked on an unsubscribed client")
+	}
+}
+
+// Queued output is sent in as few messages as fit maxChunk, each stream's
+// bytes in order, stdout and stderr never mixed, and the queued events (which
+// other clients share) untouched.
+func TestCoalesceKeepsOrderAndStreams(t *testing.T) {
+	errChunk := func(b byte, n int) *pb.ProcessEvent_DataEvent {
+		return &pb.ProcessEvent_DataEvent{Output: &pb.ProcessEvent_DataEvent_Stderr{Stderr: bytes.Repeat([]byte{b}, n)}}
+	}
+	in := []*pb.ProcessEvent_DataEvent{chunk('a', 100), chunk('b', 100), errChunk('e', 10), errChunk('f', 10), chunk('c', 5)}
+	for range 10 {
+		in = append(in, chunk('z', maxChunk/4))
+	}
+	before := make([][]byte, len(in))
+	for i, ev := range in {
+		before[i] = bytes.Clone(payload(ev))
+	}
+	out := coalesce(in)
+	var got []string
+	for _, ev := range out {
+		kind := "out"
+		if _, ok := ev.Output.(*pb.ProcessEvent_DataEvent_Stderr); ok {
+			kind = "err"
+		}
+		if len(payload(ev)) > maxChunk {
+			t.Errorf("a message of %d bytes, more than %d", len(payload(ev)), maxChunk)
+		}
+		got = append(got, kind+":"+string(payload(ev)[:1])+":"+strconv.Itoa(len(payload(ev))))
+	}
+	want := []string{"out:a:200", "err:e:20", "out:c:" + strconv.Itoa(5+3*maxChunk/4), "out:z:" + strconv.Itoa(maxChunk), "out:z:" + strconv.Itoa(3*maxChunk/4)}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("coalesced to %v, want %v", got, want)
+	}
+	for i, ev := range in {
+		if !bytes.Equal(payload(ev), before[i]) {
+			t.Fatalf("queued event %d was modified", i)
+		}
 	}
 }

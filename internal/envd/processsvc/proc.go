@@ -1,6 +1,7 @@
 package processsvc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -12,17 +13,29 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 )
 
 const (
-	pipeChunk = 32 << 10
-	ptyChunk  = 16 << 10
+	// firstRead is what each output stream reads at a time while its
+	// process is quiet; maxChunk bounds one data event. A PTY hands out at
+	// most 4 KB per read(2), and every event costs a client (the E2B SDKs
+	// parse JSON and base64 in script) far more than its bytes do, so a
+	// read that fills firstRead goes on reading what is already there, up
+	// to maxChunk, into one event. Nothing waits for more data: a quiet
+	// process's output is sent at once, a burst in few large events.
+	firstRead = 4 << 10
+	maxChunk  = 256 << 10
 	// After the process exits, its output is read until EOF or until the
 	// pipes stay silent this long: background children may hold them open.
 	drainGrace = 100 * time.Millisecond
 )
+
+// chunkBufs hold one burst each while it is read; they are never held
+// while a stream waits for output.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, maxChunk); return &b }}
 
 // proc is one process started through envd.
 type proc struct {
@@ -146,27 +159,27 @@ func outputKind(isPty bool, i int) outputKindT {
 }
 
 func (p *proc) readOutput(f *os.File, kind outputKindT) {
-	size := pipeChunk
-	if kind == kindPty {
-		size = ptyChunk
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
 	}
+	small := make([]byte, firstRead)
 	for {
 		if p.exited.Load() {
 			_ = f.SetReadDeadline(time.Now().Add(drainGrace))
 		}
-		buf := make([]byte, size)
-		n, err := f.Read(buf)
-		if n > 0 {
+		data, err := readBurst(rc, small)
+		if len(data) > 0 {
 			ev := &pb.ProcessEvent_DataEvent{}
 			switch kind {
 			case kindStdout:
-				ev.Output = &pb.ProcessEvent_DataEvent_Stdout{Stdout: buf[:n]}
+				ev.Output = &pb.ProcessEvent_DataEvent_Stdout{Stdout: data}
 			case kindStderr:
-				ev.Output = &pb.ProcessEvent_DataEvent_Stderr{Stderr: buf[:n]}
+				ev.Output = &pb.ProcessEvent_DataEvent_Stderr{Stderr: data}
 			default:
-				ev.Output = &pb.ProcessEvent_DataEvent_Pty{Pty: buf[:n]}
+				ev.Output = &pb.ProcessEvent_DataEvent_Pty{Pty: data}
 			}
-			p.out.publish(ev, n, p.stop)
+			p.out.publish(ev, len(data), p.stop)
 		}
 		if err != nil {
 			// EOF on a pipe, EIO on a PTY master whose slave is gone, or the
@@ -176,7 +189,66 @@ func (p *proc) readOutput(f *os.File, kind outputKindT) {
 	}
 }
 
+// readBurst waits for output and returns what is there: one read into
+// small, and when that fills it, further reads of what is already
+// available, up to maxChunk. The error ends the stream (io.EOF, EIO, the
+// deadline); data read before it is returned with it.
+func readBurst(rc syscall.RawConn, small []byte) ([]byte, error) {
+	var data []byte
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		n, err := readNoEINTR(int(fd), small)
+		switch {
+		case err == syscall.EAGAIN:
+			return false // nothing yet: wait for the poller
+		case err != nil:
+			rerr = err
+			return true
+		case n == 0:
+			rerr = io.EOF
+			return true
+		case n < len(small):
+			data = bytes.Clone(small[:n])
+			return true
+		}
+		bufp := chunkBufs.Get().(*[]byte)
+		defer chunkBufs.Put(bufp)
+		buf := *bufp
+		n = copy(buf, small)
+		for n < len(buf) {
+			m, err := readNoEINTR(int(fd), buf[n:])
+			if err == syscall.EAGAIN {
+				break
+			}
+			if err != nil || m == 0 {
+				rerr = err
+				if m == 0 && err == nil {
+					rerr = io.EOF
+				}
+				break
+			}
+			n += m
+		}
+		data = bytes.Clone(buf[:n])
+		return true
+	})
+	if rerr == nil {
+		rerr = err
+	}
+	return data, rerr
+}
+
+func readNoEINTR(fd int, b []byte) (int, error) {
+	for {
+		n, err := syscall.Read(fd, b)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
+}
+
 func (p *proc) wait(readers *sync.WaitGroup, onDone func(*proc)) {
+	awaitExit(int(p.pid))
 	err := p.cmd.Wait()
 	p.exited.Store(true)
 	for _, f := range p.outputs {
@@ -198,6 +270,30 @@ func (p *proc) wait(readers *sync.WaitGroup, onDone func(*proc)) {
 	p.end = endEvent(p.cmd.ProcessState, err)
 	close(p.done)
 	onDone(p)
+}
+
+// awaitExit returns once the process has exited (cmd.Wait then only reaps
+// it). It waits in Go's poller on a pidfd, so that the exit, the end of the
+// output and the answer are handled by envd's goroutines in one go, rather
+// than by a thread blocked in waitid(2) that must then queue for the
+// processor again. Where pidfds do not work it returns at once and
+// cmd.Wait blocks as before.
+func awaitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		return err != nil || info.Signo != 0
+	})
 }
 
 func endEvent(ps *os.ProcessState, waitErr error) *pb.ProcessEvent_EndEvent {

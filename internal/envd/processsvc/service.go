@@ -176,6 +176,15 @@ func (s *Service) command(cfg *pb.ProcessConfig, u *osuser.User) (*exec.Cmd, err
 	return cmd, nil
 }
 
+// sendEvery paces data messages while output streams: data that arrives
+// within sendEvery of the previous message waits for the rest of that
+// interval (or until maxChunk bytes are ready) and goes out with it. Output
+// after a quiet spell is sent at once; a burst goes out in a few hundred
+// large messages a second instead of thousands of small ones, which is
+// what a client that parses every message in script (the E2B SDKs) can
+// keep up with. A variable so that tests can change it.
+var sendEvery = 5 * time.Millisecond
+
 // follow streams a process's events to one client: start, data, keepalives
 // while idle, and end. It returns when the process has ended and its output
 // is delivered, or when the client goes away (the process keeps running).
@@ -185,30 +194,65 @@ func follow(ctx context.Context, p *proc, sub *subscriber, interval time.Duratio
 	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	flush := func() (bool, error) {
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	defer hold.Stop()
+	var (
+		pending      []*pb.ProcessEvent_DataEvent
+		pendingBytes int
+		lastSend     time.Time
+	)
+	take := func() error {
 		events, err := sub.take()
 		if err != nil {
-			return false, connect.NewError(connect.CodeResourceExhausted, err)
+			return connect.NewError(connect.CodeResourceExhausted, err)
 		}
-		for _, d := range events {
+		for _, ev := range events {
+			pendingBytes += len(payload(ev))
+		}
+		pending = append(pending, events...)
+		return nil
+	}
+	sendPending := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		for _, d := range coalesce(pending) {
 			if err := send(&pb.ProcessEvent{Event: &pb.ProcessEvent_Data{Data: d}}); err != nil {
-				return false, err
+				return err
 			}
 		}
-		return len(events) > 0, nil
+		pending, pendingBytes = nil, 0
+		lastSend = time.Now()
+		ticker.Reset(interval)
+		return nil
 	}
 	for {
 		select {
 		case <-sub.ready:
-			sent, err := flush()
-			if err != nil {
+			if err := take(); err != nil {
 				return err
 			}
-			if sent {
-				ticker.Reset(interval)
+			if len(pending) == 0 {
+				continue
+			}
+			if wait := sendEvery - time.Since(lastSend); pendingBytes < maxChunk && wait > 0 {
+				hold.Reset(wait)
+				continue
+			}
+			hold.Stop()
+			if err := sendPending(); err != nil {
+				return err
+			}
+		case <-hold.C:
+			if err := sendPending(); err != nil {
+				return err
 			}
 		case <-p.done:
-			if _, err := flush(); err != nil {
+			if err := take(); err != nil {
+				return err
+			}
+			if err := sendPending(); err != nil {
 				return err
 			}
 			return send(&pb.ProcessEvent{Event: &pb.ProcessEvent_End{End: p.end}})

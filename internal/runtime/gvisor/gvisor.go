@@ -94,7 +94,9 @@ func (d *Driver) Accelerator() (string, string) {
 func (d *Driver) WantsGuestNamespace() bool { return true }
 
 func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
-	full := append([]string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none"}, args...)
+	// --allow-suid: runsc ignores set-user-ID bits unless told, so sudo
+	// (and su, ping, passwd) would not work for the sandbox's users.
+	full := append([]string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none", "--allow-suid"}, args...)
 	cmd := exec.CommandContext(ctx, d.bin, full...)
 	// Output goes to a file, not a pipe: "run --detach" leaves the sandbox
 	// holding its stdout, and a pipe would never reach EOF.
