@@ -52,11 +52,17 @@ async function newPage(opts = {}) {
 const terminalText = (page, name) => page.locator(`[data-terminal="${name}"] .xterm-rows`).innerText();
 
 async function waitForTerminal(page, name, text, timeout = 20000) {
-  await page.waitForFunction(
-    ([n, t]) => document.querySelector(`[data-terminal="${n}"] .xterm-rows`)?.textContent?.includes(t),
-    [name, text],
-    { timeout }
-  );
+  try {
+    await page.waitForFunction(
+      ([n, t]) => document.querySelector(`[data-terminal="${n}"] .xterm-rows`)?.textContent?.includes(t),
+      [name, text],
+      { timeout }
+    );
+  } catch (e) {
+    // Say what the terminal showed instead.
+    const screen = await page.locator(`[data-terminal="${name}"] .xterm-rows`).innerText().catch(() => '(no terminal)');
+    throw new Error(`${name} never showed ${JSON.stringify(text)}; its screen ends:\n${screen.split('\n').slice(-12).join('\n')}`, { cause: e });
+  }
 }
 
 async function typeIn(page, name, line) {
@@ -216,6 +222,14 @@ test('terminals: two sessions survive a tab switch and a reload', async () => {
     assert.ok(tries < 150, `the paste reached cat: ${got} of ${pastedBytes} bytes`);
     await new Promise((r) => setTimeout(r, 200));
   }
+  // Where the keyboard is after the wait, for the record (the terminal
+  // is clicked before Ctrl-D either way, as typeIn does before typing).
+  const focused = await admin.evaluate(() => {
+    const a = document.activeElement;
+    return a ? `${a.tagName.toLowerCase()}${a.className ? '.' + String(a.className).split(' ').join('.') : ''} in ${a.closest('[data-terminal]')?.getAttribute('data-terminal') ?? 'no terminal'}` : 'nothing';
+  });
+  console.log(`# focus before Ctrl-D: ${focused}`);
+  await admin.locator('[data-terminal="Terminal 2"] .xterm').click();
   await admin.keyboard.press('Control+D');
   await typeIn(admin, 'Terminal 2', 'echo size=$(wc -c < /tmp/paste.txt) sum=$(md5sum < /tmp/paste.txt | cut -c1-8)');
   const { createHash } = await import('node:crypto');
