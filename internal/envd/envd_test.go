@@ -267,6 +267,58 @@ func TestPtyBurstArrivesComplete(t *testing.T) {
 	}
 }
 
+// Terminal input with ends of input (Ctrl-D) among it, in one message:
+// each end at the start of a line ends the program reading, and what
+// follows it reaches the next reader, in order; after text without a
+// newline, Ctrl-D hands the text over and ends nothing. (In gVisor this
+// needs envd's care: tests/e2e TestAgentTerminalEndOfInput.)
+func TestPtyEndOfInputAmongInput(t *testing.T) {
+	e := startEnvd(t)
+	dir := t.TempDir()
+	req := &pb.StartRequest{
+		Process: &pb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "cat > one; cat > two; read -r x; echo \"got:$x\""}, Cwd: &dir},
+		Pty:     &pb.PTY{Size: &pb.PTY_Size{Cols: 80, Rows: 24}},
+	}
+	s, err := e.proc.Start(context.Background(), connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Receive() || s.Msg().GetEvent().GetStart() == nil {
+		t.Fatalf("no start: %v", s.Err())
+	}
+	pid := s.Msg().GetEvent().GetStart().GetPid()
+	send := func(data string) {
+		t.Helper()
+		in := &pb.SendInputRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Input: &pb.ProcessInput{Input: &pb.ProcessInput_Pty{Pty: []byte(data)}}}
+		if _, err := e.proc.SendInput(context.Background(), connect.NewRequest(in)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("first\rpart")
+	send("\x04")
+	waitfor.True(t, 10*time.Second, "cat to get the text before Ctrl-D", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "one"))
+		return string(b) == "first\npart"
+	})
+	send("\x04second\r\x04typed\r")
+	var out []byte
+	var end *pb.ProcessEvent_EndEvent
+	for s.Receive() {
+		out = append(out, s.Msg().GetEvent().GetData().GetPty()...)
+		if e := s.Msg().GetEvent().GetEnd(); e != nil {
+			end = e
+		}
+	}
+	if !bytes.Contains(out, []byte("got:typed")) || end.GetExitCode() != 0 {
+		t.Fatalf("output %q, end %v (%v)", out, end, s.Err())
+	}
+	for name, want := range map[string]string{"one": "first\npart", "two": "second\n"} {
+		if b, _ := os.ReadFile(filepath.Join(dir, name)); string(b) != want {
+			t.Errorf("%s holds %q, want %q", name, b, want)
+		}
+	}
+}
+
 func TestKeepalivesWhileIdle(t *testing.T) {
 	e := startEnvd(t)
 	req := connect.NewRequest(bash("sleep 2.5; echo done"))

@@ -48,6 +48,8 @@ type proc struct {
 	tty         *os.File // PTY master; nil without a PTY
 	stdin       *os.File // nil when stdin is disabled
 	stdinClosed bool
+	lastIn      byte        // the last byte typed into the terminal
+	eof         *pendingEOF // an end of input typed that may be unread
 
 	out     *fanout
 	stop    chan struct{} // closed when envd shuts down
@@ -337,7 +339,10 @@ func (p *proc) writeInput(in *pb.ProcessInput) error {
 		if p.tty == nil {
 			return errNoPty
 		}
-		dst, data = p.tty, v.Pty
+		if err := p.writeTerminal(v.Pty); err != nil {
+			return fmt.Errorf("write input to pid %d: %w", p.pid, err)
+		}
+		return nil
 	case *pb.ProcessInput_Stdin:
 		if p.tty != nil {
 			return errHasPty
