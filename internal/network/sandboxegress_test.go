@@ -25,9 +25,9 @@ func TestSandboxEgressPolicy(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and iptables")
 	}
-	out := outsidetest.Start(t, 3, nil)
+	out := outsidetest.Start(t, 0, 3)
 	a, b, c := out.Servers[0], out.Servers[1], out.Servers[2]
-	out.Names = map[string]netip.Addr{"allowed.test": a, "api.wild.test": b}
+	out.SetNames(map[string]netip.Addr{"allowed.test": a, "api.wild.test": b})
 
 	m, err := network.NewManager(6, 2, nil)
 	if err != nil {
@@ -38,7 +38,7 @@ func TestSandboxEgressPolicy(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	if err := m.SetEgress(network.EgressPolicy{DNS: []netip.Addr{outsidetest.DNSAddr}}); err != nil {
+	if err := m.SetEgress(network.EgressPolicy{DNS: []netip.Addr{out.DNSAddr}}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := m.Acquire(true, true)

@@ -1,6 +1,8 @@
 // Package outsidetest builds an "outside" network for egress tests: a
 // network namespace joined to the host by a veth pair, holding addresses
-// of TEST-NET-2 (198.51.100.0/24, which no default egress rule blocks),
+// of a quarter of TEST-NET-2 (198.51.100.0/24, which no default egress
+// rule blocks; each of the four has its own namespace, so packages
+// testing in parallel do not meet),
 // with an HTTP server on port 80 and an HTTPS server on port 443 at every
 // address that answer with the address and the name they were asked for,
 // and a DNS server that answers the names it was given. Sandboxes reach
@@ -26,43 +28,39 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-const (
-	namespace = "wrenn-outside"
-	hostVeth  = "wrenn-out0"
-)
-
-// Addresses of the outside network.
-var (
-	HostAddr = netip.MustParseAddr("198.51.100.1") // the host's end
-	DNSAddr  = netip.MustParseAddr("198.51.100.53")
-	prefix   = 24
-)
+const prefix = 26
 
 // Outside is a running outside network.
 type Outside struct {
+	// HostAddr is the host's end of the veth; DNSAddr the name server's.
+	HostAddr, DNSAddr   netip.Addr
+	namespace, hostVeth string
 	// Servers are the web servers' addresses.
 	Servers []netip.Addr
-	// Names maps DNS names (lower case, no trailing dot) to addresses.
-	Names map[string]netip.Addr
+	mu      sync.Mutex
+	names   map[string]netip.Addr
 
 	closers []func() error
 	wg      sync.WaitGroup
 }
 
-// Start builds the outside network with n web servers (198.51.100.10,
-// .11, ...) and a DNS server answering names; everything is removed when
-// the test ends, and Start fails the test if any of it stays.
-func Start(t testing.TB, n int, names map[string]netip.Addr) *Outside {
+// Start builds outside network id (0 to 3: 198.51.100.64*id/26) with n
+// web servers (.10, .11, ... of it) and a DNS server (.2) answering
+// the names SetNames gives; everything is removed when the test ends, and Start fails the
+// test if any of it stays.
+func Start(t testing.TB, id, n int) *Outside {
 	t.Helper()
-	o := &Outside{Names: names}
+	base := byte(64 * id)
+	o := &Outside{namespace: fmt.Sprintf("wrenn-outside%d", id), hostVeth: fmt.Sprintf("wrenn-out%d", id),
+		HostAddr: netip.AddrFrom4([4]byte{198, 51, 100, base + 1}), DNSAddr: netip.AddrFrom4([4]byte{198, 51, 100, base + 2})}
 	for i := range n {
-		o.Servers = append(o.Servers, netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}))
+		o.Servers = append(o.Servers, netip.AddrFrom4([4]byte{198, 51, 100, base + byte(10+i)}))
 	}
 	t.Cleanup(func() {
 		if err := o.close(); err != nil {
 			t.Error(err)
 		}
-		if network.NamespaceExists(namespace) {
+		if network.NamespaceExists(o.namespace) {
 			t.Error("outside namespace left behind")
 		}
 	})
@@ -73,25 +71,25 @@ func Start(t testing.TB, n int, names map[string]netip.Addr) *Outside {
 }
 
 func (o *Outside) build() error {
-	_ = network.DeleteNamespace(namespace)
-	if l, err := netlink.LinkByName(hostVeth); err == nil {
+	_ = network.DeleteNamespace(o.namespace)
+	if l, err := netlink.LinkByName(o.hostVeth); err == nil {
 		_ = netlink.LinkDel(l)
 	}
-	if err := network.CreateNamespace(namespace); err != nil {
+	if err := network.CreateNamespace(o.namespace); err != nil {
 		return err
 	}
-	o.closers = append(o.closers, func() error { return network.DeleteNamespace(namespace) })
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostVeth}, PeerName: "wrenn-out1"}
+	o.closers = append(o.closers, func() error { return network.DeleteNamespace(o.namespace) })
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: o.hostVeth}, PeerName: o.hostVeth + "p"}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return fmt.Errorf("outside veth: %w", err)
 	}
 	o.closers = append(o.closers, func() error {
-		if l, err := netlink.LinkByName(hostVeth); err == nil {
+		if l, err := netlink.LinkByName(o.hostVeth); err == nil {
 			return netlink.LinkDel(l)
 		}
 		return nil
 	})
-	host, err := netlink.LinkByName(hostVeth)
+	host, err := netlink.LinkByName(o.hostVeth)
 	if err != nil {
 		return err
 	}
@@ -99,13 +97,13 @@ func (o *Outside) build() error {
 	if err != nil {
 		return err
 	}
-	if err := netlink.AddrAdd(host, addr(HostAddr)); err != nil {
+	if err := netlink.AddrAdd(host, addr(o.HostAddr)); err != nil {
 		return err
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return err
 	}
-	ns, err := netnsFd()
+	ns, err := o.netnsFd()
 	if err != nil {
 		return err
 	}
@@ -113,8 +111,8 @@ func (o *Outside) build() error {
 	if err := netlink.LinkSetNsFd(peer, int(ns.Fd())); err != nil {
 		return err
 	}
-	addrs := append([]netip.Addr{DNSAddr}, o.Servers...)
-	err = network.InNamespace(namespace, func() error {
+	addrs := append([]netip.Addr{o.DNSAddr}, o.Servers...)
+	err = network.InNamespace(o.namespace, func() error {
 		l, err := netlink.LinkByName(veth.PeerName)
 		if err != nil {
 			return err
@@ -127,7 +125,7 @@ func (o *Outside) build() error {
 		if err := netlink.LinkSetUp(l); err != nil {
 			return err
 		}
-		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: HostAddr.AsSlice()})
+		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: o.HostAddr.AsSlice()})
 	})
 	if err != nil {
 		return fmt.Errorf("outside namespace: %w", err)
@@ -139,7 +137,15 @@ func addr(a netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(prefix, 32)}}
 }
 
-func netnsFd() (*os.File, error) { return os.Open("/run/netns/" + namespace) }
+func (o *Outside) netnsFd() (*os.File, error) { return os.Open("/run/netns/" + o.namespace) }
+
+// SetNames replaces what the DNS server knows: names (lower case, no
+// trailing dot) and their addresses.
+func (o *Outside) SetNames(names map[string]netip.Addr) {
+	o.mu.Lock()
+	o.names = names
+	o.mu.Unlock()
+}
 
 // Answer is what the web servers reply: "<address> <host or server name>".
 func Answer(addr netip.Addr, name string) string { return addr.String() + " " + name }
@@ -168,7 +174,7 @@ func (o *Outside) serve() error {
 	})
 	var lns []net.Listener
 	var pcs []net.PacketConn
-	err = network.InNamespace(namespace, func() error {
+	err = network.InNamespace(o.namespace, func() error {
 		for _, port := range []string{"80", "443"} {
 			ln, err := net.Listen("tcp4", ":"+port)
 			if err != nil {
@@ -176,7 +182,7 @@ func (o *Outside) serve() error {
 			}
 			lns = append(lns, ln)
 		}
-		pc, err := net.ListenPacket("udp4", net.JoinHostPort(DNSAddr.String(), "53"))
+		pc, err := net.ListenPacket("udp4", net.JoinHostPort(o.DNSAddr.String(), "53"))
 		if err != nil {
 			return err
 		}
@@ -199,7 +205,7 @@ func (o *Outside) serve() error {
 	return nil
 }
 
-// serveDNS answers A queries for o.Names; every other name is NXDOMAIN.
+// serveDNS answers A queries for the names set; every other name is NXDOMAIN.
 func (o *Outside) serveDNS(pc net.PacketConn) {
 	buf := make([]byte, 1500)
 	for {
@@ -217,7 +223,9 @@ func (o *Outside) serveDNS(pc net.PacketConn) {
 			continue
 		}
 		name := strings.TrimSuffix(strings.ToLower(q.Name.String()), ".")
-		a, ok := o.Names[name]
+		o.mu.Lock()
+		a, ok := o.names[name]
+		o.mu.Unlock()
 		resp := dnsmessage.Message{Header: dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionAvailable: true}, Questions: []dnsmessage.Question{q}}
 		switch {
 		case !ok:
