@@ -37,7 +37,7 @@ func (a *API) setNetwork(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &b) {
 		return
 	}
-	sb, err := a.svc.SetNetwork(r.Context(), caller(r), sid, *b.policy(), "network")
+	sb, err := a.svc.SetNetwork(r.Context(), caller(r), sid, *b.policy(), egress.V1Fields)
 	if err != nil {
 		a.fail(w, r, err)
 		return

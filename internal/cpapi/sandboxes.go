@@ -1,6 +1,7 @@
 package cpapi
 
 import (
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"net/http"
 	"strings"
 
@@ -36,7 +37,7 @@ func (a *API) createSandbox(w http.ResponseWriter, r *http.Request) {
 	in := service.CreateSandboxInput{
 		Template: b.Template, VCPUs: b.VCPUs, MemoryMiB: b.MemoryMiB, DiskMiB: b.DiskMiB, TimeoutSeconds: b.TimeoutSeconds,
 		OnTimeout: b.OnTimeout, AllowInternet: b.AllowInternet, AllowPublicTraffic: b.AllowPublic, AutoResume: b.AutoResume,
-		Metadata: b.Metadata, EnvVars: b.EnvVars, Network: b.Network.policy(),
+		Metadata: b.Metadata, EnvVars: b.EnvVars, Network: b.Network.policy(), NetworkFields: &egress.V1Fields,
 	}
 	if b.SnapshotID != "" {
 		if b.Template != "" {

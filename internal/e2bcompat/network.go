@@ -84,7 +84,7 @@ func (h *handler) setNetwork(w http.ResponseWriter, r *http.Request) {
 		// E2B: the same as denying all traffic.
 		p.DenyOut = append(slices.Clone(p.DenyOut), egress.AllTraffic)
 	}
-	if _, err := h.svc.SetNetwork(r.Context(), caller(r), sid, p, "network"); err != nil {
+	if _, err := h.svc.SetNetwork(r.Context(), caller(r), sid, p, egress.E2BFields); err != nil {
 		h.fail(w, err)
 		return
 	}

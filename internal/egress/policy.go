@@ -40,16 +40,24 @@ type Rules struct {
 	DenyNets     []netip.Prefix
 }
 
+// Fields names the two lists in error messages, as an API spells them.
+type Fields struct{ Allow, Deny string }
+
+// Field names of E2B's API and of Wrenn's /v1.
+var (
+	E2BFields = Fields{"network.allowOut", "network.denyOut"}
+	V1Fields  = Fields{"network.allow_out", "network.deny_out"}
+)
+
 // Normalize checks p and returns it with entries trimmed and domain names
-// in lower case. field names the JSON object in error messages (for
-// example "network").
-func Normalize(p Policy, field string) (Policy, error) {
+// in lower case; errors name the entry as f spells its list.
+func Normalize(p Policy, f Fields) (Policy, error) {
 	var out Policy
 	var err error
-	if out.AllowOut, err = normalizeList(p.AllowOut, field+".allowOut", true); err != nil {
+	if out.AllowOut, err = normalizeList(p.AllowOut, f.Allow, true); err != nil {
 		return Policy{}, err
 	}
-	if out.DenyOut, err = normalizeList(p.DenyOut, field+".denyOut", false); err != nil {
+	if out.DenyOut, err = normalizeList(p.DenyOut, f.Deny, false); err != nil {
 		return Policy{}, err
 	}
 	return out, nil
@@ -128,7 +136,7 @@ func validDomain(s string) bool {
 
 // Compile checks p and splits it into rules.
 func Compile(p Policy) (Rules, error) {
-	p, err := Normalize(p, "network")
+	p, err := Normalize(p, E2BFields)
 	if err != nil {
 		return Rules{}, err
 	}

@@ -21,13 +21,13 @@ func (sb Sandbox) Network() egress.Policy {
 	return p
 }
 
-// checkNetwork validates a policy from a request; field names it in the
-// error (E2B and /v1 spell it differently).
-func checkNetwork(p *egress.Policy, field string) error {
+// checkNetwork validates a policy from a request; f names its lists in
+// errors (E2B and /v1 spell them differently).
+func checkNetwork(p *egress.Policy, f egress.Fields) error {
 	if p == nil {
 		return nil
 	}
-	n, err := egress.Normalize(*p, field)
+	n, err := egress.Normalize(*p, f)
 	if err != nil {
 		return errf(ErrInvalid, "%v", err)
 	}
@@ -51,8 +51,8 @@ func (s *Service) storeNetwork(ctx context.Context, sid uuid.UUID, p egress.Poli
 // SetNetwork replaces a running or paused sandbox's egress policy (E2B's
 // PUT /sandboxes/{id}/network): its host applies it at once to a running
 // sandbox, and a paused one gets it when it resumes.
-func (s *Service) SetNetwork(ctx context.Context, c auth.Caller, sid uuid.UUID, p egress.Policy, field string) (Sandbox, error) {
-	if err := checkNetwork(&p, field); err != nil {
+func (s *Service) SetNetwork(ctx context.Context, c auth.Caller, sid uuid.UUID, p egress.Policy, f egress.Fields) (Sandbox, error) {
+	if err := checkNetwork(&p, f); err != nil {
 		return Sandbox{}, err
 	}
 	sb, err := s.getSandbox(ctx, c, sid)

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,10 +65,10 @@ type CreateSandboxInput struct {
 	AutoResume bool
 	Metadata   map[string]string
 	EnvVars    map[string]string
-	// Network is the sandbox's own egress policy (nil: none); NetworkField
-	// names it in errors ("network" by default).
-	Network      *egress.Policy
-	NetworkField string
+	// Network is the sandbox's own egress policy (nil: none);
+	// NetworkFields names its lists in errors (default: E2B's names).
+	Network       *egress.Policy
+	NetworkFields *egress.Fields
 }
 
 // Sandbox is a sandbox as the API shows it.
@@ -115,7 +114,11 @@ func (in *CreateSandboxInput) validate(maxDiskMiB int) error {
 	case len(in.EnvVars) > maxEnvVars:
 		return errf(ErrInvalid, "at most %d env vars", maxEnvVars)
 	}
-	if err := checkNetwork(in.Network, cmp.Or(in.NetworkField, "network")); err != nil {
+	fields := egress.E2BFields
+	if in.NetworkFields != nil {
+		fields = *in.NetworkFields
+	}
+	if err := checkNetwork(in.Network, fields); err != nil {
 		return err
 	}
 	for k, v := range in.Metadata {
