@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"git.omukk.dev/wrenn/sandbox/internal/network/outsidetest"
@@ -39,6 +40,35 @@ func TestEgressPolicySDK(t *testing.T) {
 			if err != nil || !bytes.Contains(res, []byte("# fail 0")) || !bytes.Contains(res, []byte("# skipped 0")) {
 				t.Fatalf("E2B SDK egress tests on %s: %v\n%s", rt, err, res)
 			}
+			if rt == "gvisor" {
+				checkEgressV1(t, st, key, a, b)
+			}
 		})
+	}
+}
+
+// checkEgressV1 is the same policy through /v1: network at create, shown
+// in the sandbox, replaced by PUT .../network.
+func checkEgressV1(t *testing.T, st *cpStack, key string, a, b netip.Addr) {
+	t.Helper()
+	sb := sandboxOf(t, st.cp.Must(t, 201, "POST", "/v1/sandboxes", key, map[string]any{"template": "minimal", "network": map[string]any{"deny_out": []string{b.String()}}}))
+	defer st.cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, key, nil)
+	get := func(addr netip.Addr) string {
+		x := st.cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", key, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "wget -q -T 5 -O - http://" + addr.String() + "/ || echo refused"}}).Map()
+		return strings.TrimSpace(x["stdout"].(string))
+	}
+	if got := get(b); got != "refused" {
+		t.Errorf("/v1 deny_out %s: got %q", b, got)
+	}
+	if got := get(a); got != outsidetest.Answer(a, a.String()) {
+		t.Errorf("/v1 other address %s: got %q", a, got)
+	}
+	view := st.cp.Must(t, 200, "GET", "/v1/sandboxes/"+sb.ID, key, nil).Map()
+	if n := view["network"].(map[string]any); len(n["deny_out"].([]any)) != 1 || n["deny_out"].([]any)[0] != b.String() {
+		t.Errorf("/v1 view network: %v", view["network"])
+	}
+	st.cp.Must(t, 200, "PUT", "/v1/sandboxes/"+sb.ID+"/network", key, map[string]any{})
+	if got := get(b); got != outsidetest.Answer(b, b.String()) {
+		t.Errorf("/v1 after clearing the policy: got %q", got)
 	}
 }
