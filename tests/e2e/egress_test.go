@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/hex"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -32,10 +33,19 @@ func TestEgressPolicySDK(t *testing.T) {
 			// listeners live in the slots' namespaces).
 			t.Cleanup(func() { (&cpStack{cp: st.cp, admin: st.admin, hosts: []*cpAgent{h}}).checkNothingLeft(t) })
 			key := st.key(t, "egress-"+rt+"@example.com")
+			var hellos []string
+			for _, name := range []string{"allowed.test", "other.test"} {
+				h, err := outsidetest.ClientHello(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hellos = append(hellos, "EGRESS_HELLO_"+strings.ReplaceAll(name, ".", "_")+"="+hex.EncodeToString(h))
+			}
 			cmd := exec.Command("node", "--test", "--test-concurrency=1", "egress.test.mjs")
 			cmd.Dir = sdkDir
 			cmd.Env = append(os.Environ(), "E2B_API_URL="+st.cp.URL+"/e2b", "E2B_SANDBOX_URL="+st.cp.ProxyURL, "E2B_API_KEY="+key,
 				"EGRESS_A="+a.String(), "EGRESS_B="+b.String(), "EGRESS_C="+c.String())
+			cmd.Env = append(cmd.Env, hellos...)
 			res, err := cmd.CombinedOutput()
 			if err != nil || !bytes.Contains(res, []byte("# fail 0")) || !bytes.Contains(res, []byte("# skipped 0")) {
 				t.Fatalf("E2B SDK egress tests on %s: %v\n%s", rt, err, res)
@@ -54,7 +64,7 @@ func checkEgressV1(t *testing.T, st *cpStack, key string, a, b netip.Addr) {
 	sb := sandboxOf(t, st.cp.Must(t, 201, "POST", "/v1/sandboxes", key, map[string]any{"template": "minimal", "network": map[string]any{"deny_out": []string{b.String()}}}))
 	defer st.cp.Must(t, 204, "DELETE", "/v1/sandboxes/"+sb.ID, key, nil)
 	get := func(addr netip.Addr) string {
-		x := st.cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", key, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "wget -q -T 5 -O - http://" + addr.String() + "/ || echo refused"}}).Map()
+		x := st.cp.Must(t, 200, "POST", "/v1/sandboxes/"+sb.ID+"/exec", key, map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "out=$(timeout 8 bash -c 'exec 3<>/dev/tcp/" + addr.String() + "/80 && printf \"GET / HTTP/1.0\\r\\nHost: " + addr.String() + "\\r\\n\\r\\n\" >&3 && cat <&3' 2>/dev/null | tail -n 1); echo ${out:-refused}"}}).Map()
 		return strings.TrimSpace(x["stdout"].(string))
 	}
 	if got := get(b); got != "refused" {

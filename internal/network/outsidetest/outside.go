@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -276,4 +277,25 @@ func Get(ctx context.Context, dial func(ctx context.Context, network, addr strin
 	b := make([]byte, 256)
 	k, _ := res.Body.Read(b)
 	return string(b[:k]), nil
+}
+
+// ClientHello is the first TLS record a client sends to name: a guest
+// without a TLS client of its own (busybox) replays it with nc, and a TLS
+// server that gets it answers with a handshake record (0x16).
+func ClientHello(name string) ([]byte, error) {
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		defer client.Close()
+		_ = tls.Client(client, &tls.Config{ServerName: name, InsecureSkipVerify: true}).Handshake()
+	}()
+	head := make([]byte, 5)
+	if _, err := io.ReadFull(server, head); err != nil {
+		return nil, err
+	}
+	body := make([]byte, int(head[3])<<8|int(head[4]))
+	if _, err := io.ReadFull(server, body); err != nil {
+		return nil, err
+	}
+	return append(head, body...), nil
 }
