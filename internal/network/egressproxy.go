@@ -258,6 +258,11 @@ func (p *domainProxy) dialDomain(name string, dst netip.AddrPort) (net.Conn, err
 			target = dst.Addr()
 		}
 	}
+	// The host's own rules stop what leaves the namespace; an answer
+	// (or /etc/hosts entry) pointing inside the namespace is refused here.
+	if !target.IsGlobalUnicast() {
+		return nil, fmt.Errorf("%s resolves to %s", name, target)
+	}
 	return dial(ctx, "tcp4", net.JoinHostPort(target.String(), strconv.Itoa(int(dst.Port()))))
 }
 
