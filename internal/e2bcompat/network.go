@@ -5,9 +5,7 @@ import (
 	"net/http"
 	"slices"
 
-	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
 	"git.omukk.dev/wrenn/sandbox/internal/egress"
-	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
@@ -62,7 +60,7 @@ func networkOf(sb service.Sandbox) *networkView {
 // setNetwork is PUT /sandboxes/{sandboxID}/network: the body replaces the
 // sandbox's egress rules; omitted lists are cleared.
 func (h *handler) setNetwork(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
+	sid, ok := sandboxParam(w, r, "sandbox.set_network")
 	if !ok {
 		return
 	}
@@ -70,7 +68,6 @@ func (h *handler) setNetwork(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &b) {
 		return
 	}
-	cpapi.SetAudit(r.Context(), "sandbox.network", "sandbox", id.Format(id.Sandbox, sid))
 	if f := b.unsupported(); f != "" {
 		writeError(w, http.StatusBadRequest, f+" is not supported by Wrenn")
 		return

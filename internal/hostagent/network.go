@@ -13,7 +13,7 @@ import (
 func (s *Service) SetSandboxNetwork(_ context.Context, req *connect.Request[pb.SetSandboxNetworkRequest]) (*connect.Response[pb.SetSandboxNetworkResponse], error) {
 	info, err := s.M.SetNetwork(req.Msg.SandboxId, policyFromPB(req.Msg.Network))
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, err
 	}
 	return connect.NewResponse(&pb.SetSandboxNetworkResponse{Sandbox: toPB(info)}), nil
 }

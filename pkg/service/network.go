@@ -70,7 +70,7 @@ func (s *Service) SetNetwork(ctx context.Context, c auth.Caller, sid uuid.UUID, 
 	defer done()
 	_, err = client.SetSandboxNetwork(ctx, connect.NewRequest(&pb.SetSandboxNetworkRequest{SandboxId: id.Format(id.Sandbox, sid), Network: networkPB(&p)}))
 	if err != nil {
-		return Sandbox{}, AgentError(h, "set sandbox network", err)
+		return Sandbox{}, agentError(h, "set sandbox network", err)
 	}
 	row, err := s.storeNetwork(ctx, sid, p)
 	return Sandbox{Sandbox: row, HostStatus: h.Status}, err
