@@ -134,6 +134,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Get("/sandboxes/{sandboxID}", a.getSandbox)
 			r.Delete("/sandboxes/{sandboxID}", a.destroySandbox)
 			r.Post("/sandboxes/{sandboxID}/timeout", a.setTimeout)
+			r.Put("/sandboxes/{sandboxID}/network", a.setNetwork)
 			r.Post("/sandboxes/{sandboxID}/pause", a.pauseSandbox)
 			r.Post("/sandboxes/{sandboxID}/resume", a.resumeSandbox)
 			r.Post("/sandboxes/{sandboxID}/exec", a.exec)

@@ -59,6 +59,7 @@ func Mount(root chi.Router, svc *service.Service, domain string, maxBody int64, 
 		r.Post("/sandboxes/{sandboxID}/connect", h.connect)
 		r.Post("/v2/sandboxes/{sandboxID}/connect", h.connect)
 		r.Post("/sandboxes/{sandboxID}/timeout", h.timeout)
+		r.Put("/sandboxes/{sandboxID}/network", h.setNetwork)
 		r.Post("/sandboxes/{sandboxID}/refreshes", h.refresh)
 		r.Get("/sandboxes/{sandboxID}/metrics", h.metrics)
 		r.Post("/sandboxes/{sandboxID}/snapshots", h.createSnapshot)
@@ -176,9 +177,7 @@ type newSandbox struct {
 	AutoResume          *struct {
 		Enabled bool `json:"enabled"`
 	} `json:"autoResume"`
-	Network *struct {
-		AllowPublicTraffic *bool `json:"allowPublicTraffic"`
-	} `json:"network"`
+	Network *networkBody `json:"network"`
 }
 
 // sandboxView is E2B's Sandbox (create and connect responses).
@@ -220,7 +219,16 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 		in.AutoResume = b.AutoResume.Enabled
 	}
 	if b.Network != nil {
+		if f := b.Network.unsupported(); f != "" {
+			writeError(w, http.StatusBadRequest, f+" is not supported by Wrenn")
+			return
+		}
+		if b.Network.AllowInternetAccess != nil {
+			writeError(w, http.StatusBadRequest, "network.allow_internet_access: use allow_internet_access at the top level")
+			return
+		}
 		in.AllowPublicTraffic = b.Network.AllowPublicTraffic
+		in.Network = b.Network.policy()
 	}
 	c := caller(r)
 	// templateID names a snapshot (by ID or name), or a template; the
@@ -268,6 +276,7 @@ type detail struct {
 	Metadata            map[string]string `json:"metadata"`
 	Lifecycle           *lifecycle        `json:"lifecycle,omitempty"`
 	VolumeMounts        []any             `json:"volumeMounts"`
+	Network             *networkView      `json:"network,omitempty"`
 }
 
 type lifecycle struct {
@@ -295,6 +304,7 @@ func (h *handler) detail(sb service.Sandbox) detail {
 		CPUCount: sb.Vcpus, MemoryMB: sb.MemoryMib, DiskSizeMB: sb.DiskMib, State: state, EnvdVersion: sb.EnvdVersion,
 		EnvdAccessToken: sb.EnvdAccessToken, AllowInternetAccess: &sb.AllowInternet, Metadata: meta,
 		Lifecycle: &lifecycle{AutoResume: sb.AutoResume, OnTimeout: onTimeout}, VolumeMounts: []any{},
+		Network: networkOf(sb),
 	}
 	if h.domain != "" {
 		d.Domain = &h.domain

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"io"
 	"log/slog"
 	"net"
@@ -110,6 +111,7 @@ type fakeSlots struct {
 	full     bool
 	acquired int
 	released int
+	policies map[int]egress.Rules // by slot index, as last set
 }
 
 func (f *fakeSlots) Acquire(internet, guestNamespace bool) (*network.Slot, error) {
@@ -140,6 +142,19 @@ func (f *fakeSlots) Acquire(internet, guestNamespace bool) (*network.Slot, error
 	f.held[i] = ln
 	f.acquired++
 	return &network.Slot{Index: i, Namespace: fmt.Sprintf("fake-ns-%d", i), GuestHost: addr, Internet: internet}, nil
+}
+
+func (f *fakeSlots) SetSandboxEgress(s *network.Slot, r egress.Rules) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.held[s.Index]; !ok {
+		return fmt.Errorf("egress policy set on slot %d, which is not held", s.Index)
+	}
+	if f.policies == nil {
+		f.policies = map[int]egress.Rules{}
+	}
+	f.policies[s.Index] = r
+	return nil
 }
 
 func (f *fakeSlots) Release(s *network.Slot) error {

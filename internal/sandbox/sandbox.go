@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
@@ -56,6 +57,9 @@ type Request struct {
 	AccessToken   string
 	OnTimeout     TimeoutAction
 	Snapshot      string // start from this snapshot template
+	// Network is the sandbox's own egress policy, enforced in its slot on
+	// every bring-up (create, resume, clone).
+	Network egress.Policy
 }
 
 // Info is a snapshot of a sandbox's public state.

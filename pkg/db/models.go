@@ -100,6 +100,7 @@ type Sandbox struct {
 	ExpiresAt          *time.Time
 	StoppedAt          *time.Time
 	EnvVarNames        []string
+	Network            []byte
 }
 
 type Session struct {

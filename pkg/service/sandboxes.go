@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"maps"
 	"regexp"
 	"slices"
@@ -64,6 +65,10 @@ type CreateSandboxInput struct {
 	AutoResume bool
 	Metadata   map[string]string
 	EnvVars    map[string]string
+	// Network is the sandbox's own egress policy (nil: none);
+	// NetworkFields names its lists in errors (default: E2B's names).
+	Network       *egress.Policy
+	NetworkFields *egress.Fields
 }
 
 // Sandbox is a sandbox as the API shows it.
@@ -108,6 +113,13 @@ func (in *CreateSandboxInput) validate(maxDiskMiB int) error {
 		return errf(ErrInvalid, "at most %d metadata entries", maxMetadata)
 	case len(in.EnvVars) > maxEnvVars:
 		return errf(ErrInvalid, "at most %d env vars", maxEnvVars)
+	}
+	fields := egress.E2BFields
+	if in.NetworkFields != nil {
+		fields = *in.NetworkFields
+	}
+	if err := checkNetwork(in.Network, fields); err != nil {
+		return err
 	}
 	for k, v := range in.Metadata {
 		if k == "" || len(k) > 128 || len(v) > 1024 {
@@ -241,6 +253,11 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 			return Sandbox{}, err
 		}
 	}
+	if in.Network != nil && !in.Network.Empty() {
+		if row, err = s.storeNetwork(ctx, sid, *in.Network); err != nil {
+			return Sandbox{}, err
+		}
+	}
 	actx, cancel := detach(ctx)
 	defer cancel()
 	onTimeout := pb.TimeoutAction_TIMEOUT_ACTION_DESTROY
@@ -251,6 +268,7 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 		SandboxId: id.Format(id.Sandbox, sid), Template: in.Template, Vcpus: uint32(in.VCPUs), MemoryMib: uint32(in.MemoryMiB),
 		DiskMib: uint32(in.DiskMiB), TimeoutSeconds: uint32(in.TimeoutSeconds), EnvVars: in.EnvVars,
 		AllowInternet: *in.AllowInternet, Metadata: in.Metadata, EnvdAccessToken: token, OnTimeout: onTimeout, Snapshot: snapName,
+		Network: networkPB(in.Network),
 	}
 	var lastErr error
 	for i, h := range hosts {
