@@ -5,6 +5,7 @@ package cpapi
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
+	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
@@ -64,6 +66,16 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// Public probes for load balancers and service managers: /healthz
+	// while the process serves, /readyz while it can also reach the
+	// database.
+	r.Method(http.MethodGet, "/healthz", metrics.Healthz())
+	r.Method(http.MethodGet, "/readyz", metrics.Readyz(func(ctx context.Context) error {
+		if err := svc.Pool.Ping(ctx); err != nil {
+			return errors.New("database unreachable")
+		}
+		return nil
+	}, log))
 	r.Get("/openapi.yaml", serveSpec)
 	r.Get("/docs", serveDocs)
 	r.Get("/docs/*", serveDocs)

@@ -109,7 +109,7 @@ func joinControlPlane(ctx context.Context, stateDir, base, token, name, address 
 }
 
 // heartbeat reports this host to the control plane until ctx ends.
-func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address string, svc *Service) {
+func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address string, svc *Service, ready *readiness) {
 	cp := &cpClient{base: c.ControlPlane, http: &http.Client{Timeout: 10 * time.Second}}
 	interval := 10 * time.Second
 	failing := false
@@ -122,6 +122,7 @@ func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address str
 				interval = time.Duration(res.IntervalSeconds) * time.Second
 			}
 		}
+		ready.heartbeatOK.Store(err == nil)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			var ce *cpError

@@ -36,8 +36,8 @@ type Service struct {
 }
 
 // Handler is the service behind bearer authentication.
-func Handler(svc *Service, secret string) (string, http.Handler) {
-	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc, connect.WithReadMaxBytes(hostapi.MaxAgentRequest))
+func Handler(svc *Service, secret string, opts ...connect.HandlerOption) (string, http.Handler) {
+	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc, append([]connect.HandlerOption{connect.WithReadMaxBytes(hostapi.MaxAgentRequest)}, opts...)...)
 	return path, requireBearer(secret, svc.Log, h)
 }
 

@@ -22,6 +22,11 @@ type Config struct {
 	// ProxyListen is the sandbox traffic proxy's address
 	// (WRENN_PROXY_LISTEN, default :8081; empty turns it off).
 	ProxyListen string
+	// MetricsListen is where Prometheus scrapes /metrics (also /healthz,
+	// /readyz) (WRENN_METRICS_LISTEN; empty, the default, turns it off).
+	// A listener of its own, never the API's: bind it to loopback or a
+	// private interface that only the Prometheus server reaches.
+	MetricsListen string
 	// SandboxDomain routes proxy requests by Host: <port>-<sandboxID>.<domain>
 	// (WRENN_SANDBOX_DOMAIN). Without it, requests are routed by the
 	// E2b-Sandbox-Id and E2b-Sandbox-Port headers only.
