@@ -167,6 +167,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Delete("/snapshots/{snapshotID}", a.deleteSnapshot)
 
 			r.Get("/audit", a.listAudit)
+			r.Get("/usage", a.usage)
 
 			r.Post("/hosts/tokens", a.createHostToken)
 			r.Get("/hosts", a.listHosts)
