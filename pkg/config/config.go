@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -187,6 +188,11 @@ func (c Config) Validate() error {
 	for _, p := range c.TrustedProxies {
 		if _, err := clientip.ParsePrefix(p); err != nil {
 			return fmt.Errorf("trusted_proxies: %w", err)
+		}
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %q is not host:port (for example 127.0.0.1:9464): %w", c.MetricsListen, err)
 		}
 	}
 	switch {
