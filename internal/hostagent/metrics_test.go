@@ -34,7 +34,7 @@ func (noGuests) Start(context.Context, runtime.Spec) (runtime.Instance, error) {
 type noSlots struct{}
 
 func (noSlots) Acquire(bool, bool) (*network.Slot, error) { return nil, errors.New("no slots") }
-func (noSlots) Release(*network.Slot) error             { return nil }
+func (noSlots) Release(*network.Slot) error               { return nil }
 
 // TestAgentMetrics: the agent's /metrics lints clean, reports its
 // capacity, labels requests by procedure (unknown paths as unmatched),
@@ -93,4 +93,3 @@ func bearer(secret string) connect.UnaryInterceptorFunc {
 		}
 	}
 }
-
