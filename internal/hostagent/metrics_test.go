@@ -83,6 +83,7 @@ func TestAgentMetrics(t *testing.T) {
 	f.Must(t, "wrenn_agent_http_requests_total", "route=/hostagent.v1.HostAgentService/HostInfo", "code=200")
 	f.Must(t, "wrenn_agent_http_requests_total", "route=unmatched", "code=401") // behind the bearer check
 	f.Must(t, "wrenn_agent_http_request_duration_seconds", "route=/hostagent.v1.HostAgentService/DestroySandbox")
+	f.CheckDashboard(t, "../../docs/grafana-dashboard.json", "wrenn_agent_")
 }
 
 func bearer(secret string) connect.UnaryInterceptorFunc {

@@ -123,4 +123,5 @@ func TestMetrics(t *testing.T) {
 	}
 	m.Must(t, "go_goroutines")
 	m.Must(t, "process_open_fds")
+	m.CheckDashboard(t, "../../docs/grafana-dashboard.json", "", "wrenn_agent_")
 }

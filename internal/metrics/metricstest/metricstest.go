@@ -5,9 +5,13 @@ package metricstest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -124,4 +128,58 @@ func hasLabels(m *dto.Metric, want []string) bool {
 		}
 	}
 	return true
+}
+
+// DashboardMetrics is every metric family the Grafana dashboard at path
+// queries, histogram series (_bucket, _sum, _count) by their family's
+// name, with the title of a panel that queries it.
+func DashboardMetrics(t testing.TB, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	name := regexp.MustCompile(`\b(?:wrenn|go|process)_[a-z0-9_]+`)
+	out := map[string]string{}
+	for _, p := range d.Panels {
+		for _, target := range p.Targets {
+			for _, n := range name.FindAllString(target.Expr, -1) {
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					if s, ok := strings.CutSuffix(n, suffix); ok && strings.HasSuffix(s, "_seconds") {
+						n = s
+					}
+				}
+				out[n] = p.Title
+			}
+		}
+	}
+	return out
+}
+
+// CheckDashboard fails t for each metric the dashboard at path queries
+// whose name starts with prefix (and none of skip) that f lacks.
+func (f Families) CheckDashboard(t testing.TB, path, prefix string, skip ...string) {
+	t.Helper()
+	n := 0
+	for name, panel := range DashboardMetrics(t, path) {
+		if !strings.HasPrefix(name, prefix) || slices.ContainsFunc(skip, func(s string) bool { return strings.HasPrefix(name, s) }) {
+			continue
+		}
+		n++
+		if f[name] == nil {
+			t.Errorf("dashboard panel %q queries %s, which is not served", panel, name)
+		}
+	}
+	if n == 0 {
+		t.Errorf("the dashboard queries no metric starting %s", prefix)
+	}
 }
