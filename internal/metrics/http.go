@@ -35,8 +35,8 @@ func NewRequests(reg prometheus.Registerer, prefix string) *Requests {
 	return q
 }
 
-// unmatched labels requests no route took (404s, the dashboard's files).
-const unmatched = "unmatched"
+// Unmatched labels requests no route took (404s, the dashboard's files).
+const Unmatched = "unmatched"
 
 // Middleware instruments a chi router. It may sit outside the router: it
 // gives chi the routing context up front so that the pattern chi matched
@@ -45,7 +45,7 @@ func (q *Requests) Middleware(next http.Handler) http.Handler {
 	inner := q.Wrap(next, func(r *http.Request) string {
 		route := chi.RouteContext(r.Context()).RoutePattern()
 		if route == "" || route == "/*" {
-			return unmatched
+			return Unmatched
 		}
 		return route
 	})
@@ -70,9 +70,6 @@ func (q *Requests) Wrap(next http.Handler, routeOf func(*http.Request) string) h
 		q.total.WithLabelValues(route, method, strconv.Itoa(rec.status())).Inc()
 	})
 }
-
-// Unmatched is the route of requests no route took.
-const Unmatched = unmatched
 
 // knownMethod keeps the method label to the methods HTTP defines.
 func knownMethod(m string) string {
