@@ -23,10 +23,9 @@ import (
 // agent's API port without credentials; and every metric the Grafana
 // dashboard in docs/ uses is one the two processes serve.
 func TestMetrics(t *testing.T) {
-	st := startStack(t)
 	metricsAddr := freeAddr(t)
-	h := startCPAgent(t, st.cp, st.admin.Token, 2, "gvisor", "--metrics-listen", metricsAddr)
-	st.hosts = append(st.hosts, h)
+	st := startStackArgs(t, []string{"--metrics-listen", metricsAddr}, 2)
+	h := st.hosts[0]
 	agentMetrics := "http://" + metricsAddr + "/metrics"
 
 	for _, base := range []string{"http://" + h.addr, "http://" + metricsAddr} {
