@@ -128,21 +128,23 @@ func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 	cfg := c.m.Config()
+	// One driver runs every sandbox here; its name is the runtime label,
+	// as in the control plane's wrenn_sandboxes (the accelerator, in
+	// Info.Runtime, is not).
 	runtime := cfg.Driver.Name()
-	counts := map[[2]string]int{}
+	counts := map[sandbox.State]int{}
 	for _, s := range sandboxStates {
-		counts[[2]string{string(s), runtime}] = 0
+		counts[s] = 0
 	}
-	list := c.m.List()
 	used := 0
-	for _, i := range list {
-		counts[[2]string{string(i.State), i.Runtime}]++
+	for _, i := range c.m.List() {
+		counts[i.State]++
 		if i.State != sandbox.Stopped {
 			used++
 		}
 	}
-	for k, n := range counts {
-		ch <- prometheus.MustNewConstMetric(agentSandboxes, prometheus.GaugeValue, float64(n), k[0], k[1])
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(agentSandboxes, prometheus.GaugeValue, float64(n), string(state), runtime)
 	}
 	vcpus, mem := c.m.Committed()
 	slots := cfg.MaxSandboxes
