@@ -49,9 +49,9 @@ func TestMetrics(t *testing.T) {
 	created := time.Now()
 	sb := sandboxOf(t, st.cp.Must(t, 201, "POST", "/v1/sandboxes", key, map[string]any{"template": "minimal", "vcpus": 2, "memory_mib": 512, "timeout_seconds": 600}))
 	running := time.Now()
-	// Proxied traffic both ways through both proxies: an upload without
+	// Proxied traffic both ways through both proxies: a request without
 	// envd's token, which envd refuses with a JSON body.
-	req, _ := http.NewRequest("POST", st.cp.ProxyURL+"/files?path=/tmp/x", strings.NewReader(strings.Repeat("x", 1000)))
+	req, _ := http.NewRequest("POST", st.cp.ProxyURL+"/envs", strings.NewReader(strings.Repeat("x", 1000)))
 	req.Header.Set("E2b-Sandbox-Id", sb.ID)
 	req.Header.Set("E2b-Sandbox-Port", "49983")
 	res, err := http.DefaultClient.Do(req)
