@@ -7,7 +7,6 @@ package cpmetrics
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -16,8 +15,8 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
-	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
 // Prefix starts the control plane's metric names.
@@ -48,26 +47,13 @@ func (m *Metrics) ObserveOperation(op string, took time.Duration, err error) {
 	m.Ops.Observe(op, took, Reason(err))
 }
 
-// Reason labels a failed operation by the kind of its error, "" when it
-// succeeded.
+// Reason labels a failed operation by its error's fault kind
+// ("no_capacity"), "" when it succeeded.
 func Reason(err error) string {
 	if err == nil {
 		return ""
 	}
-	for _, k := range []struct {
-		err  error
-		name string
-	}{
-		{service.ErrInvalid, "invalid"}, {service.ErrUnauthorized, "unauthenticated"}, {service.ErrForbidden, "forbidden"},
-		{service.ErrNotFound, "not_found"}, {service.ErrConflict, "conflict"}, {service.ErrNoCapacity, "no_capacity"},
-		{service.ErrQuota, "quota"}, {service.ErrUnavailable, "unavailable"}, {service.ErrHost, "host_error"},
-		{context.Canceled, "canceled"}, {context.DeadlineExceeded, "timeout"},
-	} {
-		if errors.Is(err, k.err) {
-			return k.name
-		}
-	}
-	return "internal"
+	return fault.KindOf(err).String()
 }
 
 var (

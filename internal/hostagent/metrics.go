@@ -13,6 +13,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
@@ -29,9 +30,14 @@ type agentMetrics struct {
 	proxy    *metrics.Proxy
 }
 
-func newAgentMetrics(m *sandbox.Manager) *agentMetrics {
+// newAgentMetrics registers the agent's metrics over m, whose network
+// slots number netSlots (0: a whole partition's).
+func newAgentMetrics(m *sandbox.Manager, netSlots int) *agentMetrics {
+	if netSlots <= 0 {
+		netSlots = network.PartitionSlots
+	}
 	reg := metrics.NewRegistry()
-	reg.MustRegister(&hostCollector{m: m})
+	reg.MustRegister(&hostCollector{m: m, netSlots: netSlots})
 	return &agentMetrics{reg: reg, requests: metrics.NewRequests(reg, metricsPrefix),
 		ops: metrics.NewOps(reg, metricsPrefix), proxy: metrics.NewProxy(reg, metricsPrefix)}
 }
@@ -45,7 +51,7 @@ var lifecycleOps = map[string]string{
 }
 
 // interceptor counts lifecycle RPCs with their latency, and their
-// failures by Connect code.
+// failures by fault kind (the control plane's vocabulary too).
 func (am *agentMetrics) interceptor() connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
@@ -57,7 +63,7 @@ func (am *agentMetrics) interceptor() connect.Interceptor {
 			res, err := next(ctx, req)
 			reason := ""
 			if err != nil {
-				reason = connect.CodeOf(err).String()
+				reason = fault.KindOf(err).String()
 			}
 			am.ops.Observe(op, time.Since(start), reason)
 			return res, err
@@ -110,7 +116,7 @@ var (
 	agentMem       = prometheus.NewDesc(metricsPrefix+"_memory_bytes", "This host's memory.", nil, nil)
 	agentMemUsed   = prometheus.NewDesc(metricsPrefix+"_memory_committed_bytes", "Memory promised to running sandboxes.", nil, nil)
 	agentDisk      = prometheus.NewDesc(metricsPrefix+"_disk_free_bytes", "Disk this host can still promise to new sandboxes.", nil, nil)
-	agentSlots     = prometheus.NewDesc(metricsPrefix+"_sandbox_slots", "Most sandboxes this host takes (max_sandboxes, else its network slots).", nil, nil)
+	agentSlots     = prometheus.NewDesc(metricsPrefix+"_sandbox_slots", "Most sandboxes this host takes: its network slots, or max_sandboxes if fewer.", nil, nil)
 	agentSlotsUsed = prometheus.NewDesc(metricsPrefix+"_sandbox_slots_used", "Sandboxes holding a slot on this host.", nil, nil)
 )
 
@@ -118,7 +124,10 @@ var (
 var sandboxStates = []sandbox.State{sandbox.Creating, sandbox.Running, sandbox.Pausing, sandbox.Paused, sandbox.Resuming, sandbox.Stopping, sandbox.Error}
 
 // hostCollector reads the manager at each scrape.
-type hostCollector struct{ m *sandbox.Manager }
+type hostCollector struct {
+	m        *sandbox.Manager
+	netSlots int
+}
 
 func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{agentSandboxes, agentVCPUs, agentVCPUsUsed, agentMem, agentMemUsed, agentDisk, agentSlots, agentSlotsUsed} {
@@ -127,11 +136,10 @@ func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
-	cfg := c.m.Config()
+	capa := capacityOf(c.m)
 	// One driver runs every sandbox here; its name is the runtime label,
 	// as in the control plane's wrenn_sandboxes (the accelerator, in
 	// Info.Runtime, is not).
-	runtime := cfg.Driver.Name()
 	counts := map[sandbox.State]int{}
 	for _, s := range sandboxStates {
 		counts[s] = 0
@@ -144,20 +152,19 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for state, n := range counts {
-		ch <- prometheus.MustNewConstMetric(agentSandboxes, prometheus.GaugeValue, float64(n), string(state), runtime)
+		ch <- prometheus.MustNewConstMetric(agentSandboxes, prometheus.GaugeValue, float64(n), string(state), capa.Runtime)
 	}
-	vcpus, mem := c.m.Committed()
-	slots := cfg.MaxSandboxes
-	if slots == 0 {
-		slots = network.PartitionSlots
+	slots := c.netSlots
+	if capa.MaxSandboxes > 0 && int(capa.MaxSandboxes) < slots {
+		slots = int(capa.MaxSandboxes)
 	}
 	const mib = 1 << 20
 	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
-	g(agentVCPUs, float64(cfg.HostCPUs))
-	g(agentVCPUsUsed, float64(vcpus))
-	g(agentMem, float64(cfg.HostMemMiB)*mib)
-	g(agentMemUsed, float64(mem)*mib)
-	g(agentDisk, float64(c.m.DiskAvailableMiB())*mib)
+	g(agentVCPUs, float64(capa.CPUs))
+	g(agentVCPUsUsed, float64(capa.CommittedVCPUs))
+	g(agentMem, float64(capa.MemoryMiB)*mib)
+	g(agentMemUsed, float64(capa.CommittedMemoryMiB)*mib)
+	g(agentDisk, float64(capa.DiskFreeMiB)*mib)
 	g(agentSlots, float64(slots))
 	g(agentSlotsUsed, float64(used))
 }

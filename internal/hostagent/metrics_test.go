@@ -46,7 +46,7 @@ func TestAgentMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	am := newAgentMetrics(m)
+	am := newAgentMetrics(m, 0)
 	svc := &Service{M: m, HostID: "h1", Log: slog.New(slog.DiscardHandler)}
 	mux := http.NewServeMux()
 	path, h := Handler(svc, "0123456789abcdef0123", connect.WithInterceptors(am.interceptor()))

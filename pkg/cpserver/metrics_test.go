@@ -52,8 +52,8 @@ func TestMetrics(t *testing.T) {
 	if err := cp.Must(t, 201, "POST", "/v1/hosts/register", "", hostapi.RegisterRequest{Token: tok, Name: "metrics-host", Address: "127.0.0.1:1"}).JSON(&reg); err != nil {
 		t.Fatal(err)
 	}
-	cp.Must(t, 200, "POST", "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Secret, hostapi.Heartbeat{Address: "127.0.0.1:1", Runtime: "gvisor",
-		CPUs: 8, MemoryMiB: 16384, DiskFreeMiB: 1024, MaxSandboxes: 20, Sandboxes: 1, CommittedVCPUs: 2, CommittedMemoryMiB: 512})
+	cp.Must(t, 200, "POST", "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Secret, hostapi.Heartbeat{Address: "127.0.0.1:1", Capacity: hostapi.Capacity{Runtime: "gvisor",
+		CPUs: 8, MemoryMiB: 16384, DiskFreeMiB: 1024, MaxSandboxes: 20, Sandboxes: 1, CommittedVCPUs: 2, CommittedMemoryMiB: 512}})
 	// A sandbox row on it, as a create leaves it.
 	hid, _ := id.Parse(id.Host, reg.HostID)
 	conn, err := pgx.Connect(ctx, cp.Config.DatabaseURL)
