@@ -71,8 +71,12 @@ var (
 )
 
 // hostStatuses are every status a host can have, reported even at 0 so
-// that a dashboard's series do not vanish.
-var hostStatuses = []string{"pending", "ready", "draining", "unreachable"}
+// that a dashboard's series do not vanish; sandboxStates likewise, but
+// stopped, which sandboxes stay in for good.
+var (
+	hostStatuses  = []string{"pending", "ready", "draining", "unreachable"}
+	sandboxStates = []string{"creating", "running", "pausing", "paused", "resuming", "stopping", "error"}
+)
 
 // fleet reads sandboxes and hosts from PostgreSQL at each scrape.
 type fleet struct {
@@ -89,23 +93,23 @@ func (f *fleet) Describe(ch chan<- *prometheus.Desc) {
 func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rows, err := f.q.CountLiveSandboxes(ctx)
-	if err != nil {
-		f.log.Warn("metrics: count sandboxes", "err", err)
-		ch <- prometheus.NewInvalidMetric(sandboxesDesc, err)
-	}
-	for _, r := range rows {
-		ch <- prometheus.MustNewConstMetric(sandboxesDesc, prometheus.GaugeValue, float64(r.Sandboxes), r.State, r.Runtime)
-	}
 	hosts, err := f.q.ListHosts(ctx)
 	if err != nil {
 		f.log.Warn("metrics: list hosts", "err", err)
 		ch <- prometheus.NewInvalidMetric(hostsDesc, err)
 		return
 	}
+	// Every state of every runtime the hosts run is reported, at 0 where
+	// no sandbox is in it, so that series do not vanish.
+	live := map[[2]string]int64{}
 	byStatus := map[string]int{}
 	for _, h := range hosts {
 		byStatus[h.Status]++
+		if h.Runtime != "" {
+			for _, st := range sandboxStates {
+				live[[2]string{st, h.Runtime}] = 0
+			}
+		}
 		l := []string{id.Format(id.Host, h.ID), h.Name}
 		const mib = 1 << 20
 		gauge := func(d *prometheus.Desc, v float64) {
@@ -124,6 +128,18 @@ func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range hostStatuses {
 		ch <- prometheus.MustNewConstMetric(hostsDesc, prometheus.GaugeValue, float64(byStatus[s]), s)
+	}
+	rows, err := f.q.CountLiveSandboxes(ctx)
+	if err != nil {
+		f.log.Warn("metrics: count sandboxes", "err", err)
+		ch <- prometheus.NewInvalidMetric(sandboxesDesc, err)
+		return
+	}
+	for _, r := range rows {
+		live[[2]string{r.State, r.Runtime}] = r.Sandboxes
+	}
+	for k, n := range live {
+		ch <- prometheus.MustNewConstMetric(sandboxesDesc, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}
 }
 

@@ -103,6 +103,9 @@ func TestMetrics(t *testing.T) {
 	if n := m.Must(t, "wrenn_sandboxes", "state=running", "runtime=gvisor"); n != 1 {
 		t.Errorf("running gVisor sandboxes: %v", n)
 	}
+	if n := m.Must(t, "wrenn_sandboxes", "state=paused", "runtime=gvisor"); n != 0 {
+		t.Errorf("paused gVisor sandboxes: %v", n)
+	}
 	if n := m.Must(t, "wrenn_hosts", "status=ready"); n != 1 {
 		t.Errorf("ready hosts: %v", n)
 	}
