@@ -4,6 +4,8 @@
 package cpapi
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
+	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
@@ -62,6 +65,16 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// Public probes for load balancers and service managers: /healthz
+	// while the process serves, /readyz while it can also reach the
+	// database.
+	r.Method(http.MethodGet, "/healthz", metrics.Healthz())
+	r.Method(http.MethodGet, "/readyz", metrics.Readyz(func(ctx context.Context) error {
+		if err := svc.Pool.Ping(ctx); err != nil {
+			return errors.New("database unreachable")
+		}
+		return nil
+	}, log))
 	r.Get("/openapi.yaml", serveSpec)
 	r.Get("/docs", serveDocs)
 	r.Get("/docs/*", serveDocs)
@@ -154,6 +167,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Delete("/snapshots/{snapshotID}", a.deleteSnapshot)
 
 			r.Get("/audit", a.listAudit)
+			r.Get("/usage", a.usage)
 
 			r.Post("/hosts/tokens", a.createHostToken)
 			r.Get("/hosts", a.listHosts)

@@ -103,6 +103,16 @@ type Sandbox struct {
 	Network            []byte
 }
 
+type SandboxRun struct {
+	ID        int64
+	SandboxID uuid.UUID
+	TeamID    uuid.UUID
+	Vcpus     int32
+	MemoryMib int32
+	StartedAt time.Time
+	EndedAt   *time.Time
+}
+
 type Session struct {
 	ID        uuid.UUID
 	UserID    uuid.UUID

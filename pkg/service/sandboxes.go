@@ -166,10 +166,10 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), agentCallTimeout)
 }
 
-// CreateSandbox places a sandbox on a host and starts it. The row exists
+// createSandbox places a sandbox on a host and starts it. The row exists
 // from the start (state creating) so that a crash mid-create is visible
 // to the reconciler; it ends running, or error with the reason.
-func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSandboxInput) (Sandbox, error) {
+func (s *Service) createSandbox(ctx context.Context, c auth.Caller, in CreateSandboxInput) (Sandbox, error) {
 	if err := requireTeam(c); err != nil {
 		return Sandbox{}, err
 	}
@@ -433,8 +433,8 @@ func (s *Service) withHostStatus(ctx context.Context, rows []db.Sandbox) ([]Sand
 	return out, nil
 }
 
-// DestroySandbox stops a sandbox and frees everything it held on its host.
-func (s *Service) DestroySandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) error {
+// destroySandbox stops a sandbox and frees everything it held on its host.
+func (s *Service) destroySandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) error {
 	sb, err := s.getSandbox(ctx, c, sid)
 	if err != nil {
 		return err
@@ -485,9 +485,9 @@ func (s *Service) SetTimeout(ctx context.Context, c auth.Caller, sid uuid.UUID, 
 	return Sandbox{Sandbox: row, HostStatus: t.Host.Status}, err
 }
 
-// PauseSandbox snapshots a running sandbox's memory and disk on its host
+// pauseSandbox snapshots a running sandbox's memory and disk on its host
 // and frees its CPU and RAM.
-func (s *Service) PauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) (Sandbox, error) {
+func (s *Service) pauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) (Sandbox, error) {
 	t, err := s.running(ctx, c, sid)
 	if err != nil {
 		return Sandbox{}, err
@@ -507,9 +507,9 @@ func (s *Service) PauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID
 	return Sandbox{Sandbox: row, HostStatus: t.Host.Status}, notFound(err, "pausing sandbox")
 }
 
-// ResumeSandbox brings a paused sandbox back; on a running one it does
+// resumeSandbox brings a paused sandbox back; on a running one it does
 // nothing. timeout, if set, restarts its clock.
-func (s *Service) ResumeSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID, timeoutSeconds int32) (Sandbox, error) {
+func (s *Service) resumeSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID, timeoutSeconds int32) (Sandbox, error) {
 	if timeoutSeconds < 0 || timeoutSeconds > MaxTimeoutSeconds {
 		return Sandbox{}, errf(ErrInvalid, "timeout_seconds must be 0 (keep) to %d", MaxTimeoutSeconds)
 	}
