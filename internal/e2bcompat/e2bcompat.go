@@ -118,6 +118,11 @@ func caller(r *http.Request) auth.Caller {
 
 // decode reads an optional JSON body.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	return h.decodeChecked(w, r, v, nil)
+}
+
+// decodeChecked is decode with check run on a non-empty body first.
+func (h *handler) decodeChecked(w http.ResponseWriter, r *http.Request, v any, check func([]byte) error) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.maxBody))
@@ -125,6 +130,12 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return true
+	}
+	if check != nil {
+		if err := check(body); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return false
+		}
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
@@ -204,7 +215,7 @@ func (h *handler) view(sb service.Sandbox) sandboxView {
 
 func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 	var b newSandbox
-	if !h.decode(w, r, &b) {
+	if !h.decodeChecked(w, r, &b, checkCreateFields) {
 		return
 	}
 	cpapi.SetAudit(r.Context(), "sandbox.create", "sandbox", "")
