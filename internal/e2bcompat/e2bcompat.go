@@ -492,8 +492,8 @@ type timeoutBody struct {
 	Timeout *int32 `json:"timeout"`
 }
 
-// connect returns a running sandbox (200, its timeout extended when one is
-// given) or resumes a paused one (201).
+// connect returns a running sandbox (200, its end moved to timeout from
+// now if that is later, never earlier) or resumes a paused one (201).
 func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 	h.resumeOrConnect(w, r, true)
 }
@@ -525,7 +525,7 @@ func (h *handler) resumeOrConnect(w http.ResponseWriter, r *http.Request, connec
 			return
 		}
 		if b.Timeout != nil && *b.Timeout > 0 {
-			if sb, err = h.svc.SetTimeout(r.Context(), c, sid, *b.Timeout); err != nil {
+			if sb, err = h.svc.ExtendTimeout(r.Context(), c, sid, *b.Timeout); err != nil {
 				h.fail(w, err)
 				return
 			}
