@@ -285,9 +285,10 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		DiskUsedBytes   uint64  `json:"disk_used_bytes"`
 		DiskTotalBytes  uint64  `json:"disk_total_bytes"`
 		HostRSSBytes    uint64  `json:"host_rss_bytes"`
+		MemCacheBytes   uint64  `json:"mem_cache_bytes"`
 	}
 	view := func(m *pb.SandboxMetrics) metricView {
-		return metricView{m.GetTimestampUnixMs(), m.GetCpuUsedPct(), m.GetCpuCount(), m.GetMemUsedBytes(), m.GetMemTotalBytes(), m.GetDiskUsedBytes(), m.GetDiskTotalBytes(), m.GetHostRssBytes()}
+		return metricView{m.GetTimestampUnixMs(), m.GetCpuUsedPct(), m.GetCpuCount(), m.GetMemUsedBytes(), m.GetMemTotalBytes(), m.GetDiskUsedBytes(), m.GetDiskTotalBytes(), m.GetHostRssBytes(), m.GetMemCacheBytes()}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"latest": view(res.Msg.GetLatest()), "recent": mapSlice(res.Msg.GetRecent(), view)})
 }

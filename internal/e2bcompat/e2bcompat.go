@@ -59,6 +59,7 @@ func Mount(api *cpapi.API, svc *service.Service, domain string, maxBody int64, l
 		r.Post("/sandboxes/{sandboxID}/timeout", h.timeout)
 		r.Post("/sandboxes/{sandboxID}/refreshes", h.refresh)
 		r.Get("/sandboxes/{sandboxID}/metrics", h.metrics)
+		r.Get("/sandboxes/metrics", h.manyMetrics)
 		r.Post("/sandboxes/{sandboxID}/snapshots", h.createSnapshot)
 		r.Get("/snapshots", h.listSnapshots)
 		r.Delete("/templates/{templateID}", h.deleteSnapshot)
@@ -597,32 +598,6 @@ func notRunningIsNotFound(err error) error {
 		return &service.Error{Kind: service.ErrNotFound, Msg: err.Error()}
 	}
 	return err
-}
-
-func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
-	if !ok {
-		return
-	}
-	samples, err := h.svc.Metrics(r.Context(), caller(r), sid)
-	if err != nil {
-		h.fail(w, notRunningIsNotFound(err))
-		return
-	}
-	type metric struct {
-		Timestamp  time.Time `json:"timestamp"`
-		CPUUsedPct float32   `json:"cpuUsedPct"`
-		CPUCount   uint32    `json:"cpuCount"`
-		MemUsed    uint64    `json:"memUsed"`
-		MemTotal   uint64    `json:"memTotal"`
-		DiskUsed   uint64    `json:"diskUsed"`
-		DiskTotal  uint64    `json:"diskTotal"`
-	}
-	out := make([]metric, 0, len(samples))
-	for _, m := range samples {
-		out = append(out, metric{time.UnixMilli(m.GetTimestampUnixMs()).UTC(), m.GetCpuUsedPct(), m.GetCpuCount(), m.GetMemUsedBytes(), m.GetMemTotalBytes(), m.GetDiskUsedBytes(), m.GetDiskTotalBytes()})
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 type snapshotView struct {

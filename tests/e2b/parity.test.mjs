@@ -61,3 +61,50 @@ test('a sandbox paused by its timeout shows paused and resumes on traffic', { sk
     await Sandbox.kill(sbx.sandboxId)
   }
 })
+
+// E2B's REST API by hand, for what the SDK reads but does not expose.
+async function api(path) {
+  const res = await fetch(process.env.E2B_API_URL + path, { headers: { 'X-API-Key': process.env.E2B_API_KEY } })
+  assert.equal(res.status, 200, `GET ${path}: ${res.status} ${await res.clone().text()}`)
+  return res.json()
+}
+
+test('metrics: start and end, memCache and timestampUnix; many sandboxes at once', { skip, timeout: 180_000 }, async () => {
+  const a = await Sandbox.create()
+  const b = await Sandbox.create()
+  try {
+    let raw = []
+    for (let i = 0; i < 600 && raw.length < 2; i++) {
+      raw = await api(`/sandboxes/${a.sandboxId}/metrics`)
+      if (raw.length < 2) await sleep(100)
+    }
+    assert.ok(raw.length >= 2, `samples: ${JSON.stringify(raw)}`)
+    for (const m of raw) {
+      assert.equal(m.timestampUnix, Math.floor(new Date(m.timestamp).getTime() / 1000))
+      assert.ok(m.memCache > 0 && m.memTotal > 0 && m.memUsed > 0, JSON.stringify(m))
+    }
+    const last = raw[raw.length - 1]
+    const since = await api(`/sandboxes/${a.sandboxId}/metrics?start=${last.timestampUnix}`)
+    assert.ok(since.length >= 1 && since.length < raw.length + 2 && since.every((m) => m.timestampUnix >= last.timestampUnix), JSON.stringify(since))
+    assert.ok(since.some((m) => m.timestamp === last.timestamp))
+    const until = await api(`/sandboxes/${a.sandboxId}/metrics?end=${raw[0].timestampUnix}`)
+    assert.ok(until.length >= 1 && until.every((m) => m.timestampUnix <= raw[0].timestampUnix), JSON.stringify(until))
+
+    // The SDK's view: memCache, and its start/end.
+    const all = await a.getMetrics({ start: new Date(Date.now() - 3_600_000), end: new Date(Date.now() + 60_000) })
+    assert.ok(all.length >= 2 && all.every((m) => m.memCache > 0))
+    assert.deepEqual(await a.getMetrics({ start: new Date(Date.now() + 3_600_000) }), [])
+    assert.deepEqual(await a.getMetrics({ end: new Date(Date.now() - 3_600_000) }), [])
+
+    let many = { sandboxes: {} }
+    for (let i = 0; i < 600 && Object.keys(many.sandboxes).length < 2; i++) {
+      many = await api(`/sandboxes/metrics?sandbox_ids=${a.sandboxId},${b.sandboxId},sb-00000000000000000000000000000000`)
+      if (Object.keys(many.sandboxes).length < 2) await sleep(100)
+    }
+    assert.deepEqual(Object.keys(many.sandboxes).sort(), [a.sandboxId, b.sandboxId].sort())
+    assert.ok(many.sandboxes[b.sandboxId].memTotal > 0 && many.sandboxes[b.sandboxId].timestampUnix > 0)
+  } finally {
+    await a.kill()
+    await b.kill()
+  }
+})
