@@ -8,9 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
-	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
 // metric is E2B's SandboxMetric.
@@ -26,11 +27,18 @@ type metric struct {
 	DiskTotal     uint64    `json:"diskTotal"`
 }
 
-func metricOf(m *pb.SandboxMetrics) metric {
-	at := time.UnixMilli(m.GetTimestampUnixMs()).UTC()
-	return metric{Timestamp: at, TimestampUnix: at.Unix(), CPUUsedPct: m.GetCpuUsedPct(), CPUCount: m.GetCpuCount(),
-		MemUsed: m.GetMemUsedBytes(), MemTotal: m.GetMemTotalBytes(), MemCache: m.GetMemCacheBytes(),
-		DiskUsed: m.GetDiskUsedBytes(), DiskTotal: m.GetDiskTotalBytes()}
+func metricOf(m service.Metric) metric {
+	return metric{Timestamp: m.At, TimestampUnix: m.At.Unix(), CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount,
+		MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal}
+}
+
+// samples are a sandbox's recent resource samples, oldest first.
+func (h *handler) samples(r *http.Request, sid uuid.UUID) ([]service.Metric, error) {
+	g, err := h.svc.Guest(r.Context(), caller(r), sid)
+	if err != nil {
+		return nil, err
+	}
+	return g.Metrics(r.Context())
 }
 
 // metrics is GET /sandboxes/{id}/metrics: the samples of a running
@@ -52,7 +60,7 @@ func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "start is after end")
 		return
 	}
-	samples, err := h.svc.Metrics(r.Context(), caller(r), sid)
+	samples, err := h.samples(r, sid)
 	if err != nil {
 		h.fail(w, notRunningIsNotFound(err))
 		return
@@ -106,7 +114,7 @@ func (h *handler) manyMetrics(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("sandbox_ids: %q is not a sandbox ID", raw))
 			return
 		}
-		samples, err := h.svc.Metrics(r.Context(), caller(r), sid)
+		samples, err := h.samples(r, sid)
 		switch {
 		case errors.Is(err, service.ErrNotFound), errors.Is(err, service.ErrConflict):
 			continue

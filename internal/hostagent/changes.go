@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 )
 
@@ -64,7 +65,7 @@ const changeRetry = 2 * time.Second
 
 // run sends the reports until ctx ends.
 func (c *changeReporter) run(ctx context.Context, log *slog.Logger, creds credentials) {
-	cp := &cpClient{base: creds.ControlPlane, http: &http.Client{Timeout: 15 * time.Second}}
+	cp := cpclient.New(creds.ControlPlane, &http.Client{Timeout: 15 * time.Second})
 	failing := false
 	for {
 		select {
@@ -76,9 +77,8 @@ func (c *changeReporter) run(ctx context.Context, log *slog.Logger, creds creden
 		if len(ids) == 0 {
 			continue
 		}
-		var out struct{}
-		err := cp.post(ctx, "/v1/hosts/"+creds.HostID+hostapi.SandboxesChangedPath, creds.Secret, hostapi.SandboxesChanged{Sandboxes: ids}, &out)
-		var ce *cpError
+		err := cp.SandboxesChanged(ctx, creds.HostID, creds.Secret, ids)
+		var ce *cpclient.Error
 		switch {
 		case err == nil:
 			if failing {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
@@ -81,8 +82,8 @@ func (s *Service) syncSandbox(ctx context.Context, h db.Host, row db.Sandbox) (s
 	switch {
 	case err == nil:
 		a = res.Msg.GetSandbox()
-	case connectCode(err) != connect.CodeNotFound:
-		return "", AgentError(h, "get sandbox", err)
+	case !errors.Is(err, fault.NotFound):
+		return "", agentError(h, "get sandbox", err)
 	}
 	st := "stopped"
 	if a != nil {

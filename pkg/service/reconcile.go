@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
@@ -177,7 +178,7 @@ func (s *Service) reconcileSandbox(ctx context.Context, client hostagentv1connec
 		// A destroy that did not finish: finish it.
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		if _, err := client.DestroySandbox(cctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: aid})); err == nil || connectCode(err) == connect.CodeNotFound {
+		if _, err := client.DestroySandbox(cctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: aid})); err == nil || errors.Is(err, fault.NotFound) {
 			s.setState(ctx, row, "stopped", "")
 		}
 		return
