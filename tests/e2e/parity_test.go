@@ -38,7 +38,7 @@ func startParityStack(t *testing.T) *sdkStack {
 			assertNothingRunning(t, s.agent.stateDir)
 		}
 	})
-	s.agent = startCPAgent(t, cp, s.admin.Token, 13, "gvisor")
+	s.agent = startCPAgent(t, cp, s.admin.Token, 6, "gvisor")
 	s.key = cp.APIKey(t, s.admin)
 	return s
 }
