@@ -22,6 +22,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
@@ -100,6 +101,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 		r.Get("/auth/session", a.browserSession)
 		// Hosts authenticate with their own secret.
 		r.Post("/hosts/{hostID}/heartbeat", a.heartbeat)
+		r.Post("/hosts/{hostID}"+hostapi.SandboxesChangedPath, a.sandboxesChanged)
 
 		// WebSocket streams: their own group, their own authentication
 		// (which also accepts ?token= because browsers cannot set headers

@@ -265,11 +265,12 @@ type metricView struct {
 	DiskUsedBytes   uint64  `json:"disk_used_bytes"`
 	DiskTotalBytes  uint64  `json:"disk_total_bytes"`
 	HostRSSBytes    uint64  `json:"host_rss_bytes"`
+	MemCacheBytes   uint64  `json:"mem_cache_bytes"`
 }
 
 func viewMetric(m service.Metric) metricView {
 	v := metricView{CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsedBytes: m.MemUsed, MemTotalBytes: m.MemTotal,
-		DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRSSBytes: m.HostRSS}
+		DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRSSBytes: m.HostRSS, MemCacheBytes: m.MemCache}
 	if !m.At.IsZero() {
 		v.TimestampUnixMs = m.At.UnixMilli()
 	}

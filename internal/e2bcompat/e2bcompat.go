@@ -62,6 +62,7 @@ func Mount(root chi.Router, svc *service.Service, domain string, maxBody int64, 
 		r.Put("/sandboxes/{sandboxID}/network", h.setNetwork)
 		r.Post("/sandboxes/{sandboxID}/refreshes", h.refresh)
 		r.Get("/sandboxes/{sandboxID}/metrics", h.metrics)
+		r.Get("/sandboxes/metrics", h.manyMetrics)
 		r.Post("/sandboxes/{sandboxID}/snapshots", h.createSnapshot)
 		r.Get("/snapshots", h.listSnapshots)
 		r.Delete("/templates/{templateID}", h.deleteSnapshot)
@@ -120,6 +121,11 @@ func caller(r *http.Request) auth.Caller {
 
 // decode reads an optional JSON body.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	return h.decodeChecked(w, r, v, nil)
+}
+
+// decodeChecked is decode with check run on a non-empty body first.
+func (h *handler) decodeChecked(w http.ResponseWriter, r *http.Request, v any, check func([]byte) error) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.maxBody))
@@ -127,6 +133,12 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return true
+	}
+	if check != nil {
+		if err := check(body); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return false
+		}
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
@@ -204,7 +216,7 @@ func (h *handler) view(sb service.Sandbox) sandboxView {
 
 func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 	var b newSandbox
-	if !h.decode(w, r, &b) {
+	if !h.decodeChecked(w, r, &b, checkCreateFields) {
 		return
 	}
 	cphttp.SetAudit(r.Context(), "sandbox.create", "sandbox", "")
@@ -492,8 +504,8 @@ type timeoutBody struct {
 	Timeout *int32 `json:"timeout"`
 }
 
-// connect returns a running sandbox (200, its timeout extended when one is
-// given) or resumes a paused one (201).
+// connect returns a running sandbox (200, its end moved to timeout from
+// now if that is later, never earlier) or resumes a paused one (201).
 func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 	h.resumeOrConnect(w, r, true)
 }
@@ -525,7 +537,7 @@ func (h *handler) resumeOrConnect(w http.ResponseWriter, r *http.Request, connec
 			return
 		}
 		if b.Timeout != nil && *b.Timeout > 0 {
-			if sb, err = h.svc.SetTimeout(r.Context(), c, sid, *b.Timeout); err != nil {
+			if sb, err = h.svc.ExtendTimeout(r.Context(), c, sid, *b.Timeout); err != nil {
 				h.fail(w, err)
 				return
 			}
@@ -597,36 +609,6 @@ func notRunningIsNotFound(err error) error {
 		return fault.New(fault.NotFound, err.Error())
 	}
 	return err
-}
-
-func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
-	if !ok {
-		return
-	}
-	g, err := h.svc.Guest(r.Context(), caller(r), sid)
-	var samples []service.Metric
-	if err == nil {
-		samples, err = g.Metrics(r.Context())
-	}
-	if err != nil {
-		h.fail(w, notRunningIsNotFound(err))
-		return
-	}
-	type metric struct {
-		Timestamp  time.Time `json:"timestamp"`
-		CPUUsedPct float32   `json:"cpuUsedPct"`
-		CPUCount   uint32    `json:"cpuCount"`
-		MemUsed    uint64    `json:"memUsed"`
-		MemTotal   uint64    `json:"memTotal"`
-		DiskUsed   uint64    `json:"diskUsed"`
-		DiskTotal  uint64    `json:"diskTotal"`
-	}
-	out := make([]metric, 0, len(samples))
-	for _, m := range samples {
-		out = append(out, metric{m.At, m.CPUUsedPct, m.CPUCount, m.MemUsed, m.MemTotal, m.DiskUsed, m.DiskTotal})
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 type snapshotView struct {

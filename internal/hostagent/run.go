@@ -151,11 +151,16 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	mem := hostMemMiB()
-	m, err := sandbox.NewManager(sandbox.Config{
+	mcfg := sandbox.Config{
 		StateDir: o.StateDir, ImagesDir: o.ImagesDir, Driver: driver, Net: netm, Log: o.Log,
 		HostCPUs: goruntime.NumCPU(), HostMemMiB: mem, MaxSandboxes: o.MaxSandboxes, DNS: o.DNS,
 		ReadyTimeout: o.ReadyTimeout, DestroyOnClose: o.DestroyOnStop,
-	})
+	}
+	changes := newChangeReporter()
+	if o.ControlPlane != "" {
+		mcfg.Changed = changes.note
+	}
+	m, err := sandbox.NewManager(mcfg)
 	if err != nil {
 		return err
 	}
@@ -210,9 +215,15 @@ func Run(ctx context.Context, o Options) error {
 			defer close(hbDone)
 			heartbeat(hbCtx, o.Log, creds, o.Advertise, m, ready)
 		}()
+		reportsDone := make(chan struct{})
+		go func() {
+			defer close(reportsDone)
+			changes.run(hbCtx, o.Log, creds)
+		}()
 		defer func() {
 			stopHeartbeats()
 			<-hbDone
+			<-reportsDone
 		}()
 	}
 	mux := http.NewServeMux()

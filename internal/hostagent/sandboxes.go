@@ -139,7 +139,7 @@ func (s *Service) ListSnapshots(_ context.Context, _ *connect.Request[pb.ListSna
 }
 
 func metricsPB(m sandbox.Metrics) *pb.SandboxMetrics {
-	return &pb.SandboxMetrics{TimestampUnixMs: m.At.UnixMilli(), CpuUsedPct: m.CPUUsedPct, CpuCount: m.CPUCount, MemUsedBytes: m.MemUsed, MemTotalBytes: m.MemTotal, DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRssBytes: m.HostRSS}
+	return &pb.SandboxMetrics{TimestampUnixMs: m.At.UnixMilli(), CpuUsedPct: m.CPUUsedPct, CpuCount: m.CPUCount, MemUsedBytes: m.MemUsed, MemTotalBytes: m.MemTotal, DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRssBytes: m.HostRSS, MemCacheBytes: m.MemCache}
 }
 
 func (s *Service) GetSandboxMetrics(_ context.Context, req *connect.Request[pb.GetSandboxMetricsRequest]) (*connect.Response[pb.GetSandboxMetricsResponse], error) {

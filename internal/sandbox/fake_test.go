@@ -404,6 +404,9 @@ type harness struct {
 	slots *fakeSlots
 	clock *fakeClock
 	state string
+
+	changedMu sync.Mutex
+	changed   []string // "id state" for each Changed call
 }
 
 // newHarness starts a manager on the fake driver; its cleanup closes the
@@ -420,6 +423,15 @@ func newHarness(t *testing.T) *harness {
 		StateDir: h.state, ImagesDir: images, Driver: h.drv, Net: h.slots,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ReadyTimeout: 10 * time.Second,
 		SampleEvery: time.Hour, DestroyOnClose: true, clock: h.clock,
+		Changed: func(id string) {
+			state := "gone"
+			if s, err := h.m.Get(id); err == nil {
+				state = string(s.Info().State)
+			}
+			h.changedMu.Lock()
+			h.changed = append(h.changed, id+" "+state)
+			h.changedMu.Unlock()
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,11 @@ type Config struct {
 	// DestroyOnClose makes Close destroy every sandbox; by default it
 	// keeps them for the next run, paused.
 	DestroyOnClose bool
+	// Changed, if set, is told the ID of a sandbox whose state this
+	// manager changed on its own (a timeout paused or destroyed it, its
+	// guest died), so that whoever keeps the record learns at once. It is
+	// called with the sandbox's lock held: it must not block.
+	Changed func(id string)
 
 	// clock runs the timeouts (tests set one they advance by hand).
 	clock clock
@@ -540,6 +545,14 @@ func (m *Manager) watchGuest(s *Sandbox, inst runtime.Instance, stop chan struct
 	s.watch = nil // this goroutine is the watcher; nothing to stop
 	m.teardown(s)
 	s.setState(Error, reason)
+	m.changed(s.info.ID)
+}
+
+// changed reports a state change this manager made on its own.
+func (m *Manager) changed(id string) {
+	if m.cfg.Changed != nil {
+		m.cfg.Changed(id)
+	}
 }
 
 // teardown releases everything s holds, in reverse order of acquisition.
@@ -695,6 +708,7 @@ func (m *Manager) expire(id string) {
 		s.expiry.Reset(info.ExpiresAt.Sub(now)) // extended while this timer fired
 		return
 	}
+	defer m.changed(id)
 	if info.OnTimeout == OnTimeoutPause {
 		m.log.Info("sandbox timed out; pausing", "sandbox", id)
 		if _, err := m.pauseLocked(context.Background(), s); err != nil {

@@ -155,6 +155,7 @@ type Metrics struct {
 	CPUCount   uint32
 	MemUsed    uint64
 	MemTotal   uint64
+	MemCache   uint64 // the guest's page cache
 	DiskUsed   uint64
 	DiskTotal  uint64
 	HostRSS    uint64
@@ -201,7 +202,7 @@ func (sm *sampler) sample(ctx context.Context, s *Sandbox) {
 	if err != nil {
 		return
 	}
-	sample := Metrics{At: time.Now(), CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsed: m.MemUsed, MemTotal: m.MemTotal, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal, HostRSS: s.inst.HostRSS()}
+	sample := Metrics{At: time.Now(), CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal, HostRSS: s.inst.HostRSS()}
 	sm.mu.Lock()
 	sm.recent = append(sm.recent, sample)
 	if len(sm.recent) > samplesKept {

@@ -1782,7 +1782,8 @@ type SandboxMetrics struct {
 	MemTotalBytes   uint64                 `protobuf:"varint,5,opt,name=mem_total_bytes,json=memTotalBytes,proto3" json:"mem_total_bytes,omitempty"`
 	DiskUsedBytes   uint64                 `protobuf:"varint,6,opt,name=disk_used_bytes,json=diskUsedBytes,proto3" json:"disk_used_bytes,omitempty"`
 	DiskTotalBytes  uint64                 `protobuf:"varint,7,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
-	HostRssBytes    uint64                 `protobuf:"varint,8,opt,name=host_rss_bytes,json=hostRssBytes,proto3" json:"host_rss_bytes,omitempty"` // the VMM process on the host
+	HostRssBytes    uint64                 `protobuf:"varint,8,opt,name=host_rss_bytes,json=hostRssBytes,proto3" json:"host_rss_bytes,omitempty"`    // the VMM process on the host
+	MemCacheBytes   uint64                 `protobuf:"varint,9,opt,name=mem_cache_bytes,json=memCacheBytes,proto3" json:"mem_cache_bytes,omitempty"` // the guest's page cache
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1869,6 +1870,13 @@ func (x *SandboxMetrics) GetDiskTotalBytes() uint64 {
 func (x *SandboxMetrics) GetHostRssBytes() uint64 {
 	if x != nil {
 		return x.HostRssBytes
+	}
+	return 0
+}
+
+func (x *SandboxMetrics) GetMemCacheBytes() uint64 {
+	if x != nil {
+		return x.MemCacheBytes
 	}
 	return 0
 }
@@ -3942,7 +3950,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"9\n" +
 	"\x18GetSandboxMetricsRequest\x12\x1d\n" +
 	"\n" +
-	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\xc1\x02\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\xe9\x02\n" +
 	"\x0eSandboxMetrics\x12*\n" +
 	"\x11timestamp_unix_ms\x18\x01 \x01(\x03R\x0ftimestampUnixMs\x12 \n" +
 	"\fcpu_used_pct\x18\x02 \x01(\x02R\n" +
@@ -3952,7 +3960,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x0fmem_total_bytes\x18\x05 \x01(\x04R\rmemTotalBytes\x12&\n" +
 	"\x0fdisk_used_bytes\x18\x06 \x01(\x04R\rdiskUsedBytes\x12(\n" +
 	"\x10disk_total_bytes\x18\a \x01(\x04R\x0ediskTotalBytes\x12$\n" +
-	"\x0ehost_rss_bytes\x18\b \x01(\x04R\fhostRssBytes\"\x87\x01\n" +
+	"\x0ehost_rss_bytes\x18\b \x01(\x04R\fhostRssBytes\x12&\n" +
+	"\x0fmem_cache_bytes\x18\t \x01(\x04R\rmemCacheBytes\"\x87\x01\n" +
 	"\x19GetSandboxMetricsResponse\x124\n" +
 	"\x06latest\x18\x01 \x01(\v2\x1c.hostagent.v1.SandboxMetricsR\x06latest\x124\n" +
 	"\x06recent\x18\x02 \x03(\v2\x1c.hostagent.v1.SandboxMetricsR\x06recent\"\xd3\x02\n" +
