@@ -3,6 +3,7 @@ package hostagent
 import (
 	"context"
 	"errors"
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"io"
 	"log/slog"
 	"net/http"
@@ -33,8 +34,9 @@ func (noGuests) Start(context.Context, runtime.Spec) (runtime.Instance, error) {
 
 type noSlots struct{}
 
-func (noSlots) Acquire(bool, bool) (*network.Slot, error) { return nil, errors.New("no slots") }
-func (noSlots) Release(*network.Slot) error               { return nil }
+func (noSlots) Acquire(bool, bool) (*network.Slot, error)          { return nil, errors.New("no slots") }
+func (noSlots) Release(*network.Slot) error                        { return nil }
+func (noSlots) SetSandboxEgress(*network.Slot, egress.Rules) error { return nil }
 
 // TestAgentMetrics: the agent's /metrics lints clean, reports its
 // capacity, labels requests by procedure (unknown paths as unmatched),

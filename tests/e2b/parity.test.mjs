@@ -11,8 +11,6 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 test('create refuses what it cannot honour, naming it', { skip }, async () => {
   const cases = [
-    [{ network: { denyOut: ['8.8.8.8'] } }, 'network.denyOut'],
-    [{ network: { allowOut: ['example.com'] } }, 'network.allowOut'],
     [{ network: { maskRequestHost: 'localhost:${PORT}' } }, 'network.maskRequestHost'],
     [{ network: { egressProxy: { address: 'proxy.example.com:1080' } } }, 'network.egressProxy'],
     [{ volumeMounts: { '/data': 'my-volume' } }, 'volumeMounts'],
