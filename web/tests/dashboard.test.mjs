@@ -152,6 +152,25 @@ test('files: upload, see, preview, download, rename, delete', async () => {
   await tree.getByRole('button', { name: 'hello.py' }).waitFor();
   await tree.getByRole('button', { name: 'blob.bin' }).waitFor();
 
+  // Drag and drop: a file dropped on the pane uploads into the folder it
+  // shows, with a progress bar, and arrives byte for byte.
+  const droppedText = `dropped ${randomBytes(8).toString('hex')}\n`;
+  const dropped = await admin.evaluateHandle((t) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([t], 'dropped.txt', { type: 'text/plain' }));
+    return dt;
+  }, droppedText);
+  const pane = admin.getByRole('region', { name: 'Files', exact: true });
+  await pane.dispatchEvent('dragover', { dataTransfer: dropped });
+  await admin.getByText('Drop to upload into').waitFor();
+  await pane.dispatchEvent('drop', { dataTransfer: dropped });
+  await admin.getByRole('progressbar', { name: 'Uploading dropped.txt' }).waitFor();
+  await tree.getByRole('button', { name: 'dropped.txt' }).waitFor();
+  assert.equal(await admin.getByText('Drop to upload into').count(), 0, 'the drop hint goes away');
+  const droppedRes = await apiAs(admin.context(), 'GET', `/v1/sandboxes/${sandboxId}/files?path=${encodeURIComponent('/home/user/dropped.txt')}`);
+  assert.equal(droppedRes.status(), 200);
+  assert.equal(await droppedRes.text(), droppedText);
+
   await tree.getByRole('button', { name: 'hello.py' }).click();
   const preview = admin.getByTestId('preview-text');
   await preview.waitFor();
@@ -339,7 +358,30 @@ test('admin pages: members and invitations, hosts, audit, admin, settings', asyn
   await admin.getByTestId('host-command').waitFor();
   assert.match(await admin.getByTestId('host-command').innerText(), /host-agent --control-plane http/);
   await shot(admin, 'hosts-register');
+  // A host registers with that token (no agent behind it: it is only
+  // drained and deleted here, and the real host stays as it is).
+  const token = /echo '([^']+)'/.exec(await admin.getByTestId('host-command').innerText())[1];
+  const reg = await fetch(BASE + '/v1/hosts/register', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token, name: 'spare-host', address: '127.0.0.1:9' }) });
+  assert.equal(reg.status, 201, await reg.clone().text());
   await admin.getByRole('button', { name: 'Done' }).click();
+  const spare = admin.locator('section.host', { has: admin.getByRole('heading', { name: 'spare-host' }) });
+  await spare.waitFor();
+  // It has never reported: no made-up zeros for its capacity.
+  await spare.getByText('Capacity shows once its agent reports').waitFor();
+  assert.equal(await spare.getByText('0 MiB').count(), 0);
+  await spare.getByRole('button', { name: 'Drain' }).click();
+  await admin.getByRole('dialog').getByRole('button', { name: 'Drain' }).click();
+  await spare.getByText('draining').waitFor();
+  assert.ok(await spare.getByRole('button', { name: 'Drain' }).isDisabled(), 'a draining host cannot be drained again');
+  await shot(admin, 'hosts-draining');
+  await spare.getByRole('button', { name: 'Delete' }).click();
+  await admin.getByRole('dialog').getByRole('button', { name: 'Delete host' }).click();
+  await spare.waitFor({ state: 'detached' });
+  const left = await (await apiAs(admin.context(), 'GET', '/v1/hosts')).json();
+  const leftHosts = Array.isArray(left) ? left : left.hosts;
+  assert.equal(leftHosts.length, 1, 'only the real host is left');
+  assert.notEqual(leftHosts[0].name, 'spare-host');
+  assert.equal(leftHosts[0].status, 'ready');
 
   await admin.goto(BASE + '/audit');
   await admin.getByRole('button', { name: 'sandbox.create' }).first().waitFor();
@@ -354,6 +396,22 @@ test('admin pages: members and invitations, hosts, audit, admin, settings', asyn
   await admin.goto(BASE + '/admin');
   await admin.getByRole('row', { name: new RegExp(MEMBER.email) }).waitFor();
   await shot(admin, 'admin-users');
+  // Deactivating the member ends their sessions at once and refuses their
+  // sign-in; activating lets them in again.
+  const login = () => fetch(BASE + '/v1/auth/login', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(MEMBER) });
+  const memberToken = (await (await login()).json()).token;
+  const asMember = () => fetch(BASE + '/v1/sandboxes', { headers: { Authorization: `Bearer ${memberToken}` } });
+  assert.equal((await asMember()).status, 200);
+  const memberRow = admin.getByRole('row', { name: new RegExp(MEMBER.email) });
+  await memberRow.getByRole('button', { name: 'Deactivate' }).click();
+  await admin.getByRole('dialog').getByRole('button', { name: 'Deactivate' }).click();
+  await memberRow.getByText('inactive').waitFor();
+  await shot(admin, 'admin-user-deactivated');
+  assert.equal((await asMember()).status, 401, "a deactivated user's session ends");
+  assert.notEqual((await login()).status, 200, 'a deactivated user cannot sign in');
+  await memberRow.getByRole('button', { name: 'Activate' }).click();
+  await memberRow.getByText('active', { exact: true }).waitFor();
+  assert.equal((await login()).status, 200, 'an activated user signs in again');
   await admin.getByRole('tab', { name: 'All sandboxes' }).click();
   await admin.getByText(sandboxId).waitFor();
   await shot(admin, 'admin-sandboxes');
