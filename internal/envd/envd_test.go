@@ -319,6 +319,42 @@ func TestPtyEndOfInputAmongInput(t *testing.T) {
 	}
 }
 
+// A terminal's output reaches its client while the program runs on
+// quietly: nothing of it waits for more output to come. (envd's reader
+// goes on reading what is already there after a full read; on a master
+// left in blocking mode that read waited for more instead, holding the
+// tail of a burst back, in about one run of three.)
+func TestPtyOutputArrivesWhileProgramWaits(t *testing.T) {
+	e := startEnvd(t)
+	for run := range 8 {
+		req := &pb.StartRequest{
+			Process: &pb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "seq 1 20000; echo done-$((1+1)); sleep 60"}},
+			Pty:     &pb.PTY{Size: &pb.PTY_Size{Cols: 80, Rows: 24}},
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := e.proc.Start(ctx, connect.NewRequest(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []byte
+		var pid uint32
+		for !bytes.Contains(out, []byte("done-2")) && s.Receive() {
+			if st := s.Msg().GetEvent().GetStart(); st != nil {
+				pid = st.GetPid()
+			}
+			out = append(out, s.Msg().GetEvent().GetData().GetPty()...)
+		}
+		cancel()
+		if !bytes.Contains(out, []byte("done-2")) {
+			t.Fatalf("run %d: %d bytes of output arrived in 5 s, then nothing while the program waited; it ends %q", run, len(out), out[max(0, len(out)-30):])
+		}
+		kill := &pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Signal: pb.Signal_SIGNAL_SIGKILL}
+		if _, err := e.proc.SendSignal(context.Background(), connect.NewRequest(kill)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestKeepalivesWhileIdle(t *testing.T) {
 	e := startEnvd(t)
 	req := connect.NewRequest(bash("sleep 2.5; echo done"))
