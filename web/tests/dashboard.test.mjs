@@ -265,7 +265,10 @@ test('terminals: two sessions survive a tab switch and a reload', async () => {
   await admin.getByRole('tab', { name: 'Terminal 2' }).waitFor();
   await admin.getByRole('tab', { name: 'Terminal 1' }).click();
   await admin.locator('[data-terminal="Terminal 1"] .xterm-rows').waitFor();
-  await admin.waitForTimeout(500);
+  // The new screen shows what the terminal showed before, once.
+  await waitForTerminal(admin, 'Terminal 1', 'again-2');
+  assert.equal((await terminalText(admin, 'Terminal 1')).match(/^again-2$/gm)?.length, 1, 'the replayed output appears once');
+  await shot(admin, 'sandbox-terminal-reattached');
   await typeIn(admin, 'Terminal 1', 'echo mark=$MARK');
   await waitForTerminal(admin, 'Terminal 1', 'mark=kept-42');
 
