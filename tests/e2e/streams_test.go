@@ -29,8 +29,14 @@ func TestLongStreamsUnderLoad(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = cp.Stop() })
 			admin := cp.Admin(t, "admin@example.com")
-			agent := startCPAgent(t, cp, admin.Token, 7, rt)
-			t.Cleanup(func() { assertNothingRunning(t, agent.stateDir) })
+			// Registered first, so it runs once the agent has stopped.
+			var agent *cpAgent
+			t.Cleanup(func() {
+				if agent != nil {
+					assertNothingRunning(t, agent.stateDir)
+				}
+			})
+			agent = startCPAgent(t, cp, admin.Token, 7, rt)
 			key := cp.APIKey(t, admin)
 			// Room for the 256 MiB file, on disk and (gVisor keeps its
 			// root's changes in memory) in memory.
