@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
@@ -57,14 +56,3 @@ func TestLongStreamsUnderLoad(t *testing.T) {
 	}
 }
 
-// withoutE2B is env without the E2B_* variables a developer's shell may
-// carry.
-func withoutE2B(env []string) []string {
-	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "E2B_") && !strings.HasPrefix(kv, "NODE_EXTRA_CA_CERTS=") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
