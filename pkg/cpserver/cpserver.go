@@ -115,6 +115,9 @@ func Run(ctx context.Context, opts ...Option) error {
 
 	svc := service.New(pool, keys, cfg, o.log)
 	defer svc.Close()
+	if err := svc.FailOrphanBuilds(ctx); err != nil {
+		return fmt.Errorf("template builds: %w", err)
+	}
 	if ok, err := svc.HasAdmin(ctx); err == nil && !ok {
 		o.log.Warn("this installation has no platform admin yet: create one on this host with `control-plane create-admin --config FILE --email you@example.com` (the same configuration file or WRENN_DATABASE_URL)")
 	}

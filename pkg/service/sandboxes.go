@@ -173,6 +173,9 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	if err := requireTeam(c); err != nil {
 		return Sandbox{}, err
 	}
+	if err := s.fromTemplate(ctx, c, &in); err != nil {
+		return Sandbox{}, err
+	}
 	if err := in.validate(s.Config.MaxDiskMiB); err != nil {
 		return Sandbox{}, err
 	}
