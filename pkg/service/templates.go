@@ -392,6 +392,11 @@ func (s *Service) StartBuild(ctx context.Context, c auth.Caller, templateID, bui
 	}
 	base, err := s.checkSpec(ctx, c, &sp)
 	if err != nil {
+		// The build ends here; a template with nothing built goes too.
+		_, _ = s.Q.FinishTemplateBuild(ctx, db.FinishTemplateBuildParams{ID: b.ID, Status: "error", Envs: []byte("{}"), Error: err.Error()})
+		if _, lerr := s.Q.LatestReadyBuild(ctx, t.ID); errors.Is(lerr, pgx.ErrNoRows) {
+			_ = s.Q.DeleteTeamTemplate(ctx, t.ID)
+		}
 		return db.TemplateBuild{}, err
 	}
 	var rec buildRecord
