@@ -418,6 +418,9 @@ func (s *Service) StartBuild(ctx context.Context, c auth.Caller, templateID, bui
 func (s *Service) BuildTemplate(ctx context.Context, c auth.Caller, in CreateTemplateInput, sp BuildSpec) (db.TeamTemplate, db.TemplateBuild, error) {
 	// The spec is checked before anything is written: a bad spec leaves
 	// no template behind.
+	if err := validTemplateName(strings.SplitN(in.Name, ":", 2)[0]); err != nil {
+		return db.TeamTemplate{}, db.TemplateBuild{}, err
+	}
 	if _, err := s.checkSpec(ctx, c, &sp); err != nil {
 		return db.TeamTemplate{}, db.TemplateBuild{}, err
 	}
