@@ -108,3 +108,6 @@ SELECT s.* FROM template_layers l JOIN snapshots s ON s.id = l.snapshot_id WHERE
 
 -- name: SandboxesFromSnapshots :one
 SELECT count(*) FROM sandboxes WHERE snapshot_id = ANY(sqlc.arg(ids)::uuid[]) AND state NOT IN ('stopped', 'error');
+
+-- name: ListAllTeamSnapshots :many
+SELECT * FROM snapshots WHERE team_id = $1 ORDER BY created_at, id;

@@ -480,6 +480,45 @@ func (q *Queries) LatestReadyBuild(ctx context.Context, templateID uuid.UUID) (T
 	return i, err
 }
 
+const listAllTeamSnapshots = `-- name: ListAllTeamSnapshots :many
+SELECT id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at, kind FROM snapshots WHERE team_id = $1 ORDER BY created_at, id
+`
+
+func (q *Queries) ListAllTeamSnapshots(ctx context.Context, teamID uuid.UUID) ([]Snapshot, error) {
+	rows, err := q.db.Query(ctx, listAllTeamSnapshots, teamID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Snapshot
+	for rows.Next() {
+		var i Snapshot
+		if err := rows.Scan(
+			&i.ID,
+			&i.TeamID,
+			&i.Name,
+			&i.HostID,
+			&i.SourceSandboxID,
+			&i.Template,
+			&i.Vcpus,
+			&i.MemoryMib,
+			&i.DiskMib,
+			&i.SizeBytes,
+			&i.Status,
+			&i.Error,
+			&i.CreatedAt,
+			&i.Kind,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listTeamTemplates = `-- name: ListTeamTemplates :many
 SELECT id, team_id, name, created_at FROM team_templates WHERE team_id = $1 ORDER BY name
 `
