@@ -336,6 +336,13 @@ func (r *buildRun) build(ctx context.Context) (buildState, error) {
 	}
 	r.log("info", "base", "Build sandbox %s started on host %s in %s", id.Format(id.Sandbox, sb.ID), id.Format(id.Host, r.host.ID), since(t0))
 	state := buildState{envs: map[string]string{}}
+	// Steps run as the image's default user unless they name one; COPY
+	// gives its files to that user too.
+	who, err := r.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: id.Format(id.Sandbox, sb.ID), Cmd: "/bin/sh", Args: []string{"-c", "id -un"}, TimeoutSeconds: 30}))
+	if err != nil {
+		return buildState{}, &stepError{step: "base", msg: AgentError(r.host, "find the default user", err).Error()}
+	}
+	state.user = strings.TrimSpace(string(who.Msg.Stdout))
 	if r.base.build != nil {
 		_ = json.Unmarshal(r.base.build.Envs, &state.envs)
 		state.workdir = r.base.build.Workdir
@@ -522,7 +529,11 @@ func (r *buildRun) copy(ctx context.Context, label string, st BuildStep, state *
 		`  else mkdir -p "$(dirname "$dest")"; cp -a "$f" "$dest"; t="$dest"; fi`,
 	}
 	if user != "" {
-		script = append(script, `  chown -R `+shellQuote(user)+`: "$t"`)
+		owner := user
+		if !strings.Contains(owner, ":") {
+			owner += ":" // and the user's login group
+		}
+		script = append(script, `  chown -R `+shellQuote(owner)+` "$t"`)
 	}
 	if mode != "" {
 		script = append(script, `  chmod -R `+mode+` "$t"`)
