@@ -515,12 +515,22 @@ func (r *buildRun) copy(ctx context.Context, label string, st BuildStep, state *
 	if len(st.Args) > 3 {
 		mode = st.Args[3]
 	}
+	destExpr := shellQuote(dest)
+	if !path.IsAbs(dest) {
+		// No workdir yet: relative to the home of the user the files are for.
+		home := user
+		if i := strings.IndexByte(home, ':'); i >= 0 {
+			home = home[:i]
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(dest, "~"), "/")
+		destExpr = `"$(awk -F: -v u=` + shellQuote(home) + ` '$1==u{print $6}' /etc/passwd)"/` + shellQuote(rel)
+	}
 	script := []string{
 		"set -e",
 		"rm -rf " + guestContext + " && mkdir -p " + guestContext,
 		"tar -xf " + archive + " -C " + guestContext,
 		"cd " + guestContext,
-		"dest=" + shellQuote(dest),
+		"dest=" + destExpr,
 		"n=0; for f in " + globQuote(src) + "; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; n=$((n+1)); done",
 		`[ "$n" -gt 0 ] || { echo "COPY: nothing matches ` + strings.ReplaceAll(src, `"`, "") + ` in the build context" >&2; exit 1; }`,
 		"for f in " + globQuote(src) + "; do",
