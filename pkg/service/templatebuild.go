@@ -77,6 +77,9 @@ type buildState struct {
 	envs    map[string]string
 	workdir string
 	user    string
+	// home is the default user's home: where relative paths start
+	// before any WORKDIR.
+	home string
 }
 
 func (st *buildState) apply(step BuildStep) {
@@ -92,13 +95,17 @@ func (st *buildState) apply(step BuildStep) {
 	}
 }
 
-// resolve makes p absolute against the workdir (home when none).
+// resolve makes p absolute against the workdir, or the default user's
+// home before any (where commands start); "~" is that home.
 func (st *buildState) resolve(p string) string {
-	if path.IsAbs(p) || strings.HasPrefix(p, "~") {
+	if path.IsAbs(p) {
 		return p
 	}
+	if rest, ok := strings.CutPrefix(p, "~"); ok && (rest == "" || rest[0] == '/') {
+		return path.Join(st.home, rest)
+	}
 	if st.workdir == "" {
-		return p // relative to the user's home, where commands start
+		return path.Join(st.home, p)
 	}
 	return path.Join(st.workdir, p)
 }
@@ -338,11 +345,16 @@ func (r *buildRun) build(ctx context.Context) (buildState, error) {
 	state := buildState{envs: map[string]string{}}
 	// Steps run as the image's default user unless they name one; COPY
 	// gives its files to that user too.
-	who, err := r.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: id.Format(id.Sandbox, sb.ID), Cmd: "/bin/sh", Args: []string{"-c", "id -un"}, TimeoutSeconds: 30}))
+	who, err := r.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: id.Format(id.Sandbox, sb.ID), Cmd: "/bin/sh",
+		Args: []string{"-c", `u=$(id -un); echo "$u"; awk -F: -v u="$u" '$1==u{print $6}' /etc/passwd`}, TimeoutSeconds: 30}))
 	if err != nil {
 		return buildState{}, &stepError{step: "base", msg: AgentError(r.host, "find the default user", err).Error()}
 	}
-	state.user = strings.TrimSpace(string(who.Msg.Stdout))
+	fields := strings.Fields(string(who.Msg.Stdout))
+	if len(fields) != 2 {
+		return buildState{}, &stepError{step: "base", msg: fmt.Sprintf("find the default user and home: %q", who.Msg.Stdout)}
+	}
+	state.user, state.home = fields[0], fields[1]
 	if r.base.build != nil {
 		_ = json.Unmarshal(r.base.build.Envs, &state.envs)
 		state.workdir = r.base.build.Workdir
@@ -515,22 +527,13 @@ func (r *buildRun) copy(ctx context.Context, label string, st BuildStep, state *
 	if len(st.Args) > 3 {
 		mode = st.Args[3]
 	}
-	destExpr := shellQuote(dest)
-	if !path.IsAbs(dest) {
-		// No workdir yet: relative to the home of the user the files are for.
-		home := user
-		if i := strings.IndexByte(home, ':'); i >= 0 {
-			home = home[:i]
-		}
-		rel := strings.TrimPrefix(strings.TrimPrefix(dest, "~"), "/")
-		destExpr = `"$(awk -F: -v u=` + shellQuote(home) + ` '$1==u{print $6}' /etc/passwd)"/` + shellQuote(rel)
-	}
+
 	script := []string{
 		"set -e",
 		"rm -rf " + guestContext + " && mkdir -p " + guestContext,
 		"tar -xf " + archive + " -C " + guestContext,
 		"cd " + guestContext,
-		"dest=" + destExpr,
+		"dest=" + shellQuote(dest),
 		"n=0; for f in " + globQuote(src) + "; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; n=$((n+1)); done",
 		`[ "$n" -gt 0 ] || { echo "COPY: nothing matches ` + strings.ReplaceAll(src, `"`, "") + ` in the build context" >&2; exit 1; }`,
 		"for f in " + globQuote(src) + "; do",

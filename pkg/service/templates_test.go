@@ -49,7 +49,10 @@ func TestLayerKeysChain(t *testing.T) {
 }
 
 func TestBuildStateResolves(t *testing.T) {
-	st := buildState{envs: map[string]string{}}
+	st := buildState{envs: map[string]string{}, home: "/home/user"}
+	if st.resolve("app") != "/home/user/app" || st.resolve("~") != "/home/user" || st.resolve("~/x") != "/home/user/x" || st.resolve("~x") != "/home/user/~x" {
+		t.Fatal("resolve before a workdir")
+	}
 	st.apply(BuildStep{Type: StepEnv, Args: []string{"A", "1", "B", "2"}})
 	st.apply(BuildStep{Type: StepWorkdir, Args: []string{"/srv"}})
 	st.apply(BuildStep{Type: StepWorkdir, Args: []string{"app"}})
