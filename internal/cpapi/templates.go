@@ -60,13 +60,17 @@ func viewTemplate(t service.Template) templateView {
 }
 
 type buildView struct {
-	ID         string            `json:"id"`
-	TemplateID string            `json:"template_id"`
-	Status     string            `json:"status"`
-	Spec       json.RawMessage   `json:"spec"`
-	VCPUs      int32             `json:"vcpus"`
-	MemoryMiB  int32             `json:"memory_mib"`
-	SnapshotID string            `json:"snapshot_id,omitempty"`
+	ID         string          `json:"id"`
+	TemplateID string          `json:"template_id"`
+	Status     string          `json:"status"`
+	Spec       json.RawMessage `json:"spec"`
+	VCPUs      int32           `json:"vcpus"`
+	MemoryMiB  int32           `json:"memory_mib"`
+	SnapshotID string          `json:"snapshot_id,omitempty"`
+	// SizeBytes and HostID are the template snapshot's: its disk use and
+	// the host sandboxes from it run on.
+	SizeBytes  int64             `json:"size_bytes,omitempty"`
+	HostID     string            `json:"host_id,omitempty"`
 	Envs       map[string]string `json:"envs"`
 	Workdir    string            `json:"workdir,omitempty"`
 	FailedStep *int32            `json:"failed_step,omitempty"`
@@ -165,7 +169,7 @@ func (a *API) listBuilds(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, mapSlice(bs, viewBuild))
+	writeJSON(w, http.StatusOK, mapSlice(bs, func(b db.TemplateBuild) buildView { return a.viewBuildWithSnapshot(r, b) }))
 }
 
 func (a *API) buildParam(w http.ResponseWriter, r *http.Request) (db.TemplateBuild, bool) {
@@ -183,8 +187,27 @@ func (a *API) buildParam(w http.ResponseWriter, r *http.Request) (db.TemplateBui
 
 func (a *API) getBuild(w http.ResponseWriter, r *http.Request) {
 	if b, ok := a.buildParam(w, r); ok {
-		writeJSON(w, http.StatusOK, viewBuild(b))
+		writeJSON(w, http.StatusOK, a.viewBuildWithSnapshot(r, b))
 	}
+}
+
+// viewBuildWithSnapshot adds where the build's snapshot lives and its size.
+func (a *API) viewBuildWithSnapshot(r *http.Request, b db.TemplateBuild) buildView {
+	v := viewBuild(b)
+	if b.SnapshotID != nil {
+		if sn, err := a.svc.GetSnapshot(r.Context(), caller(r), *b.SnapshotID); err == nil {
+			v.SizeBytes = sn.SizeBytes
+			v.HostID = optString(optID(id.Host, sn.HostID))
+		}
+	}
+	return v
+}
+
+func optString(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func (a *API) cancelBuild(w http.ResponseWriter, r *http.Request) {
