@@ -110,3 +110,53 @@ test('bad specs are refused with a message naming what is wrong', { skip, timeou
   await assert.rejects(build(Template().fromImage('python:3.12').runCmd('true'), 'bad2'), /fromImage .*not supported/)
   await assert.rejects(build(Template().fromTemplate('base'), 'bad3'), /at least one step/)
 })
+
+// Wrenn's own API (/v1) with the same key: a build cancelled in its
+// second step leaves no sandbox and no layer (a rebuild runs step 1
+// again), and its log says where it stopped.
+test('a cancelled build leaves nothing behind', { skip, timeout: 300_000 }, async () => {
+  const v1 = process.env.E2B_API_URL.replace(/\/e2b$/, '/v1')
+  const call = async (method, p, body) => {
+    const r = await fetch(v1 + p, { method, headers: { 'X-API-Key': process.env.E2B_API_KEY, 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) })
+    const text = await r.text()
+    return { status: r.status, body: text ? JSON.parse(text.split('\n')[0] || 'null') : null, text }
+  }
+  const spec = { name: 'slow', from_template: 'base', steps: [{ type: 'RUN', args: ['echo one > /tmp/one'] }, { type: 'RUN', args: ['echo started; sleep 600'] }] }
+  const started = await call('POST', '/templates', spec)
+  assert.equal(started.status, 202, started.text)
+  const build = started.body
+  for (;;) {
+    const logs = await call('GET', `/templates/slow/builds/${build.id}/logs`)
+    if (logs.text.includes('"message":"started"')) break
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  assert.equal((await call('POST', `/templates/slow/builds/${build.id}/cancel`)).status, 202)
+  let b
+  for (;;) {
+    b = (await call('GET', `/templates/slow/builds/${build.id}`)).body
+    if (b.status !== 'building') break
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  assert.equal(b.status, 'cancelled')
+  assert.equal(b.snapshot_id, undefined)
+  assert.deepEqual(await buildSandboxesLeft(), [])
+  const logs = (await call('GET', `/templates/slow/builds/${build.id}/logs`)).text
+  assert.match(logs, /Build cancelled/)
+
+  // The layer step 1 made went with the cancelled build.
+  const again = await call('POST', '/templates/slow/builds', { from_template: 'base', steps: [spec.steps[0], { type: 'RUN', args: ['exit 3'] }] })
+  assert.equal(again.status, 202, again.text)
+  for (;;) {
+    b = (await call('GET', `/templates/slow/builds/${again.body.id}`)).body
+    if (b.status !== 'building') break
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  assert.equal(b.status, 'error')
+  assert.equal(b.failed_step, 2)
+  assert.equal(b.exit_code, 3)
+  const text = (await call('GET', `/templates/slow/builds/${again.body.id}/logs`)).text
+  assert.match(text, /"message":"\[1\/2\] RUN echo one > \/tmp\/one"/)
+  assert.doesNotMatch(text, /: cached/)
+  assert.deepEqual(await buildSandboxesLeft(), [])
+  assert.equal((await call('DELETE', '/templates/slow')).status, 204)
+})
