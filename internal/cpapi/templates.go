@@ -246,6 +246,7 @@ func (a *API) buildLogs(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // log lines as they were: a > stays a >
 	for {
 		logs, err := a.svc.BuildLogs(r.Context(), caller(r), ref, b.ID, offset, 1000)
 		if err != nil {
