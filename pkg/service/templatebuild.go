@@ -651,9 +651,20 @@ func (r *buildRun) snapshot(ctx context.Context, kind, name string, made func(db
 	if err != nil {
 		return db.Snapshot{}, err
 	}
-	sn, err := r.s.Q.CreateTemplateSnapshot(ctx, db.CreateTemplateSnapshotParams{
-		ID: id.New(), TeamID: r.b.TeamID, Name: name, HostID: sb.HostID, SourceSandboxID: &sb.ID,
-		Template: sb.Template, Vcpus: sb.Vcpus, MemoryMib: sb.MemoryMib, DiskMib: sb.DiskMib, Kind: kind,
+	var sn db.Snapshot
+	err = r.s.inTx(ctx, func(q *db.Queries) error {
+		// A template counts against the team's snapshot quota; its cached
+		// layers do not.
+		if kind != "layer" {
+			if err := r.s.admit(ctx, q, r.b.TeamID, demand{snapshot: true}); err != nil {
+				return err
+			}
+		}
+		sn, err = q.CreateTemplateSnapshot(ctx, db.CreateTemplateSnapshotParams{
+			ID: id.New(), TeamID: r.b.TeamID, Name: name, HostID: sb.HostID, SourceSandboxID: &sb.ID,
+			Template: sb.Template, Vcpus: sb.Vcpus, MemoryMib: sb.MemoryMib, DiskMib: sb.DiskMib, Kind: kind,
+		})
+		return err
 	})
 	if err != nil {
 		return db.Snapshot{}, err
