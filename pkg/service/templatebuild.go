@@ -531,7 +531,9 @@ func (r *buildRun) copy(ctx context.Context, label string, st BuildStep, state *
 	script := []string{
 		"set -e",
 		"rm -rf " + guestContext + " && mkdir -p " + guestContext,
-		"tar -xf " + archive + " -C " + guestContext,
+		// gzip or plain (E2B's SDK gzips unless told not to); busybox tar
+		// may not detect compression itself.
+		"if gzip -t " + archive + " 2>/dev/null; then gzip -dc " + archive + "; else cat " + archive + "; fi | tar -xf - -C " + guestContext,
 		"cd " + guestContext,
 		"dest=" + shellQuote(dest),
 		"n=0; for f in " + globQuote(src) + "; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; n=$((n+1)); done",
