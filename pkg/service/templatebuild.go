@@ -252,30 +252,7 @@ func (r *buildRun) finalList() []db.Snapshot {
 // dropUploads removes this build's archives that no other live build
 // names: a failed build leaves no files behind.
 func (r *buildRun) dropUploads(ctx context.Context) {
-	mine := map[string]bool{}
-	for _, st := range r.rec.Steps {
-		if st.FilesHash != "" {
-			mine[st.FilesHash] = true
-		}
-	}
-	if len(mine) == 0 {
-		return
-	}
-	specs, err := r.s.Q.ReadyBuildSpecs(ctx, db.ReadyBuildSpecsParams{TeamID: r.b.TeamID, ID: r.b.ID})
-	if err != nil {
-		return
-	}
-	for _, raw := range specs {
-		var other buildRecord
-		if json.Unmarshal(raw, &other) == nil {
-			for _, st := range other.Steps {
-				delete(mine, st.FilesHash)
-			}
-		}
-	}
-	for h := range mine {
-		_ = r.s.Q.DeleteTemplateFile(ctx, db.DeleteTemplateFileParams{TeamID: r.b.TeamID, Hash: h})
-	}
+	r.s.dropUploads(ctx, r.b, r.rec.Steps)
 }
 
 func (r *buildRun) destroySandbox(ctx context.Context) {

@@ -394,6 +394,7 @@ func (s *Service) StartBuild(ctx context.Context, c auth.Caller, templateID, bui
 	if err != nil {
 		// The build ends here; a template with nothing built goes too.
 		_, _ = s.Q.FinishTemplateBuild(ctx, db.FinishTemplateBuildParams{ID: b.ID, Status: "error", Envs: []byte("{}"), Error: err.Error()})
+		s.dropUploads(ctx, b, sp.Steps)
 		if _, lerr := s.Q.LatestReadyBuild(ctx, t.ID); errors.Is(lerr, pgx.ErrNoRows) {
 			_ = s.Q.DeleteTeamTemplate(ctx, t.ID)
 		}
@@ -694,4 +695,33 @@ func (s *Service) UntagTemplate(ctx context.Context, c auth.Caller, name string,
 		}
 	}
 	return nil
+}
+
+// dropUploads removes the archives steps name that no other live build
+// of the team names: a failed build leaves no files behind.
+func (s *Service) dropUploads(ctx context.Context, b db.TemplateBuild, steps []BuildStep) {
+	mine := map[string]bool{}
+	for _, st := range steps {
+		if st.FilesHash != "" {
+			mine[st.FilesHash] = true
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	specs, err := s.Q.ReadyBuildSpecs(ctx, db.ReadyBuildSpecsParams{TeamID: b.TeamID, ID: b.ID})
+	if err != nil {
+		return
+	}
+	for _, raw := range specs {
+		var other buildRecord
+		if json.Unmarshal(raw, &other) == nil {
+			for _, st := range other.Steps {
+				delete(mine, st.FilesHash)
+			}
+		}
+	}
+	for h := range mine {
+		_ = s.Q.DeleteTemplateFile(ctx, db.DeleteTemplateFileParams{TeamID: b.TeamID, Hash: h})
+	}
 }
