@@ -19,14 +19,6 @@ func TestTemplateSDK(t *testing.T) {
 	runTemplateSuite(t, "gvisor", "template.test.mjs")
 }
 
-// TestTemplateSDKQEMU builds a small template from the minimal image
-// under QEMU (a start command served through the proxy, files, env, a
-// cached rebuild): the same build path with the VM's snapshots.
-func TestTemplateSDKQEMU(t *testing.T) {
-	requireVMs(t)
-	runTemplateSuite(t, "qemu", "template-qemu.test.mjs")
-}
-
 // runTemplateSuite runs a node test file against `wrenn dev` on runtime,
 // then checks the agent left nothing running.
 func runTemplateSuite(t *testing.T, runtime, file string) {
