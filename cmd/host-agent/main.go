@@ -33,6 +33,7 @@ func main() {
 	flag.StringVar(&o.Accel, "accel", "auto", "QEMU accelerator: auto, kvm or tcg")
 	flag.StringVar(&o.HostID, "host-id", "", "this host's ID (default: the hostname)")
 	flag.IntVar(&o.NetworkPartition, "network-partition", 0, "for several agents on one host: each needs its own partition, 0 to 7")
+	flag.IntVar(&o.NetworkSlots, "network-slots", 0, "network slots this agent may use, at most one per sandbox (0: all of its partition's)")
 	flag.IntVar(&o.MaxSandboxes, "max-sandboxes", 0, "most sandboxes at once (0: no limit beyond network slots)")
 	flag.DurationVar(&o.ReadyTimeout, "ready-timeout", 3*time.Minute, "how long a guest may take to boot")
 	flag.StringVar(&o.ControlPlane, "control-plane", os.Getenv("WRENN_CONTROL_PLANE"), "wrenn-cp base URL to register with and heartbeat to (or WRENN_CONTROL_PLANE)")

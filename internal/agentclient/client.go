@@ -1,20 +1,43 @@
 // Package agentclient dials a host agent's hostagent.v1 API with its bearer
-// secret.
+// secret. Errors come back as the fault kinds the agent sent them with
+// (fault.Interceptor decodes them), so callers classify them with
+// fault.KindOf or errors.Is(err, fault.NotFound).
 package agentclient
 
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
 // New returns a client for the agent at addr ("host:port" or a URL).
 func New(addr, secret string) hostagentv1connect.HostAgentServiceClient {
-	return NewWithTransport(addr, secret, http.DefaultTransport)
+	return NewWithTransport(addr, secret, shared)
+}
+
+var shared = Transport()
+
+// Transport is how to reach agents: HTTP/2, unencrypted (h2c, which
+// agents serve) for http:// addresses. Over HTTP/1.1 a client stream
+// that the agent ends early (an upload into a full disk) loses the
+// agent's answer whenever the agent closes the connection on the rest of
+// the upload, which Go's server does; HTTP/2 ends only the stream, after
+// the answer. A connection that goes quiet is pinged, so that a host
+// that vanished fails its calls instead of holding them.
+func Transport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	var p http.Protocols
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	t.Protocols = &p
+	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
+	return t
 }
 
 // NewWithTransport is New over a transport the caller owns.
@@ -22,7 +45,8 @@ func NewWithTransport(addr, secret string, rt http.RoundTripper) hostagentv1conn
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr, connect.WithReadMaxBytes(hostapi.MaxAgentResponse))
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: bearer{secret, rt}}, addr,
+		connect.WithReadMaxBytes(hostapi.MaxAgentResponse), connect.WithInterceptors(fault.Interceptor()))
 }
 
 type bearer struct {

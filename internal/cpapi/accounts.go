@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
@@ -151,9 +152,7 @@ func (a *API) switchTeam(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if rec := auditOf(r.Context()); rec != nil {
-		rec.teamOnSuccess = team
-	}
+	cphttp.TeamOnSuccess(r.Context(), team)
 	c.TeamID = team
 	a.writeMe(w, r, c)
 }
@@ -224,9 +223,7 @@ func (a *API) createTeam(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setAudit(r.Context(), "team.create", "team", id.Format(id.Team, t.ID))
-	if rec := auditOf(r.Context()); rec != nil {
-		rec.teamOnSuccess = t.ID
-	}
+	cphttp.TeamOnSuccess(r.Context(), t.ID)
 	writeJSON(w, http.StatusCreated, viewTeam(t, "owner"))
 }
 
@@ -235,9 +232,7 @@ func teamParam(w http.ResponseWriter, r *http.Request, action string) (uuid.UUID
 	t, ok := pathID(w, r, "teamID", id.Team)
 	if ok {
 		setAudit(r.Context(), action, "team", id.Format(id.Team, t))
-		if rec := auditOf(r.Context()); rec != nil {
-			rec.teamOnSuccess = t
-		}
+		cphttp.TeamOnSuccess(r.Context(), t)
 	}
 	return t, ok
 }

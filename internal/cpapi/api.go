@@ -4,11 +4,9 @@
 package cpapi
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -17,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
@@ -35,20 +34,19 @@ type API struct {
 	V1   chi.Router
 	// accountLimit bounds sign-in attempts per account from all addresses.
 	accountLimit *httprate.RateLimiter
-	// anonLimit bounds what unauthenticated requests put in the audit log
-	// and the log, per client address; anonDropped counts the rest.
-	anonLimit   *httprate.RateLimiter
-	anonDropped atomic.Int64
+	// anon bounds what unauthenticated requests put in the audit log and
+	// the log, per client address.
+	anon *cphttp.AnonymousQuota
 }
 
 // New builds the router.
 func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 	a := &API{svc: svc, cfg: cfg, log: log, accountLimit: httprate.NewRateLimiter(cfg.AuthAccountRatePerMinute, time.Minute),
-		anonLimit: httprate.NewRateLimiter(cfg.AnonymousAuditPerMinute, time.Minute)}
+		anon: cphttp.NewAnonymousQuota(cfg.AnonymousAuditPerMinute, log)}
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Use(clientip.Middleware(cfg.TrustedProxies))
-	r.Use(a.audit)
+	r.Use(cphttp.Audit(svc, a.anon))
 	r.Use(checkText)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
@@ -227,7 +225,7 @@ func (a *API) authenticate(allowQuery bool) func(http.Handler) http.Handler {
 			}
 			c, err := a.svc.Authenticate(r.Context(), cred)
 			if err != nil {
-				if a.recordAnonymous(r) {
+				if a.anon.Allow(r) {
 					a.log.Warn("authentication failed", "ip", clientIP(r), "method", r.Method, "path", wiretext.Clean(r.URL.Path, 200), "credential", describeCredential(cred), "reason", err.Error())
 				}
 				a.fail(w, r, err)
@@ -238,9 +236,7 @@ func (a *API) authenticate(allowQuery bool) func(http.Handler) http.Handler {
 				writeError(w, http.StatusForbidden, "csrf", "a request authenticated by the session cookie needs its CSRF token in "+csrfHeader)
 				return
 			}
-			if rec := auditOf(r.Context()); rec != nil {
-				rec.caller = &c
-			}
+			cphttp.NoteCaller(r.Context(), c)
 			if c.HasTeam() {
 				w.Header().Set(TeamHeader, id.Format(id.Team, c.TeamID))
 			}
@@ -264,10 +260,6 @@ func describeCredential(cred string) string {
 	}
 }
 
-// clientIP is the request's client address (behind trusted proxies, the
-// one they forwarded).
-func clientIP(r *http.Request) string { return clientip.Of(r) }
-
 func caller(r *http.Request) auth.Caller {
 	c, _ := auth.CallerFrom(r.Context())
 	return c
@@ -281,11 +273,4 @@ func pathID(w http.ResponseWriter, r *http.Request, param string, kind id.Kind) 
 		return u, false
 	}
 	return u, true
-}
-
-// setAudit names the action and resource a state-changing call touched.
-func setAudit(ctx context.Context, action, resourceType, resourceID string) {
-	if rec := auditOf(ctx); rec != nil {
-		rec.action, rec.resourceType, rec.resourceID = action, resourceType, resourceID
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 )
@@ -122,9 +123,7 @@ func (a *API) answerInvitation(w http.ResponseWriter, r *http.Request, accept bo
 		a.fail(w, r, err)
 		return
 	}
-	if rec := auditOf(r.Context()); rec != nil {
-		rec.teamOnSuccess = got.TeamID
-	}
+	cphttp.TeamOnSuccess(r.Context(), got.TeamID)
 	if !accept {
 		w.WriteHeader(http.StatusNoContent)
 		return

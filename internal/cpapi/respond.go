@@ -8,8 +8,9 @@ import (
 	"net/http"
 	"strings"
 
+	"git.omukk.dev/wrenn/sandbox/internal/clientip"
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
-	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
 // apiError is the one error shape every route returns.
@@ -18,57 +19,28 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
-// WriteJSON writes v as a JSON response with status.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if v != nil {
-		_ = json.NewEncoder(w).Encode(v)
-	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) { WriteJSON(w, status, v) }
+// Shorter names for the helpers this package shares with the
+// E2B-compatible API.
+var (
+	writeJSON     = cphttp.WriteJSON
+	clientIP      = clientip.Of
+	setAudit      = cphttp.SetAudit
+	setActor      = cphttp.SetActor
+	platformAudit = cphttp.PlatformAudit
+)
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Code: code, Message: msg})
 }
 
-// ServiceStatus maps a service error kind to its HTTP status and stable
-// code; the E2B-compatible API shares it.
-func ServiceStatus(err error) (int, string) {
-	switch {
-	case errors.Is(err, service.ErrInvalid):
-		return http.StatusBadRequest, "invalid_argument"
-	case errors.Is(err, service.ErrUnauthorized):
-		return http.StatusUnauthorized, "unauthenticated"
-	case errors.Is(err, service.ErrForbidden):
-		return http.StatusForbidden, "forbidden"
-	case errors.Is(err, service.ErrNotFound):
-		return http.StatusNotFound, "not_found"
-	case errors.Is(err, service.ErrConflict):
-		return http.StatusConflict, "conflict"
-	case errors.Is(err, service.ErrNoCapacity):
-		return http.StatusServiceUnavailable, "no_capacity"
-	case errors.Is(err, service.ErrUnavailable):
-		return http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, service.ErrHost):
-		return http.StatusBadGateway, "host_error"
-	case errors.Is(err, service.ErrQuota):
-		return http.StatusTooManyRequests, "quota_exceeded"
-	}
-	return http.StatusInternalServerError, "internal"
-}
-
-// fail writes err; errors the service did not classify are logged and
-// reported without their details.
+// fail writes err with the status of its kind; internal errors are logged
+// and reported without their details.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status, code := ServiceStatus(err)
-	msg := err.Error()
+	status, code := cphttp.Status(err)
 	if status == http.StatusInternalServerError {
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		msg = "internal error; the control plane's log has the details"
 	}
-	writeError(w, status, code, msg)
+	writeError(w, status, code, cphttp.PublicMessage(err))
 }
 
 // decodeOptional is decode for bodies whose every field is optional: an

@@ -4,12 +4,10 @@ import (
 	"net/http"
 	"strings"
 
-	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
-	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
 type createSandboxBody struct {
@@ -204,92 +202,93 @@ func (a *API) exec(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &b) {
 		return
 	}
-	if b.Cmd == "" {
-		writeError(w, http.StatusBadRequest, "invalid_argument", "cmd is required")
-		return
-	}
-	t, ok := a.running(w, r, "sandbox.exec")
+	g, ok := a.guest(w, r, "sandbox.exec")
 	if !ok {
 		return
 	}
-	res, err := t.Agent.Exec(r.Context(), connect.NewRequest(&pb.ExecRequest{
-		SandboxId: t.AgentID, Cmd: b.Cmd, Args: b.Args, Envs: b.Envs, Cwd: b.Cwd, User: b.User, TimeoutSeconds: b.TimeoutSeconds, Stdin: []byte(b.Stdin),
-		MaxOutputBytes: uint64(a.cfg.ExecMaxOutput),
-	}))
-	if err != nil {
-		a.failAgent(w, r, t, "exec", err)
-		return
-	}
-	m := res.Msg
-	writeJSON(w, http.StatusOK, execView{PID: m.GetPid(), ExitCode: m.GetExitCode(), Stdout: string(m.GetStdout()), Stderr: string(m.GetStderr()), Error: m.GetError(),
-		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated()})
-}
-
-// failAgent reports an agent's error on a pass-through call.
-func (a *API) failAgent(w http.ResponseWriter, r *http.Request, t service.Target, op string, err error) {
-	a.fail(w, r, service.AgentError(t.Host, op, err))
-}
-
-// running resolves {sandboxID} to a running sandbox and its agent.
-func (a *API) running(w http.ResponseWriter, r *http.Request, action string) (service.Target, bool) {
-	sid, ok := sandboxParam(w, r, action)
-	if !ok {
-		return service.Target{}, false
-	}
-	t, err := a.svc.Running(r.Context(), caller(r), sid)
+	res, err := g.Exec(r.Context(), service.ExecInput{
+		Cmd: b.Cmd, Args: b.Args, Envs: b.Envs, Cwd: b.Cwd, User: b.User, TimeoutSeconds: b.TimeoutSeconds, Stdin: []byte(b.Stdin),
+	})
 	if err != nil {
 		a.fail(w, r, err)
-		return service.Target{}, false
+		return
 	}
-	return t, true
+	writeJSON(w, http.StatusOK, execView{PID: res.PID, ExitCode: res.ExitCode, Stdout: string(res.Stdout), Stderr: string(res.Stderr), Error: res.Error,
+		StdoutTruncated: res.StdoutTruncated, StderrTruncated: res.StderrTruncated})
+}
+
+// guest resolves {sandboxID} to a running sandbox, for calls into it.
+func (a *API) guest(w http.ResponseWriter, r *http.Request, action string) (*service.Guest, bool) {
+	sid, ok := sandboxParam(w, r, action)
+	if !ok {
+		return nil, false
+	}
+	g, err := a.svc.Guest(r.Context(), caller(r), sid)
+	if err != nil {
+		a.fail(w, r, err)
+		return nil, false
+	}
+	return g, true
+}
+
+type processView struct {
+	PID  uint32   `json:"pid"`
+	Tag  string   `json:"tag,omitempty"`
+	Cmd  string   `json:"cmd"`
+	Args []string `json:"args"`
+	Cwd  string   `json:"cwd,omitempty"`
 }
 
 func (a *API) listProcesses(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.running(w, r, "")
+	g, ok := a.guest(w, r, "")
 	if !ok {
 		return
 	}
-	res, err := t.Agent.ListProcesses(r.Context(), connect.NewRequest(&pb.ListProcessesRequest{SandboxId: t.AgentID}))
+	procs, err := g.Processes(r.Context())
 	if err != nil {
-		a.failAgent(w, r, t, "list processes", err)
+		a.fail(w, r, err)
 		return
 	}
-	type processView struct {
-		PID  uint32   `json:"pid"`
-		Tag  string   `json:"tag,omitempty"`
-		Cmd  string   `json:"cmd"`
-		Args []string `json:"args"`
-		Cwd  string   `json:"cwd,omitempty"`
-	}
-	writeJSON(w, http.StatusOK, mapSlice(res.Msg.GetProcesses(), func(p *pb.Process) processView {
-		return processView{PID: p.GetPid(), Tag: p.GetTag(), Cmd: p.GetCmd(), Args: append([]string{}, p.GetArgs()...), Cwd: p.GetCwd()}
+	writeJSON(w, http.StatusOK, mapSlice(procs, func(p service.Process) processView {
+		return processView{PID: p.PID, Tag: p.Tag, Cmd: p.Cmd, Args: append([]string{}, p.Args...), Cwd: p.Cwd}
 	}))
 }
 
+type metricView struct {
+	TimestampUnixMs int64   `json:"timestamp_unix_ms"`
+	CPUUsedPct      float32 `json:"cpu_used_pct"`
+	CPUCount        uint32  `json:"cpu_count"`
+	MemUsedBytes    uint64  `json:"mem_used_bytes"`
+	MemTotalBytes   uint64  `json:"mem_total_bytes"`
+	DiskUsedBytes   uint64  `json:"disk_used_bytes"`
+	DiskTotalBytes  uint64  `json:"disk_total_bytes"`
+	HostRSSBytes    uint64  `json:"host_rss_bytes"`
+}
+
+func viewMetric(m service.Metric) metricView {
+	v := metricView{CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsedBytes: m.MemUsed, MemTotalBytes: m.MemTotal,
+		DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRSSBytes: m.HostRSS}
+	if !m.At.IsZero() {
+		v.TimestampUnixMs = m.At.UnixMilli()
+	}
+	return v
+}
+
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.running(w, r, "")
+	g, ok := a.guest(w, r, "")
 	if !ok {
 		return
 	}
-	res, err := t.Agent.GetSandboxMetrics(r.Context(), connect.NewRequest(&pb.GetSandboxMetricsRequest{SandboxId: t.AgentID}))
+	recent, err := g.Metrics(r.Context())
 	if err != nil {
-		a.failAgent(w, r, t, "metrics", err)
+		a.fail(w, r, err)
 		return
 	}
-	type metricView struct {
-		TimestampUnixMs int64   `json:"timestamp_unix_ms"`
-		CPUUsedPct      float32 `json:"cpu_used_pct"`
-		CPUCount        uint32  `json:"cpu_count"`
-		MemUsedBytes    uint64  `json:"mem_used_bytes"`
-		MemTotalBytes   uint64  `json:"mem_total_bytes"`
-		DiskUsedBytes   uint64  `json:"disk_used_bytes"`
-		DiskTotalBytes  uint64  `json:"disk_total_bytes"`
-		HostRSSBytes    uint64  `json:"host_rss_bytes"`
+	var latest service.Metric
+	if len(recent) > 0 {
+		latest = recent[len(recent)-1]
 	}
-	view := func(m *pb.SandboxMetrics) metricView {
-		return metricView{m.GetTimestampUnixMs(), m.GetCpuUsedPct(), m.GetCpuCount(), m.GetMemUsedBytes(), m.GetMemTotalBytes(), m.GetDiskUsedBytes(), m.GetDiskTotalBytes(), m.GetHostRssBytes()}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"latest": view(res.Msg.GetLatest()), "recent": mapSlice(res.Msg.GetRecent(), view)})
+	writeJSON(w, http.StatusOK, map[string]any{"latest": viewMetric(latest), "recent": mapSlice(recent, viewMetric)})
 }
 
 type createSnapshotBody struct {

@@ -5,12 +5,11 @@ import (
 	"net/http"
 	"strings"
 
-	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
 func (a *API) moveFile(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "sandbox.move_file")
+	g, ok := a.guest(w, r, "sandbox.move_file")
 	if !ok {
 		return
 	}
@@ -22,7 +21,7 @@ func (a *API) moveFile(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &b) {
 		return
 	}
-	e, err := a.svc.MovePath(r.Context(), caller(r), sid, b.From, b.To, b.User)
+	e, err := g.Move(r.Context(), b.From, b.To, b.User)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -39,11 +38,11 @@ type portView struct {
 }
 
 func (a *API) listPorts(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
+	g, ok := a.guest(w, r, "")
 	if !ok {
 		return
 	}
-	ports, err := a.svc.ListeningPorts(r.Context(), caller(r), sid)
+	ports, err := g.ListeningPorts(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -55,7 +54,7 @@ func (a *API) listPorts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, mapSlice(ports, func(p service.Port) portView {
 		v := portView{Port: p.Port, Address: p.Address}
 		if a.cfg.SandboxDomain != "" {
-			v.URL = fmt.Sprintf("%s://%d-%s.%s", scheme, p.Port, id.Format(id.Sandbox, sid), a.cfg.SandboxDomain)
+			v.URL = fmt.Sprintf("%s://%d-%s.%s", scheme, p.Port, g.ID(), a.cfg.SandboxDomain)
 		}
 		return v
 	}))

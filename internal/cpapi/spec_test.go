@@ -24,7 +24,7 @@ func TestRoutesMatchSpec(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := service.New(nil, nil, config.Defaults(), log)
 	api := cpapi.New(svc, config.Defaults(), log)
-	e2bcompat.Mount(api, svc, "", 1<<20, log)
+	e2bcompat.Mount(api.Root, svc, "", 1<<20, log)
 	var routes []string
 	err := chi.Walk(api.Root, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		routes = append(routes, method+" "+strings.TrimSuffix(strings.ReplaceAll(route, "/*/", "/"), "/"))

@@ -2,16 +2,13 @@ package cpapi
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
@@ -297,26 +294,9 @@ func (a *API) templateFilesPresent(w http.ResponseWriter, r *http.Request) {
 func (a *API) uploadTemplateFiles(w http.ResponseWriter, r *http.Request) {
 	hash := chi.URLParam(r, "hash")
 	setAudit(r.Context(), "template.upload", "files", hash)
-	if err := ReceiveTemplateFiles(w, r, a.svc, caller(r), hash); err != nil {
+	if err := cphttp.ReceiveTemplateFiles(w, r, a.svc, caller(r), hash); err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
-}
-
-// ReceiveTemplateFiles reads a build-context archive from the request's
-// body, bounded by service.MaxContextBytes; the E2B upload shares it.
-func ReceiveTemplateFiles(w http.ResponseWriter, r *http.Request, svc *service.Service, c auth.Caller, hash string) error {
-	if err := service.ValidFilesHash(hash); err != nil {
-		return err
-	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, service.MaxContextBytes))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return &service.Error{Kind: service.ErrInvalid, Msg: fmt.Sprintf("the build context is larger than %d bytes; copy less (a .dockerignore helps) or make the files in a RUN step", service.MaxContextBytes)}
-	}
-	if err != nil {
-		return &service.Error{Kind: service.ErrInvalid, Msg: "reading the upload: " + err.Error()}
-	}
-	return svc.PutTemplateFile(r.Context(), c, hash, data)
 }

@@ -10,12 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
-	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
 // wsEvent is a control or status message on a stream's text frames.
@@ -43,7 +42,7 @@ func queryUint(r *http.Request, name string, def uint32) (uint32, bool) {
 // client, and {"type":"started","pid"} and {"type":"exit"} from the server.
 // ?pid= reattaches to a terminal that outlived an earlier connection.
 func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.running(w, r, "")
+	g, ok := a.guest(w, r, "")
 	if !ok {
 		return
 	}
@@ -59,50 +58,43 @@ func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered
 	}
 	defer conn.CloseNow()
-	a.auditStream(r, "sandbox.pty", t.AgentID, fmt.Sprintf("cmd=%q user=%q pid=%d", r.URL.Query().Get("cmd"), r.URL.Query().Get("user"), pid))
+	cphttp.AuditStream(a.svc, r, caller(r), "sandbox.pty", g.ID(), fmt.Sprintf("cmd=%q user=%q pid=%d", r.URL.Query().Get("cmd"), r.URL.Query().Get("user"), pid))
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go a.endOnRevocation(ctx, cancel, r, conn)
-	stream, err := t.Agent.PtyAttach(ctx, connect.NewRequest(&pb.PtyAttachRequest{
-		SandboxId: t.AgentID, Pid: pid, Cols: cols, Rows: rows, Cmd: r.URL.Query().Get("cmd"), User: r.URL.Query().Get("user"),
-	}))
+	term, err := g.OpenTerminal(ctx, service.TerminalOptions{PID: pid, Cols: cols, Rows: rows, Cmd: r.URL.Query().Get("cmd"), User: r.URL.Query().Get("user")})
 	if err != nil {
 		conn.Close(websocket.StatusInternalError, truncate(err.Error()))
 		return
 	}
-	defer stream.Close()
-	if !stream.Receive() {
-		conn.Close(websocket.StatusInternalError, truncate(errText(stream.Err(), "terminal did not start")))
-		return
-	}
-	pid = stream.Msg().GetStartedPid()
-	if err := wsjson.Write(ctx, conn, wsEvent{Type: "started", PID: pid}); err != nil {
+	defer term.Close()
+	if err := wsjson.Write(ctx, conn, wsEvent{Type: "started", PID: term.PID()}); err != nil {
 		return
 	}
 	inputDone := make(chan struct{})
 	go func() {
 		defer close(inputDone)
 		defer cancel()
-		a.ptyInput(ctx, conn, t, pid)
+		ptyInput(ctx, conn, term)
 	}()
-	for stream.Receive() {
-		switch ev := stream.Msg().GetEvent().(type) {
-		case *pb.PtyAttachResponse_Output:
-			if err := conn.Write(ctx, websocket.MessageBinary, ev.Output); err != nil {
+	_ = term.Follow(func(ev service.ProcessEvent) error {
+		switch ev.Kind {
+		case service.ProcessOutput:
+			if err := conn.Write(ctx, websocket.MessageBinary, ev.Data); err != nil {
 				cancel()
 			}
-		case *pb.PtyAttachResponse_End:
-			code := ev.End.GetExitCode()
-			_ = wsjson.Write(ctx, conn, wsEvent{Type: "exit", ExitCode: &code, Error: ev.End.GetError()})
+		case service.ProcessEnded:
+			_ = wsjson.Write(ctx, conn, wsEvent{Type: "exit", ExitCode: &ev.ExitCode, Error: ev.Error})
 			conn.Close(websocket.StatusNormalClosure, "")
 			cancel()
 		}
-	}
+		return nil
+	})
 	cancel()
 	<-inputDone
 }
 
-func (a *API) ptyInput(ctx context.Context, conn *websocket.Conn, t service.Target, pid uint32) {
+func ptyInput(ctx context.Context, conn *websocket.Conn, term *service.Terminal) {
 	for {
 		typ, data, err := conn.Read(ctx)
 		if err != nil {
@@ -110,7 +102,7 @@ func (a *API) ptyInput(ctx context.Context, conn *websocket.Conn, t service.Targ
 		}
 		var cerr error
 		if typ == websocket.MessageBinary {
-			_, cerr = t.Agent.PtySendInput(ctx, connect.NewRequest(&pb.PtySendInputRequest{SandboxId: t.AgentID, Pid: pid, Data: data}))
+			cerr = term.Input(ctx, data)
 		} else {
 			var ev wsEvent
 			if json.Unmarshal(data, &ev) != nil {
@@ -119,11 +111,11 @@ func (a *API) ptyInput(ctx context.Context, conn *websocket.Conn, t service.Targ
 			}
 			switch ev.Type {
 			case "resize":
-				_, cerr = t.Agent.PtyResize(ctx, connect.NewRequest(&pb.PtyResizeRequest{SandboxId: t.AgentID, Pid: pid, Cols: ev.Cols, Rows: ev.Rows}))
+				cerr = term.Resize(ctx, ev.Cols, ev.Rows)
 			case "input":
-				_, cerr = t.Agent.PtySendInput(ctx, connect.NewRequest(&pb.PtySendInputRequest{SandboxId: t.AgentID, Pid: pid, Data: []byte(ev.Data)}))
+				cerr = term.Input(ctx, []byte(ev.Data))
 			case "kill":
-				_, cerr = t.Agent.PtyKill(ctx, connect.NewRequest(&pb.PtyKillRequest{SandboxId: t.AgentID, Pid: pid}))
+				cerr = term.Kill(ctx)
 			default:
 				conn.Close(websocket.StatusUnsupportedData, "unknown control message "+truncate(ev.Type))
 				return
@@ -135,11 +127,15 @@ func (a *API) ptyInput(ctx context.Context, conn *websocket.Conn, t service.Targ
 	}
 }
 
+var execEventTypes = map[service.ProcessEventKind]string{
+	service.ProcessStarted: "start", service.ProcessStdout: "stdout", service.ProcessStderr: "stderr", service.ProcessEnded: "exit",
+}
+
 // wsExec runs a command (?cmd=, repeated ?arg=, ?cwd=, ?user=, repeated
 // ?env=K=V) and streams its events as JSON text frames: start, stdout,
 // stderr, exit. Closing the socket stops following it; the process runs on.
 func (a *API) wsExec(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.running(w, r, "")
+	g, ok := a.guest(w, r, "")
 	if !ok {
 		return
 	}
@@ -162,45 +158,27 @@ func (a *API) wsExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.CloseNow()
-	a.auditStream(r, "sandbox.exec_stream", t.AgentID, fmt.Sprintf("cmd=%q args=%q cwd=%q user=%q", q.Get("cmd"), q["arg"], q.Get("cwd"), q.Get("user")))
+	cphttp.AuditStream(a.svc, r, caller(r), "sandbox.exec_stream", g.ID(), fmt.Sprintf("cmd=%q args=%q cwd=%q user=%q", q.Get("cmd"), q["arg"], q.Get("cwd"), q.Get("user")))
 	ctx, cancel := context.WithCancel(conn.CloseRead(r.Context()))
 	defer cancel()
 	go a.endOnRevocation(ctx, cancel, r, conn)
-	stream, err := t.Agent.ExecStream(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: t.AgentID, Cmd: q.Get("cmd"), Args: q["arg"], Cwd: q.Get("cwd"), User: q.Get("user"), Envs: envs}))
-	if err != nil {
-		conn.Close(websocket.StatusInternalError, truncate(err.Error()))
+	var sendErr error
+	err = g.ExecStream(ctx, service.ExecInput{Cmd: q.Get("cmd"), Args: q["arg"], Cwd: q.Get("cwd"), User: q.Get("user"), Envs: envs}, func(e service.ProcessEvent) error {
+		ev := wsEvent{Type: execEventTypes[e.Kind], PID: e.PID, Data: string(e.Data), Error: e.Error}
+		if e.Kind == service.ProcessEnded {
+			ev.ExitCode = &e.ExitCode
+		}
+		sendErr = wsjson.Write(ctx, conn, ev)
+		return sendErr
+	})
+	switch {
+	case sendErr != nil:
 		return
-	}
-	defer stream.Close()
-	for stream.Receive() {
-		var ev wsEvent
-		switch e := stream.Msg().GetEvent().(type) {
-		case *pb.ExecStreamResponse_StartedPid:
-			ev = wsEvent{Type: "start", PID: e.StartedPid}
-		case *pb.ExecStreamResponse_Stdout:
-			ev = wsEvent{Type: "stdout", Data: string(e.Stdout)}
-		case *pb.ExecStreamResponse_Stderr:
-			ev = wsEvent{Type: "stderr", Data: string(e.Stderr)}
-		case *pb.ExecStreamResponse_End:
-			code := e.End.GetExitCode()
-			ev = wsEvent{Type: "exit", ExitCode: &code, Error: e.End.GetError()}
-		}
-		if err := wsjson.Write(ctx, conn, ev); err != nil {
-			return
-		}
-	}
-	if err := stream.Err(); err != nil && ctx.Err() == nil {
+	case err != nil && ctx.Err() == nil:
 		conn.Close(websocket.StatusInternalError, truncate(err.Error()))
 		return
 	}
 	conn.Close(websocket.StatusNormalClosure, "")
-}
-
-func errText(err error, def string) string {
-	if err != nil {
-		return err.Error()
-	}
-	return def
 }
 
 // truncate fits a close reason into a control frame (123 bytes).

@@ -1,24 +1,22 @@
 // Package cptest runs a real control plane for tests and benchmarks: a
 // private PostgreSQL (pglocal) with a fresh database per control plane,
-// and cpserver.Run in this process on a loopback port, plus a small JSON
-// client for its API.
+// and cpserver.Run in this process on a loopback port, driven through
+// cpclient.
 package cptest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
 	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
@@ -145,71 +143,15 @@ func (cp *CP) Stop() error {
 	}
 }
 
-// Response is a decoded API response.
-type Response struct {
-	Status int
-	Body   []byte
-	Header http.Header
-}
+// Response is an API response.
+type Response = cpclient.Response
 
-// JSON decodes the body into v.
-func (r Response) JSON(v any) error { return json.Unmarshal(r.Body, v) }
-
-// Map decodes an object body.
-func (r Response) Map() map[string]any {
-	var m map[string]any
-	_ = json.Unmarshal(r.Body, &m)
-	return m
-}
-
-// Code is the error code of an error body.
-func (r Response) Code() string {
-	s, _ := r.Map()["code"].(string)
-	return s
-}
-
-func (r Response) String() string {
-	return fmt.Sprintf("%d %s", r.Status, strings.TrimSpace(string(r.Body)))
-}
-
-// Do calls the API with token as the bearer credential (none if empty).
-// body is JSON-encoded unless it is a []byte or io.Reader (sent as is), or
-// a json.RawMessage (sent as is, as JSON, even if malformed).
+// Do calls the API with token as the bearer credential (none if empty),
+// with cpclient's body conventions: JSON unless body is a []byte or
+// io.Reader (sent as is), or a json.RawMessage (sent as is, as JSON, even
+// if malformed).
 func (cp *CP) Do(method, path, token string, body any) (Response, error) {
-	var rd io.Reader
-	ct := ""
-	switch b := body.(type) {
-	case nil:
-	case json.RawMessage:
-		rd, ct = bytes.NewReader(b), "application/json"
-	case []byte:
-		rd, ct = bytes.NewReader(b), "application/octet-stream"
-	case io.Reader:
-		rd, ct = b, "application/octet-stream"
-	default:
-		data, err := json.Marshal(b)
-		if err != nil {
-			return Response{}, err
-		}
-		rd, ct = bytes.NewReader(data), "application/json"
-	}
-	req, err := http.NewRequest(method, cp.URL+path, rd)
-	if err != nil {
-		return Response{}, err
-	}
-	if ct != "" {
-		req.Header.Set("Content-Type", ct)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return Response{}, err
-	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(res.Body)
-	return Response{Status: res.StatusCode, Body: data, Header: res.Header}, err
+	return cpclient.New(cp.URL, nil).Do(context.Background(), method, path, token, body)
 }
 
 // Must is Do that fails the test on a transport error or a status other

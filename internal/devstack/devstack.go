@@ -18,13 +18,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
 	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
@@ -155,22 +155,22 @@ func Run(ctx context.Context, o Options) error {
 		cpDone <- nil
 		return fmt.Errorf("control plane: %w", err)
 	}
-	api := &client{base: "http://" + apiAddr}
+	api := cpclient.New("http://"+apiAddr, nil)
 
 	creds, err := bootstrap(ctx, cfg, log, api, filepath.Join(o.DataDir, "credentials.json"))
 	if err != nil {
 		return err
 	}
-	session, err := api.login(creds)
+	session, err := login(ctx, api, creds)
 	if err != nil {
 		return err
 	}
 	agentState := filepath.Join(o.DataDir, "agent")
-	if err := forgetStaleRegistration(api, session, agentState); err != nil {
+	if err := forgetStaleRegistration(ctx, api, session, agentState); err != nil {
 		return err
 	}
-	token, err := api.hostToken(session)
-	if err != nil {
+	var token struct{ Token string }
+	if err := api.Call(ctx, "POST", "/v1/hosts/tokens", session, nil, &token); err != nil {
 		return err
 	}
 	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
@@ -178,7 +178,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() {
 		agentDone <- hostagent.Run(agentCtx, hostagent.Options{
 			Listen: o.AgentListen, StateDir: agentState, ImagesDir: o.ImagesDir, Runtime: o.Runtime,
-			ControlPlane: api.base, RegistrationToken: token, ReadyTimeout: 3 * time.Minute, Log: log,
+			ControlPlane: api.URL(), RegistrationToken: token.Token, ReadyTimeout: 3 * time.Minute, Log: log,
 		})
 	}()
 	defer func() {
@@ -187,12 +187,12 @@ func Run(ctx context.Context, o Options) error {
 			log.Error("agent stopped", "err", err)
 		}
 	}()
-	if err := api.waitHostReady(ctx, session, agentDone); err != nil {
+	if err := waitHostReady(ctx, api, session, agentDone); err != nil {
 		return err
 	}
 
-	info := Info{APIURL: api.base, ProxyURL: "http://" + o.ProxyListen, AdminEmail: creds.AdminEmail, AdminPass: creds.AdminPassword, APIKey: creds.APIKey}
-	info.E2BEnv = []string{"E2B_API_URL=" + api.base + "/e2b", "E2B_SANDBOX_URL=" + info.ProxyURL, "E2B_API_KEY=" + creds.APIKey}
+	info := Info{APIURL: api.URL(), ProxyURL: "http://" + o.ProxyListen, AdminEmail: creds.AdminEmail, AdminPass: creds.AdminPassword, APIKey: creds.APIKey}
+	info.E2BEnv = []string{"E2B_API_URL=" + api.URL() + "/e2b", "E2B_SANDBOX_URL=" + info.ProxyURL, "E2B_API_KEY=" + creds.APIKey}
 	info.EnvFile = filepath.Join(o.DataDir, "e2b.env")
 	if err := os.WriteFile(info.EnvFile, []byte(strings.Join(info.E2BEnv, "\n")+"\n"), 0o600); err != nil {
 		return err
@@ -310,7 +310,7 @@ func readOrCreate(path string, gen func() []byte) ([]byte, error) {
 // bootstrap creates the admin (on the host, as `control-plane
 // create-admin` does: signing up never makes an admin), their team and an
 // API key on the first run, and reads them back on later ones.
-func bootstrap(ctx context.Context, cfg config.Config, log *slog.Logger, api *client, path string) (credentials, error) {
+func bootstrap(ctx context.Context, cfg config.Config, log *slog.Logger, api *cpclient.Client, path string) (credentials, error) {
 	var c credentials
 	if b, err := os.ReadFile(path); err == nil {
 		if err := json.Unmarshal(b, &c); err != nil {
@@ -328,12 +328,12 @@ func bootstrap(ctx context.Context, cfg config.Config, log *slog.Logger, api *cl
 	if err != nil {
 		return c, fmt.Errorf("create the admin: %w (to start over, delete %s/pg)", err, filepath.Dir(path))
 	}
-	session, err := api.login(c)
+	session, err := login(ctx, api, c)
 	if err != nil {
 		return c, err
 	}
 	var k struct{ Key string }
-	if err := api.do("POST", "/v1/api-keys", session, map[string]string{"name": "wrenn dev"}, &k); err != nil {
+	if err := api.Call(ctx, "POST", "/v1/api-keys", session, map[string]string{"name": "wrenn dev"}, &k); err != nil {
 		return c, fmt.Errorf("create an API key: %w", err)
 	}
 	c.APIKey = k.Key
@@ -341,78 +341,33 @@ func bootstrap(ctx context.Context, cfg config.Config, log *slog.Logger, api *cl
 	return c, os.WriteFile(path, b, 0o600)
 }
 
-// forgetStaleRegistration drops the agent's saved credentials when the
-// control plane no longer knows its host (a wiped database).
-func forgetStaleRegistration(api *client, session, agentState string) error {
-	path := filepath.Join(agentState, "control-plane.json")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var saved struct {
-		HostID string `json:"host_id"`
-	}
-	_ = json.Unmarshal(b, &saved)
-	var h map[string]any
-	if err := api.do("GET", "/v1/hosts/"+saved.HostID, session, nil, &h); err == nil {
-		return nil
-	}
-	return os.Remove(path)
-}
-
-type client struct{ base string }
-
-func (c *client) do(method, path, token string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	data, _ := io.ReadAll(res.Body)
-	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
-
-func (c *client) login(cr credentials) (string, error) {
+// login signs the admin in and returns the session token.
+func login(ctx context.Context, api *cpclient.Client, c credentials) (string, error) {
 	var s struct{ Token string }
-	err := c.do("POST", "/v1/auth/login", "", map[string]string{"email": cr.AdminEmail, "password": cr.AdminPassword}, &s)
+	err := api.Call(ctx, "POST", "/v1/auth/login", "", map[string]string{"email": c.AdminEmail, "password": c.AdminPassword}, &s)
 	return s.Token, err
 }
 
-func (c *client) hostToken(session string) (string, error) {
-	var t struct{ Token string }
-	err := c.do("POST", "/v1/hosts/tokens", session, nil, &t)
-	return t.Token, err
+// forgetStaleRegistration drops the agent's saved credentials when the
+// control plane no longer knows its host (a wiped database).
+func forgetStaleRegistration(ctx context.Context, api *cpclient.Client, session, agentState string) error {
+	host, err := hostagent.RegisteredHost(agentState)
+	switch {
+	case err == nil && host == "":
+		return nil // not registered yet
+	case err == nil && api.Call(ctx, "GET", "/v1/hosts/"+host, session, nil, nil) == nil:
+		return nil
+	}
+	return hostagent.ForgetRegistration(agentState)
 }
 
-func (c *client) waitHostReady(ctx context.Context, session string, agentDone chan error) error {
+func waitHostReady(ctx context.Context, api *cpclient.Client, session string, agentDone chan error) error {
 	for {
 		var hosts []struct {
 			Status    string
 			Templates []string
 		}
-		if err := c.do("GET", "/v1/hosts", session, nil, &hosts); err == nil {
+		if err := api.Call(ctx, "GET", "/v1/hosts", session, nil, &hosts); err == nil {
 			for _, h := range hosts {
 				if h.Status == "ready" && len(h.Templates) > 0 {
 					return nil

@@ -22,9 +22,10 @@ import (
 	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
-	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
@@ -41,10 +42,11 @@ type handler struct {
 	publicURL string
 }
 
-// Mount adds the routes under Prefix on api's root router.
-func Mount(api *cpapi.API, svc *service.Service, domain string, maxBody int64, log *slog.Logger) {
+// Mount adds the routes under Prefix on root, the control plane's root
+// router (whose audit middleware records their calls).
+func Mount(root chi.Router, svc *service.Service, domain string, maxBody int64, log *slog.Logger) {
 	h := &handler{svc: svc, log: log, domain: domain, maxBody: maxBody, publicURL: svc.Config.PublicURL}
-	api.Root.Route(Prefix, func(r chi.Router) {
+	root.Route(Prefix, func(r chi.Router) {
 		r.Use(h.authenticate)
 		r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 			writeError(w, http.StatusNotFound, "no such route in the E2B-compatible API")
@@ -75,20 +77,19 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
-var writeJSON = cpapi.WriteJSON
+var writeJSON = cphttp.WriteJSON
 
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, apiError{Code: status, Message: msg})
 }
 
+// fail writes err with the status of its kind, in E2B's shape.
 func (h *handler) fail(w http.ResponseWriter, err error) {
-	status, _ := cpapi.ServiceStatus(err)
-	msg := err.Error()
+	status, _ := cphttp.Status(err)
 	if status == http.StatusInternalServerError {
 		h.log.Error("e2b api", "err", err)
-		msg = "internal error; the control plane's log has the details"
 	}
-	writeError(w, status, msg)
+	writeError(w, status, cphttp.PublicMessage(err))
 }
 
 func (h *handler) authenticate(next http.Handler) http.Handler {
@@ -116,7 +117,7 @@ func (h *handler) authenticate(next http.Handler) http.Handler {
 }
 
 func withCaller(ctx context.Context, c auth.Caller) context.Context {
-	cpapi.NoteCaller(ctx, c)
+	cphttp.NoteCaller(ctx, c)
 	return auth.WithCaller(ctx, c)
 }
 
@@ -163,7 +164,7 @@ func sandboxParam(w http.ResponseWriter, r *http.Request, action string) (uuid.U
 		return sid, false
 	}
 	if action != "" {
-		cpapi.SetAudit(r.Context(), action, "sandbox", raw)
+		cphttp.SetAudit(r.Context(), action, "sandbox", raw)
 	}
 	return sid, true
 }
@@ -223,7 +224,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &b) {
 		return
 	}
-	cpapi.SetAudit(r.Context(), "sandbox.create", "sandbox", "")
+	cphttp.SetAudit(r.Context(), "sandbox.create", "sandbox", "")
 	in := service.CreateSandboxInput{Metadata: b.Metadata, EnvVars: b.EnvVars, AllowInternet: b.AllowInternetAccess}
 	if b.Timeout != nil {
 		in.TimeoutSeconds = *b.Timeout
@@ -243,7 +244,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 	switch snap, err := h.svc.FindSnapshot(r.Context(), c, b.TemplateID); {
 	case err == nil:
 		in.SnapshotID = &snap.ID
-	case !errors.Is(err, service.ErrNotFound):
+	case !errors.Is(err, fault.NotFound):
 		h.fail(w, err)
 		return
 	default:
@@ -261,7 +262,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	cpapi.SetAudit(r.Context(), "sandbox.create", "sandbox", id.Format(id.Sandbox, sb.ID))
+	cphttp.SetAudit(r.Context(), "sandbox.create", "sandbox", id.Format(id.Sandbox, sb.ID))
 	writeJSON(w, http.StatusCreated, h.view(sb))
 }
 
@@ -324,7 +325,7 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 	}
 	sb, err := h.svc.GetSandbox(r.Context(), caller(r), sid)
 	if err == nil && (sb.State == "stopped" || sb.State == "error") {
-		err = &service.Error{Kind: service.ErrNotFound, Msg: "sandbox " + id.Format(id.Sandbox, sid) + " not found (it has stopped)"}
+		err = fault.New(fault.NotFound, "sandbox "+id.Format(id.Sandbox, sid)+" not found (it has stopped)")
 	}
 	if err != nil {
 		h.fail(w, err)
@@ -449,9 +450,9 @@ func (h *handler) kill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := h.svc.DestroySandbox(r.Context(), caller(r), sid)
-	if errors.Is(err, service.ErrConflict) {
+	if errors.Is(err, fault.Conflict) {
 		// Already stopped: gone, as far as the SDK is concerned.
-		err = &service.Error{Kind: service.ErrNotFound, Msg: "sandbox " + id.Format(id.Sandbox, sid) + " not found"}
+		err = fault.New(fault.NotFound, "sandbox "+id.Format(id.Sandbox, sid)+" not found")
 	}
 	if err != nil {
 		h.fail(w, err)
@@ -481,7 +482,7 @@ func (h *handler) pause(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err == nil && sb.State != "running" && sb.State != "pausing" {
-		err = &service.Error{Kind: service.ErrNotFound, Msg: "sandbox " + id.Format(id.Sandbox, sid) + " is " + sb.State}
+		err = fault.New(fault.NotFound, "sandbox "+id.Format(id.Sandbox, sid)+" is "+sb.State)
 	}
 	if err == nil {
 		_, err = h.svc.PauseSandbox(r.Context(), caller(r), sid)
@@ -598,8 +599,8 @@ func (h *handler) extend(w http.ResponseWriter, r *http.Request, action string, 
 // notRunningIsNotFound: E2B answers calls on a sandbox that is not running
 // with 404.
 func notRunningIsNotFound(err error) error {
-	if errors.Is(err, service.ErrConflict) {
-		return &service.Error{Kind: service.ErrNotFound, Msg: err.Error()}
+	if errors.Is(err, fault.Conflict) {
+		return fault.New(fault.NotFound, err.Error())
 	}
 	return err
 }
@@ -609,7 +610,11 @@ func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	samples, err := h.svc.Metrics(r.Context(), caller(r), sid)
+	g, err := h.svc.Guest(r.Context(), caller(r), sid)
+	var samples []service.Metric
+	if err == nil {
+		samples, err = g.Metrics(r.Context())
+	}
 	if err != nil {
 		h.fail(w, notRunningIsNotFound(err))
 		return
@@ -625,7 +630,7 @@ func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]metric, 0, len(samples))
 	for _, m := range samples {
-		out = append(out, metric{time.UnixMilli(m.GetTimestampUnixMs()).UTC(), m.GetCpuUsedPct(), m.GetCpuCount(), m.GetMemUsedBytes(), m.GetMemTotalBytes(), m.GetDiskUsedBytes(), m.GetDiskTotalBytes()})
+		out = append(out, metric{m.At, m.CPUUsedPct, m.CPUCount, m.MemUsed, m.MemTotal, m.DiskUsed, m.DiskTotal})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -654,7 +659,7 @@ func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	cpapi.SetAudit(r.Context(), "snapshot.create", "snapshot", id.Format(id.Snapshot, snap.ID))
+	cphttp.SetAudit(r.Context(), "snapshot.create", "snapshot", id.Format(id.Snapshot, snap.ID))
 	writeJSON(w, http.StatusCreated, snapshotView{SnapshotID: id.Format(id.Snapshot, snap.ID), Names: []string{snap.Name}})
 }
 
@@ -681,7 +686,7 @@ func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request) {
 // deleteSnapshot is how the SDK deletes a snapshot (DELETE /templates/{id}).
 func (h *handler) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
 	ref := chi.URLParam(r, "templateID")
-	cpapi.SetAudit(r.Context(), "snapshot.delete", "snapshot", ref)
+	cphttp.SetAudit(r.Context(), "snapshot.delete", "snapshot", ref)
 	snap, err := h.svc.FindSnapshot(r.Context(), caller(r), ref)
 	if err == nil {
 		err = h.svc.DeleteSnapshot(r.Context(), caller(r), snap.ID)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
+	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
@@ -82,13 +82,13 @@ func (h *handler) requestBuild(w http.ResponseWriter, r *http.Request) {
 	if b.Name == "" {
 		b.Name = b.Alias
 	}
-	cpapi.SetAudit(r.Context(), "template.build", "template", b.Name)
+	cphttp.SetAudit(r.Context(), "template.build", "template", b.Name)
 	t, bl, err := h.svc.CreateTemplateBuild(r.Context(), caller(r), service.CreateTemplateInput{Name: b.Name, Tags: b.Tags, VCPUs: b.CPUCount, MemoryMiB: b.MemoryMB})
 	if err != nil {
 		h.fail(w, err)
 		return
 	}
-	cpapi.SetAudit(r.Context(), "template.build", "template", id.Format(id.Template, t.ID))
+	cphttp.SetAudit(r.Context(), "template.build", "template", id.Format(id.Template, t.ID))
 	tags := append([]string{}, b.Tags...)
 	if _, tag := service.SplitTemplateRef(b.Name); tag != "" {
 		tags = append(tags, tag)
@@ -141,8 +141,8 @@ func (h *handler) baseURL(r *http.Request) string {
 
 func (h *handler) uploadFiles(w http.ResponseWriter, r *http.Request) {
 	hash := chi.URLParam(r, "hash")
-	cpapi.SetAudit(r.Context(), "template.upload", "files", hash)
-	if err := cpapi.ReceiveTemplateFiles(w, r, h.svc, caller(r), hash); err != nil {
+	cphttp.SetAudit(r.Context(), "template.upload", "files", hash)
+	if err := cphttp.ReceiveTemplateFiles(w, r, h.svc, caller(r), hash); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -194,7 +194,7 @@ func (h *handler) startBuild(w http.ResponseWriter, r *http.Request) {
 	for _, st := range b.Steps {
 		spec.Steps = append(spec.Steps, service.BuildStep{Type: st.Type, Args: st.Args, FilesHash: st.FilesHash, Force: st.Force})
 	}
-	cpapi.SetAudit(r.Context(), "template.build", "build", id.Format(id.Build, bid))
+	cphttp.SetAudit(r.Context(), "template.build", "build", id.Format(id.Build, bid))
 	if _, err := h.svc.StartBuild(r.Context(), caller(r), tid, bid, spec); err != nil {
 		h.fail(w, err)
 		return
@@ -316,7 +316,7 @@ func (h *handler) assignTags(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &b) {
 		return
 	}
-	cpapi.SetAudit(r.Context(), "template.tag", "template", b.Target)
+	cphttp.SetAudit(r.Context(), "template.tag", "template", b.Target)
 	bl, err := h.svc.TagBuild(r.Context(), caller(r), b.Target, b.Tags)
 	if err != nil {
 		h.fail(w, err)
@@ -335,7 +335,7 @@ func (h *handler) removeTags(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &b) {
 		return
 	}
-	cpapi.SetAudit(r.Context(), "template.untag", "template", b.Name)
+	cphttp.SetAudit(r.Context(), "template.untag", "template", b.Name)
 	if err := h.svc.UntagTemplate(r.Context(), caller(r), b.Name, b.Tags); err != nil {
 		h.fail(w, err)
 		return
@@ -352,7 +352,7 @@ func (h *handler) deleteTemplateOr(next http.HandlerFunc) http.HandlerFunc {
 			next(w, r)
 			return
 		}
-		cpapi.SetAudit(r.Context(), "template.delete", "template", ref)
+		cphttp.SetAudit(r.Context(), "template.delete", "template", ref)
 		if err := h.svc.DeleteTemplate(r.Context(), caller(r), ref); err != nil {
 			h.fail(w, err)
 			return

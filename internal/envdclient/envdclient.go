@@ -1,7 +1,9 @@
 // Package envdclient is the agent's client of the envd inside a sandbox:
-// Connect clients for processes and files, /files transfers, /init, /health
-// and /metrics. Unary calls share a client with a 2-minute timeout; streams
-// and file transfers use one without, so long transfers are not cut.
+// processes (commands, streams, terminals) and files in the agent's terms
+// (process.go and fs.go translate envd's Connect protocol once for all
+// callers), /files transfers, /init, /health and /metrics. Unary calls
+// share a client with a 2-minute timeout; streams and file transfers use
+// one without, so long transfers are not cut.
 package envdclient
 
 import (
@@ -20,6 +22,7 @@ import (
 	"connectrpc.com/connect"
 
 	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/filesystem/filesystemconnect"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
 )
@@ -34,10 +37,11 @@ type Client struct {
 	unary     *http.Client
 	streaming *http.Client
 
-	// Process and FS carry the access token on every call.
-	Process       processconnect.ProcessClient // streams allowed (no timeout)
-	FS            filesystemconnect.FilesystemClient
-	ProcessStream processconnect.ProcessClient
+	// The Connect clients carry the access token on every call; streams
+	// use processStream, which has no timeout.
+	process       processconnect.ProcessClient
+	fs            filesystemconnect.FilesystemClient
+	processStream processconnect.ProcessClient
 }
 
 // New makes a client for envd at base (http://host:port).
@@ -56,9 +60,9 @@ func New(base, token string) *Client {
 	// What envd answers comes from code in the sandbox: no message is
 	// taken in beyond a bound.
 	limit := connect.WithReadMaxBytes(MaxMessageBytes)
-	c.Process = processconnect.NewProcessClient(c.unary, c.base, limit)
-	c.ProcessStream = processconnect.NewProcessClient(c.streaming, c.base, limit)
-	c.FS = filesystemconnect.NewFilesystemClient(c.unary, c.base, limit)
+	c.process = processconnect.NewProcessClient(c.unary, c.base, limit)
+	c.processStream = processconnect.NewProcessClient(c.streaming, c.base, limit)
+	c.fs = filesystemconnect.NewFilesystemClient(c.unary, c.base, limit)
 	return c
 }
 
@@ -195,6 +199,24 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("envd: %d: %s", e.Status, e.Message) }
 
+// Unwrap classifies the error by envd's status: what envd refuses for the
+// request's sake keeps its kind (403: the sandbox user may not touch the
+// path); the rest, a refused access token (401) included, is the agent's
+// problem.
+func (e *Error) Unwrap() error {
+	switch e.Status {
+	case http.StatusBadRequest:
+		return fault.Invalid
+	case http.StatusForbidden:
+		return fault.Forbidden
+	case http.StatusNotFound:
+		return fault.NotFound
+	case http.StatusInsufficientStorage:
+		return fault.NoSpace
+	}
+	return fault.Internal
+}
+
 func httpError(resp *http.Response) error {
 	var body struct {
 		Message string `json:"message"`
@@ -250,28 +272,4 @@ func (c *Client) ReadFile(ctx context.Context, path, user string) (io.ReadCloser
 		return nil, 0, httpError(resp)
 	}
 	return resp.Body, resp.ContentLength, nil
-}
-
-// ConnectCode maps an envd HTTP status to the Connect code a client of the
-// agent should see.
-func ConnectCode(err error) connect.Code {
-	var e *Error
-	if !errors.As(err, &e) {
-		if c := connect.CodeOf(err); c != connect.CodeUnknown {
-			return c
-		}
-		return connect.CodeUnavailable
-	}
-	switch e.Status {
-	case 400:
-		return connect.CodeInvalidArgument
-	case 401, 403: // 403: the user may not touch that path
-		return connect.CodePermissionDenied
-	case 404:
-		return connect.CodeNotFound
-	case 507:
-		return connect.CodeResourceExhausted
-	default:
-		return connect.CodeInternal
-	}
 }

@@ -66,7 +66,7 @@ func TestEndlessMetricsAreRefused(t *testing.T) {
 // MaxMessageBytes is refused, not read whole.
 func TestHugeConnectAnswersAreRefused(t *testing.T) {
 	c := startHostile(t)
-	_, err := c.FS.ListDir(context.Background(), connect.NewRequest(&fspb.ListDirRequest{Path: "/"}))
+	_, err := c.ListDir(context.Background(), "/", "", 1)
 	if connect.CodeOf(err) != connect.CodeResourceExhausted {
 		t.Fatalf("a 24 MiB listing: %v", err)
 	}

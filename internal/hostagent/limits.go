@@ -1,10 +1,7 @@
 package hostagent
 
 import (
-	"fmt"
-
-	"connectrpc.com/connect"
-
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 )
 
@@ -15,7 +12,7 @@ func execOutputLimit(requested uint64) (int, error) {
 	case requested == 0:
 		return hostapi.DefaultExecOutput, nil
 	case requested > hostapi.MaxExecOutput:
-		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("max_output_bytes %d: this agent keeps at most %d; use ExecStream for more", requested, hostapi.MaxExecOutput))
+		return 0, fault.Errorf(fault.Invalid, "max_output_bytes %d: this agent keeps at most %d; use ExecStream for more", requested, hostapi.MaxExecOutput)
 	}
 	return int(requested), nil
 }

@@ -4,8 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"connectrpc.com/connect"
-
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 )
 
@@ -25,7 +24,7 @@ func TestAppendCapped(t *testing.T) {
 	if n, err := execOutputLimit(0); err != nil || n != hostapi.DefaultExecOutput {
 		t.Fatalf("default limit: %d %v", n, err)
 	}
-	if _, err := execOutputLimit(hostapi.MaxExecOutput + 1); connect.CodeOf(err) != connect.CodeInvalidArgument {
+	if _, err := execOutputLimit(hostapi.MaxExecOutput + 1); fault.KindOf(err) != fault.Invalid {
 		t.Fatalf("over the agent's bound: %v", err)
 	}
 }

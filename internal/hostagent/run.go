@@ -44,7 +44,11 @@ type Options struct {
 	// tests): each takes its own range of network slots and iptables
 	// chains. 0 to network.Partitions-1.
 	NetworkPartition int
-	ReadyTimeout     time.Duration
+	// NetworkSlots bounds the sandboxes' network slots (0: the whole
+	// partition, network.PartitionSlots); a create beyond them is refused
+	// as no capacity, and the control plane tries another host.
+	NetworkSlots int
+	ReadyTimeout time.Duration
 	// DNS is the name servers guests use (default: the host's, from
 	// /etc/resolv.conf, loopback ones left out).
 	DNS []netip.Addr
@@ -79,6 +83,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("the agent must run as root: it creates network namespaces, taps and cgroups")
+	}
+	if o.NetworkSlots < 0 || o.NetworkSlots > network.PartitionSlots {
+		return fmt.Errorf("--network-slots %d: use 1 to %d, or 0 for all", o.NetworkSlots, network.PartitionSlots)
 	}
 	if o.ImagesDir == "" {
 		o.ImagesDir = filepath.Join(o.StateDir, "images")
@@ -116,7 +123,7 @@ func Run(ctx context.Context, o Options) error {
 	accel, why := driver.Accelerator()
 	o.Log.Info("runtime", "driver", driver.Name(), "accelerator", accel, "reason", why)
 
-	netm, err := network.NewManager(o.NetworkPartition, 0, nil)
+	netm, err := network.NewManager(o.NetworkPartition, o.NetworkSlots, nil)
 	if err != nil {
 		return err
 	}
@@ -174,7 +181,7 @@ func Run(ctx context.Context, o Options) error {
 		hbDone := make(chan struct{})
 		go func() {
 			defer close(hbDone)
-			heartbeat(hbCtx, o.Log, creds, o.Advertise, svc)
+			heartbeat(hbCtx, o.Log, creds, o.Advertise, m)
 		}()
 		defer func() {
 			stopHeartbeats()

@@ -11,9 +11,12 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
+
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 )
 
 // Every sandbox slot looks the same from inside: the guest is 169.254.0.21
@@ -230,7 +233,13 @@ func (m *Manager) reclaim(keep map[int]bool) error {
 			errs = append(errs, err)
 		}
 	}
+	// Deleting a namespace takes its veth away a moment later, which can
+	// interrupt the dump: list again until a dump is whole.
 	links, err := netlink.LinkList()
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 10; try++ {
+		time.Sleep(50 * time.Millisecond)
+		links, err = netlink.LinkList()
+	}
 	if err != nil {
 		return err
 	}
@@ -266,7 +275,8 @@ func (m *Manager) Acquire(internet, guestNS bool) (_ *Slot, err error) {
 	}
 	if i < 0 {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("all %d network slots are in use", m.max)
+		// No capacity, not a failure: the control plane tries another host.
+		return nil, fault.Errorf(fault.NoCapacity, "all %d network slots are in use", m.max)
 	}
 	m.used[i] = true
 	m.mu.Unlock()

@@ -662,7 +662,7 @@ func (m *Manager) pauseLocked(ctx context.Context, s *Sandbox) (Info, error) {
 	switch st := s.Info().State; st {
 	case Running:
 	case Paused:
-		return Info{}, fmt.Errorf("%w: sandbox %s is already paused", ErrConflict, id)
+		return Info{}, fmt.Errorf("sandbox %s is %w", id, ErrAlreadyPaused)
 	default:
 		return Info{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, st)
 	}

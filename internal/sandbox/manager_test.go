@@ -120,7 +120,7 @@ func TestFailedPauseKeepsTheSandboxRunning(t *testing.T) {
 	if h.slots.inUse() != 0 {
 		t.Errorf("a paused sandbox holds a slot")
 	}
-	if _, err := h.m.Pause(context.Background(), "p2"); !errors.Is(err, ErrConflict) {
+	if _, err := h.m.Pause(context.Background(), "p2"); !errors.Is(err, ErrAlreadyPaused) {
 		t.Errorf("pausing twice: %v", err)
 	}
 	info, err := h.m.Resume(context.Background(), "p2", 0)
@@ -324,7 +324,7 @@ func TestConcurrentOperationsOnOneSandbox(t *testing.T) {
 					continue
 				}
 				err := ops[rand.IntN(len(ops))]()
-				if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrNotFound) {
+				if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrAlreadyPaused) && !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrNotFound) {
 					mu.Lock()
 					unexpected = append(unexpected, err)
 					mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 )
 
 // State of a sandbox.
@@ -125,15 +126,17 @@ func (s *Sandbox) Envd() (*envdclient.Client, error) {
 	return s.envd, nil
 }
 
-// Errors the service maps to status codes.
+// The manager's errors, each of a fault kind, which is what crosses the
+// agent's API.
 var (
-	ErrNotFound      = errors.New("sandbox not found")
-	ErrAlreadyExists = errors.New("sandbox already exists")
-	ErrInvalid       = errors.New("invalid request")
-	ErrNotRunning    = errors.New("sandbox is not running")
-	ErrNoCapacity    = errors.New("no capacity")
-	ErrUnsupported   = errors.New("not supported")
-	ErrConflict      = errors.New("conflict")
+	ErrNotFound      = fault.New(fault.NotFound, "sandbox not found")
+	ErrAlreadyExists = fault.New(fault.Exists, "sandbox already exists")
+	ErrInvalid       = fault.New(fault.Invalid, "invalid request")
+	ErrNotRunning    = fault.New(fault.Conflict, "sandbox is not running")
+	ErrNoCapacity    = fault.New(fault.NoCapacity, "no capacity")
+	ErrUnsupported   = fault.New(fault.Unsupported, "not supported")
+	ErrConflict      = fault.New(fault.Conflict, "conflict")
+	ErrAlreadyPaused = fault.New(fault.Exists, "already paused")
 )
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

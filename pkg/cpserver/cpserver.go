@@ -122,7 +122,7 @@ func Run(ctx context.Context, opts ...Option) error {
 		o.log.Warn("this installation has no platform admin yet: create one on this host with `control-plane create-admin --config FILE --email you@example.com` (the same configuration file or WRENN_DATABASE_URL)")
 	}
 	api := cpapi.New(svc, cfg, o.log)
-	e2bcompat.Mount(api, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
+	e2bcompat.Mount(api.Root, svc, cfg.SandboxDomain, cfg.MaxBodyBytes, o.log)
 	dashboard, err := webui.New(webui.Embedded())
 	if err != nil {
 		return err

@@ -26,7 +26,12 @@ type RegisterResponse struct {
 
 // Heartbeat is what an agent reports about itself.
 type Heartbeat struct {
-	Address            string   `json:"address"`
+	Address string `json:"address"`
+	Capacity
+}
+
+// Capacity is what a host has and what its sandboxes hold of it.
+type Capacity struct {
 	Runtime            string   `json:"runtime"`
 	Accelerator        string   `json:"accelerator"`
 	CPUs               int32    `json:"cpus"`

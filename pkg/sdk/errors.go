@@ -134,13 +134,13 @@ func kindOfCode(code string) error {
 		return ErrNotFound
 	case "conflict", "already_exists":
 		return ErrConflict
-	case "no_capacity", "rate_limited", "resource_exhausted":
+	case "no_capacity", "rate_limited", "resource_exhausted", "quota_exceeded", "insufficient_storage":
 		return ErrCapacity
 	case "unavailable", "host_error":
 		return ErrUnavailable
-	case "deadline_exceeded":
+	case "timeout", "deadline_exceeded":
 		return ErrTimeout
-	case "unimplemented":
+	case "unsupported", "unimplemented":
 		return ErrUnsupported
 	}
 	return nil

@@ -71,8 +71,7 @@ func (s *Service) agent(h db.Host) (hostagentv1connect.HostAgentServiceClient, e
 		return nil, err
 	}
 	if p.transport == nil {
-		p.transport = http.DefaultTransport.(*http.Transport).Clone()
-		p.transport.MaxIdleConnsPerHost = 64
+		p.transport = agentclient.Transport()
 		p.clients = map[uuid.UUID]pooledAgent{}
 	}
 	c := agentclient.NewWithTransport(h.Address, secret, p.transport)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
@@ -131,7 +132,7 @@ func (s *Service) reconcileHost(ctx context.Context, h db.Host) error {
 		}
 		if row.State == "stopping" {
 			// A destroy that did not finish: finish it.
-			if _, err := client.DestroySandbox(cctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: aid})); err == nil || connectCode(err) == connect.CodeNotFound {
+			if _, err := client.DestroySandbox(cctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: aid})); err == nil || errors.Is(err, fault.NotFound) {
 				s.setState(ctx, row, "stopped", "")
 			}
 			continue

@@ -17,10 +17,10 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/limits"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
-	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
 // Limits on what a sandbox may ask for (package limits is their home).
@@ -130,34 +130,22 @@ func (in *CreateSandboxInput) validate(maxDiskMiB int) error {
 	return nil
 }
 
-// AgentError turns an agent's error into a service error naming the host.
-func AgentError(h db.Host, op string, err error) error {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return errf(ErrHost, "%s on host %s failed: %v", op, id.Format(id.Host, h.ID), err)
+// agentError names the operation and host in an agent's error, keeping
+// its kind where that is the caller's business (envd refusing the
+// sandbox user a path is Forbidden, a full sandbox disk NoSpace). What
+// fails inside the host (its internal errors, or its refusing the control
+// plane's own credentials) is Upstream: the host failed, not the caller.
+func agentError(h db.Host, op string, err error) error {
+	host := id.Format(id.Host, h.ID)
+	switch k := fault.KindOf(err); k {
+	case fault.Invalid, fault.Forbidden, fault.NotFound, fault.Exists, fault.Conflict, fault.NoCapacity, fault.Unsupported, fault.NoSpace:
+		return &fault.Error{Kind: k, Msg: fmt.Sprintf("%s: %s", op, err), Err: err}
+	case fault.Unavailable:
+		return &fault.Error{Kind: k, Msg: fmt.Sprintf("%s: host %s did not answer: %s", op, host, err), Err: err}
+	case fault.Timeout:
+		return &fault.Error{Kind: k, Msg: fmt.Sprintf("%s on host %s timed out: %s", op, host, err), Err: err}
 	}
-	msg := fmt.Sprintf("%s: %s", op, ce.Message())
-	switch ce.Code() {
-	case connect.CodeNotFound:
-		return &Error{ErrNotFound, msg}
-	case connect.CodeInvalidArgument:
-		return &Error{ErrInvalid, msg}
-	case connect.CodeFailedPrecondition, connect.CodeAlreadyExists:
-		return &Error{ErrConflict, msg}
-	case connect.CodeResourceExhausted:
-		return &Error{ErrNoCapacity, msg}
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled:
-		return &Error{ErrUnavailable, fmt.Sprintf("%s: host %s did not answer: %s", op, id.Format(id.Host, h.ID), ce.Message())}
-	}
-	return &Error{ErrHost, fmt.Sprintf("%s on host %s: %s", op, id.Format(id.Host, h.ID), ce.Message())}
-}
-
-func connectCode(err error) connect.Code {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return ce.Code()
-	}
-	return connect.CodeUnknown
+	return fault.Errorf(fault.Upstream, "%s on host %s: %s", op, host, err)
 }
 
 // detach keeps an agent call going if the client goes away, so that the
@@ -281,8 +269,8 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 		}
 		res, err := client.CreateSandbox(actx, connect.NewRequest(req))
 		if err != nil {
-			lastErr = AgentError(h, "create sandbox", err)
-			if code := connectCode(err); code == connect.CodeResourceExhausted || code == connect.CodeUnavailable {
+			lastErr = agentError(h, "create sandbox", err)
+			if k := fault.KindOf(err); k == fault.NoCapacity || k == fault.Unavailable {
 				continue // try the next host
 			}
 			break
@@ -430,36 +418,6 @@ func (s *Service) withHostStatus(ctx context.Context, rows []db.Sandbox) ([]Sand
 	return out, nil
 }
 
-// Target is a running sandbox and the agent that has it, for calls that
-// pass through to the sandbox (exec, files, terminals).
-type Target struct {
-	Sandbox db.Sandbox
-	Host    db.Host
-	Agent   hostagentv1connect.HostAgentServiceClient
-	// AgentID is the sandbox's ID on the agent.
-	AgentID string
-}
-
-// Running returns the agent of one of the team's running sandboxes.
-func (s *Service) Running(ctx context.Context, c auth.Caller, sid uuid.UUID) (Target, error) {
-	sb, err := s.getSandbox(ctx, c, sid)
-	if err != nil {
-		return Target{}, err
-	}
-	if sb.State != "running" {
-		hint := ""
-		if sb.State == "paused" {
-			hint = "; resume it first (POST /v1/sandboxes/{id}/resume)"
-		}
-		return Target{}, errf(ErrConflict, "sandbox is %s, not running%s", sb.State, hint)
-	}
-	h, client, err := s.hostAgent(ctx, sb.HostID)
-	if err != nil {
-		return Target{}, err
-	}
-	return Target{Sandbox: sb, Host: h, Agent: client, AgentID: id.Format(id.Sandbox, sb.ID)}, nil
-}
-
 // DestroySandbox stops a sandbox and frees everything it held on its host.
 func (s *Service) DestroySandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) error {
 	sb, err := s.getSandbox(ctx, c, sid)
@@ -481,10 +439,10 @@ func (s *Service) DestroySandbox(ctx context.Context, c auth.Caller, sid uuid.UU
 	h, client, err := s.hostAgent(actx, sb.HostID)
 	if err == nil {
 		_, err = client.DestroySandbox(actx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: id.Format(id.Sandbox, sid)}))
-		if err != nil && connectCode(err) != connect.CodeNotFound {
+		if err != nil && !errors.Is(err, fault.NotFound) {
 			// Leave it in its previous state so that the caller can retry.
 			_, _ = s.Q.SetSandboxState(actx, db.SetSandboxStateParams{ID: sid, State: prev, Error: ""})
-			return AgentError(h, "destroy sandbox", err)
+			return agentError(h, "destroy sandbox", err)
 		}
 	} else if !errors.Is(err, ErrUnavailable) {
 		return err
@@ -500,13 +458,13 @@ func (s *Service) SetTimeout(ctx context.Context, c auth.Caller, sid uuid.UUID, 
 	if seconds < 1 || seconds > MaxTimeoutSeconds {
 		return Sandbox{}, errf(ErrInvalid, "timeout_seconds must be 1 to %d", MaxTimeoutSeconds)
 	}
-	t, err := s.Running(ctx, c, sid)
+	t, err := s.running(ctx, c, sid)
 	if err != nil {
 		return Sandbox{}, err
 	}
 	res, err := t.Agent.SetSandboxTimeout(ctx, connect.NewRequest(&pb.SetSandboxTimeoutRequest{SandboxId: t.AgentID, TimeoutSeconds: uint32(seconds)}))
 	if err != nil {
-		return Sandbox{}, AgentError(t.Host, "set timeout", err)
+		return Sandbox{}, t.fail("set timeout", err)
 	}
 	row, err := s.Q.SetSandboxExpiry(ctx, db.SetSandboxExpiryParams{ID: sid, ExpiresAt: unixMs(res.Msg.GetSandbox().GetExpiresAtUnixMs()), TimeoutSeconds: seconds})
 	return Sandbox{Sandbox: row, HostStatus: t.Host.Status}, err
@@ -515,7 +473,7 @@ func (s *Service) SetTimeout(ctx context.Context, c auth.Caller, sid uuid.UUID, 
 // PauseSandbox snapshots a running sandbox's memory and disk on its host
 // and frees its CPU and RAM.
 func (s *Service) PauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) (Sandbox, error) {
-	t, err := s.Running(ctx, c, sid)
+	t, err := s.running(ctx, c, sid)
 	if err != nil {
 		return Sandbox{}, err
 	}
@@ -528,7 +486,7 @@ func (s *Service) PauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID
 	defer cancel()
 	if _, err := t.Agent.PauseSandbox(actx, connect.NewRequest(&pb.PauseSandboxRequest{SandboxId: t.AgentID})); err != nil {
 		s.syncFromAgent(actx, t)
-		return Sandbox{}, AgentError(t.Host, "pause sandbox", err)
+		return Sandbox{}, t.fail("pause sandbox", err)
 	}
 	row, err := s.Q.SetSandboxPaused(actx, db.SetSandboxPausedParams{ID: sid, FromStates: []string{"pausing"}})
 	return Sandbox{Sandbox: row, HostStatus: t.Host.Status}, notFound(err, "pausing sandbox")
@@ -571,11 +529,11 @@ func (s *Service) ResumeSandbox(ctx context.Context, c auth.Caller, sid uuid.UUI
 	}
 	actx, cancel := detach(ctx)
 	defer cancel()
-	t := Target{Sandbox: sb, Host: h, Agent: client, AgentID: id.Format(id.Sandbox, sid)}
+	t := target{Sandbox: sb, Host: h, Agent: client, AgentID: id.Format(id.Sandbox, sid)}
 	res, err := client.ResumeSandbox(actx, connect.NewRequest(&pb.ResumeSandboxRequest{SandboxId: t.AgentID, TimeoutSeconds: uint32(timeoutSeconds)}))
 	if err != nil {
 		s.syncFromAgent(actx, t)
-		return Sandbox{}, AgentError(h, "resume sandbox", err)
+		return Sandbox{}, agentError(h, "resume sandbox", err)
 	}
 	got := res.Msg.GetSandbox()
 	row, err := s.Q.SetSandboxRunning(actx, db.SetSandboxRunningParams{ID: sid, EnvdVersion: got.GetEnvdVersion(), ExpiresAt: unixMs(got.GetExpiresAtUnixMs()), FromStates: []string{"resuming"}})
@@ -601,14 +559,14 @@ func (s *Service) WithTokens(sb Sandbox) Sandbox {
 
 // syncFromAgent records the state the agent reports after a failed
 // operation, so the database does not claim a half-done transition.
-func (s *Service) syncFromAgent(ctx context.Context, t Target) {
+func (s *Service) syncFromAgent(ctx context.Context, t target) {
 	res, err := t.Agent.GetSandbox(ctx, connect.NewRequest(&pb.GetSandboxRequest{SandboxId: t.AgentID}))
 	state, msg := "error", ""
 	switch {
 	case err == nil:
 		state = agentState(res.Msg.GetSandbox().GetState())
 		msg = res.Msg.GetSandbox().GetError()
-	case connectCode(err) == connect.CodeNotFound:
+	case errors.Is(err, fault.NotFound):
 		state, msg = "stopped", "the host no longer has this sandbox"
 	default:
 		msg = "state unknown after a failed operation: " + err.Error()
@@ -636,18 +594,4 @@ func agentState(st pb.SandboxState) string {
 		return "stopped"
 	}
 	return "error"
-}
-
-// Metrics returns a running sandbox's recent resource samples, oldest
-// first.
-func (s *Service) Metrics(ctx context.Context, c auth.Caller, sid uuid.UUID) ([]*pb.SandboxMetrics, error) {
-	t, err := s.Running(ctx, c, sid)
-	if err != nil {
-		return nil, err
-	}
-	res, err := t.Agent.GetSandboxMetrics(ctx, connect.NewRequest(&pb.GetSandboxMetricsRequest{SandboxId: t.AgentID}))
-	if err != nil {
-		return nil, AgentError(t.Host, "metrics", err)
-	}
-	return res.Msg.GetRecent(), nil
 }

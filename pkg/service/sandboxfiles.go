@@ -11,28 +11,23 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
-	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
-	"git.omukk.dev/wrenn/sandbox/pkg/auth"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
-// MovePath renames or moves a file or directory in a running sandbox, as
-// user (the image's default when empty).
-func (s *Service) MovePath(ctx context.Context, c auth.Caller, sid uuid.UUID, from, to, user string) (*pb.FileEntry, error) {
+// Move renames or moves a file or directory in the sandbox, as user
+// (the image's default when empty).
+func (g *Guest) Move(ctx context.Context, from, to, user string) (FileEntry, error) {
 	if from == "" || to == "" {
-		return nil, errf(ErrInvalid, "from and to are both required")
+		return FileEntry{}, errf(ErrInvalid, "from and to are both required")
 	}
-	t, err := s.Running(ctx, c, sid)
+	res, err := g.t.Agent.MovePath(ctx, connect.NewRequest(&pb.MovePathRequest{SandboxId: g.t.AgentID, Source: from, Destination: to, User: user}))
 	if err != nil {
-		return nil, err
+		return FileEntry{}, g.t.fail("move", err)
 	}
-	res, err := t.Agent.MovePath(ctx, connect.NewRequest(&pb.MovePathRequest{SandboxId: t.AgentID, Source: from, Destination: to, User: user}))
-	if err != nil {
-		return nil, AgentError(t.Host, "move", err)
-	}
-	return res.Msg.GetEntry(), nil
+	return entryOf(res.Msg.GetEntry()), nil
 }
 
 // Port is a TCP port something listens on inside a sandbox.
@@ -41,21 +36,17 @@ type Port struct {
 	Address string // the address it is bound to, as the guest sees it
 }
 
-// ListeningPorts lists the TCP ports listening inside a running sandbox
-// (from the guest's /proc/net/tcp and tcp6), envd's own left out.
-func (s *Service) ListeningPorts(ctx context.Context, c auth.Caller, sid uuid.UUID) ([]Port, error) {
-	t, err := s.Running(ctx, c, sid)
+// ListeningPorts lists the TCP ports listening inside the sandbox (from
+// the guest's /proc/net/tcp and tcp6), envd's own left out.
+func (g *Guest) ListeningPorts(ctx context.Context) ([]Port, error) {
+	res, err := g.Exec(ctx, ExecInput{Cmd: "cat", Args: []string{"/proc/net/tcp", "/proc/net/tcp6"}, User: "root", TimeoutSeconds: 10})
 	if err != nil {
 		return nil, err
 	}
-	res, err := t.Agent.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: t.AgentID, Cmd: "cat", Args: []string{"/proc/net/tcp", "/proc/net/tcp6"}, User: "root", TimeoutSeconds: 10}))
-	if err != nil {
-		return nil, AgentError(t.Host, "list ports", err)
+	if res.ExitCode != 0 && len(res.Stdout) == 0 {
+		return nil, errf(fault.Upstream, "list ports: reading /proc/net/tcp in the sandbox failed: %s", strings.TrimSpace(string(res.Stderr)))
 	}
-	if res.Msg.GetExitCode() != 0 && len(res.Msg.GetStdout()) == 0 {
-		return nil, errf(ErrHost, "list ports: reading /proc/net/tcp in the sandbox failed: %s", strings.TrimSpace(string(res.Msg.GetStderr())))
-	}
-	return parseListening(res.Msg.GetStdout()), nil
+	return parseListening(res.Stdout), nil
 }
 
 // parseListening reads the LISTEN sockets of /proc/net/tcp{,6} text: each

@@ -8,7 +8,6 @@ package service
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 
@@ -19,34 +18,29 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 )
 
-// Error kinds; every error the service returns wraps one of them, and the
-// API maps each to one status code.
-var (
-	ErrInvalid      = errors.New("invalid")
-	ErrUnauthorized = errors.New("unauthorized")
-	ErrForbidden    = errors.New("forbidden")
-	ErrNotFound     = errors.New("not found")
-	ErrConflict     = errors.New("conflict")
-	ErrNoCapacity   = errors.New("no capacity")
-	ErrUnavailable  = errors.New("unavailable")
-	ErrHost         = errors.New("host error")
-	// ErrQuota is a team quota that a call would exceed (429).
-	ErrQuota = errors.New("quota exceeded")
+// Error kinds every error the service returns carries, under the names
+// its callers know: they are the fault vocabulary, which the HTTP APIs
+// map to status codes in one place.
+const (
+	ErrInvalid      = fault.Invalid
+	ErrUnauthorized = fault.Unauthenticated
+	ErrForbidden    = fault.Forbidden
+	ErrNotFound     = fault.NotFound
+	ErrConflict     = fault.Conflict
+	ErrNoCapacity   = fault.NoCapacity
+	ErrUnavailable  = fault.Unavailable
+	// ErrQuota is a team quota that a call would exceed.
+	ErrQuota = fault.Quota
 )
 
 // Error is a service error: a kind and a message meant for the caller.
-type Error struct {
-	Kind error
-	Msg  string
-}
+type Error = fault.Error
 
-func (e *Error) Error() string { return e.Msg }
-func (e *Error) Unwrap() error { return e.Kind }
-
-func errf(kind error, format string, args ...any) error {
-	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+func errf(kind fault.Kind, format string, args ...any) error {
+	return fault.Errorf(kind, format, args...)
 }
 
 // Service holds the control plane's state: the database and the agents.

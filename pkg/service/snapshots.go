@@ -2,12 +2,14 @@ package service
 
 import (
 	"context"
+	"errors"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
+	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
@@ -51,7 +53,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, c auth.Caller, sid uuid.UU
 	res, err := client.CreateSnapshot(actx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: id.Format(id.Sandbox, sid), Name: id.Format(id.Snapshot, snap.ID)}))
 	if err != nil {
 		_ = s.Q.DeleteSnapshot(actx, snap.ID)
-		return db.Snapshot{}, AgentError(h, "create snapshot", err)
+		return db.Snapshot{}, agentError(h, "create snapshot", err)
 	}
 	return s.Q.SetSnapshotReady(actx, db.SetSnapshotReadyParams{ID: snap.ID, SizeBytes: int64(res.Msg.GetSnapshot().GetSizeBytes())})
 }
@@ -100,8 +102,8 @@ func (s *Service) deleteSnapshotFiles(ctx context.Context, sn db.Snapshot) error
 		return err
 	}
 	_, err = client.DeleteSnapshot(ctx, connect.NewRequest(&pb.DeleteSnapshotRequest{Name: id.Format(id.Snapshot, sn.ID)}))
-	if err != nil && connectCode(err) != connect.CodeNotFound {
-		return AgentError(h, "delete snapshot", err)
+	if err != nil && !errors.Is(err, fault.NotFound) {
+		return agentError(h, "delete snapshot", err)
 	}
 	return nil
 }

@@ -325,7 +325,7 @@ func (r *buildRun) build(ctx context.Context) (buildState, error) {
 	who, err := r.client.Exec(ctx, connect.NewRequest(&pb.ExecRequest{SandboxId: id.Format(id.Sandbox, sb.ID), Cmd: "/bin/sh",
 		Args: []string{"-c", `u=$(id -un); echo "$u"; awk -F: -v u="$u" '$1==u{print $6}' /etc/passwd`}, TimeoutSeconds: 30}))
 	if err != nil {
-		return buildState{}, &stepError{step: "base", msg: AgentError(r.host, "find the default user", err).Error()}
+		return buildState{}, &stepError{step: "base", msg: agentError(r.host, "find the default user", err).Error()}
 	}
 	fields := strings.Fields(string(who.Msg.Stdout))
 	if len(fields) != 2 {
@@ -417,7 +417,7 @@ func (r *buildRun) exec(ctx context.Context, label, cmd, user string, state *bui
 		Envs: maps.Clone(state.envs), Cwd: state.workdir, User: user}
 	stream, err := r.client.ExecStream(ctx, connect.NewRequest(req))
 	if err != nil {
-		return &stepError{step: label, msg: AgentError(r.host, "run step", err).Error()}
+		return &stepError{step: label, msg: agentError(r.host, "run step", err).Error()}
 	}
 	defer stream.Close()
 	var tail []string
@@ -461,7 +461,7 @@ func (r *buildRun) exec(ctx context.Context, label, cmd, user string, state *bui
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return &stepError{step: label, msg: AgentError(r.host, "run step", err).Error(), tail: tail}
+		return &stepError{step: label, msg: agentError(r.host, "run step", err).Error(), tail: tail}
 	}
 	if end == nil {
 		return &stepError{step: label, msg: "the command's output ended without an exit status", tail: tail}
@@ -488,7 +488,7 @@ func (r *buildRun) copy(ctx context.Context, label string, st BuildStep, state *
 	archive := guestContext + ".tar"
 	_, err = r.client.WriteFile(ctx, connect.NewRequest(&pb.WriteFileRequest{SandboxId: id.Format(id.Sandbox, *r.sandbox), Path: archive, Content: data, User: "root"}))
 	if err != nil {
-		return &stepError{step: label, msg: AgentError(r.host, "upload the build context", err).Error()}
+		return &stepError{step: label, msg: agentError(r.host, "upload the build context", err).Error()}
 	}
 	src, dest := path.Clean(st.Args[0]), state.resolve(st.Args[1])
 	if strings.HasSuffix(st.Args[1], "/") {
@@ -651,7 +651,7 @@ func (r *buildRun) snapshot(ctx context.Context, kind, name string, made func(db
 	made(sn)
 	res, err := r.client.CreateSnapshot(ctx, connect.NewRequest(&pb.CreateSnapshotRequest{SandboxId: id.Format(id.Sandbox, sb.ID), Name: id.Format(id.Snapshot, sn.ID)}))
 	if err != nil {
-		return db.Snapshot{}, AgentError(r.host, "create snapshot", err)
+		return db.Snapshot{}, agentError(r.host, "create snapshot", err)
 	}
 	return r.s.Q.SetSnapshotReady(ctx, db.SetSnapshotReadyParams{ID: sn.ID, SizeBytes: int64(res.Msg.GetSnapshot().GetSizeBytes())})
 }

@@ -270,6 +270,7 @@ func buildPackages(t *testing.T, out, version string) {
 	arts, err := dist.Build(context.Background(), dist.Options{
 		Root: root, Out: out, Version: version, Arches: []string{runtime.GOARCH},
 		Runsc: map[string]string{runtime.GOARCH: "/usr/local/bin/runsc"}, RunscVersion: strings.TrimSpace(string(pin)),
+		Log: &stepLog{t: t, start: start},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -282,6 +283,20 @@ func buildPackages(t *testing.T, out, version string) {
 	if err := os.Chmod(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stepLog puts make dist's steps in the test's log with the time since
+// the build began, so that a slow step shows.
+type stepLog struct {
+	t     *testing.T
+	start time.Time
+}
+
+func (l *stepLog) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		l.t.Logf("[%5.1fs] %s", time.Since(l.start).Seconds(), line)
+	}
+	return len(p), nil
 }
 
 // TestDebianPackages builds the Debian packages, installs them on this
@@ -425,10 +440,12 @@ func TestDebianPackages(t *testing.T) {
 
 	// Upgrade with a sandbox running: the restart pauses it, the new
 	// agent takes it back, and it resumes with its memory.
-	key := strings.TrimSpace(readFile(t, filepath.Join(v1, "wrenn-api-key")))
-	sb := apiJSON(t, v1, key, "POST", "/v1/sandboxes", `{"template": "minimal"}`)["id"].(string)
-	apiJSON(t, v1, key, "POST", "/v1/sandboxes/"+sb+"/exec", `{"cmd": "/bin/sh", "args": ["-c", "echo kept > /tmp/upgrade-marker"]}`)
+	// The newer packages are built first, and the sandbox outlives any
+	// build time: its default timeout is not what this checks.
 	buildPackages(t, v2, "0.0.1"+testVersionMark+"2")
+	key := strings.TrimSpace(readFile(t, filepath.Join(v1, "wrenn-api-key")))
+	sb := apiJSON(t, v1, key, "POST", "/v1/sandboxes", `{"template": "minimal", "timeout_seconds": 3600}`)["id"].(string)
+	apiJSON(t, v1, key, "POST", "/v1/sandboxes/"+sb+"/exec", `{"cmd": "/bin/sh", "args": ["-c", "echo kept > /tmp/upgrade-marker"]}`)
 	in.run("upgrade-cp", v2)
 	in.systemctl([]string{"restart", dist.PkgControlPlane}) // what the postinst's try-restart does under systemd
 	if strings.Contains(in.log(dist.PkgControlPlane), "migration applied") {
