@@ -28,7 +28,7 @@ func TestAccountCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cp.Stop()
-	admin := cp.Signup(t, "admin@example.com")
+	admin := cp.Admin(t, "admin@example.com")
 	key := cp.APIKey(t, admin)
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	for _, v := range []string{"WRENN_PROFILE", "WRENN_API_URL", "WRENN_API_KEY", "WRENN_SANDBOX_URL", "E2B_API_URL", "E2B_API_KEY", "NO_COLOR"} {

@@ -135,6 +135,11 @@ func caller(r *http.Request) auth.Caller {
 
 // decode reads an optional JSON body.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	return h.decodeChecked(w, r, v, nil)
+}
+
+// decodeChecked is decode with check run on a non-empty body first.
+func (h *handler) decodeChecked(w http.ResponseWriter, r *http.Request, v any, check func([]byte) error) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.maxBody))
@@ -142,6 +147,12 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return true
+	}
+	if check != nil {
+		if err := check(body); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return false
+		}
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
@@ -221,7 +232,7 @@ func (h *handler) view(sb service.Sandbox) sandboxView {
 
 func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 	var b newSandbox
-	if !h.decode(w, r, &b) {
+	if !h.decodeChecked(w, r, &b, checkCreateFields) {
 		return
 	}
 	cphttp.SetAudit(r.Context(), "sandbox.create", "sandbox", "")
@@ -498,8 +509,8 @@ type timeoutBody struct {
 	Timeout *int32 `json:"timeout"`
 }
 
-// connect returns a running sandbox (200, its timeout extended when one is
-// given) or resumes a paused one (201).
+// connect returns a running sandbox (200, its end moved to timeout from
+// now if that is later, never earlier) or resumes a paused one (201).
 func (h *handler) connect(w http.ResponseWriter, r *http.Request) {
 	h.resumeOrConnect(w, r, true)
 }
@@ -531,7 +542,7 @@ func (h *handler) resumeOrConnect(w http.ResponseWriter, r *http.Request, connec
 			return
 		}
 		if b.Timeout != nil && *b.Timeout > 0 {
-			if sb, err = h.svc.SetTimeout(r.Context(), c, sid, *b.Timeout); err != nil {
+			if sb, err = h.svc.ExtendTimeout(r.Context(), c, sid, *b.Timeout); err != nil {
 				h.fail(w, err)
 				return
 			}

@@ -257,6 +257,11 @@ func TestControlPlaneSandboxLifecycle(t *testing.T) {
 	if r, _ := cp.Do("GET", "/v1/sandboxes/"+sb.ID+"/files?path=/no/such/file", ka, nil); r.Status != 404 {
 		t.Errorf("missing file: %s", r)
 	}
+	// A path the sandbox's default user may not touch: envd refuses it
+	// (403), and the API says forbidden, not that the host failed.
+	if r, _ := cp.Do("PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/root/not-yours", ka, []byte("x")); r.Status != 403 || r.Code() != "forbidden" {
+		t.Errorf("a file in /root as the default user: %s", r)
+	}
 	cp.Must(t, 201, "POST", "/v1/sandboxes/"+sb.ID+"/files/mkdir?path=/tmp/d/e", ka, nil)
 	var entries []struct {
 		Name  string

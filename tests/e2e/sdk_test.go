@@ -43,7 +43,7 @@ func startSDKStack(t *testing.T) *sdkStack {
 	}
 	t.Cleanup(func() { _ = cp.Stop() })
 	s := &sdkStack{cp: cp, password: "correct horse battery"}
-	s.admin = cp.Signup(t, "admin@example.com")
+	s.admin = cp.Admin(t, "admin@example.com")
 	// Registered first, so it runs once the agent has stopped.
 	t.Cleanup(func() {
 		if s.agent != nil {

@@ -52,11 +52,17 @@ async function newPage(opts = {}) {
 const terminalText = (page, name) => page.locator(`[data-terminal="${name}"] .xterm-rows`).innerText();
 
 async function waitForTerminal(page, name, text, timeout = 20000) {
-  await page.waitForFunction(
-    ([n, t]) => document.querySelector(`[data-terminal="${n}"] .xterm-rows`)?.textContent?.includes(t),
-    [name, text],
-    { timeout }
-  );
+  try {
+    await page.waitForFunction(
+      ([n, t]) => document.querySelector(`[data-terminal="${n}"] .xterm-rows`)?.textContent?.includes(t),
+      [name, text],
+      { timeout }
+    );
+  } catch (e) {
+    // Say what the terminal showed instead.
+    const screen = await page.locator(`[data-terminal="${name}"] .xterm-rows`).innerText().catch(() => '(no terminal)');
+    throw new Error(`${name} never showed ${JSON.stringify(text)}; its screen ends:\n${screen.split('\n').slice(-12).join('\n')}`, { cause: e });
+  }
 }
 
 async function typeIn(page, name, line) {
@@ -197,8 +203,8 @@ test('terminals: two sessions survive a tab switch and a reload', async () => {
   const pasted = Array.from({ length: 200 }, (_, i) => `line ${String(i).padStart(3, '0')} ` + 'x'.repeat(90)).join('\n') + '\n';
   // Once the echo's output is on the screen, bash has switched bracketed
   // paste off (it does before running a command), so the paste reaches
-  // cat as typed text.
-  await typeIn(admin, 'Terminal 2', 'echo ready-$((1+2)); cat > /tmp/paste.txt');
+  // head as typed text.
+  await typeIn(admin, 'Terminal 2', `echo ready-$((1+2)); head -c ${Buffer.byteLength(pasted)} > /tmp/paste.txt`);
   await waitForTerminal(admin, 'Terminal 2', 'ready-3');
   await admin.evaluate((t) => {
     const ta = document.querySelector('[data-terminal="Terminal 2"] textarea');
@@ -206,17 +212,17 @@ test('terminals: two sessions survive a tab switch and a reload', async () => {
     dt.setData('text/plain', t);
     ta.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
   }, pasted);
-  // The terminal carries the paste in pieces: end cat's input only once
-  // the file holds all of it (a fixed pause was too short on a busy host).
+  // The terminal carries the paste in pieces; head ends once it has read
+  // all of it (Ctrl-D to end a cat went missing after such a paste: see
+  // issue 13's note).
   const pastedBytes = Buffer.byteLength(pasted);
   for (let tries = 0; ; tries++) {
     const res = await apiAs(admin.context(), 'GET', `/v1/sandboxes/${sandboxId}/files?path=${encodeURIComponent('/tmp/paste.txt')}`);
     const got = res.ok() ? (await res.body()).length : -res.status();
     if (got === pastedBytes) break;
-    assert.ok(tries < 150, `the paste reached cat: ${got} of ${pastedBytes} bytes`);
+    assert.ok(tries < 150, `the paste reached head: ${got} of ${pastedBytes} bytes`);
     await new Promise((r) => setTimeout(r, 200));
   }
-  await admin.keyboard.press('Control+D');
   await typeIn(admin, 'Terminal 2', 'echo size=$(wc -c < /tmp/paste.txt) sum=$(md5sum < /tmp/paste.txt | cut -c1-8)');
   const { createHash } = await import('node:crypto');
   const sum = createHash('md5').update(pasted).digest('hex').slice(0, 8);

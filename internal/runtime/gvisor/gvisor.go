@@ -93,10 +93,16 @@ func (d *Driver) Accelerator() (string, string) {
 // WantsGuestNamespace: runsc's netstack takes over a namespace's eth0.
 func (d *Driver) WantsGuestNamespace() bool { return true }
 
-func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
+// globalFlags come before every runsc command, so that run, restore and
+// the rest agree on the sandbox they address and how it runs.
+func (d *Driver) globalFlags() []string {
 	// --allow-suid: runsc ignores set-user-ID bits unless told, so sudo
 	// (and su, ping, passwd) would not work for the sandbox's users.
-	full := append([]string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none", "--allow-suid"}, args...)
+	return []string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none", "--allow-suid"}
+}
+
+func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
+	full := append(d.globalFlags(), args...)
 	cmd := exec.CommandContext(ctx, d.bin, full...)
 	// Output goes to a file, not a pipe: "run --detach" leaves the sandbox
 	// holding its stdout, and a pipe would never reach EOF.
@@ -127,7 +133,7 @@ func (d *Driver) launch(ctx context.Context, in *instance, args ...string) error
 	}
 	logPath := filepath.Join(in.dir, "runsc.log")
 	_ = os.Remove(logPath)
-	full := append([]string{"--root", d.root, "--platform", d.platform, "--network", "sandbox", "--overlay2", "none", "--log", logPath}, args...)
+	full := append(append(d.globalFlags(), "--log", logPath), args...)
 	cmd := exec.CommandContext(ctx, d.bin, full...)
 	cmd.Stdout, cmd.Stderr = keeper.W, keeper.W
 	runErr := cmd.Run()
