@@ -17,6 +17,19 @@ SELECT * FROM team_templates WHERE team_id = $1 AND name = $2;
 -- name: ListTeamTemplates :many
 SELECT * FROM team_templates WHERE team_id = $1 ORDER BY name;
 
+-- name: ListVisibleTemplates :many
+-- The team's own templates and every published one, its own first.
+SELECT * FROM team_templates WHERE team_id = $1 OR public ORDER BY team_id <> $1, name;
+
+-- name: GetPublicTemplate :one
+SELECT * FROM team_templates WHERE id = $1 AND public;
+
+-- name: GetPublicTemplateByName :one
+SELECT * FROM team_templates WHERE name = $1 AND public;
+
+-- name: SetTemplatePublic :one
+UPDATE team_templates SET public = $2 WHERE id = $1 RETURNING *;
+
 -- name: DeleteTeamTemplate :exec
 DELETE FROM team_templates WHERE id = $1;
 

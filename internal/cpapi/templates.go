@@ -27,6 +27,28 @@ func (a *API) templateRoutes(r chi.Router) {
 	r.Get("/templates/{templateID}/builds/{buildID}", a.getBuild)
 	r.Get("/templates/{templateID}/builds/{buildID}/logs", a.buildLogs)
 	r.Post("/templates/{templateID}/builds/{buildID}/cancel", a.cancelBuild)
+	r.Post("/templates/{templateID}/publish", a.publishTemplate(true))
+	r.Post("/templates/{templateID}/unpublish", a.publishTemplate(false))
+}
+
+// publishTemplate makes a template a platform template (admins only), or
+// takes it back.
+func (a *API) publishTemplate(public bool) http.HandlerFunc {
+	action := "template.unpublish"
+	if public {
+		action = "template.publish"
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ref := chi.URLParam(r, "templateID")
+		setAudit(r.Context(), action, "template", ref)
+		t, err := a.svc.PublishTemplate(r.Context(), caller(r), ref, public)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		setAudit(r.Context(), action, "template", id.Format(id.Template, t.ID))
+		writeJSON(w, http.StatusOK, viewTemplate(t))
+	}
 }
 
 type createTemplateBody struct {
@@ -43,10 +65,14 @@ type templateView struct {
 	CreatedAt     time.Time         `json:"created_at"`
 	LatestBuildID string            `json:"latest_build_id,omitempty"`
 	Tags          map[string]string `json:"tags"`
+	// Public marks a platform template: every team sees it and starts
+	// sandboxes from it; only TeamID's team changes it.
+	Public bool   `json:"public"`
+	TeamID string `json:"team_id"`
 }
 
 func viewTemplate(t service.Template) templateView {
-	v := templateView{ID: id.Format(id.Template, t.ID), Name: t.Name, CreatedAt: t.CreatedAt, Tags: map[string]string{}}
+	v := templateView{ID: id.Format(id.Template, t.ID), Name: t.Name, CreatedAt: t.CreatedAt, Tags: map[string]string{}, Public: t.Public, TeamID: id.Format(id.Team, t.TeamID)}
 	if t.Latest != nil {
 		v.LatestBuildID = id.Format(id.Build, t.Latest.ID)
 	}

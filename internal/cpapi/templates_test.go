@@ -211,3 +211,71 @@ func decode(t *testing.T, body string, v any) {
 		t.Fatalf("decode %s: %v", body, err)
 	}
 }
+
+// TestPlatformTemplates: an admin publishes one of their team's templates;
+// every team then sees it and resolves its name (here to "no ready build":
+// a build needs a host, tests/e2e starts sandboxes from one), but only
+// its own team changes or deletes it, and only admins publish.
+func TestPlatformTemplates(t *testing.T) {
+	cp := startCP(t, nil)
+	admin := cp.Admin(t, "tpl-admin@example.com")
+	keyAdmin := cp.APIKey(t, admin)
+	user := cp.Signup(t, "tpl-user@example.com")
+	keyUser := cp.APIKey(t, user)
+
+	// A template with a waiting build (the E2B flow's first call).
+	if code, body := e2bDo(t, cp, "POST", "/v3/templates", keyAdmin, []byte(`{"name":"shared-app"}`), nil); code != http.StatusAccepted {
+		t.Fatalf("request build: %d %s", code, body)
+	}
+	if code, body := e2bDo(t, cp, "POST", "/v3/templates", keyUser, []byte(`{"name":"mine"}`), nil); code != http.StatusAccepted {
+		t.Fatalf("request build: %d %s", code, body)
+	}
+	cp.Must(t, http.StatusNotFound, "GET", "/v1/templates/shared-app", user.Token, nil)
+	mustContain(t, cp.Must(t, http.StatusForbidden, "POST", "/v1/templates/mine/publish", user.Token, nil), "platform admin")
+
+	r := cp.Must(t, http.StatusOK, "POST", "/v1/templates/shared-app/publish", admin.Token, nil)
+	if r.Map()["public"] != true || r.Map()["team_id"] != admin.TeamID {
+		t.Fatalf("publish: %s", r)
+	}
+	tplID, _ := r.Map()["id"].(string)
+
+	// Another team sees it, by name and ID, in its list after its own.
+	for _, ref := range []string{"shared-app", tplID} {
+		if g := cp.Must(t, http.StatusOK, "GET", "/v1/templates/"+ref, user.Token, nil); g.Map()["public"] != true {
+			t.Fatalf("get %s as another team: %s", ref, g)
+		}
+	}
+	var list []struct {
+		Name   string `json:"name"`
+		Public bool   `json:"public"`
+		TeamID string `json:"team_id"`
+	}
+	decode(t, string(cp.Must(t, http.StatusOK, "GET", "/v1/templates", user.Token, nil).Body), &list)
+	var names []string
+	for _, l := range list {
+		names = append(names, l.Name)
+		if l.Name == "shared-app" && (!l.Public || l.TeamID != admin.TeamID) {
+			t.Fatalf("listed: %+v", l)
+		}
+	}
+	if !strings.Contains(strings.Join(names, ","), "mine,shared-app") {
+		t.Fatalf("list: %v", names)
+	}
+	// A sandbox from it resolves to the platform template (which has no
+	// ready build yet), not to an unknown image.
+	mustContain(t, cp.Must(t, http.StatusNotFound, "POST", "/v1/sandboxes", user.Token, map[string]any{"template": "shared-app"}), "template shared-app has no ready build")
+
+	// Only its team changes it.
+	mustContain(t, cp.Must(t, http.StatusForbidden, "DELETE", "/v1/templates/shared-app", user.Token, nil), "only its team can delete it")
+	cp.Must(t, http.StatusForbidden, "POST", "/v1/templates/shared-app/unpublish", user.Token, nil)
+	if code, body := e2bDo(t, cp, "POST", "/templates/tags", keyUser, []byte(`{"target":"shared-app","tags":["x"]}`), nil); code != http.StatusForbidden {
+		t.Fatalf("another team tags it: %d %s", code, body)
+	}
+
+	// Unpublished, it is the admin team's own again.
+	if r := cp.Must(t, http.StatusOK, "POST", "/v1/templates/shared-app/unpublish", admin.Token, nil); r.Map()["public"] != false {
+		t.Fatalf("unpublish: %s", r)
+	}
+	cp.Must(t, http.StatusNotFound, "GET", "/v1/templates/shared-app", user.Token, nil)
+	cp.Must(t, http.StatusNoContent, "DELETE", "/v1/templates/shared-app", admin.Token, nil)
+}

@@ -166,6 +166,7 @@ type TeamTemplate struct {
 	TeamID    uuid.UUID
 	Name      string
 	CreatedAt time.Time
+	Public    bool
 }
 
 type Template struct {

@@ -317,8 +317,42 @@ func (q *Queries) FinishTemplateBuild(ctx context.Context, arg FinishTemplateBui
 	return i, err
 }
 
+const getPublicTemplate = `-- name: GetPublicTemplate :one
+SELECT id, team_id, name, created_at, public FROM team_templates WHERE id = $1 AND public
+`
+
+func (q *Queries) GetPublicTemplate(ctx context.Context, id uuid.UUID) (TeamTemplate, error) {
+	row := q.db.QueryRow(ctx, getPublicTemplate, id)
+	var i TeamTemplate
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.CreatedAt,
+		&i.Public,
+	)
+	return i, err
+}
+
+const getPublicTemplateByName = `-- name: GetPublicTemplateByName :one
+SELECT id, team_id, name, created_at, public FROM team_templates WHERE name = $1 AND public
+`
+
+func (q *Queries) GetPublicTemplateByName(ctx context.Context, name string) (TeamTemplate, error) {
+	row := q.db.QueryRow(ctx, getPublicTemplateByName, name)
+	var i TeamTemplate
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.CreatedAt,
+		&i.Public,
+	)
+	return i, err
+}
+
 const getTeamTemplate = `-- name: GetTeamTemplate :one
-SELECT id, team_id, name, created_at FROM team_templates WHERE id = $1 AND team_id = $2
+SELECT id, team_id, name, created_at, public FROM team_templates WHERE id = $1 AND team_id = $2
 `
 
 type GetTeamTemplateParams struct {
@@ -334,12 +368,13 @@ func (q *Queries) GetTeamTemplate(ctx context.Context, arg GetTeamTemplateParams
 		&i.TeamID,
 		&i.Name,
 		&i.CreatedAt,
+		&i.Public,
 	)
 	return i, err
 }
 
 const getTeamTemplateByName = `-- name: GetTeamTemplateByName :one
-SELECT id, team_id, name, created_at FROM team_templates WHERE team_id = $1 AND name = $2
+SELECT id, team_id, name, created_at, public FROM team_templates WHERE team_id = $1 AND name = $2
 `
 
 type GetTeamTemplateByNameParams struct {
@@ -355,6 +390,7 @@ func (q *Queries) GetTeamTemplateByName(ctx context.Context, arg GetTeamTemplate
 		&i.TeamID,
 		&i.Name,
 		&i.CreatedAt,
+		&i.Public,
 	)
 	return i, err
 }
@@ -520,7 +556,7 @@ func (q *Queries) ListAllTeamSnapshots(ctx context.Context, teamID uuid.UUID) ([
 }
 
 const listTeamTemplates = `-- name: ListTeamTemplates :many
-SELECT id, team_id, name, created_at FROM team_templates WHERE team_id = $1 ORDER BY name
+SELECT id, team_id, name, created_at, public FROM team_templates WHERE team_id = $1 ORDER BY name
 `
 
 func (q *Queries) ListTeamTemplates(ctx context.Context, teamID uuid.UUID) ([]TeamTemplate, error) {
@@ -537,6 +573,7 @@ func (q *Queries) ListTeamTemplates(ctx context.Context, teamID uuid.UUID) ([]Te
 			&i.TeamID,
 			&i.Name,
 			&i.CreatedAt,
+			&i.Public,
 		); err != nil {
 			return nil, err
 		}
@@ -607,6 +644,37 @@ func (q *Queries) ListTemplateTags(ctx context.Context, templateID uuid.UUID) ([
 			&i.Tag,
 			&i.BuildID,
 			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listVisibleTemplates = `-- name: ListVisibleTemplates :many
+SELECT id, team_id, name, created_at, public FROM team_templates WHERE team_id = $1 OR public ORDER BY team_id <> $1, name
+`
+
+// The team's own templates and every published one, its own first.
+func (q *Queries) ListVisibleTemplates(ctx context.Context, teamID uuid.UUID) ([]TeamTemplate, error) {
+	rows, err := q.db.Query(ctx, listVisibleTemplates, teamID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []TeamTemplate
+	for rows.Next() {
+		var i TeamTemplate
+		if err := rows.Scan(
+			&i.ID,
+			&i.TeamID,
+			&i.Name,
+			&i.CreatedAt,
+			&i.Public,
 		); err != nil {
 			return nil, err
 		}
@@ -722,6 +790,28 @@ func (q *Queries) SandboxesFromSnapshots(ctx context.Context, ids []uuid.UUID) (
 	var count int64
 	err := row.Scan(&count)
 	return count, err
+}
+
+const setTemplatePublic = `-- name: SetTemplatePublic :one
+UPDATE team_templates SET public = $2 WHERE id = $1 RETURNING id, team_id, name, created_at, public
+`
+
+type SetTemplatePublicParams struct {
+	ID     uuid.UUID
+	Public bool
+}
+
+func (q *Queries) SetTemplatePublic(ctx context.Context, arg SetTemplatePublicParams) (TeamTemplate, error) {
+	row := q.db.QueryRow(ctx, setTemplatePublic, arg.ID, arg.Public)
+	var i TeamTemplate
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.Name,
+		&i.CreatedAt,
+		&i.Public,
+	)
+	return i, err
 }
 
 const setTemplateTag = `-- name: SetTemplateTag :exec
@@ -870,7 +960,7 @@ func (q *Queries) TemplateSnapshots(ctx context.Context, templateID uuid.UUID) (
 const upsertTeamTemplate = `-- name: UpsertTeamTemplate :one
 INSERT INTO team_templates (id, team_id, name) VALUES ($1, $2, $3)
 ON CONFLICT (team_id, name) DO UPDATE SET name = EXCLUDED.name
-RETURNING id, team_id, name, created_at
+RETURNING id, team_id, name, created_at, public
 `
 
 type UpsertTeamTemplateParams struct {
@@ -887,6 +977,7 @@ func (q *Queries) UpsertTeamTemplate(ctx context.Context, arg UpsertTeamTemplate
 		&i.TeamID,
 		&i.Name,
 		&i.CreatedAt,
+		&i.Public,
 	)
 	return i, err
 }

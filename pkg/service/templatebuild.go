@@ -306,6 +306,7 @@ func (r *buildRun) build(ctx context.Context) (buildState, error) {
 		r.log("info", "base", "Layers up to step %d are cached; resuming from there", resume+1)
 	case r.base.build != nil:
 		in.SnapshotID = r.base.build.SnapshotID
+		in.snapshotTeam = &r.base.build.TeamID
 	default:
 		in.Template = r.base.image
 	}

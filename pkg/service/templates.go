@@ -255,10 +255,32 @@ func (s *Service) FindTemplate(ctx context.Context, c auth.Caller, ref string) (
 	return t, notFound(err, "template")
 }
 
-// FindTemplateBuild resolves "name", "name:tag" or a template ID to the
-// ready build a sandbox starts from: the tag's build, else the newest.
-func (s *Service) FindTemplateBuild(ctx context.Context, c auth.Caller, ref string) (db.TemplateBuild, error) {
+// findVisibleTemplate finds a template the team may use: its own (by
+// wire ID or name), else a platform template published by an admin.
+func (s *Service) findVisibleTemplate(ctx context.Context, c auth.Caller, ref string) (db.TeamTemplate, error) {
 	t, err := s.FindTemplate(ctx, c, ref)
+	if !errors.Is(err, ErrNotFound) {
+		return t, err
+	}
+	if u, perr := id.Parse(id.Template, ref); perr == nil {
+		pt, perr := s.Q.GetPublicTemplate(ctx, u)
+		if perr == nil {
+			return pt, nil
+		}
+		return t, err
+	}
+	name, _ := SplitTemplateRef(ref)
+	if pt, perr := s.Q.GetPublicTemplateByName(ctx, name); perr == nil {
+		return pt, nil
+	}
+	return t, err
+}
+
+// FindTemplateBuild resolves "name", "name:tag" or a template ID (the
+// team's own or a platform template) to the ready build a sandbox starts
+// from: the tag's build, else the newest.
+func (s *Service) FindTemplateBuild(ctx context.Context, c auth.Caller, ref string) (db.TemplateBuild, error) {
+	t, err := s.findVisibleTemplate(ctx, c, ref)
 	if err != nil {
 		return db.TemplateBuild{}, err
 	}
@@ -293,7 +315,7 @@ func (s *Service) fromTemplate(ctx context.Context, c auth.Caller, in *CreateSan
 	}
 	b, err := s.FindTemplateBuild(ctx, c, in.Template)
 	if errors.Is(err, ErrNotFound) {
-		if _, terr := s.FindTemplate(ctx, c, in.Template); terr == nil {
+		if _, terr := s.findVisibleTemplate(ctx, c, in.Template); terr == nil {
 			return err // the template exists but cannot start a sandbox
 		}
 		return nil
@@ -302,6 +324,9 @@ func (s *Service) fromTemplate(ctx context.Context, c auth.Caller, in *CreateSan
 		return err
 	}
 	in.SnapshotID = b.SnapshotID
+	if b.TeamID != c.TeamID {
+		in.snapshotTeam = &b.TeamID
+	}
 	var envs map[string]string
 	_ = json.Unmarshal(b.Envs, &envs)
 	if len(envs) > 0 {
@@ -433,12 +458,13 @@ func (s *Service) BuildTemplate(ctx context.Context, c auth.Caller, in CreateTem
 	return t, b, err
 }
 
-// ListBuiltTemplates lists the team's built templates.
+// ListBuiltTemplates lists the team's built templates, then the
+// platform templates of other teams.
 func (s *Service) ListBuiltTemplates(ctx context.Context, c auth.Caller) ([]Template, error) {
 	if err := requireTeam(c); err != nil {
 		return nil, err
 	}
-	rows, err := s.Q.ListTeamTemplates(ctx, c.TeamID)
+	rows, err := s.Q.ListVisibleTemplates(ctx, c.TeamID)
 	if err != nil {
 		return nil, err
 	}
@@ -453,9 +479,9 @@ func (s *Service) ListBuiltTemplates(ctx context.Context, c auth.Caller) ([]Temp
 	return out, nil
 }
 
-// GetTemplate returns one of the team's templates.
+// GetTemplate returns one of the team's templates or a platform template.
 func (s *Service) GetTemplate(ctx context.Context, c auth.Caller, ref string) (Template, error) {
-	t, err := s.FindTemplate(ctx, c, ref)
+	t, err := s.findVisibleTemplate(ctx, c, ref)
 	if err != nil {
 		return Template{}, err
 	}
@@ -527,7 +553,7 @@ func (s *Service) CancelBuild(ctx context.Context, c auth.Caller, ref string, bu
 // DeleteTemplate removes a template, its builds' snapshots and cached
 // layers; refused while a sandbox runs from one of its builds.
 func (s *Service) DeleteTemplate(ctx context.Context, c auth.Caller, ref string) error {
-	t, err := s.FindTemplate(ctx, c, ref)
+	t, err := s.ownTemplate(ctx, c, ref, "delete")
 	if err != nil {
 		return err
 	}
@@ -668,6 +694,9 @@ func (s *Service) TagBuild(ctx context.Context, c auth.Caller, target string, ta
 	if err := validTags(tags); err != nil {
 		return db.TemplateBuild{}, err
 	}
+	if _, err := s.ownTemplate(ctx, c, target, "tag"); err != nil {
+		return db.TemplateBuild{}, err
+	}
 	b, err := s.FindTemplateBuild(ctx, c, target)
 	if err != nil {
 		return b, err
@@ -724,4 +753,45 @@ func (s *Service) dropUploads(ctx context.Context, b db.TemplateBuild, steps []B
 	for h := range mine {
 		_ = s.Q.DeleteTemplateFile(ctx, db.DeleteTemplateFileParams{TeamID: b.TeamID, Hash: h})
 	}
+}
+
+// ownTemplate finds one of the team's own templates for a change (op);
+// a platform template of another team is refused with what to do.
+func (s *Service) ownTemplate(ctx context.Context, c auth.Caller, ref, op string) (db.TeamTemplate, error) {
+	t, err := s.FindTemplate(ctx, c, ref)
+	if errors.Is(err, ErrNotFound) {
+		if pt, perr := s.findVisibleTemplate(ctx, c, ref); perr == nil && pt.TeamID != c.TeamID {
+			return t, errf(ErrForbidden, "template %s is a platform template of another team: you can start sandboxes from it and build on it, but only its team can %s it", pt.Name, op)
+		}
+	}
+	return t, err
+}
+
+// PublishTemplate makes one of the team's templates a platform template
+// that every team sees and starts sandboxes from (public), or takes it
+// back. Platform admins only; published names are unique.
+func (s *Service) PublishTemplate(ctx context.Context, c auth.Caller, ref string, public bool) (Template, error) {
+	if err := requireAdmin(c); err != nil {
+		return Template{}, err
+	}
+	t, err := s.ownTemplate(ctx, c, ref, "publish")
+	if err != nil {
+		return Template{}, err
+	}
+	if public {
+		if other, err := s.Q.GetPublicTemplateByName(ctx, t.Name); err == nil && other.ID != t.ID {
+			return Template{}, errf(ErrConflict, "another team already publishes a template named %s; rename yours (build it under another name) to publish it", t.Name)
+		}
+		if s.TemplateAvailable(ctx, t.Name) {
+			return Template{}, errf(ErrConflict, "%s is the name of an image on the hosts; a platform template cannot shadow it", t.Name)
+		}
+	}
+	updated, err := s.Q.SetTemplatePublic(ctx, db.SetTemplatePublicParams{ID: t.ID, Public: public})
+	if isUniqueViolation(err) {
+		return Template{}, errf(ErrConflict, "another team already publishes a template named %s", t.Name)
+	}
+	if err != nil {
+		return Template{}, err
+	}
+	return s.templateView(ctx, updated)
 }
