@@ -564,7 +564,9 @@ func globQuote(p string) string {
 func (r *buildRun) startAndWait(ctx context.Context, state *buildState) error {
 	const logFile = "/tmp/wrenn-start.log"
 	r.log("info", "finalize", "Start command: %s", r.rec.StartCmd)
-	start := "nohup setsid /bin/bash -l -c " + shellQuote(r.rec.StartCmd) + " >" + logFile + " 2>&1 </dev/null &"
+	// SIGHUP ignored (inherited through exec) and a session of its own:
+	// what nohup does, without the nohup binary that busybox images lack.
+	start := "trap '' HUP; setsid /bin/bash -l -c " + shellQuote(r.rec.StartCmd) + " >" + logFile + " 2>&1 </dev/null &"
 	if err := r.exec(ctx, "finalize", start, state.user, state); err != nil {
 		return err
 	}

@@ -113,7 +113,15 @@ steps:
 	if r = o.run("", "sandbox", "create", "--template", "cli-app"); r.code == 0 {
 		t.Fatalf("another team used an unpublished template: %+v", r)
 	}
-	if out := e.ok("template", "publish", "cli-app"); !strings.Contains(out, "cli-app is a platform template") {
+	// Publishing takes a platform admin's session (API keys act as team
+	// members).
+	if r = e.run("", "template", "publish", "cli-app"); r.code != 1 || !strings.Contains(r.stderr, "platform admin") {
+		t.Errorf("publish with an API key: %+v", r)
+	}
+	if r = e.run(s.password+"\n", "login", "--profile", "admin", "--api-url", s.cp.URL, "--sandbox-url", s.cp.ProxyURL, "--email", "admin@example.com", "--password-stdin"); r.code != 0 {
+		t.Fatalf("login with a password: %+v", r)
+	}
+	if out := e.ok("--profile", "admin", "template", "publish", "cli-app"); !strings.Contains(out, "cli-app is a platform template") {
 		t.Errorf("publish: %q", out)
 	}
 	if out := o.ok("template", "list"); !strings.Contains(out, "platform") {
