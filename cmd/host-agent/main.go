@@ -43,6 +43,7 @@ func main() {
 	egressAllow := flag.String("egress-allow", "", "comma-separated CIDR ranges or addresses sandboxes may reach although blocked by default (private networks, carrier-grade NAT, cloud metadata)")
 	egressBlock := flag.String("egress-block", "", "comma-separated CIDR ranges or addresses sandboxes may not reach, beside the default ones")
 	flag.Int64Var(&o.ConsoleMaxBytes, "console-max-bytes", 4<<20, "cap of each of a guest's two console files (console.log, console.log.1)")
+	flag.StringVar(&o.MetricsListen, "metrics-listen", "", "address of the Prometheus /metrics listener (with /healthz and /readyz), unauthenticated: loopback or an interface only Prometheus reaches; empty turns it off")
 	dns := flag.String("dns", "", "comma-separated name servers for the guests (default: the host's, from /etc/resolv.conf, loopback ones left out)")
 	debug := flag.Bool("debug", false, "log at debug level")
 	if len(os.Args) > 1 && os.Args[1] == "check-config" {

@@ -95,3 +95,6 @@ UPDATE sandboxes SET disk_mib = $2 WHERE id = $1;
 
 -- name: SetSandboxEnvVarNames :exec
 UPDATE sandboxes SET env_var_names = $2 WHERE id = $1;
+
+-- name: SetSandboxNetwork :one
+UPDATE sandboxes SET network = $2 WHERE id = $1 RETURNING *;

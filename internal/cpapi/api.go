@@ -4,6 +4,8 @@
 package cpapi
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,9 +18,11 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/cphttp"
+	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/internal/wiretext"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
@@ -62,6 +66,16 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// Public probes for load balancers and service managers: /healthz
+	// while the process serves, /readyz while it can also reach the
+	// database.
+	r.Method(http.MethodGet, "/healthz", metrics.Healthz())
+	r.Method(http.MethodGet, "/readyz", metrics.Readyz(func(ctx context.Context) error {
+		if err := svc.Pool.Ping(ctx); err != nil {
+			return errors.New("database unreachable")
+		}
+		return nil
+	}, log))
 	r.Get("/openapi.yaml", serveSpec)
 	r.Get("/docs", serveDocs)
 	r.Get("/docs/*", serveDocs)
@@ -87,6 +101,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 		r.Get("/auth/session", a.browserSession)
 		// Hosts authenticate with their own secret.
 		r.Post("/hosts/{hostID}/heartbeat", a.heartbeat)
+		r.Post("/hosts/{hostID}"+hostapi.SandboxesChangedPath, a.sandboxesChanged)
 
 		// WebSocket streams: their own group, their own authentication
 		// (which also accepts ?token= because browsers cannot set headers
@@ -135,6 +150,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Get("/sandboxes/{sandboxID}", a.getSandbox)
 			r.Delete("/sandboxes/{sandboxID}", a.destroySandbox)
 			r.Post("/sandboxes/{sandboxID}/timeout", a.setTimeout)
+			r.Put("/sandboxes/{sandboxID}/network", a.setNetwork)
 			r.Post("/sandboxes/{sandboxID}/pause", a.pauseSandbox)
 			r.Post("/sandboxes/{sandboxID}/resume", a.resumeSandbox)
 			r.Post("/sandboxes/{sandboxID}/exec", a.exec)
@@ -154,6 +170,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Delete("/snapshots/{snapshotID}", a.deleteSnapshot)
 
 			r.Get("/audit", a.listAudit)
+			r.Get("/usage", a.usage)
 
 			r.Post("/hosts/tokens", a.createHostToken)
 			r.Get("/hosts", a.listHosts)

@@ -283,7 +283,7 @@ func TestBadInput(t *testing.T) {
 func TestNoUnauthenticatedRoute(t *testing.T) {
 	cp := startCP(t, nil)
 	public := map[string]bool{
-		"GET /health": true, "GET /openapi.yaml": true, "GET /docs": true, "GET /docs/*": true,
+		"GET /health": true, "GET /healthz": true, "GET /readyz": true, "GET /openapi.yaml": true, "GET /docs": true, "GET /docs/*": true,
 		"POST /v1/auth/signup": true, "POST /v1/auth/login": true, "POST /v1/hosts/register": true,
 		// The sign-in page's: what it offers, whether the browser has a
 		// session, and GitHub's browser redirects.

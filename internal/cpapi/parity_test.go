@@ -6,7 +6,7 @@ import (
 )
 
 // TestCreateRefusesWhatItCannotHonour: a create that asks for something
-// Wrenn does not do (an egress rule, a volume, an MCP gateway) is refused
+// Wrenn does not do (an egress proxy, per-domain rules, a volume, an MCP gateway) is refused
 // with a 400 naming the field, on both APIs, before any host is asked.
 func TestCreateRefusesWhatItCannotHonour(t *testing.T) {
 	cp := startCP(t, nil)
@@ -16,13 +16,13 @@ func TestCreateRefusesWhatItCannotHonour(t *testing.T) {
 		body  map[string]any
 		named string
 	}{
-		{"/e2b/sandboxes", map[string]any{"templateID": "base", "network": map[string]any{"denyOut": []string{"8.8.8.8"}}}, "network.denyOut"},
-		{"/e2b/v2/sandboxes", map[string]any{"templateID": "base", "network": map[string]any{"allowOut": []string{"example.com"}}}, "network.allowOut"},
+		{"/e2b/sandboxes", map[string]any{"templateID": "base", "network": map[string]any{"egressProxy": map[string]string{"address": "p:1080"}}}, "network.egressProxy"},
+		{"/e2b/v2/sandboxes", map[string]any{"templateID": "base", "network": map[string]any{"rules": map[string]any{"api.example.com": []any{map[string]any{}}}}}, "network.rules"},
 		{"/e2b/v2/sandboxes", map[string]any{"templateID": "base", "network": map[string]any{"maskRequestHost": "h"}}, "network.maskRequestHost"},
 		{"/e2b/v2/sandboxes", map[string]any{"templateID": "base", "volumeMounts": []any{map[string]string{"name": "v", "path": "/v"}}}, "volumeMounts"},
 		{"/e2b/v2/sandboxes", map[string]any{"templateID": "base", "mcp": map[string]any{"x": map[string]any{}}}, "mcp"},
 		{"/e2b/v2/sandboxes", map[string]any{"templateID": "base", "autoPause": true, "autoPauseMemory": false}, "autoPauseMemory"},
-		{"/v1/sandboxes", map[string]any{"network": map[string]any{"denyOut": []string{"8.8.8.8"}}}, "network"},
+		{"/v1/sandboxes", map[string]any{"network": map[string]any{"denyOut": []string{"8.8.8.8"}}}, "denyOut"},
 	} {
 		r, err := cp.Do("POST", c.path, key, c.body)
 		if err != nil {
@@ -34,7 +34,7 @@ func TestCreateRefusesWhatItCannotHonour(t *testing.T) {
 	}
 	// What it honours gets past the check (no host here: 503).
 	r, _ := cp.Do("POST", "/e2b/v2/sandboxes", key, map[string]any{"templateID": "base", "autoPause": true, "autoPauseMemory": true,
-		"network": map[string]any{"allowPublicTraffic": false, "allowOut": []string{}}, "volumeMounts": []any{}})
+		"network": map[string]any{"allowPublicTraffic": false, "allowOut": []string{"example.com"}, "denyOut": []string{"0.0.0.0/0"}}, "volumeMounts": []any{}})
 	if r.Status == 400 {
 		t.Errorf("an honoured create was refused: %s", r)
 	}

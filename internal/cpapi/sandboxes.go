@@ -1,6 +1,7 @@
 package cpapi
 
 import (
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"net/http"
 	"strings"
 
@@ -23,6 +24,7 @@ type createSandboxBody struct {
 	AutoResume     bool              `json:"auto_resume,omitempty"`
 	Metadata       map[string]string `json:"metadata,omitempty"`
 	EnvVars        map[string]string `json:"env_vars,omitempty"`
+	Network        *networkPolicy    `json:"network,omitempty"`
 }
 
 func (a *API) createSandbox(w http.ResponseWriter, r *http.Request) {
@@ -33,7 +35,7 @@ func (a *API) createSandbox(w http.ResponseWriter, r *http.Request) {
 	in := service.CreateSandboxInput{
 		Template: b.Template, VCPUs: b.VCPUs, MemoryMiB: b.MemoryMiB, DiskMiB: b.DiskMiB, TimeoutSeconds: b.TimeoutSeconds,
 		OnTimeout: b.OnTimeout, AllowInternet: b.AllowInternet, AllowPublicTraffic: b.AllowPublic, AutoResume: b.AutoResume,
-		Metadata: b.Metadata, EnvVars: b.EnvVars,
+		Metadata: b.Metadata, EnvVars: b.EnvVars, Network: b.Network.policy(), NetworkFields: &egress.V1Fields,
 	}
 	if b.SnapshotID != "" {
 		if b.Template != "" {
@@ -263,11 +265,12 @@ type metricView struct {
 	DiskUsedBytes   uint64  `json:"disk_used_bytes"`
 	DiskTotalBytes  uint64  `json:"disk_total_bytes"`
 	HostRSSBytes    uint64  `json:"host_rss_bytes"`
+	MemCacheBytes   uint64  `json:"mem_cache_bytes"`
 }
 
 func viewMetric(m service.Metric) metricView {
 	v := metricView{CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsedBytes: m.MemUsed, MemTotalBytes: m.MemTotal,
-		DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRSSBytes: m.HostRSS}
+		DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRSSBytes: m.HostRSS, MemCacheBytes: m.MemCache}
 	if !m.At.IsZero() {
 		v.TimestampUnixMs = m.At.UnixMilli()
 	}

@@ -98,6 +98,7 @@ type sandboxView struct {
 	StoppedAt       *time.Time        `json:"stopped_at"`
 	EnvdAccessToken string            `json:"envd_access_token,omitempty"`
 	TrafficToken    string            `json:"traffic_access_token,omitempty"`
+	Network         networkPolicy     `json:"network"`
 }
 
 func viewSandbox(s service.Sandbox) sandboxView {
@@ -110,6 +111,7 @@ func viewSandbox(s service.Sandbox) sandboxView {
 		EnvdVersion: s.EnvdVersion, HostID: optID(id.Host, s.HostID), HostStatus: s.HostStatus, Error: s.Error,
 		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, StoppedAt: s.StoppedAt, EnvdAccessToken: s.EnvdAccessToken,
 		AllowPublic: s.AllowPublicTraffic, AutoResume: s.AutoResume, TrafficToken: s.TrafficAccessToken,
+		Network: viewNetwork(s),
 	}
 }
 

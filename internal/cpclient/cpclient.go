@@ -161,3 +161,9 @@ func (c *Client) Heartbeat(ctx context.Context, hostID, secret string, hb hostap
 	err := c.Call(ctx, http.MethodPost, "/v1/hosts/"+hostID+"/heartbeat", secret, hb, &res)
 	return res, err
 }
+
+// SandboxesChanged reports sandboxes a host changed on its own,
+// authenticated with its secret.
+func (c *Client) SandboxesChanged(ctx context.Context, hostID, secret string, ids []string) error {
+	return c.Call(ctx, http.MethodPost, "/v1/hosts/"+hostID+hostapi.SandboxesChangedPath, secret, hostapi.SandboxesChanged{Sandboxes: ids}, nil)
+}

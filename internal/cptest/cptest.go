@@ -56,9 +56,11 @@ type CP struct {
 	URL string
 	// ProxyURL is the sandbox proxy's (header routing: E2b-Sandbox-Id/Port).
 	ProxyURL string
-	Config   config.Config
-	cancel   context.CancelFunc
-	done     chan error
+	// MetricsURL is the metrics listener's (/metrics, /healthz, /readyz).
+	MetricsURL string
+	Config     config.Config
+	cancel     context.CancelFunc
+	done       chan error
 }
 
 // Options tune a control plane for a test.
@@ -109,6 +111,12 @@ func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
 		ln.Close()
 		return nil, err
 	}
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		pln.Close()
+		return nil, err
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -117,10 +125,10 @@ func (p *Postgres) Start(ctx context.Context, o Options) (*CP, error) {
 	if !cfg.PlainHTTP {
 		scheme = "https://" // a Tune that gave it certificates
 	}
-	cp := &CP{URL: scheme + ln.Addr().String(), ProxyURL: scheme + pln.Addr().String(), Config: cfg, cancel: cancel, done: make(chan error, 1)}
+	cp := &CP{URL: scheme + ln.Addr().String(), ProxyURL: scheme + pln.Addr().String(), MetricsURL: "http://" + mln.Addr().String(), Config: cfg, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
-		cp.done <- cpserver.Run(cctx, cpserver.WithConfig(cfg), cpserver.WithListener(ln), cpserver.WithProxyListener(pln), cpserver.WithLogger(o.Log),
+		cp.done <- cpserver.Run(cctx, cpserver.WithConfig(cfg), cpserver.WithListener(ln), cpserver.WithProxyListener(pln), cpserver.WithMetricsListener(mln), cpserver.WithLogger(o.Log),
 			cpserver.WithExtensions(o.Extensions...), cpserver.WithReady(func(string) { close(ready) }))
 	}()
 	select {

@@ -14,7 +14,7 @@ import (
 var createFields = []string{
 	"templateID", "timeout", "metadata", "envVars", "allow_internet_access",
 	"autoPause", "autoResume", "autoResume.enabled",
-	"network", "network.allowPublicTraffic",
+	"network", "network.allowPublicTraffic", "network.allowOut", "network.denyOut",
 	// secure asks for envd's access token; every Wrenn sandbox has one,
 	// so secure: false gets a sandbox more locked down than asked, which
 	// the SDK handles (it always sends the token it is given).
@@ -29,7 +29,7 @@ var createFields = []string{
 // than getting a sandbox without what it asked for. A field leaves this
 // list in the change that honours it.
 var unsupportedCreateFields = []string{
-	"network.allowOut", "network.denyOut", "network.egressProxy", "network.rules",
+	"network.egressProxy", "network.rules",
 	"network.maskRequestHost", "network.httpsPorts",
 	"volumeMounts", "mcp", "iam",
 }

@@ -11,9 +11,8 @@ func TestCheckCreateFields(t *testing.T) {
 	}{
 		{`{"templateID":"base","timeout":300,"metadata":{"a":"b"},"envVars":{"X":"1"},"autoPause":true,"autoPauseMemory":true,"autoResume":{"enabled":true},"secure":true,"allow_internet_access":false,"network":{"allowPublicTraffic":false}}`, ""},
 		{`{"templateID":"base","mcp":null,"volumeMounts":[],"iam":{},"network":{"allowOut":[ ],"rules":{}}}`, ""},
-		{`{"metadata":{"network.allowOut":"x","mcp":"y"}}`, ""}, // the user's own keys
-		{`{"network":{"denyOut":["8.8.8.8"]}}`, "network.denyOut"},
-		{`{"network":{"allowOut":["example.com"]}}`, "network.allowOut"},
+		{`{"metadata":{"network.allowOut":"x","mcp":"y"}}`, ""},                // the user's own keys
+		{`{"network":{"denyOut":["8.8.8.8"],"allowOut":["example.com"]}}`, ""}, // the egress policy
 		{`{"network":{"egressProxy":{"address":"p:1080"}}}`, "network.egressProxy"},
 		{`{"network":{"rules":{"api.example.com":[{}]}}}`, "network.rules"},
 		{`{"network":{"maskRequestHost":"x"}}`, "network.maskRequestHost"},

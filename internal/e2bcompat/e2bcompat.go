@@ -62,8 +62,10 @@ func Mount(root chi.Router, svc *service.Service, domain string, maxBody int64, 
 		r.Post("/sandboxes/{sandboxID}/connect", h.connect)
 		r.Post("/v2/sandboxes/{sandboxID}/connect", h.connect)
 		r.Post("/sandboxes/{sandboxID}/timeout", h.timeout)
+		r.Put("/sandboxes/{sandboxID}/network", h.setNetwork)
 		r.Post("/sandboxes/{sandboxID}/refreshes", h.refresh)
 		r.Get("/sandboxes/{sandboxID}/metrics", h.metrics)
+		r.Get("/sandboxes/metrics", h.manyMetrics)
 		r.Post("/sandboxes/{sandboxID}/snapshots", h.createSnapshot)
 		r.Get("/snapshots", h.listSnapshots)
 		r.Delete("/templates/{templateID}", h.deleteTemplateOr(h.deleteSnapshot))
@@ -203,9 +205,7 @@ type newSandbox struct {
 	AutoResume          *struct {
 		Enabled bool `json:"enabled"`
 	} `json:"autoResume"`
-	Network *struct {
-		AllowPublicTraffic *bool `json:"allowPublicTraffic"`
-	} `json:"network"`
+	Network *networkBody `json:"network"`
 }
 
 // sandboxView is E2B's Sandbox (create and connect responses).
@@ -247,7 +247,16 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 		in.AutoResume = b.AutoResume.Enabled
 	}
 	if b.Network != nil {
+		if f := b.Network.unsupported(); f != "" {
+			writeError(w, http.StatusBadRequest, f+" is not supported by Wrenn")
+			return
+		}
+		if b.Network.AllowInternetAccess != nil {
+			writeError(w, http.StatusBadRequest, "network.allow_internet_access: use allow_internet_access at the top level")
+			return
+		}
 		in.AllowPublicTraffic = b.Network.AllowPublicTraffic
+		in.Network = b.Network.policy()
 	}
 	c := caller(r)
 	// templateID names a snapshot (by ID or name), or a template; the
@@ -295,6 +304,7 @@ type detail struct {
 	Metadata            map[string]string `json:"metadata"`
 	Lifecycle           *lifecycle        `json:"lifecycle,omitempty"`
 	VolumeMounts        []any             `json:"volumeMounts"`
+	Network             *networkView      `json:"network,omitempty"`
 }
 
 type lifecycle struct {
@@ -322,6 +332,7 @@ func (h *handler) detail(sb service.Sandbox) detail {
 		CPUCount: sb.Vcpus, MemoryMB: sb.MemoryMib, DiskSizeMB: sb.DiskMib, State: state, EnvdVersion: sb.EnvdVersion,
 		EnvdAccessToken: sb.EnvdAccessToken, AllowInternetAccess: &sb.AllowInternet, Metadata: meta,
 		Lifecycle: &lifecycle{AutoResume: sb.AutoResume, OnTimeout: onTimeout}, VolumeMounts: []any{},
+		Network: networkOf(sb),
 	}
 	if h.domain != "" {
 		d.Domain = &h.domain
@@ -614,36 +625,6 @@ func notRunningIsNotFound(err error) error {
 		return fault.New(fault.NotFound, err.Error())
 	}
 	return err
-}
-
-func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
-	if !ok {
-		return
-	}
-	g, err := h.svc.Guest(r.Context(), caller(r), sid)
-	var samples []service.Metric
-	if err == nil {
-		samples, err = g.Metrics(r.Context())
-	}
-	if err != nil {
-		h.fail(w, notRunningIsNotFound(err))
-		return
-	}
-	type metric struct {
-		Timestamp  time.Time `json:"timestamp"`
-		CPUUsedPct float32   `json:"cpuUsedPct"`
-		CPUCount   uint32    `json:"cpuCount"`
-		MemUsed    uint64    `json:"memUsed"`
-		MemTotal   uint64    `json:"memTotal"`
-		DiskUsed   uint64    `json:"diskUsed"`
-		DiskTotal  uint64    `json:"diskTotal"`
-	}
-	out := make([]metric, 0, len(samples))
-	for _, m := range samples {
-		out = append(out, metric{m.At, m.CPUUsedPct, m.CPUCount, m.MemUsed, m.MemTotal, m.DiskUsed, m.DiskTotal})
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 type snapshotView struct {

@@ -168,6 +168,7 @@ type Metrics struct {
 	CPUUsedPct float32 `json:"cpu_used_pct"`
 	MemTotal   uint64  `json:"mem_total"`
 	MemUsed    uint64  `json:"mem_used"`
+	MemCache   uint64  `json:"mem_cache"`
 	DiskUsed   uint64  `json:"disk_used"`
 	DiskTotal  uint64  `json:"disk_total"`
 }

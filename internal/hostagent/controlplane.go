@@ -94,8 +94,8 @@ func joinControlPlane(ctx context.Context, stateDir, base, token, name, address 
 }
 
 // heartbeat reports this host's capacity to the control plane until ctx
-// ends.
-func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address string, m *sandbox.Manager) {
+// ends; ready learns whether the last one got through.
+func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address string, m *sandbox.Manager, ready *readiness) {
 	cp := cpclient.New(c.ControlPlane, &http.Client{Timeout: 10 * time.Second})
 	interval := 10 * time.Second
 	failing := false
@@ -104,6 +104,7 @@ func heartbeat(ctx context.Context, log *slog.Logger, c credentials, address str
 		if err == nil && res.IntervalSeconds > 0 {
 			interval = time.Duration(res.IntervalSeconds) * time.Second
 		}
+		ready.heartbeatOK.Store(err == nil)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			var ce *cpclient.Error

@@ -32,9 +32,9 @@ type Service struct {
 // Handler is the service behind bearer authentication. Every error a
 // method returns leaves as its fault kind (fault.Interceptor), so the
 // handlers return the manager's and envd's errors as they are.
-func Handler(svc *Service, secret string) (string, http.Handler) {
-	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc, connect.WithInterceptors(fault.Interceptor()),
-		connect.WithReadMaxBytes(hostapi.MaxAgentRequest))
+func Handler(svc *Service, secret string, opts ...connect.HandlerOption) (string, http.Handler) {
+	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc, append([]connect.HandlerOption{connect.WithInterceptors(fault.Interceptor()),
+		connect.WithReadMaxBytes(hostapi.MaxAgentRequest)}, opts...)...)
 	return path, requireBearer(secret, svc.Log, h)
 }
 

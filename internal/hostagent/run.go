@@ -17,6 +17,9 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime/console"
@@ -73,6 +76,9 @@ type Options struct {
 	EgressAllow, EgressBlock []string
 	// ConsoleMaxBytes caps each of a guest's two console files (0: 4 MiB).
 	ConsoleMaxBytes int64
+	// MetricsListen is where Prometheus scrapes /metrics (with /healthz
+	// and /readyz); empty turns it off. See internal/metrics.
+	MetricsListen string
 }
 
 // Run serves until ctx ends, then pauses its sandboxes (or destroys them,
@@ -145,11 +151,16 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	mem := hostMemMiB()
-	m, err := sandbox.NewManager(sandbox.Config{
+	mcfg := sandbox.Config{
 		StateDir: o.StateDir, ImagesDir: o.ImagesDir, Driver: driver, Net: netm, Log: o.Log,
 		HostCPUs: goruntime.NumCPU(), HostMemMiB: mem, MaxSandboxes: o.MaxSandboxes, DNS: o.DNS,
 		ReadyTimeout: o.ReadyTimeout, DestroyOnClose: o.DestroyOnStop,
-	})
+	}
+	changes := newChangeReporter()
+	if o.ControlPlane != "" {
+		mcfg.Changed = changes.note
+	}
+	m, err := sandbox.NewManager(mcfg)
 	if err != nil {
 		return err
 	}
@@ -164,6 +175,27 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer ln.Close()
 	svc := &Service{M: m, HostID: o.HostID, Log: o.Log}
+	am := newAgentMetrics(m, o.NetworkSlots)
+	ready := &readiness{controlPlane: o.ControlPlane != ""}
+	if o.MetricsListen != "" {
+		ms, err := metrics.Serve(nil, o.MetricsListen, am.reg, ready.check, o.Log)
+		if err != nil {
+			return err
+		}
+		mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+		mdone := make(chan struct{})
+		go func() {
+			defer close(mdone)
+			if err := ms.Serve(mctx); err != nil {
+				o.Log.Error("metrics listener stopped", "err", err)
+			}
+		}()
+		defer func() {
+			stopMetrics()
+			<-mdone
+		}()
+		o.Log.Info("metrics listening", "addr", ms.Addr())
+	}
 	if o.ControlPlane != "" {
 		if o.Advertise == "" {
 			o.Advertise = ln.Addr().String()
@@ -181,20 +213,29 @@ func Run(ctx context.Context, o Options) error {
 		hbDone := make(chan struct{})
 		go func() {
 			defer close(hbDone)
-			heartbeat(hbCtx, o.Log, creds, o.Advertise, m)
+			heartbeat(hbCtx, o.Log, creds, o.Advertise, m, ready)
+		}()
+		reportsDone := make(chan struct{})
+		go func() {
+			defer close(reportsDone)
+			changes.run(hbCtx, o.Log, creds)
 		}()
 		defer func() {
 			stopHeartbeats()
 			<-hbDone
+			<-reportsDone
 		}()
 	}
 	mux := http.NewServeMux()
-	path, h := Handler(svc, o.Secret)
+	path, h := Handler(svc, o.Secret, connect.WithInterceptors(am.interceptor()))
 	mux.Handle(path, h)
+	// Public probes: up, and ready to take sandboxes.
+	mux.Handle("GET /healthz", metrics.Healthz())
+	mux.Handle("GET /readyz", metrics.Readyz(ready.check, o.Log))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: withGuestProxy(m, o.Secret, o.Log, mux), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: am.handler(withGuestProxy(m, o.Secret, o.Log, mux)), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 	o.Log.Info("agent listening", "addr", ln.Addr().String(), "state_dir", o.StateDir, "images", o.ImagesDir, "templates", m.Templates())
 	if o.Ready != nil {
 		o.Ready <- ln.Addr().String()

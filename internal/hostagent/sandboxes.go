@@ -34,7 +34,7 @@ func toPB(i sandbox.Info) *pb.Sandbox {
 		Id: i.ID, Template: i.Template, State: st, Vcpus: uint32(i.VCPUs), MemoryMib: uint32(i.MemoryMiB), DiskMib: uint32(i.DiskMiB),
 		CreatedAtUnixMs: i.CreatedAt.UnixMilli(), AllowInternet: i.AllowInternet, Metadata: i.Metadata, Runtime: i.Runtime,
 		Error: i.Err, EnvdVersion: i.EnvdVersion, HostAddress: i.HostAddress, OnTimeout: pb.TimeoutAction_TIMEOUT_ACTION_DESTROY,
-		GuestFault: i.GuestFault,
+		GuestFault: i.GuestFault, Network: policyToPB(i.Network),
 	}
 	out.Snapshot = i.Snapshot
 	if i.OnTimeout == sandbox.OnTimeoutPause {
@@ -56,6 +56,7 @@ func (s *Service) CreateSandbox(ctx context.Context, req *connect.Request[pb.Cre
 		ID: m.SandboxId, Template: m.Template, VCPUs: int(m.Vcpus), MemoryMiB: int(m.MemoryMib), DiskMiB: int(m.DiskMib),
 		Timeout: time.Duration(m.TimeoutSeconds) * time.Second, EnvVars: m.EnvVars, AllowInternet: m.AllowInternet,
 		Metadata: m.Metadata, AccessToken: m.EnvdAccessToken, OnTimeout: onTimeout, Snapshot: m.Snapshot,
+		Network: policyFromPB(m.Network),
 	})
 	if err != nil {
 		return nil, err
@@ -138,7 +139,7 @@ func (s *Service) ListSnapshots(_ context.Context, _ *connect.Request[pb.ListSna
 }
 
 func metricsPB(m sandbox.Metrics) *pb.SandboxMetrics {
-	return &pb.SandboxMetrics{TimestampUnixMs: m.At.UnixMilli(), CpuUsedPct: m.CPUUsedPct, CpuCount: m.CPUCount, MemUsedBytes: m.MemUsed, MemTotalBytes: m.MemTotal, DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRssBytes: m.HostRSS}
+	return &pb.SandboxMetrics{TimestampUnixMs: m.At.UnixMilli(), CpuUsedPct: m.CPUUsedPct, CpuCount: m.CPUCount, MemUsedBytes: m.MemUsed, MemTotalBytes: m.MemTotal, DiskUsedBytes: m.DiskUsed, DiskTotalBytes: m.DiskTotal, HostRssBytes: m.HostRSS, MemCacheBytes: m.MemCache}
 }
 
 func (s *Service) GetSandboxMetrics(_ context.Context, req *connect.Request[pb.GetSandboxMetricsRequest]) (*connect.Response[pb.GetSandboxMetricsResponse], error) {

@@ -54,6 +54,9 @@ func (m *Manager) SetEgress(p EgressPolicy) error {
 	if err != nil {
 		return err
 	}
+	m.mu.Lock()
+	m.dns = slices.Clone(p.DNS)
+	m.mu.Unlock()
 	chain := m.chainEgress
 	if err := m.ipt.ClearChain("filter", chain); err != nil {
 		return fmt.Errorf("flush chain %s: %w", chain, err)

@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -92,6 +93,11 @@ type Manager struct {
 	// chainEgress holds the destination rules (egress.go), jumped to from
 	// chainForward for what sandboxes send.
 	chainForward, chainInput, chainNAT, chainEgress string
+	// dns is the guests' name servers (SetEgress); proxies are the slots'
+	// filtering proxies (egressproxy.go), by slot index.
+	dns     []netip.Addr
+	proxies map[int]*domainProxy
+	log     *slog.Logger
 }
 
 func chainPrefix(partition int) string {
@@ -124,7 +130,7 @@ func NewManager(partition, maxSlots int, keep map[int]bool) (*Manager, error) {
 		return nil, fmt.Errorf("iptables: %w (install the iptables package)", err)
 	}
 	cp := chainPrefix(partition)
-	m := &Manager{used: map[int]bool{}, base: partition * PartitionSlots, max: maxSlots, ipt: ipt,
+	m := &Manager{used: map[int]bool{}, proxies: map[int]*domainProxy{}, log: slog.Default(), base: partition * PartitionSlots, max: maxSlots, ipt: ipt,
 		chainForward: cp + "-FORWARD", chainInput: cp + "-INPUT", chainNAT: cp + "-POSTROUTING", chainEgress: cp + "-EGRESS"}
 	for i := range keep {
 		m.used[i] = true
@@ -452,6 +458,7 @@ func (s *Slot) configureInside(peerName string) error {
 // Release removes a slot's namespace (and with it the tap, the veth pair
 // and the namespace's rules) and its host rule, and frees the index.
 func (m *Manager) Release(s *Slot) error {
+	m.stopProxy(s.Index)
 	var errs []error
 	if err := m.egressRule(s, false); err != nil {
 		errs = append(errs, err)
@@ -479,6 +486,15 @@ func (m *Manager) Release(s *Slot) error {
 
 // Close removes the host-wide rules; call it after every slot is released.
 func (m *Manager) Close() error {
+	m.mu.Lock()
+	var held []int
+	for i := range m.proxies {
+		held = append(held, i)
+	}
+	m.mu.Unlock()
+	for _, i := range held {
+		m.stopProxy(i)
+	}
 	var errs []error
 	for _, c := range m.chains() {
 		if err := m.ipt.DeleteIfExists(c.table, c.parent, "-j", c.name); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"io"
 	"log/slog"
 	"net"
@@ -110,6 +111,7 @@ type fakeSlots struct {
 	full     bool
 	acquired int
 	released int
+	policies map[int]egress.Rules // by slot index, as last set
 }
 
 func (f *fakeSlots) Acquire(internet, guestNamespace bool) (*network.Slot, error) {
@@ -140,6 +142,19 @@ func (f *fakeSlots) Acquire(internet, guestNamespace bool) (*network.Slot, error
 	f.held[i] = ln
 	f.acquired++
 	return &network.Slot{Index: i, Namespace: fmt.Sprintf("fake-ns-%d", i), GuestHost: addr, Internet: internet}, nil
+}
+
+func (f *fakeSlots) SetSandboxEgress(s *network.Slot, r egress.Rules) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.held[s.Index]; !ok {
+		return fmt.Errorf("egress policy set on slot %d, which is not held", s.Index)
+	}
+	if f.policies == nil {
+		f.policies = map[int]egress.Rules{}
+	}
+	f.policies[s.Index] = r
+	return nil
 }
 
 func (f *fakeSlots) Release(s *network.Slot) error {
@@ -389,6 +404,9 @@ type harness struct {
 	slots *fakeSlots
 	clock *fakeClock
 	state string
+
+	changedMu sync.Mutex
+	changed   []string // "id state" for each Changed call
 }
 
 // newHarness starts a manager on the fake driver; its cleanup closes the
@@ -405,6 +423,15 @@ func newHarness(t *testing.T) *harness {
 		StateDir: h.state, ImagesDir: images, Driver: h.drv, Net: h.slots,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ReadyTimeout: 10 * time.Second,
 		SampleEvery: time.Hour, DestroyOnClose: true, clock: h.clock,
+		Changed: func(id string) {
+			state := "gone"
+			if s, err := h.m.Get(id); err == nil {
+				state = string(s.Info().State)
+			}
+			h.changedMu.Lock()
+			h.changed = append(h.changed, id+" "+state)
+			h.changedMu.Unlock()
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cgroup"
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
@@ -43,6 +44,11 @@ type Config struct {
 	// DestroyOnClose makes Close destroy every sandbox; by default it
 	// keeps them for the next run, paused.
 	DestroyOnClose bool
+	// Changed, if set, is told the ID of a sandbox whose state this
+	// manager changed on its own (a timeout paused or destroyed it, its
+	// guest died), so that whoever keeps the record learns at once. It is
+	// called with the sandbox's lock held: it must not block.
+	Changed func(id string)
 
 	// clock runs the timeouts (tests set one they advance by hand).
 	clock clock
@@ -55,6 +61,8 @@ type Slots interface {
 	// (runtime.Capabilities.GuestNamespace).
 	Acquire(internet, guestNamespace bool) (*network.Slot, error)
 	Release(*network.Slot) error
+	// SetSandboxEgress applies a sandbox's own egress policy to its slot.
+	SetSandboxEgress(*network.Slot, egress.Rules) error
 }
 
 // Manager owns every sandbox on this host.
@@ -127,6 +135,15 @@ func (m *Manager) writeRecord(s *Sandbox, pid, slot int, paused bool) error {
 		return err
 	}
 	return os.Rename(path+".tmp", path)
+}
+
+// rewriteRecord saves s's record again after its request changed; s.mu
+// is held and s is running or paused.
+func (m *Manager) rewriteRecord(s *Sandbox) error {
+	if s.inst != nil && s.slot != nil {
+		return m.writeRecord(s, s.inst.PID(), s.slot.Index, false)
+	}
+	return m.writeRecord(s, 0, -1, true)
 }
 
 // reclaim deals with what an earlier run left (it was killed, or the host
@@ -295,6 +312,9 @@ func (m *Manager) normalize(r *Request) error {
 	if r.OnTimeout == OnTimeoutPause && m.caps.Resumer == nil {
 		return fmt.Errorf("%w: the %s runtime cannot pause sandboxes yet; use destroy on timeout", ErrUnsupported, m.cfg.Driver.Name())
 	}
+	if _, err := egress.Compile(r.Network); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	if r.OnTimeout != OnTimeoutDestroy && r.OnTimeout != OnTimeoutPause {
 		return fmt.Errorf("%w: on-timeout action %q", ErrInvalid, r.OnTimeout)
 	}
@@ -395,11 +415,9 @@ func (m *Manager) Create(ctx context.Context, r Request) (Info, error) {
 
 func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string) error {
 	r := s.info.Request
-	slot, err := m.cfg.Net.Acquire(r.AllowInternet, m.caps.GuestNamespace)
-	if err != nil {
+	if err := m.acquireSlot(s); err != nil {
 		return err
 	}
-	s.slot = slot
 	s.dir = filepath.Join(m.sandboxesDir(), r.ID)
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return err
@@ -409,6 +427,58 @@ func (m *Manager) boot(ctx context.Context, s *Sandbox, mf *guestimage.Manifest,
 		return err
 	}
 	return m.bringUp(ctx, s, inst, r.Timeout)
+}
+
+// acquireSlot gives s a network slot with its egress policy in place
+// before the guest can send anything; the caller's failure path releases
+// it (s.slot is set).
+func (m *Manager) acquireSlot(s *Sandbox) error {
+	slot, err := m.cfg.Net.Acquire(s.info.AllowInternet, m.caps.GuestNamespace)
+	if err != nil {
+		return err
+	}
+	s.slot = slot
+	if s.info.Network.Empty() {
+		return nil
+	}
+	rules, err := egress.Compile(s.info.Network)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return m.cfg.Net.SetSandboxEgress(slot, rules)
+}
+
+// SetNetwork replaces a sandbox's egress policy: at once in its slot if it
+// runs, at its next bring-up otherwise; the record keeps it across agent
+// restarts.
+func (m *Manager) SetNetwork(id string, p egress.Policy) (Info, error) {
+	rules, err := egress.Compile(p)
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	s, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st := s.Info().State; st {
+	case Running, Paused:
+	default:
+		return Info{}, fmt.Errorf("%w: sandbox %s is %s", ErrNotRunning, id, st)
+	}
+	if s.slot != nil {
+		if err := m.cfg.Net.SetSandboxEgress(s.slot, rules); err != nil {
+			return Info{}, err
+		}
+	}
+	s.infoMu.Lock()
+	s.info.Network = p
+	s.infoMu.Unlock()
+	if err := m.rewriteRecord(s); err != nil {
+		return Info{}, err
+	}
+	return s.Info(), nil
 }
 
 // spec is what the driver needs to start or resume s's guest in its slot.
@@ -475,6 +545,14 @@ func (m *Manager) watchGuest(s *Sandbox, inst runtime.Instance, stop chan struct
 	s.watch = nil // this goroutine is the watcher; nothing to stop
 	m.teardown(s)
 	s.setState(Error, reason)
+	m.changed(s.info.ID)
+}
+
+// changed reports a state change this manager made on its own.
+func (m *Manager) changed(id string) {
+	if m.cfg.Changed != nil {
+		m.cfg.Changed(id)
+	}
 }
 
 // teardown releases everything s holds, in reverse order of acquisition.
@@ -630,6 +708,7 @@ func (m *Manager) expire(id string) {
 		s.expiry.Reset(info.ExpiresAt.Sub(now)) // extended while this timer fired
 		return
 	}
+	defer m.changed(id)
 	if info.OnTimeout == OnTimeoutPause {
 		m.log.Info("sandbox timed out; pausing", "sandbox", id)
 		if _, err := m.pauseLocked(context.Background(), s); err != nil {
@@ -773,11 +852,9 @@ func (m *Manager) resumeLocked(ctx context.Context, s *Sandbox, timeout time.Dur
 // restore resumes s from its directory, or, with snapshotDir, first makes
 // that directory a clone of the snapshot.
 func (m *Manager) restore(ctx context.Context, s *Sandbox, mf *guestimage.Manifest, imgDir string, timeout time.Duration, snapshotDir string) error {
-	slot, err := m.cfg.Net.Acquire(s.info.AllowInternet, m.caps.GuestNamespace)
-	if err != nil {
+	if err := m.acquireSlot(s); err != nil {
 		return err
 	}
-	s.slot = slot
 	spec := m.spec(s, mf, imgDir)
 	if snapshotDir != "" {
 		if err := m.caps.Snapshotter.PrepareClone(ctx, snapshotDir, spec); err != nil {

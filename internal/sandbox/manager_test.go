@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,6 +164,40 @@ func TestExpiry(t *testing.T) {
 	h.clock.settle()
 	if st := h.info(t, "e2").State; st != Paused {
 		t.Fatalf("e2 after its timeout since resuming: %s", st)
+	}
+}
+
+// What the manager does on its own (a timeout's pause or destroy, a
+// guest's death) is reported once it is done; what it is asked to do is
+// not (the asker knows).
+func TestOwnChangesAreReported(t *testing.T) {
+	h := newHarness(t)
+	h.create(t, "kill", func(r *Request) { r.Timeout = 10 * time.Second })
+	h.create(t, "pause", func(r *Request) { r.Timeout = 10 * time.Second; r.OnTimeout = OnTimeoutPause })
+	h.create(t, "asked", func(r *Request) { r.Timeout = time.Hour })
+	h.create(t, "dies", func(r *Request) { r.Timeout = time.Hour })
+	if _, err := h.m.Pause(context.Background(), "asked"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Resume(context.Background(), "asked", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.advance(10 * time.Second)
+	h.clock.settle()
+	h.drv.guest("dies").exit(errors.New("killed"))
+	waitfor.True(t, 10*time.Second, "the dead guest to be reported", func() bool {
+		h.changedMu.Lock()
+		defer h.changedMu.Unlock()
+		return slices.Contains(h.changed, "dies error")
+	})
+	if err := h.m.Destroy("asked"); err != nil {
+		t.Fatal(err)
+	}
+	h.changedMu.Lock()
+	got := slices.Sorted(slices.Values(h.changed))
+	h.changedMu.Unlock()
+	if want := []string{"dies error", "kill gone", "pause paused"}; !slices.Equal(got, want) {
+		t.Errorf("reported %q, want %q", got, want)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"git.omukk.dev/wrenn/sandbox/internal/envdclient"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
@@ -56,6 +57,9 @@ type Request struct {
 	AccessToken   string
 	OnTimeout     TimeoutAction
 	Snapshot      string // start from this snapshot template
+	// Network is the sandbox's own egress policy, enforced in its slot on
+	// every bring-up (create, resume, clone).
+	Network egress.Policy
 }
 
 // Info is a snapshot of a sandbox's public state.
@@ -151,6 +155,7 @@ type Metrics struct {
 	CPUCount   uint32
 	MemUsed    uint64
 	MemTotal   uint64
+	MemCache   uint64 // the guest's page cache
 	DiskUsed   uint64
 	DiskTotal  uint64
 	HostRSS    uint64
@@ -197,7 +202,7 @@ func (sm *sampler) sample(ctx context.Context, s *Sandbox) {
 	if err != nil {
 		return
 	}
-	sample := Metrics{At: time.Now(), CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsed: m.MemUsed, MemTotal: m.MemTotal, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal, HostRSS: s.inst.HostRSS()}
+	sample := Metrics{At: time.Now(), CPUUsedPct: m.CPUUsedPct, CPUCount: m.CPUCount, MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal, HostRSS: s.inst.HostRSS()}
 	sm.mu.Lock()
 	sm.recent = append(sm.recent, sample)
 	if len(sm.recent) > samplesKept {

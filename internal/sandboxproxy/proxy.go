@@ -132,7 +132,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if t.Sandbox.State != "running" {
+	if t.Sandbox.State != "running" || pausingOnHost(t.Sandbox) {
 		// envd checks its own token, but only once the sandbox runs: to
 		// resume one, a request for envd's port carries that token.
 		resume := port != envdapi.Port || p.envdAuthorized(r, t.Sandbox)
@@ -214,7 +214,18 @@ func (p *Proxy) target(ctx context.Context, uid uuid.UUID, mayResume bool) (serv
 		}
 		switch t.Sandbox.State {
 		case "running":
-			return t, nil
+			if !pausingOnHost(t.Sandbox) {
+				return t, nil
+			}
+			// Its host may have paused it a moment ago, and its report
+			// be on the way: ask the host.
+			st, err := p.svc.SyncSandbox(ctx, uid)
+			if err != nil {
+				return t, err
+			}
+			if st == "running" {
+				return p.svc.ProxyTarget(ctx, uid)
+			}
 		case "paused":
 			if !t.Sandbox.AutoResume || !mayResume {
 				return t, errPaused
@@ -228,8 +239,9 @@ func (p *Proxy) target(ctx context.Context, uid uuid.UUID, mayResume bool) (serv
 				p.svc.Audit(ctx, service.AuditEntry{TeamID: t.Sandbox.TeamID, ActorType: "system", ActorID: "sandbox-proxy",
 					Action: "sandbox.auto_resume", ResourceType: "sandbox", ResourceID: id.Format(id.Sandbox, uid), Status: http.StatusOK})
 			}
-		case "resuming", "creating":
-			// Another request's resume, or the create, is under way.
+		case "resuming", "creating", "pausing":
+			// Another request's resume, the create, or a pause is under
+			// way.
 		default:
 			return t, errGone
 		}
@@ -242,6 +254,12 @@ func (p *Proxy) target(ctx context.Context, uid uuid.UUID, mayResume bool) (serv
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// pausingOnHost reports whether a sandbox recorded as running is past its
+// end with a pause to follow: its host pauses it, or has just done so.
+func pausingOnHost(sb db.Sandbox) bool {
+	return sb.State == "running" && sb.OnTimeout == "pause" && sb.ExpiresAt != nil && time.Now().After(*sb.ExpiresAt)
 }
 
 var (

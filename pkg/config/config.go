@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -22,6 +23,11 @@ type Config struct {
 	// ProxyListen is the sandbox traffic proxy's address
 	// (WRENN_PROXY_LISTEN, default :8081; empty turns it off).
 	ProxyListen string
+	// MetricsListen is where Prometheus scrapes /metrics (also /healthz,
+	// /readyz) (WRENN_METRICS_LISTEN; empty, the default, turns it off).
+	// A listener of its own, never the API's: bind it to loopback or a
+	// private interface that only the Prometheus server reaches.
+	MetricsListen string
 	// SandboxDomain routes proxy requests by Host: <port>-<sandboxID>.<domain>
 	// (WRENN_SANDBOX_DOMAIN). Without it, requests are routed by the
 	// E2b-Sandbox-Id and E2b-Sandbox-Port headers only.
@@ -182,6 +188,11 @@ func (c Config) Validate() error {
 	for _, p := range c.TrustedProxies {
 		if _, err := clientip.ParsePrefix(p); err != nil {
 			return fmt.Errorf("trusted_proxies: %w", err)
+		}
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %q is not host:port (for example 127.0.0.1:9464): %w", c.MetricsListen, err)
 		}
 	}
 	switch {

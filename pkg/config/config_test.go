@@ -170,3 +170,19 @@ auth_account_rate_per_minute = 3
 		}
 	}
 }
+
+func TestMetricsListen(t *testing.T) {
+	t.Setenv("WRENN_METRICS_LISTEN", "127.0.0.1:9464")
+	c, err := FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DatabaseURL, c.Secret, c.PlainHTTP = "postgres://x", make([]byte, 32), true
+	if c.MetricsListen != "127.0.0.1:9464" || c.Validate() != nil {
+		t.Fatalf("metrics_listen %q: %v", c.MetricsListen, c.Validate())
+	}
+	c.MetricsListen = "9464"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "metrics_listen") {
+		t.Fatalf("metrics_listen without a host part: %v", err)
+	}
+}

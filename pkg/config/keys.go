@@ -21,6 +21,8 @@ func Keys(c *Config) []settings.Key {
 		settings.String("listen", "WRENN_CP_LISTEN", &c.Listen, "the API's address"),
 		{Name: "proxy_listen", Env: "WRENN_PROXY_LISTEN", Kind: settings.KindString, Empty: true, Help: "the sandbox proxy's address; empty turns it off",
 			Set: func(v string) error { c.ProxyListen = v; return nil }},
+		{Name: "metrics_listen", Env: "WRENN_METRICS_LISTEN", Kind: settings.KindString, Empty: true, Help: "address of the Prometheus /metrics listener (with /healthz and /readyz); empty turns it off",
+			Set: func(v string) error { c.MetricsListen = v; return nil }},
 		settings.String("sandbox_domain", "WRENN_SANDBOX_DOMAIN", &c.SandboxDomain, "route the proxy by Host: <port>-<sandboxID>.<domain>"),
 		settings.String("database_url", "WRENN_DATABASE_URL", &c.DatabaseURL, "PostgreSQL connection string"),
 		// The secret itself only from the environment; a file holds the

@@ -28,7 +28,9 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/clientip"
 	"git.omukk.dev/wrenn/sandbox/internal/cpapi"
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
+	"git.omukk.dev/wrenn/sandbox/internal/cpmetrics"
 	"git.omukk.dev/wrenn/sandbox/internal/e2bcompat"
+	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/internal/sandboxproxy"
 	"git.omukk.dev/wrenn/sandbox/internal/tlsreload"
 	"git.omukk.dev/wrenn/sandbox/internal/webui"
@@ -44,6 +46,7 @@ type options struct {
 	log        *slog.Logger
 	listener   net.Listener
 	proxyLn    net.Listener
+	metricsLn  net.Listener
 	ready      func(addr string)
 }
 
@@ -67,6 +70,10 @@ func WithListener(ln net.Listener) Option { return func(o *options) { o.listener
 // WithProxyListener serves the sandbox proxy on ln instead of listening
 // on the configured proxy address.
 func WithProxyListener(ln net.Listener) Option { return func(o *options) { o.proxyLn = ln } }
+
+// WithMetricsListener serves /metrics on ln instead of listening on the
+// configured metrics address.
+func WithMetricsListener(ln net.Listener) Option { return func(o *options) { o.metricsLn = ln } }
 
 // WithReady calls ready with the listening address once serving.
 func WithReady(ready func(addr string)) Option { return func(o *options) { o.ready = ready } }
@@ -118,6 +125,8 @@ func Run(ctx context.Context, opts ...Option) error {
 	if err := svc.FailOrphanBuilds(ctx); err != nil {
 		return fmt.Errorf("template builds: %w", err)
 	}
+	mx := cpmetrics.New(pool, o.log)
+	svc.OnOperation = mx.ObserveOperation
 	if ok, err := svc.HasAdmin(ctx); err == nil && !ok {
 		o.log.Warn("this installation has no platform admin yet: create one on this host with `control-plane create-admin --config FILE --email you@example.com` (the same configuration file or WRENN_DATABASE_URL)")
 	}
@@ -146,7 +155,7 @@ func Run(ctx context.Context, opts ...Option) error {
 	// The servers' own errors (failed TLS handshakes, mostly) go to the
 	// same log as everything else.
 	errLog := slog.NewLogLogger(o.log.Handler(), slog.LevelWarn)
-	srv := &http.Server{Handler: sc.Wrap(api), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLS, ErrorLog: errLog}
+	srv := &http.Server{Handler: mx.Requests.Middleware(sc.Wrap(api)), ReadHeaderTimeout: 10 * time.Second, TLSConfig: apiTLS, ErrorLog: errLog}
 	servers := []*http.Server{srv}
 	listeners := []net.Listener{ln}
 	if o.proxyLn == nil && cfg.ProxyListen != "" {
@@ -158,13 +167,37 @@ func Run(ctx context.Context, opts ...Option) error {
 	if o.proxyLn != nil {
 		proxy := sandboxproxy.New(svc, cfg.SandboxDomain, o.log)
 		defer proxy.Close()
-		servers = append(servers, &http.Server{Handler: clientip.Middleware(cfg.TrustedProxies)(proxy),
+		servers = append(servers, &http.Server{Handler: clientip.Middleware(cfg.TrustedProxies)(mx.Proxy.Wrap(proxy)),
 			ReadHeaderTimeout: cfg.ProxyHeaderTimeout, IdleTimeout: cfg.ProxyIdleTimeout, TLSConfig: proxyTLS, ErrorLog: errLog})
 		listeners = append(listeners, sandboxproxy.LimitListener(o.proxyLn, 2*cfg.ProxyMaxPerClient, cfg.TrustedProxies))
 	}
 
+	var ms *metrics.Server
+	if o.metricsLn != nil || cfg.MetricsListen != "" {
+		ms, err = metrics.Serve(o.metricsLn, cfg.MetricsListen, mx.Registry, func(ctx context.Context) error {
+			if err := pool.Ping(ctx); err != nil {
+				return errors.New("database unreachable")
+			}
+			return nil
+		}, o.log)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+	}
+
 	jobCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	var jobs sync.WaitGroup
+	if ms != nil {
+		o.log.Info("metrics listening", "addr", ms.Addr())
+		jobs.Go(func() {
+			if err := ms.Serve(jobCtx); err != nil {
+				o.log.Error("metrics listener stopped", "err", err)
+			}
+		})
+	}
 	for _, j := range sc.Jobs() {
 		jobs.Go(func() {
 			if err := j.Run(jobCtx); err != nil && jobCtx.Err() == nil {

@@ -100,6 +100,17 @@ type Sandbox struct {
 	ExpiresAt          *time.Time
 	StoppedAt          *time.Time
 	EnvVarNames        []string
+	Network            []byte
+}
+
+type SandboxRun struct {
+	ID        int64
+	SandboxID uuid.UUID
+	TeamID    uuid.UUID
+	Vcpus     int32
+	MemoryMib int32
+	StartedAt time.Time
+	EndedAt   *time.Time
 }
 
 type Session struct {

@@ -27,7 +27,7 @@ const createSandbox = `-- name: CreateSandbox :one
 INSERT INTO sandboxes (id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib,
     timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc)
 VALUES ($1, $2, $3, $4, $5, 'creating', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network
 `
 
 type CreateSandboxParams struct {
@@ -94,6 +94,7 @@ func (q *Queries) CreateSandbox(ctx context.Context, arg CreateSandboxParams) (S
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }
@@ -158,7 +159,7 @@ func (q *Queries) DeleteSnapshot(ctx context.Context, id uuid.UUID) error {
 }
 
 const getSandbox = `-- name: GetSandbox :one
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes WHERE id = $1 AND team_id = $2
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network FROM sandboxes WHERE id = $1 AND team_id = $2
 `
 
 type GetSandboxParams struct {
@@ -194,12 +195,13 @@ func (q *Queries) GetSandbox(ctx context.Context, arg GetSandboxParams) (Sandbox
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }
 
 const getSandboxAny = `-- name: GetSandboxAny :one
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes WHERE id = $1
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network FROM sandboxes WHERE id = $1
 `
 
 func (q *Queries) GetSandboxAny(ctx context.Context, id uuid.UUID) (Sandbox, error) {
@@ -230,6 +232,7 @@ func (q *Queries) GetSandboxAny(ctx context.Context, id uuid.UUID) (Sandbox, err
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }
@@ -336,7 +339,7 @@ func (q *Queries) HostLoads(ctx context.Context) ([]HostLoadsRow, error) {
 }
 
 const listActiveSandboxesOnHost = `-- name: ListActiveSandboxesOnHost :many
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes WHERE host_id = $1 AND state NOT IN ('stopped', 'error')
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network FROM sandboxes WHERE host_id = $1 AND state NOT IN ('stopped', 'error')
 `
 
 func (q *Queries) ListActiveSandboxesOnHost(ctx context.Context, hostID *uuid.UUID) ([]Sandbox, error) {
@@ -373,6 +376,7 @@ func (q *Queries) ListActiveSandboxesOnHost(ctx context.Context, hostID *uuid.UU
 			&i.ExpiresAt,
 			&i.StoppedAt,
 			&i.EnvVarNames,
+			&i.Network,
 		); err != nil {
 			return nil, err
 		}
@@ -385,7 +389,7 @@ func (q *Queries) ListActiveSandboxesOnHost(ctx context.Context, hostID *uuid.UU
 }
 
 const listAllSandboxes = `-- name: ListAllSandboxes :many
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network FROM sandboxes
 WHERE ($3::boolean OR state NOT IN ('stopped', 'error'))
 ORDER BY created_at DESC, id
 LIMIT $1 OFFSET $2
@@ -431,6 +435,7 @@ func (q *Queries) ListAllSandboxes(ctx context.Context, arg ListAllSandboxesPara
 			&i.ExpiresAt,
 			&i.StoppedAt,
 			&i.EnvVarNames,
+			&i.Network,
 		); err != nil {
 			return nil, err
 		}
@@ -443,7 +448,7 @@ func (q *Queries) ListAllSandboxes(ctx context.Context, arg ListAllSandboxesPara
 }
 
 const listSandboxes = `-- name: ListSandboxes :many
-SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names FROM sandboxes
+SELECT id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network FROM sandboxes
 WHERE team_id = $1
   AND ($4::text IS NULL OR state = $4::text)
   AND ($5::text[] IS NULL OR state = ANY($5::text[]))
@@ -516,6 +521,7 @@ func (q *Queries) ListSandboxes(ctx context.Context, arg ListSandboxesParams) ([
 			&i.ExpiresAt,
 			&i.StoppedAt,
 			&i.EnvVarNames,
+			&i.Network,
 		); err != nil {
 			return nil, err
 		}
@@ -595,7 +601,7 @@ func (q *Queries) SetSandboxEnvVarNames(ctx context.Context, arg SetSandboxEnvVa
 }
 
 const setSandboxExpiry = `-- name: SetSandboxExpiry :one
-UPDATE sandboxes SET expires_at = $2, timeout_seconds = $3 WHERE id = $1 RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
+UPDATE sandboxes SET expires_at = $2, timeout_seconds = $3 WHERE id = $1 RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network
 `
 
 type SetSandboxExpiryParams struct {
@@ -632,6 +638,7 @@ func (q *Queries) SetSandboxExpiry(ctx context.Context, arg SetSandboxExpiryPara
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }
@@ -650,10 +657,52 @@ func (q *Queries) SetSandboxHost(ctx context.Context, arg SetSandboxHostParams) 
 	return err
 }
 
+const setSandboxNetwork = `-- name: SetSandboxNetwork :one
+UPDATE sandboxes SET network = $2 WHERE id = $1 RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network
+`
+
+type SetSandboxNetworkParams struct {
+	ID      uuid.UUID
+	Network []byte
+}
+
+func (q *Queries) SetSandboxNetwork(ctx context.Context, arg SetSandboxNetworkParams) (Sandbox, error) {
+	row := q.db.QueryRow(ctx, setSandboxNetwork, arg.ID, arg.Network)
+	var i Sandbox
+	err := row.Scan(
+		&i.ID,
+		&i.TeamID,
+		&i.HostID,
+		&i.Template,
+		&i.SnapshotID,
+		&i.State,
+		&i.Vcpus,
+		&i.MemoryMib,
+		&i.DiskMib,
+		&i.TimeoutSeconds,
+		&i.OnTimeout,
+		&i.AllowInternet,
+		&i.AllowPublicTraffic,
+		&i.AutoResume,
+		&i.Metadata,
+		&i.EnvdTokenEnc,
+		&i.TrafficTokenEnc,
+		&i.EnvdVersion,
+		&i.Error,
+		&i.CreatedAt,
+		&i.StateChangedAt,
+		&i.ExpiresAt,
+		&i.StoppedAt,
+		&i.EnvVarNames,
+		&i.Network,
+	)
+	return i, err
+}
+
 const setSandboxPaused = `-- name: SetSandboxPaused :one
 UPDATE sandboxes SET state = 'paused', error = '', expires_at = NULL, state_changed_at = now()
 WHERE id = $1 AND state = ANY($2::text[])
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network
 `
 
 type SetSandboxPausedParams struct {
@@ -689,6 +738,7 @@ func (q *Queries) SetSandboxPaused(ctx context.Context, arg SetSandboxPausedPara
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }
@@ -696,7 +746,7 @@ func (q *Queries) SetSandboxPaused(ctx context.Context, arg SetSandboxPausedPara
 const setSandboxRunning = `-- name: SetSandboxRunning :one
 UPDATE sandboxes SET state = 'running', error = '', envd_version = $2, expires_at = $3, state_changed_at = now()
 WHERE id = $1 AND state = ANY($4::text[])
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network
 `
 
 type SetSandboxRunningParams struct {
@@ -739,6 +789,7 @@ func (q *Queries) SetSandboxRunning(ctx context.Context, arg SetSandboxRunningPa
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }
@@ -747,7 +798,7 @@ const setSandboxState = `-- name: SetSandboxState :one
 UPDATE sandboxes SET state = $2, error = $3, state_changed_at = now(),
     stopped_at = CASE WHEN $2 IN ('stopped', 'error') THEN coalesce(stopped_at, now()) ELSE stopped_at END
 WHERE id = $1
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network
 `
 
 type SetSandboxStateParams struct {
@@ -784,6 +835,7 @@ func (q *Queries) SetSandboxState(ctx context.Context, arg SetSandboxStateParams
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }
@@ -822,7 +874,7 @@ func (q *Queries) SetSnapshotReady(ctx context.Context, arg SetSnapshotReadyPara
 const transitionSandbox = `-- name: TransitionSandbox :one
 UPDATE sandboxes SET state = $2, error = '', state_changed_at = now()
 WHERE id = $1 AND state = ANY($3::text[])
-RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names
+RETURNING id, team_id, host_id, template, snapshot_id, state, vcpus, memory_mib, disk_mib, timeout_seconds, on_timeout, allow_internet, allow_public_traffic, auto_resume, metadata, envd_token_enc, traffic_token_enc, envd_version, error, created_at, state_changed_at, expires_at, stopped_at, env_var_names, network
 `
 
 type TransitionSandboxParams struct {
@@ -859,6 +911,7 @@ func (q *Queries) TransitionSandbox(ctx context.Context, arg TransitionSandboxPa
 		&i.ExpiresAt,
 		&i.StoppedAt,
 		&i.EnvVarNames,
+		&i.Network,
 	)
 	return i, err
 }

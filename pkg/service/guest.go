@@ -226,6 +226,7 @@ type Metric struct {
 	CPUCount   uint32
 	MemUsed    uint64
 	MemTotal   uint64
+	MemCache   uint64 // the guest's page cache
 	DiskUsed   uint64
 	DiskTotal  uint64
 	// HostRSS is the memory the sandbox takes on its host.
@@ -241,7 +242,7 @@ func (g *Guest) Metrics(ctx context.Context) ([]Metric, error) {
 	out := make([]Metric, 0, len(res.Msg.GetRecent()))
 	for _, m := range res.Msg.GetRecent() {
 		out = append(out, Metric{At: time.UnixMilli(m.GetTimestampUnixMs()).UTC(), CPUUsedPct: m.GetCpuUsedPct(), CPUCount: m.GetCpuCount(),
-			MemUsed: m.GetMemUsedBytes(), MemTotal: m.GetMemTotalBytes(), DiskUsed: m.GetDiskUsedBytes(), DiskTotal: m.GetDiskTotalBytes(), HostRSS: m.GetHostRssBytes()})
+			MemUsed: m.GetMemUsedBytes(), MemTotal: m.GetMemTotalBytes(), MemCache: m.GetMemCacheBytes(), DiskUsed: m.GetDiskUsedBytes(), DiskTotal: m.GetDiskTotalBytes(), HostRSS: m.GetHostRssBytes()})
 	}
 	return out, nil
 }

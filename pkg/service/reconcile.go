@@ -14,6 +14,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/pkg/fault"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
 // RunReconciler reconciles every interval until ctx ends. Missed
@@ -109,53 +110,10 @@ func (s *Service) reconcileHost(ctx context.Context, h db.Host) error {
 	for _, row := range rows {
 		aid := id.Format(id.Sandbox, row.ID)
 		known[aid] = true
-		if s.isBusy(row.ID) {
+		if !s.settled(row) {
 			continue
 		}
-		transitional := !slices.Contains([]string{"running", "paused"}, row.State)
-		if transitional && time.Since(row.StateChangedAt) < s.Config.TransitionGrace {
-			continue
-		}
-		a, ok := onAgent[aid]
-		if !ok {
-			msg := "the host no longer has this sandbox (lost in a crash or restart)"
-			switch {
-			case row.State == "creating":
-				msg = "lost while it was being created"
-			case row.State == "stopping":
-				msg = ""
-			case row.ExpiresAt != nil && time.Now().After(*row.ExpiresAt):
-				msg = "" // its timeout destroyed it
-			}
-			s.setState(ctx, row, "stopped", msg)
-			continue
-		}
-		if row.State == "stopping" {
-			// A destroy that did not finish: finish it.
-			if _, err := client.DestroySandbox(cctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: aid})); err == nil || errors.Is(err, fault.NotFound) {
-				s.setState(ctx, row, "stopped", "")
-			}
-			continue
-		}
-		st := agentState(a.GetState())
-		if st == row.State || slices.Contains([]string{"creating", "pausing", "resuming", "stopping"}, st) {
-			continue
-		}
-		switch st {
-		case "running":
-			_, err = s.Q.SetSandboxRunning(ctx, db.SetSandboxRunningParams{ID: row.ID, EnvdVersion: a.GetEnvdVersion(), ExpiresAt: unixMs(a.GetExpiresAtUnixMs()), FromStates: []string{row.State}})
-		case "paused":
-			_, err = s.Q.SetSandboxPaused(ctx, db.SetSandboxPausedParams{ID: row.ID, FromStates: []string{row.State}})
-		default:
-			s.setState(ctx, row, st, a.GetError())
-			continue
-		}
-		switch {
-		case err == nil:
-			s.Log.Info("reconciled sandbox state", "sandbox", aid, "from", row.State, "to", st)
-		case !errors.Is(err, pgx.ErrNoRows):
-			s.Log.Error("reconcile sandbox", "sandbox", aid, "err", err)
-		}
+		s.reconcileSandbox(ctx, client, row, onAgent[aid])
 	}
 	var unknown []string
 	for aid := range onAgent {
@@ -186,6 +144,65 @@ func (s *Service) reconcileHost(ctx context.Context, h db.Host) error {
 		return s.Q.SetHostUnknownSandboxes(ctx, db.SetHostUnknownSandboxesParams{ID: h.ID, UnknownSandboxes: unknown})
 	}
 	return nil
+}
+
+// settled reports whether row may be brought in line with its host: no
+// operation of this control plane is under way on it, and a transitional
+// state has outlived the grace its operation gets.
+func (s *Service) settled(row db.Sandbox) bool {
+	if s.isBusy(row.ID) {
+		return false
+	}
+	transitional := !slices.Contains([]string{"running", "paused"}, row.State)
+	return !transitional || time.Since(row.StateChangedAt) >= s.Config.TransitionGrace
+}
+
+// reconcileSandbox brings row in line with a, its host's view of it (nil:
+// the host does not have it).
+func (s *Service) reconcileSandbox(ctx context.Context, client hostagentv1connect.HostAgentServiceClient, row db.Sandbox, a *pb.Sandbox) {
+	aid := id.Format(id.Sandbox, row.ID)
+	if a == nil {
+		msg := "the host no longer has this sandbox (lost in a crash or restart)"
+		switch {
+		case row.State == "creating":
+			msg = "lost while it was being created"
+		case row.State == "stopping":
+			msg = ""
+		case row.ExpiresAt != nil && time.Now().After(*row.ExpiresAt):
+			msg = "" // its timeout destroyed it
+		}
+		s.setState(ctx, row, "stopped", msg)
+		return
+	}
+	if row.State == "stopping" {
+		// A destroy that did not finish: finish it.
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if _, err := client.DestroySandbox(cctx, connect.NewRequest(&pb.DestroySandboxRequest{SandboxId: aid})); err == nil || errors.Is(err, fault.NotFound) {
+			s.setState(ctx, row, "stopped", "")
+		}
+		return
+	}
+	st := agentState(a.GetState())
+	if st == row.State || slices.Contains([]string{"creating", "pausing", "resuming", "stopping"}, st) {
+		return
+	}
+	var err error
+	switch st {
+	case "running":
+		_, err = s.Q.SetSandboxRunning(ctx, db.SetSandboxRunningParams{ID: row.ID, EnvdVersion: a.GetEnvdVersion(), ExpiresAt: unixMs(a.GetExpiresAtUnixMs()), FromStates: []string{row.State}})
+	case "paused":
+		_, err = s.Q.SetSandboxPaused(ctx, db.SetSandboxPausedParams{ID: row.ID, FromStates: []string{row.State}})
+	default:
+		s.setState(ctx, row, st, a.GetError())
+		return
+	}
+	switch {
+	case err == nil:
+		s.Log.Info("reconciled sandbox state", "sandbox", aid, "from", row.State, "to", st)
+	case !errors.Is(err, pgx.ErrNoRows):
+		s.Log.Error("reconcile sandbox", "sandbox", aid, "err", err)
+	}
 }
 
 func (s *Service) setState(ctx context.Context, row db.Sandbox, state, msg string) {

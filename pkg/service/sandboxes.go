@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"git.omukk.dev/wrenn/sandbox/internal/egress"
 	"maps"
 	"regexp"
 	"slices"
@@ -68,6 +69,10 @@ type CreateSandboxInput struct {
 	AutoResume bool
 	Metadata   map[string]string
 	EnvVars    map[string]string
+	// Network is the sandbox's own egress policy (nil: none);
+	// NetworkFields names its lists in errors (default: E2B's names).
+	Network       *egress.Policy
+	NetworkFields *egress.Fields
 }
 
 // Sandbox is a sandbox as the API shows it.
@@ -112,6 +117,13 @@ func (in *CreateSandboxInput) validate(maxDiskMiB int) error {
 		return errf(ErrInvalid, "at most %d metadata entries", maxMetadata)
 	case len(in.EnvVars) > maxEnvVars:
 		return errf(ErrInvalid, "at most %d env vars", maxEnvVars)
+	}
+	fields := egress.E2BFields
+	if in.NetworkFields != nil {
+		fields = *in.NetworkFields
+	}
+	if err := checkNetwork(in.Network, fields); err != nil {
+		return err
 	}
 	for k, v := range in.Metadata {
 		if k == "" || len(k) > 128 || len(v) > 1024 {
@@ -158,10 +170,10 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), agentCallTimeout)
 }
 
-// CreateSandbox places a sandbox on a host and starts it. The row exists
+// createSandbox places a sandbox on a host and starts it. The row exists
 // from the start (state creating) so that a crash mid-create is visible
 // to the reconciler; it ends running, or error with the reason.
-func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSandboxInput) (Sandbox, error) {
+func (s *Service) createSandbox(ctx context.Context, c auth.Caller, in CreateSandboxInput) (Sandbox, error) {
 	if err := requireTeam(c); err != nil {
 		return Sandbox{}, err
 	}
@@ -252,6 +264,11 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 			return Sandbox{}, err
 		}
 	}
+	if in.Network != nil && !in.Network.Empty() {
+		if row, err = s.storeNetwork(ctx, sid, *in.Network); err != nil {
+			return Sandbox{}, err
+		}
+	}
 	actx, cancel := detach(ctx)
 	defer cancel()
 	onTimeout := pb.TimeoutAction_TIMEOUT_ACTION_DESTROY
@@ -262,6 +279,7 @@ func (s *Service) CreateSandbox(ctx context.Context, c auth.Caller, in CreateSan
 		SandboxId: id.Format(id.Sandbox, sid), Template: in.Template, Vcpus: uint32(in.VCPUs), MemoryMib: uint32(in.MemoryMiB),
 		DiskMib: uint32(in.DiskMiB), TimeoutSeconds: uint32(in.TimeoutSeconds), EnvVars: in.EnvVars,
 		AllowInternet: *in.AllowInternet, Metadata: in.Metadata, EnvdAccessToken: token, OnTimeout: onTimeout, Snapshot: snapName,
+		Network: networkPB(in.Network),
 	}
 	var lastErr error
 	for i, h := range hosts {
@@ -426,8 +444,8 @@ func (s *Service) withHostStatus(ctx context.Context, rows []db.Sandbox) ([]Sand
 	return out, nil
 }
 
-// DestroySandbox stops a sandbox and frees everything it held on its host.
-func (s *Service) DestroySandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) error {
+// destroySandbox stops a sandbox and frees everything it held on its host.
+func (s *Service) destroySandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) error {
 	sb, err := s.getSandbox(ctx, c, sid)
 	if err != nil {
 		return err
@@ -478,9 +496,9 @@ func (s *Service) SetTimeout(ctx context.Context, c auth.Caller, sid uuid.UUID, 
 	return Sandbox{Sandbox: row, HostStatus: t.Host.Status}, err
 }
 
-// PauseSandbox snapshots a running sandbox's memory and disk on its host
+// pauseSandbox snapshots a running sandbox's memory and disk on its host
 // and frees its CPU and RAM.
-func (s *Service) PauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) (Sandbox, error) {
+func (s *Service) pauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID) (Sandbox, error) {
 	t, err := s.running(ctx, c, sid)
 	if err != nil {
 		return Sandbox{}, err
@@ -500,9 +518,9 @@ func (s *Service) PauseSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID
 	return Sandbox{Sandbox: row, HostStatus: t.Host.Status}, notFound(err, "pausing sandbox")
 }
 
-// ResumeSandbox brings a paused sandbox back; on a running one it does
+// resumeSandbox brings a paused sandbox back; on a running one it does
 // nothing. timeout, if set, restarts its clock.
-func (s *Service) ResumeSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID, timeoutSeconds int32) (Sandbox, error) {
+func (s *Service) resumeSandbox(ctx context.Context, c auth.Caller, sid uuid.UUID, timeoutSeconds int32) (Sandbox, error) {
 	if timeoutSeconds < 0 || timeoutSeconds > MaxTimeoutSeconds {
 		return Sandbox{}, errf(ErrInvalid, "timeout_seconds must be 0 (keep) to %d", MaxTimeoutSeconds)
 	}

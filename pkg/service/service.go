@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,9 @@ type Service struct {
 	Keys   *cpauth.Keys
 	Config config.Config
 	Log    *slog.Logger
+	// OnOperation, when set, hears how each sandbox lifecycle operation
+	// (OpCreate, …) ended and how long it took: metrics.
+	OnOperation func(op string, took time.Duration, err error)
 
 	agents agentPool
 	// busy holds sandboxes with an operation in flight in this process, so

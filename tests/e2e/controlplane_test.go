@@ -122,6 +122,12 @@ type cpStack struct {
 // agents and checks that they left nothing on the host.
 func startStack(t *testing.T, partitions ...int) *cpStack {
 	t.Helper()
+	return startStackArgs(t, nil, partitions...)
+}
+
+// startStackArgs is startStack with extra flags for every agent.
+func startStackArgs(t *testing.T, agentArgs []string, partitions ...int) *cpStack {
+	t.Helper()
 	requireVMs(t)
 	requireRunsc(t)
 	pg := requirePostgres(t)
@@ -144,7 +150,7 @@ func startStack(t *testing.T, partitions ...int) *cpStack {
 	})
 	st.admin = cp.Admin(t, "admin@example.com")
 	for _, p := range partitions {
-		st.hosts = append(st.hosts, startCPAgent(t, cp, st.admin.Token, p, "gvisor"))
+		st.hosts = append(st.hosts, startCPAgent(t, cp, st.admin.Token, p, "gvisor", agentArgs...))
 	}
 	t.Cleanup(func() { st.checkNothingLeft(t) })
 	return st

@@ -427,6 +427,10 @@ func TestDebianPackages(t *testing.T) {
 	}
 	in.run("e2b-env", v1)
 	runE2BSDK(t, v1)
+	if out := in.run("monitoring", v1); !strings.Contains(out, `wrenn_hosts{status="ready"} 1`) ||
+		!strings.Contains(out, `wrenn_agent_sandboxes{runtime="gvisor",state="running"}`) || !strings.Contains(out, `"running_seconds":`) {
+		t.Errorf("monitoring printed %q", out)
+	}
 	in.run("backup", v1)
 	in.run("restore", v1)
 

@@ -709,7 +709,8 @@ type Sandbox struct {
 	Snapshot        string                 `protobuf:"bytes,16,opt,name=snapshot,proto3" json:"snapshot,omitempty"` // the snapshot template it was cloned from
 	// What the guest did that a well-behaved envd never does (an answer
 	// over its size limit, say), last seen; the agent refused it and logged.
-	GuestFault    string `protobuf:"bytes,17,opt,name=guest_fault,json=guestFault,proto3" json:"guest_fault,omitempty"`
+	GuestFault    string         `protobuf:"bytes,17,opt,name=guest_fault,json=guestFault,proto3" json:"guest_fault,omitempty"`
+	Network       *NetworkPolicy `protobuf:"bytes,18,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +862,13 @@ func (x *Sandbox) GetGuestFault() string {
 		return x.GuestFault
 	}
 	return ""
+}
+
+func (x *Sandbox) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
 }
 
 type HostInfoRequest struct {
@@ -1054,7 +1062,8 @@ type CreateSandboxRequest struct {
 	OnTimeout       TimeoutAction          `protobuf:"varint,11,opt,name=on_timeout,json=onTimeout,proto3,enum=hostagent.v1.TimeoutAction" json:"on_timeout,omitempty"`
 	// Start from this snapshot template instead of booting `template`; vCPUs
 	// and memory are the snapshot's.
-	Snapshot      string `protobuf:"bytes,12,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Snapshot      string         `protobuf:"bytes,12,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Network       *NetworkPolicy `protobuf:"bytes,13,opt,name=network,proto3" json:"network,omitempty"` // the sandbox's own egress policy
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1173,6 +1182,165 @@ func (x *CreateSandboxRequest) GetSnapshot() string {
 	return ""
 }
 
+func (x *CreateSandboxRequest) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// NetworkPolicy is a sandbox's own egress policy (internal/egress):
+// addresses, CIDR ranges and (allow only) domain names; allow wins.
+type NetworkPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllowOut      []string               `protobuf:"bytes,1,rep,name=allow_out,json=allowOut,proto3" json:"allow_out,omitempty"`
+	DenyOut       []string               `protobuf:"bytes,2,rep,name=deny_out,json=denyOut,proto3" json:"deny_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkPolicy) Reset() {
+	*x = NetworkPolicy{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkPolicy) ProtoMessage() {}
+
+func (x *NetworkPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkPolicy.ProtoReflect.Descriptor instead.
+func (*NetworkPolicy) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *NetworkPolicy) GetAllowOut() []string {
+	if x != nil {
+		return x.AllowOut
+	}
+	return nil
+}
+
+func (x *NetworkPolicy) GetDenyOut() []string {
+	if x != nil {
+		return x.DenyOut
+	}
+	return nil
+}
+
+// SetSandboxNetworkRequest replaces a running or paused sandbox's egress
+// policy.
+type SetSandboxNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Network       *NetworkPolicy         `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSandboxNetworkRequest) Reset() {
+	*x = SetSandboxNetworkRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSandboxNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSandboxNetworkRequest) ProtoMessage() {}
+
+func (x *SetSandboxNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSandboxNetworkRequest.ProtoReflect.Descriptor instead.
+func (*SetSandboxNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetSandboxNetworkRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *SetSandboxNetworkRequest) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+type SetSandboxNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sandbox       *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSandboxNetworkResponse) Reset() {
+	*x = SetSandboxNetworkResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSandboxNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSandboxNetworkResponse) ProtoMessage() {}
+
+func (x *SetSandboxNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSandboxNetworkResponse.ProtoReflect.Descriptor instead.
+func (*SetSandboxNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetSandboxNetworkResponse) GetSandbox() *Sandbox {
+	if x != nil {
+		return x.Sandbox
+	}
+	return nil
+}
+
 type CreateSandboxResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sandbox       *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
@@ -1182,7 +1350,7 @@ type CreateSandboxResponse struct {
 
 func (x *CreateSandboxResponse) Reset() {
 	*x = CreateSandboxResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1362,7 @@ func (x *CreateSandboxResponse) String() string {
 func (*CreateSandboxResponse) ProtoMessage() {}
 
 func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1375,7 @@ func (x *CreateSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateSandboxResponse) GetSandbox() *Sandbox {
@@ -1226,7 +1394,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1406,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1419,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DestroySandboxRequest) GetSandboxId() string {
@@ -1269,7 +1437,7 @@ type DestroySandboxResponse struct {
 
 func (x *DestroySandboxResponse) Reset() {
 	*x = DestroySandboxResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1449,7 @@ func (x *DestroySandboxResponse) String() string {
 func (*DestroySandboxResponse) ProtoMessage() {}
 
 func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1462,7 @@ func (x *DestroySandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxResponse.ProtoReflect.Descriptor instead.
 func (*DestroySandboxResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
 }
 
 type GetSandboxRequest struct {
@@ -1306,7 +1474,7 @@ type GetSandboxRequest struct {
 
 func (x *GetSandboxRequest) Reset() {
 	*x = GetSandboxRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1486,7 @@ func (x *GetSandboxRequest) String() string {
 func (*GetSandboxRequest) ProtoMessage() {}
 
 func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1499,7 @@ func (x *GetSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetSandboxRequest) GetSandboxId() string {
@@ -1350,7 +1518,7 @@ type GetSandboxResponse struct {
 
 func (x *GetSandboxResponse) Reset() {
 	*x = GetSandboxResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1530,7 @@ func (x *GetSandboxResponse) String() string {
 func (*GetSandboxResponse) ProtoMessage() {}
 
 func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1543,7 @@ func (x *GetSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetSandboxResponse) GetSandbox() *Sandbox {
@@ -1393,7 +1561,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1573,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1586,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
 }
 
 type ListSandboxesResponse struct {
@@ -1430,7 +1598,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1610,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1623,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -1475,7 +1643,7 @@ type SetSandboxTimeoutRequest struct {
 
 func (x *SetSandboxTimeoutRequest) Reset() {
 	*x = SetSandboxTimeoutRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1655,7 @@ func (x *SetSandboxTimeoutRequest) String() string {
 func (*SetSandboxTimeoutRequest) ProtoMessage() {}
 
 func (x *SetSandboxTimeoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1668,7 @@ func (x *SetSandboxTimeoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSandboxTimeoutRequest.ProtoReflect.Descriptor instead.
 func (*SetSandboxTimeoutRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetSandboxTimeoutRequest) GetSandboxId() string {
@@ -1526,7 +1694,7 @@ type SetSandboxTimeoutResponse struct {
 
 func (x *SetSandboxTimeoutResponse) Reset() {
 	*x = SetSandboxTimeoutResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1706,7 @@ func (x *SetSandboxTimeoutResponse) String() string {
 func (*SetSandboxTimeoutResponse) ProtoMessage() {}
 
 func (x *SetSandboxTimeoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1719,7 @@ func (x *SetSandboxTimeoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSandboxTimeoutResponse.ProtoReflect.Descriptor instead.
 func (*SetSandboxTimeoutResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetSandboxTimeoutResponse) GetSandbox() *Sandbox {
@@ -1570,7 +1738,7 @@ type GetSandboxMetricsRequest struct {
 
 func (x *GetSandboxMetricsRequest) Reset() {
 	*x = GetSandboxMetricsRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1750,7 @@ func (x *GetSandboxMetricsRequest) String() string {
 func (*GetSandboxMetricsRequest) ProtoMessage() {}
 
 func (x *GetSandboxMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1763,7 @@ func (x *GetSandboxMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetSandboxMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetSandboxMetricsRequest) GetSandboxId() string {
@@ -1614,14 +1782,15 @@ type SandboxMetrics struct {
 	MemTotalBytes   uint64                 `protobuf:"varint,5,opt,name=mem_total_bytes,json=memTotalBytes,proto3" json:"mem_total_bytes,omitempty"`
 	DiskUsedBytes   uint64                 `protobuf:"varint,6,opt,name=disk_used_bytes,json=diskUsedBytes,proto3" json:"disk_used_bytes,omitempty"`
 	DiskTotalBytes  uint64                 `protobuf:"varint,7,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
-	HostRssBytes    uint64                 `protobuf:"varint,8,opt,name=host_rss_bytes,json=hostRssBytes,proto3" json:"host_rss_bytes,omitempty"` // the VMM process on the host
+	HostRssBytes    uint64                 `protobuf:"varint,8,opt,name=host_rss_bytes,json=hostRssBytes,proto3" json:"host_rss_bytes,omitempty"`    // the VMM process on the host
+	MemCacheBytes   uint64                 `protobuf:"varint,9,opt,name=mem_cache_bytes,json=memCacheBytes,proto3" json:"mem_cache_bytes,omitempty"` // the guest's page cache
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SandboxMetrics) Reset() {
 	*x = SandboxMetrics{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1802,7 @@ func (x *SandboxMetrics) String() string {
 func (*SandboxMetrics) ProtoMessage() {}
 
 func (x *SandboxMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1815,7 @@ func (x *SandboxMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxMetrics.ProtoReflect.Descriptor instead.
 func (*SandboxMetrics) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SandboxMetrics) GetTimestampUnixMs() int64 {
@@ -1705,6 +1874,13 @@ func (x *SandboxMetrics) GetHostRssBytes() uint64 {
 	return 0
 }
 
+func (x *SandboxMetrics) GetMemCacheBytes() uint64 {
+	if x != nil {
+		return x.MemCacheBytes
+	}
+	return 0
+}
+
 type GetSandboxMetricsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Latest        *SandboxMetrics        `protobuf:"bytes,1,opt,name=latest,proto3" json:"latest,omitempty"`
@@ -1715,7 +1891,7 @@ type GetSandboxMetricsResponse struct {
 
 func (x *GetSandboxMetricsResponse) Reset() {
 	*x = GetSandboxMetricsResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1903,7 @@ func (x *GetSandboxMetricsResponse) String() string {
 func (*GetSandboxMetricsResponse) ProtoMessage() {}
 
 func (x *GetSandboxMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1916,7 @@ func (x *GetSandboxMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSandboxMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetSandboxMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetSandboxMetricsResponse) GetLatest() *SandboxMetrics {
@@ -1777,7 +1953,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1965,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1978,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ExecRequest) GetSandboxId() string {
@@ -1884,7 +2060,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2072,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2085,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExecResponse) GetStdout() []byte {
@@ -1976,7 +2152,7 @@ type ExecStreamResponse struct {
 
 func (x *ExecStreamResponse) Reset() {
 	*x = ExecStreamResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2164,7 @@ func (x *ExecStreamResponse) String() string {
 func (*ExecStreamResponse) ProtoMessage() {}
 
 func (x *ExecStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2177,7 @@ func (x *ExecStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStreamResponse.ProtoReflect.Descriptor instead.
 func (*ExecStreamResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ExecStreamResponse) GetEvent() isExecStreamResponse_Event {
@@ -2084,7 +2260,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2272,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2285,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListProcessesRequest) GetSandboxId() string {
@@ -2132,7 +2308,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2320,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2333,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -2204,7 +2380,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2392,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2405,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*Process {
@@ -2249,7 +2425,7 @@ type ExecEnd struct {
 
 func (x *ExecEnd) Reset() {
 	*x = ExecEnd{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2437,7 @@ func (x *ExecEnd) String() string {
 func (*ExecEnd) ProtoMessage() {}
 
 func (x *ExecEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2450,7 @@ func (x *ExecEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEnd.ProtoReflect.Descriptor instead.
 func (*ExecEnd) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExecEnd) GetExitCode() int32 {
@@ -2303,7 +2479,7 @@ type WriteFileRequest struct {
 
 func (x *WriteFileRequest) Reset() {
 	*x = WriteFileRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2491,7 @@ func (x *WriteFileRequest) String() string {
 func (*WriteFileRequest) ProtoMessage() {}
 
 func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2504,7 @@ func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileRequest.ProtoReflect.Descriptor instead.
 func (*WriteFileRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WriteFileRequest) GetSandboxId() string {
@@ -2369,7 +2545,7 @@ type WriteFileResponse struct {
 
 func (x *WriteFileResponse) Reset() {
 	*x = WriteFileResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2557,7 @@ func (x *WriteFileResponse) String() string {
 func (*WriteFileResponse) ProtoMessage() {}
 
 func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2570,7 @@ func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileResponse.ProtoReflect.Descriptor instead.
 func (*WriteFileResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteFileResponse) GetPath() string {
@@ -2424,7 +2600,7 @@ type WriteFileStreamRequest struct {
 
 func (x *WriteFileStreamRequest) Reset() {
 	*x = WriteFileStreamRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2612,7 @@ func (x *WriteFileStreamRequest) String() string {
 func (*WriteFileStreamRequest) ProtoMessage() {}
 
 func (x *WriteFileStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2625,7 @@ func (x *WriteFileStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteFileStreamRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WriteFileStreamRequest) GetPart() isWriteFileStreamRequest_Part {
@@ -2504,7 +2680,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2692,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2705,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadFileRequest) GetSandboxId() string {
@@ -2562,7 +2738,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2750,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2763,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadFileResponse) GetContent() []byte {
@@ -2606,7 +2782,7 @@ type ReadFileStreamResponse struct {
 
 func (x *ReadFileStreamResponse) Reset() {
 	*x = ReadFileStreamResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2794,7 @@ func (x *ReadFileStreamResponse) String() string {
 func (*ReadFileStreamResponse) ProtoMessage() {}
 
 func (x *ReadFileStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2807,7 @@ func (x *ReadFileStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileStreamResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadFileStreamResponse) GetChunk() []byte {
@@ -2655,7 +2831,7 @@ type FileEntry struct {
 
 func (x *FileEntry) Reset() {
 	*x = FileEntry{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2843,7 @@ func (x *FileEntry) String() string {
 func (*FileEntry) ProtoMessage() {}
 
 func (x *FileEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[40]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2856,7 @@ func (x *FileEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
 func (*FileEntry) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{40}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FileEntry) GetName() string {
@@ -2737,7 +2913,7 @@ type ListDirRequest struct {
 
 func (x *ListDirRequest) Reset() {
 	*x = ListDirRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2925,7 @@ func (x *ListDirRequest) String() string {
 func (*ListDirRequest) ProtoMessage() {}
 
 func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[41]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2938,7 @@ func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
 func (*ListDirRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{41}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListDirRequest) GetSandboxId() string {
@@ -2802,7 +2978,7 @@ type ListDirResponse struct {
 
 func (x *ListDirResponse) Reset() {
 	*x = ListDirResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +2990,7 @@ func (x *ListDirResponse) String() string {
 func (*ListDirResponse) ProtoMessage() {}
 
 func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[42]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +3003,7 @@ func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
 func (*ListDirResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{42}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListDirResponse) GetEntries() []*FileEntry {
@@ -2848,7 +3024,7 @@ type MakeDirRequest struct {
 
 func (x *MakeDirRequest) Reset() {
 	*x = MakeDirRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3036,7 @@ func (x *MakeDirRequest) String() string {
 func (*MakeDirRequest) ProtoMessage() {}
 
 func (x *MakeDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[43]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3049,7 @@ func (x *MakeDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MakeDirRequest.ProtoReflect.Descriptor instead.
 func (*MakeDirRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{43}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *MakeDirRequest) GetSandboxId() string {
@@ -2906,7 +3082,7 @@ type MakeDirResponse struct {
 
 func (x *MakeDirResponse) Reset() {
 	*x = MakeDirResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3094,7 @@ func (x *MakeDirResponse) String() string {
 func (*MakeDirResponse) ProtoMessage() {}
 
 func (x *MakeDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[44]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3107,7 @@ func (x *MakeDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MakeDirResponse.ProtoReflect.Descriptor instead.
 func (*MakeDirResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{44}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *MakeDirResponse) GetEntry() *FileEntry {
@@ -2952,7 +3128,7 @@ type RemovePathRequest struct {
 
 func (x *RemovePathRequest) Reset() {
 	*x = RemovePathRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3140,7 @@ func (x *RemovePathRequest) String() string {
 func (*RemovePathRequest) ProtoMessage() {}
 
 func (x *RemovePathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[45]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3153,7 @@ func (x *RemovePathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePathRequest.ProtoReflect.Descriptor instead.
 func (*RemovePathRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{45}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemovePathRequest) GetSandboxId() string {
@@ -3009,7 +3185,7 @@ type RemovePathResponse struct {
 
 func (x *RemovePathResponse) Reset() {
 	*x = RemovePathResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3021,7 +3197,7 @@ func (x *RemovePathResponse) String() string {
 func (*RemovePathResponse) ProtoMessage() {}
 
 func (x *RemovePathResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[46]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3034,7 +3210,7 @@ func (x *RemovePathResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePathResponse.ProtoReflect.Descriptor instead.
 func (*RemovePathResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{46}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{49}
 }
 
 // MovePath renames or moves a file or directory inside the sandbox.
@@ -3050,7 +3226,7 @@ type MovePathRequest struct {
 
 func (x *MovePathRequest) Reset() {
 	*x = MovePathRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3062,7 +3238,7 @@ func (x *MovePathRequest) String() string {
 func (*MovePathRequest) ProtoMessage() {}
 
 func (x *MovePathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[47]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3075,7 +3251,7 @@ func (x *MovePathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePathRequest.ProtoReflect.Descriptor instead.
 func (*MovePathRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{47}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *MovePathRequest) GetSandboxId() string {
@@ -3115,7 +3291,7 @@ type MovePathResponse struct {
 
 func (x *MovePathResponse) Reset() {
 	*x = MovePathResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3127,7 +3303,7 @@ func (x *MovePathResponse) String() string {
 func (*MovePathResponse) ProtoMessage() {}
 
 func (x *MovePathResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[48]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3140,7 +3316,7 @@ func (x *MovePathResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePathResponse.ProtoReflect.Descriptor instead.
 func (*MovePathResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{48}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MovePathResponse) GetEntry() *FileEntry {
@@ -3166,7 +3342,7 @@ type PtyAttachRequest struct {
 
 func (x *PtyAttachRequest) Reset() {
 	*x = PtyAttachRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3354,7 @@ func (x *PtyAttachRequest) String() string {
 func (*PtyAttachRequest) ProtoMessage() {}
 
 func (x *PtyAttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[49]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3367,7 @@ func (x *PtyAttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyAttachRequest.ProtoReflect.Descriptor instead.
 func (*PtyAttachRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{49}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PtyAttachRequest) GetSandboxId() string {
@@ -3264,7 +3440,7 @@ type PtyAttachResponse struct {
 
 func (x *PtyAttachResponse) Reset() {
 	*x = PtyAttachResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3452,7 @@ func (x *PtyAttachResponse) String() string {
 func (*PtyAttachResponse) ProtoMessage() {}
 
 func (x *PtyAttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[50]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3465,7 @@ func (x *PtyAttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyAttachResponse.ProtoReflect.Descriptor instead.
 func (*PtyAttachResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{50}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PtyAttachResponse) GetEvent() isPtyAttachResponse_Event {
@@ -3359,7 +3535,7 @@ type PtySendInputRequest struct {
 
 func (x *PtySendInputRequest) Reset() {
 	*x = PtySendInputRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3547,7 @@ func (x *PtySendInputRequest) String() string {
 func (*PtySendInputRequest) ProtoMessage() {}
 
 func (x *PtySendInputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[51]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3560,7 @@ func (x *PtySendInputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtySendInputRequest.ProtoReflect.Descriptor instead.
 func (*PtySendInputRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{51}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PtySendInputRequest) GetSandboxId() string {
@@ -3416,7 +3592,7 @@ type PtySendInputResponse struct {
 
 func (x *PtySendInputResponse) Reset() {
 	*x = PtySendInputResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3428,7 +3604,7 @@ func (x *PtySendInputResponse) String() string {
 func (*PtySendInputResponse) ProtoMessage() {}
 
 func (x *PtySendInputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[52]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3441,7 +3617,7 @@ func (x *PtySendInputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtySendInputResponse.ProtoReflect.Descriptor instead.
 func (*PtySendInputResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{52}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{55}
 }
 
 type PtyResizeRequest struct {
@@ -3456,7 +3632,7 @@ type PtyResizeRequest struct {
 
 func (x *PtyResizeRequest) Reset() {
 	*x = PtyResizeRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3644,7 @@ func (x *PtyResizeRequest) String() string {
 func (*PtyResizeRequest) ProtoMessage() {}
 
 func (x *PtyResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[53]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3657,7 @@ func (x *PtyResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyResizeRequest.ProtoReflect.Descriptor instead.
 func (*PtyResizeRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{53}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PtyResizeRequest) GetSandboxId() string {
@@ -3520,7 +3696,7 @@ type PtyResizeResponse struct {
 
 func (x *PtyResizeResponse) Reset() {
 	*x = PtyResizeResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +3708,7 @@ func (x *PtyResizeResponse) String() string {
 func (*PtyResizeResponse) ProtoMessage() {}
 
 func (x *PtyResizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[54]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +3721,7 @@ func (x *PtyResizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyResizeResponse.ProtoReflect.Descriptor instead.
 func (*PtyResizeResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{54}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{57}
 }
 
 type PtyKillRequest struct {
@@ -3558,7 +3734,7 @@ type PtyKillRequest struct {
 
 func (x *PtyKillRequest) Reset() {
 	*x = PtyKillRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[55]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3570,7 +3746,7 @@ func (x *PtyKillRequest) String() string {
 func (*PtyKillRequest) ProtoMessage() {}
 
 func (x *PtyKillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[55]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3583,7 +3759,7 @@ func (x *PtyKillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyKillRequest.ProtoReflect.Descriptor instead.
 func (*PtyKillRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{55}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PtyKillRequest) GetSandboxId() string {
@@ -3608,7 +3784,7 @@ type PtyKillResponse struct {
 
 func (x *PtyKillResponse) Reset() {
 	*x = PtyKillResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[56]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3620,7 +3796,7 @@ func (x *PtyKillResponse) String() string {
 func (*PtyKillResponse) ProtoMessage() {}
 
 func (x *PtyKillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[56]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3633,7 +3809,7 @@ func (x *PtyKillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PtyKillResponse.ProtoReflect.Descriptor instead.
 func (*PtyKillResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{56}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{59}
 }
 
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
@@ -3675,7 +3851,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\"H\n" +
 	"\x15ResumeSandboxResponse\x12/\n" +
-	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"\xa5\x05\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"\xdc\x05\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x120\n" +
@@ -3697,7 +3873,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"on_timeout\x18\x0f \x01(\x0e2\x1b.hostagent.v1.TimeoutActionR\tonTimeout\x12\x1a\n" +
 	"\bsnapshot\x18\x10 \x01(\tR\bsnapshot\x12\x1f\n" +
 	"\vguest_fault\x18\x11 \x01(\tR\n" +
-	"guestFault\x1a;\n" +
+	"guestFault\x125\n" +
+	"\anetwork\x18\x12 \x01(\v2\x1b.hostagent.v1.NetworkPolicyR\anetwork\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x11\n" +
@@ -3717,7 +3894,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	" \x01(\rR\tsandboxes\x12#\n" +
 	"\rmax_sandboxes\x18\v \x01(\rR\fmaxSandboxes\x12'\n" +
 	"\x0fcommitted_vcpus\x18\f \x01(\rR\x0ecommittedVcpus\x120\n" +
-	"\x14committed_memory_mib\x18\r \x01(\x04R\x12committedMemoryMib\"\x88\x05\n" +
+	"\x14committed_memory_mib\x18\r \x01(\x04R\x12committedMemoryMib\"\xbf\x05\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -3734,13 +3911,23 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	" \x01(\tR\x0fenvdAccessToken\x12:\n" +
 	"\n" +
 	"on_timeout\x18\v \x01(\x0e2\x1b.hostagent.v1.TimeoutActionR\tonTimeout\x12\x1a\n" +
-	"\bsnapshot\x18\f \x01(\tR\bsnapshot\x1a:\n" +
+	"\bsnapshot\x18\f \x01(\tR\bsnapshot\x125\n" +
+	"\anetwork\x18\r \x01(\v2\x1b.hostagent.v1.NetworkPolicyR\anetwork\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"H\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\rNetworkPolicy\x12\x1b\n" +
+	"\tallow_out\x18\x01 \x03(\tR\ballowOut\x12\x19\n" +
+	"\bdeny_out\x18\x02 \x03(\tR\adenyOut\"p\n" +
+	"\x18SetSandboxNetworkRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x125\n" +
+	"\anetwork\x18\x02 \x01(\v2\x1b.hostagent.v1.NetworkPolicyR\anetwork\"L\n" +
+	"\x19SetSandboxNetworkResponse\x12/\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"H\n" +
 	"\x15CreateSandboxResponse\x12/\n" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"6\n" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
@@ -3763,7 +3950,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"9\n" +
 	"\x18GetSandboxMetricsRequest\x12\x1d\n" +
 	"\n" +
-	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\xc1\x02\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\xe9\x02\n" +
 	"\x0eSandboxMetrics\x12*\n" +
 	"\x11timestamp_unix_ms\x18\x01 \x01(\x03R\x0ftimestampUnixMs\x12 \n" +
 	"\fcpu_used_pct\x18\x02 \x01(\x02R\n" +
@@ -3773,7 +3960,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x0fmem_total_bytes\x18\x05 \x01(\x04R\rmemTotalBytes\x12&\n" +
 	"\x0fdisk_used_bytes\x18\x06 \x01(\x04R\rdiskUsedBytes\x12(\n" +
 	"\x10disk_total_bytes\x18\a \x01(\x04R\x0ediskTotalBytes\x12$\n" +
-	"\x0ehost_rss_bytes\x18\b \x01(\x04R\fhostRssBytes\"\x87\x01\n" +
+	"\x0ehost_rss_bytes\x18\b \x01(\x04R\fhostRssBytes\x12&\n" +
+	"\x0fmem_cache_bytes\x18\t \x01(\x04R\rmemCacheBytes\"\x87\x01\n" +
 	"\x19GetSandboxMetricsResponse\x124\n" +
 	"\x06latest\x18\x01 \x01(\v2\x1c.hostagent.v1.SandboxMetricsR\x06latest\x124\n" +
 	"\x06recent\x18\x02 \x03(\v2\x1c.hostagent.v1.SandboxMetricsR\x06recent\"\xd3\x02\n" +
@@ -3928,7 +4116,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\rTimeoutAction\x12\x1e\n" +
 	"\x1aTIMEOUT_ACTION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TIMEOUT_ACTION_DESTROY\x10\x01\x12\x18\n" +
-	"\x14TIMEOUT_ACTION_PAUSE\x10\x022\xed\x11\n" +
+	"\x14TIMEOUT_ACTION_PAUSE\x10\x022\xd3\x12\n" +
 	"\x10HostAgentService\x12I\n" +
 	"\bHostInfo\x12\x1d.hostagent.v1.HostInfoRequest\x1a\x1e.hostagent.v1.HostInfoResponse\x12X\n" +
 	"\rCreateSandbox\x12\".hostagent.v1.CreateSandboxRequest\x1a#.hostagent.v1.CreateSandboxResponse\x12[\n" +
@@ -3937,6 +4125,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"GetSandbox\x12\x1f.hostagent.v1.GetSandboxRequest\x1a .hostagent.v1.GetSandboxResponse\x12X\n" +
 	"\rListSandboxes\x12\".hostagent.v1.ListSandboxesRequest\x1a#.hostagent.v1.ListSandboxesResponse\x12d\n" +
 	"\x11SetSandboxTimeout\x12&.hostagent.v1.SetSandboxTimeoutRequest\x1a'.hostagent.v1.SetSandboxTimeoutResponse\x12d\n" +
+	"\x11SetSandboxNetwork\x12&.hostagent.v1.SetSandboxNetworkRequest\x1a'.hostagent.v1.SetSandboxNetworkResponse\x12d\n" +
 	"\x11GetSandboxMetrics\x12&.hostagent.v1.GetSandboxMetricsRequest\x1a'.hostagent.v1.GetSandboxMetricsResponse\x12=\n" +
 	"\x04Exec\x12\x19.hostagent.v1.ExecRequest\x1a\x1a.hostagent.v1.ExecResponse\x12K\n" +
 	"\n" +
@@ -3974,7 +4163,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(SandboxState)(0),                 // 0: hostagent.v1.SandboxState
 	(TimeoutAction)(0),                // 1: hostagent.v1.TimeoutAction
@@ -3993,53 +4182,56 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*HostInfoRequest)(nil),           // 14: hostagent.v1.HostInfoRequest
 	(*HostInfoResponse)(nil),          // 15: hostagent.v1.HostInfoResponse
 	(*CreateSandboxRequest)(nil),      // 16: hostagent.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil),     // 17: hostagent.v1.CreateSandboxResponse
-	(*DestroySandboxRequest)(nil),     // 18: hostagent.v1.DestroySandboxRequest
-	(*DestroySandboxResponse)(nil),    // 19: hostagent.v1.DestroySandboxResponse
-	(*GetSandboxRequest)(nil),         // 20: hostagent.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),        // 21: hostagent.v1.GetSandboxResponse
-	(*ListSandboxesRequest)(nil),      // 22: hostagent.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),     // 23: hostagent.v1.ListSandboxesResponse
-	(*SetSandboxTimeoutRequest)(nil),  // 24: hostagent.v1.SetSandboxTimeoutRequest
-	(*SetSandboxTimeoutResponse)(nil), // 25: hostagent.v1.SetSandboxTimeoutResponse
-	(*GetSandboxMetricsRequest)(nil),  // 26: hostagent.v1.GetSandboxMetricsRequest
-	(*SandboxMetrics)(nil),            // 27: hostagent.v1.SandboxMetrics
-	(*GetSandboxMetricsResponse)(nil), // 28: hostagent.v1.GetSandboxMetricsResponse
-	(*ExecRequest)(nil),               // 29: hostagent.v1.ExecRequest
-	(*ExecResponse)(nil),              // 30: hostagent.v1.ExecResponse
-	(*ExecStreamResponse)(nil),        // 31: hostagent.v1.ExecStreamResponse
-	(*ListProcessesRequest)(nil),      // 32: hostagent.v1.ListProcessesRequest
-	(*Process)(nil),                   // 33: hostagent.v1.Process
-	(*ListProcessesResponse)(nil),     // 34: hostagent.v1.ListProcessesResponse
-	(*ExecEnd)(nil),                   // 35: hostagent.v1.ExecEnd
-	(*WriteFileRequest)(nil),          // 36: hostagent.v1.WriteFileRequest
-	(*WriteFileResponse)(nil),         // 37: hostagent.v1.WriteFileResponse
-	(*WriteFileStreamRequest)(nil),    // 38: hostagent.v1.WriteFileStreamRequest
-	(*ReadFileRequest)(nil),           // 39: hostagent.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),          // 40: hostagent.v1.ReadFileResponse
-	(*ReadFileStreamResponse)(nil),    // 41: hostagent.v1.ReadFileStreamResponse
-	(*FileEntry)(nil),                 // 42: hostagent.v1.FileEntry
-	(*ListDirRequest)(nil),            // 43: hostagent.v1.ListDirRequest
-	(*ListDirResponse)(nil),           // 44: hostagent.v1.ListDirResponse
-	(*MakeDirRequest)(nil),            // 45: hostagent.v1.MakeDirRequest
-	(*MakeDirResponse)(nil),           // 46: hostagent.v1.MakeDirResponse
-	(*RemovePathRequest)(nil),         // 47: hostagent.v1.RemovePathRequest
-	(*RemovePathResponse)(nil),        // 48: hostagent.v1.RemovePathResponse
-	(*MovePathRequest)(nil),           // 49: hostagent.v1.MovePathRequest
-	(*MovePathResponse)(nil),          // 50: hostagent.v1.MovePathResponse
-	(*PtyAttachRequest)(nil),          // 51: hostagent.v1.PtyAttachRequest
-	(*PtyAttachResponse)(nil),         // 52: hostagent.v1.PtyAttachResponse
-	(*PtySendInputRequest)(nil),       // 53: hostagent.v1.PtySendInputRequest
-	(*PtySendInputResponse)(nil),      // 54: hostagent.v1.PtySendInputResponse
-	(*PtyResizeRequest)(nil),          // 55: hostagent.v1.PtyResizeRequest
-	(*PtyResizeResponse)(nil),         // 56: hostagent.v1.PtyResizeResponse
-	(*PtyKillRequest)(nil),            // 57: hostagent.v1.PtyKillRequest
-	(*PtyKillResponse)(nil),           // 58: hostagent.v1.PtyKillResponse
-	nil,                               // 59: hostagent.v1.Sandbox.MetadataEntry
-	nil,                               // 60: hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	nil,                               // 61: hostagent.v1.CreateSandboxRequest.MetadataEntry
-	nil,                               // 62: hostagent.v1.ExecRequest.EnvsEntry
-	nil,                               // 63: hostagent.v1.PtyAttachRequest.EnvsEntry
+	(*NetworkPolicy)(nil),             // 17: hostagent.v1.NetworkPolicy
+	(*SetSandboxNetworkRequest)(nil),  // 18: hostagent.v1.SetSandboxNetworkRequest
+	(*SetSandboxNetworkResponse)(nil), // 19: hostagent.v1.SetSandboxNetworkResponse
+	(*CreateSandboxResponse)(nil),     // 20: hostagent.v1.CreateSandboxResponse
+	(*DestroySandboxRequest)(nil),     // 21: hostagent.v1.DestroySandboxRequest
+	(*DestroySandboxResponse)(nil),    // 22: hostagent.v1.DestroySandboxResponse
+	(*GetSandboxRequest)(nil),         // 23: hostagent.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),        // 24: hostagent.v1.GetSandboxResponse
+	(*ListSandboxesRequest)(nil),      // 25: hostagent.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),     // 26: hostagent.v1.ListSandboxesResponse
+	(*SetSandboxTimeoutRequest)(nil),  // 27: hostagent.v1.SetSandboxTimeoutRequest
+	(*SetSandboxTimeoutResponse)(nil), // 28: hostagent.v1.SetSandboxTimeoutResponse
+	(*GetSandboxMetricsRequest)(nil),  // 29: hostagent.v1.GetSandboxMetricsRequest
+	(*SandboxMetrics)(nil),            // 30: hostagent.v1.SandboxMetrics
+	(*GetSandboxMetricsResponse)(nil), // 31: hostagent.v1.GetSandboxMetricsResponse
+	(*ExecRequest)(nil),               // 32: hostagent.v1.ExecRequest
+	(*ExecResponse)(nil),              // 33: hostagent.v1.ExecResponse
+	(*ExecStreamResponse)(nil),        // 34: hostagent.v1.ExecStreamResponse
+	(*ListProcessesRequest)(nil),      // 35: hostagent.v1.ListProcessesRequest
+	(*Process)(nil),                   // 36: hostagent.v1.Process
+	(*ListProcessesResponse)(nil),     // 37: hostagent.v1.ListProcessesResponse
+	(*ExecEnd)(nil),                   // 38: hostagent.v1.ExecEnd
+	(*WriteFileRequest)(nil),          // 39: hostagent.v1.WriteFileRequest
+	(*WriteFileResponse)(nil),         // 40: hostagent.v1.WriteFileResponse
+	(*WriteFileStreamRequest)(nil),    // 41: hostagent.v1.WriteFileStreamRequest
+	(*ReadFileRequest)(nil),           // 42: hostagent.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),          // 43: hostagent.v1.ReadFileResponse
+	(*ReadFileStreamResponse)(nil),    // 44: hostagent.v1.ReadFileStreamResponse
+	(*FileEntry)(nil),                 // 45: hostagent.v1.FileEntry
+	(*ListDirRequest)(nil),            // 46: hostagent.v1.ListDirRequest
+	(*ListDirResponse)(nil),           // 47: hostagent.v1.ListDirResponse
+	(*MakeDirRequest)(nil),            // 48: hostagent.v1.MakeDirRequest
+	(*MakeDirResponse)(nil),           // 49: hostagent.v1.MakeDirResponse
+	(*RemovePathRequest)(nil),         // 50: hostagent.v1.RemovePathRequest
+	(*RemovePathResponse)(nil),        // 51: hostagent.v1.RemovePathResponse
+	(*MovePathRequest)(nil),           // 52: hostagent.v1.MovePathRequest
+	(*MovePathResponse)(nil),          // 53: hostagent.v1.MovePathResponse
+	(*PtyAttachRequest)(nil),          // 54: hostagent.v1.PtyAttachRequest
+	(*PtyAttachResponse)(nil),         // 55: hostagent.v1.PtyAttachResponse
+	(*PtySendInputRequest)(nil),       // 56: hostagent.v1.PtySendInputRequest
+	(*PtySendInputResponse)(nil),      // 57: hostagent.v1.PtySendInputResponse
+	(*PtyResizeRequest)(nil),          // 58: hostagent.v1.PtyResizeRequest
+	(*PtyResizeResponse)(nil),         // 59: hostagent.v1.PtyResizeResponse
+	(*PtyKillRequest)(nil),            // 60: hostagent.v1.PtyKillRequest
+	(*PtyKillResponse)(nil),           // 61: hostagent.v1.PtyKillResponse
+	nil,                               // 62: hostagent.v1.Sandbox.MetadataEntry
+	nil,                               // 63: hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	nil,                               // 64: hostagent.v1.CreateSandboxRequest.MetadataEntry
+	nil,                               // 65: hostagent.v1.ExecRequest.EnvsEntry
+	nil,                               // 66: hostagent.v1.PtyAttachRequest.EnvsEntry
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	2,  // 0: hostagent.v1.CreateSnapshotResponse.snapshot:type_name -> hostagent.v1.Snapshot
@@ -4047,85 +4239,91 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	13, // 2: hostagent.v1.PauseSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	13, // 3: hostagent.v1.ResumeSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	0,  // 4: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.SandboxState
-	59, // 5: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
+	62, // 5: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
 	1,  // 6: hostagent.v1.Sandbox.on_timeout:type_name -> hostagent.v1.TimeoutAction
-	60, // 7: hostagent.v1.CreateSandboxRequest.env_vars:type_name -> hostagent.v1.CreateSandboxRequest.EnvVarsEntry
-	61, // 8: hostagent.v1.CreateSandboxRequest.metadata:type_name -> hostagent.v1.CreateSandboxRequest.MetadataEntry
-	1,  // 9: hostagent.v1.CreateSandboxRequest.on_timeout:type_name -> hostagent.v1.TimeoutAction
-	13, // 10: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	13, // 11: hostagent.v1.GetSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	13, // 12: hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> hostagent.v1.Sandbox
-	13, // 13: hostagent.v1.SetSandboxTimeoutResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	27, // 14: hostagent.v1.GetSandboxMetricsResponse.latest:type_name -> hostagent.v1.SandboxMetrics
-	27, // 15: hostagent.v1.GetSandboxMetricsResponse.recent:type_name -> hostagent.v1.SandboxMetrics
-	62, // 16: hostagent.v1.ExecRequest.envs:type_name -> hostagent.v1.ExecRequest.EnvsEntry
-	35, // 17: hostagent.v1.ExecStreamResponse.end:type_name -> hostagent.v1.ExecEnd
-	33, // 18: hostagent.v1.ListProcessesResponse.processes:type_name -> hostagent.v1.Process
-	36, // 19: hostagent.v1.WriteFileStreamRequest.header:type_name -> hostagent.v1.WriteFileRequest
-	42, // 20: hostagent.v1.ListDirResponse.entries:type_name -> hostagent.v1.FileEntry
-	42, // 21: hostagent.v1.MakeDirResponse.entry:type_name -> hostagent.v1.FileEntry
-	42, // 22: hostagent.v1.MovePathResponse.entry:type_name -> hostagent.v1.FileEntry
-	63, // 23: hostagent.v1.PtyAttachRequest.envs:type_name -> hostagent.v1.PtyAttachRequest.EnvsEntry
-	35, // 24: hostagent.v1.PtyAttachResponse.end:type_name -> hostagent.v1.ExecEnd
-	14, // 25: hostagent.v1.HostAgentService.HostInfo:input_type -> hostagent.v1.HostInfoRequest
-	16, // 26: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
-	18, // 27: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
-	20, // 28: hostagent.v1.HostAgentService.GetSandbox:input_type -> hostagent.v1.GetSandboxRequest
-	22, // 29: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
-	24, // 30: hostagent.v1.HostAgentService.SetSandboxTimeout:input_type -> hostagent.v1.SetSandboxTimeoutRequest
-	26, // 31: hostagent.v1.HostAgentService.GetSandboxMetrics:input_type -> hostagent.v1.GetSandboxMetricsRequest
-	29, // 32: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
-	29, // 33: hostagent.v1.HostAgentService.ExecStream:input_type -> hostagent.v1.ExecRequest
-	32, // 34: hostagent.v1.HostAgentService.ListProcesses:input_type -> hostagent.v1.ListProcessesRequest
-	36, // 35: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
-	39, // 36: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
-	38, // 37: hostagent.v1.HostAgentService.WriteFileStream:input_type -> hostagent.v1.WriteFileStreamRequest
-	39, // 38: hostagent.v1.HostAgentService.ReadFileStream:input_type -> hostagent.v1.ReadFileRequest
-	43, // 39: hostagent.v1.HostAgentService.ListDir:input_type -> hostagent.v1.ListDirRequest
-	45, // 40: hostagent.v1.HostAgentService.MakeDir:input_type -> hostagent.v1.MakeDirRequest
-	47, // 41: hostagent.v1.HostAgentService.RemovePath:input_type -> hostagent.v1.RemovePathRequest
-	49, // 42: hostagent.v1.HostAgentService.MovePath:input_type -> hostagent.v1.MovePathRequest
-	51, // 43: hostagent.v1.HostAgentService.PtyAttach:input_type -> hostagent.v1.PtyAttachRequest
-	53, // 44: hostagent.v1.HostAgentService.PtySendInput:input_type -> hostagent.v1.PtySendInputRequest
-	55, // 45: hostagent.v1.HostAgentService.PtyResize:input_type -> hostagent.v1.PtyResizeRequest
-	57, // 46: hostagent.v1.HostAgentService.PtyKill:input_type -> hostagent.v1.PtyKillRequest
-	9,  // 47: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
-	11, // 48: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
-	3,  // 49: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
-	5,  // 50: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
-	7,  // 51: hostagent.v1.HostAgentService.ListSnapshots:input_type -> hostagent.v1.ListSnapshotsRequest
-	15, // 52: hostagent.v1.HostAgentService.HostInfo:output_type -> hostagent.v1.HostInfoResponse
-	17, // 53: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
-	19, // 54: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
-	21, // 55: hostagent.v1.HostAgentService.GetSandbox:output_type -> hostagent.v1.GetSandboxResponse
-	23, // 56: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
-	25, // 57: hostagent.v1.HostAgentService.SetSandboxTimeout:output_type -> hostagent.v1.SetSandboxTimeoutResponse
-	28, // 58: hostagent.v1.HostAgentService.GetSandboxMetrics:output_type -> hostagent.v1.GetSandboxMetricsResponse
-	30, // 59: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
-	31, // 60: hostagent.v1.HostAgentService.ExecStream:output_type -> hostagent.v1.ExecStreamResponse
-	34, // 61: hostagent.v1.HostAgentService.ListProcesses:output_type -> hostagent.v1.ListProcessesResponse
-	37, // 62: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
-	40, // 63: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
-	37, // 64: hostagent.v1.HostAgentService.WriteFileStream:output_type -> hostagent.v1.WriteFileResponse
-	41, // 65: hostagent.v1.HostAgentService.ReadFileStream:output_type -> hostagent.v1.ReadFileStreamResponse
-	44, // 66: hostagent.v1.HostAgentService.ListDir:output_type -> hostagent.v1.ListDirResponse
-	46, // 67: hostagent.v1.HostAgentService.MakeDir:output_type -> hostagent.v1.MakeDirResponse
-	48, // 68: hostagent.v1.HostAgentService.RemovePath:output_type -> hostagent.v1.RemovePathResponse
-	50, // 69: hostagent.v1.HostAgentService.MovePath:output_type -> hostagent.v1.MovePathResponse
-	52, // 70: hostagent.v1.HostAgentService.PtyAttach:output_type -> hostagent.v1.PtyAttachResponse
-	54, // 71: hostagent.v1.HostAgentService.PtySendInput:output_type -> hostagent.v1.PtySendInputResponse
-	56, // 72: hostagent.v1.HostAgentService.PtyResize:output_type -> hostagent.v1.PtyResizeResponse
-	58, // 73: hostagent.v1.HostAgentService.PtyKill:output_type -> hostagent.v1.PtyKillResponse
-	10, // 74: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
-	12, // 75: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
-	4,  // 76: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
-	6,  // 77: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
-	8,  // 78: hostagent.v1.HostAgentService.ListSnapshots:output_type -> hostagent.v1.ListSnapshotsResponse
-	52, // [52:79] is the sub-list for method output_type
-	25, // [25:52] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	17, // 7: hostagent.v1.Sandbox.network:type_name -> hostagent.v1.NetworkPolicy
+	63, // 8: hostagent.v1.CreateSandboxRequest.env_vars:type_name -> hostagent.v1.CreateSandboxRequest.EnvVarsEntry
+	64, // 9: hostagent.v1.CreateSandboxRequest.metadata:type_name -> hostagent.v1.CreateSandboxRequest.MetadataEntry
+	1,  // 10: hostagent.v1.CreateSandboxRequest.on_timeout:type_name -> hostagent.v1.TimeoutAction
+	17, // 11: hostagent.v1.CreateSandboxRequest.network:type_name -> hostagent.v1.NetworkPolicy
+	17, // 12: hostagent.v1.SetSandboxNetworkRequest.network:type_name -> hostagent.v1.NetworkPolicy
+	13, // 13: hostagent.v1.SetSandboxNetworkResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	13, // 14: hostagent.v1.CreateSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	13, // 15: hostagent.v1.GetSandboxResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	13, // 16: hostagent.v1.ListSandboxesResponse.sandboxes:type_name -> hostagent.v1.Sandbox
+	13, // 17: hostagent.v1.SetSandboxTimeoutResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	30, // 18: hostagent.v1.GetSandboxMetricsResponse.latest:type_name -> hostagent.v1.SandboxMetrics
+	30, // 19: hostagent.v1.GetSandboxMetricsResponse.recent:type_name -> hostagent.v1.SandboxMetrics
+	65, // 20: hostagent.v1.ExecRequest.envs:type_name -> hostagent.v1.ExecRequest.EnvsEntry
+	38, // 21: hostagent.v1.ExecStreamResponse.end:type_name -> hostagent.v1.ExecEnd
+	36, // 22: hostagent.v1.ListProcessesResponse.processes:type_name -> hostagent.v1.Process
+	39, // 23: hostagent.v1.WriteFileStreamRequest.header:type_name -> hostagent.v1.WriteFileRequest
+	45, // 24: hostagent.v1.ListDirResponse.entries:type_name -> hostagent.v1.FileEntry
+	45, // 25: hostagent.v1.MakeDirResponse.entry:type_name -> hostagent.v1.FileEntry
+	45, // 26: hostagent.v1.MovePathResponse.entry:type_name -> hostagent.v1.FileEntry
+	66, // 27: hostagent.v1.PtyAttachRequest.envs:type_name -> hostagent.v1.PtyAttachRequest.EnvsEntry
+	38, // 28: hostagent.v1.PtyAttachResponse.end:type_name -> hostagent.v1.ExecEnd
+	14, // 29: hostagent.v1.HostAgentService.HostInfo:input_type -> hostagent.v1.HostInfoRequest
+	16, // 30: hostagent.v1.HostAgentService.CreateSandbox:input_type -> hostagent.v1.CreateSandboxRequest
+	21, // 31: hostagent.v1.HostAgentService.DestroySandbox:input_type -> hostagent.v1.DestroySandboxRequest
+	23, // 32: hostagent.v1.HostAgentService.GetSandbox:input_type -> hostagent.v1.GetSandboxRequest
+	25, // 33: hostagent.v1.HostAgentService.ListSandboxes:input_type -> hostagent.v1.ListSandboxesRequest
+	27, // 34: hostagent.v1.HostAgentService.SetSandboxTimeout:input_type -> hostagent.v1.SetSandboxTimeoutRequest
+	18, // 35: hostagent.v1.HostAgentService.SetSandboxNetwork:input_type -> hostagent.v1.SetSandboxNetworkRequest
+	29, // 36: hostagent.v1.HostAgentService.GetSandboxMetrics:input_type -> hostagent.v1.GetSandboxMetricsRequest
+	32, // 37: hostagent.v1.HostAgentService.Exec:input_type -> hostagent.v1.ExecRequest
+	32, // 38: hostagent.v1.HostAgentService.ExecStream:input_type -> hostagent.v1.ExecRequest
+	35, // 39: hostagent.v1.HostAgentService.ListProcesses:input_type -> hostagent.v1.ListProcessesRequest
+	39, // 40: hostagent.v1.HostAgentService.WriteFile:input_type -> hostagent.v1.WriteFileRequest
+	42, // 41: hostagent.v1.HostAgentService.ReadFile:input_type -> hostagent.v1.ReadFileRequest
+	41, // 42: hostagent.v1.HostAgentService.WriteFileStream:input_type -> hostagent.v1.WriteFileStreamRequest
+	42, // 43: hostagent.v1.HostAgentService.ReadFileStream:input_type -> hostagent.v1.ReadFileRequest
+	46, // 44: hostagent.v1.HostAgentService.ListDir:input_type -> hostagent.v1.ListDirRequest
+	48, // 45: hostagent.v1.HostAgentService.MakeDir:input_type -> hostagent.v1.MakeDirRequest
+	50, // 46: hostagent.v1.HostAgentService.RemovePath:input_type -> hostagent.v1.RemovePathRequest
+	52, // 47: hostagent.v1.HostAgentService.MovePath:input_type -> hostagent.v1.MovePathRequest
+	54, // 48: hostagent.v1.HostAgentService.PtyAttach:input_type -> hostagent.v1.PtyAttachRequest
+	56, // 49: hostagent.v1.HostAgentService.PtySendInput:input_type -> hostagent.v1.PtySendInputRequest
+	58, // 50: hostagent.v1.HostAgentService.PtyResize:input_type -> hostagent.v1.PtyResizeRequest
+	60, // 51: hostagent.v1.HostAgentService.PtyKill:input_type -> hostagent.v1.PtyKillRequest
+	9,  // 52: hostagent.v1.HostAgentService.PauseSandbox:input_type -> hostagent.v1.PauseSandboxRequest
+	11, // 53: hostagent.v1.HostAgentService.ResumeSandbox:input_type -> hostagent.v1.ResumeSandboxRequest
+	3,  // 54: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
+	5,  // 55: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
+	7,  // 56: hostagent.v1.HostAgentService.ListSnapshots:input_type -> hostagent.v1.ListSnapshotsRequest
+	15, // 57: hostagent.v1.HostAgentService.HostInfo:output_type -> hostagent.v1.HostInfoResponse
+	20, // 58: hostagent.v1.HostAgentService.CreateSandbox:output_type -> hostagent.v1.CreateSandboxResponse
+	22, // 59: hostagent.v1.HostAgentService.DestroySandbox:output_type -> hostagent.v1.DestroySandboxResponse
+	24, // 60: hostagent.v1.HostAgentService.GetSandbox:output_type -> hostagent.v1.GetSandboxResponse
+	26, // 61: hostagent.v1.HostAgentService.ListSandboxes:output_type -> hostagent.v1.ListSandboxesResponse
+	28, // 62: hostagent.v1.HostAgentService.SetSandboxTimeout:output_type -> hostagent.v1.SetSandboxTimeoutResponse
+	19, // 63: hostagent.v1.HostAgentService.SetSandboxNetwork:output_type -> hostagent.v1.SetSandboxNetworkResponse
+	31, // 64: hostagent.v1.HostAgentService.GetSandboxMetrics:output_type -> hostagent.v1.GetSandboxMetricsResponse
+	33, // 65: hostagent.v1.HostAgentService.Exec:output_type -> hostagent.v1.ExecResponse
+	34, // 66: hostagent.v1.HostAgentService.ExecStream:output_type -> hostagent.v1.ExecStreamResponse
+	37, // 67: hostagent.v1.HostAgentService.ListProcesses:output_type -> hostagent.v1.ListProcessesResponse
+	40, // 68: hostagent.v1.HostAgentService.WriteFile:output_type -> hostagent.v1.WriteFileResponse
+	43, // 69: hostagent.v1.HostAgentService.ReadFile:output_type -> hostagent.v1.ReadFileResponse
+	40, // 70: hostagent.v1.HostAgentService.WriteFileStream:output_type -> hostagent.v1.WriteFileResponse
+	44, // 71: hostagent.v1.HostAgentService.ReadFileStream:output_type -> hostagent.v1.ReadFileStreamResponse
+	47, // 72: hostagent.v1.HostAgentService.ListDir:output_type -> hostagent.v1.ListDirResponse
+	49, // 73: hostagent.v1.HostAgentService.MakeDir:output_type -> hostagent.v1.MakeDirResponse
+	51, // 74: hostagent.v1.HostAgentService.RemovePath:output_type -> hostagent.v1.RemovePathResponse
+	53, // 75: hostagent.v1.HostAgentService.MovePath:output_type -> hostagent.v1.MovePathResponse
+	55, // 76: hostagent.v1.HostAgentService.PtyAttach:output_type -> hostagent.v1.PtyAttachResponse
+	57, // 77: hostagent.v1.HostAgentService.PtySendInput:output_type -> hostagent.v1.PtySendInputResponse
+	59, // 78: hostagent.v1.HostAgentService.PtyResize:output_type -> hostagent.v1.PtyResizeResponse
+	61, // 79: hostagent.v1.HostAgentService.PtyKill:output_type -> hostagent.v1.PtyKillResponse
+	10, // 80: hostagent.v1.HostAgentService.PauseSandbox:output_type -> hostagent.v1.PauseSandboxResponse
+	12, // 81: hostagent.v1.HostAgentService.ResumeSandbox:output_type -> hostagent.v1.ResumeSandboxResponse
+	4,  // 82: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	6,  // 83: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	8,  // 84: hostagent.v1.HostAgentService.ListSnapshots:output_type -> hostagent.v1.ListSnapshotsResponse
+	57, // [57:85] is the sub-list for method output_type
+	29, // [29:57] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -4133,17 +4331,17 @@ func file_hostagent_v1_hostagent_proto_init() {
 	if File_hostagent_v1_hostagent_proto != nil {
 		return
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[29].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[32].OneofWrappers = []any{
 		(*ExecStreamResponse_StartedPid)(nil),
 		(*ExecStreamResponse_Stdout)(nil),
 		(*ExecStreamResponse_Stderr)(nil),
 		(*ExecStreamResponse_End)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[36].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[39].OneofWrappers = []any{
 		(*WriteFileStreamRequest_Header)(nil),
 		(*WriteFileStreamRequest_Chunk)(nil),
 	}
-	file_hostagent_v1_hostagent_proto_msgTypes[50].OneofWrappers = []any{
+	file_hostagent_v1_hostagent_proto_msgTypes[53].OneofWrappers = []any{
 		(*PtyAttachResponse_StartedPid)(nil),
 		(*PtyAttachResponse_Output)(nil),
 		(*PtyAttachResponse_End)(nil),
@@ -4154,7 +4352,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   62,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

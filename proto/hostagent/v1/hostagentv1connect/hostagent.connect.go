@@ -55,6 +55,9 @@ const (
 	// HostAgentServiceSetSandboxTimeoutProcedure is the fully-qualified name of the HostAgentService's
 	// SetSandboxTimeout RPC.
 	HostAgentServiceSetSandboxTimeoutProcedure = "/hostagent.v1.HostAgentService/SetSandboxTimeout"
+	// HostAgentServiceSetSandboxNetworkProcedure is the fully-qualified name of the HostAgentService's
+	// SetSandboxNetwork RPC.
+	HostAgentServiceSetSandboxNetworkProcedure = "/hostagent.v1.HostAgentService/SetSandboxNetwork"
 	// HostAgentServiceGetSandboxMetricsProcedure is the fully-qualified name of the HostAgentService's
 	// GetSandboxMetrics RPC.
 	HostAgentServiceGetSandboxMetricsProcedure = "/hostagent.v1.HostAgentService/GetSandboxMetrics"
@@ -127,6 +130,7 @@ type HostAgentServiceClient interface {
 	GetSandbox(context.Context, *connect.Request[v1.GetSandboxRequest]) (*connect.Response[v1.GetSandboxResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)
 	SetSandboxTimeout(context.Context, *connect.Request[v1.SetSandboxTimeoutRequest]) (*connect.Response[v1.SetSandboxTimeoutResponse], error)
+	SetSandboxNetwork(context.Context, *connect.Request[v1.SetSandboxNetworkRequest]) (*connect.Response[v1.SetSandboxNetworkResponse], error)
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecStreamResponse], error)
@@ -203,6 +207,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+HostAgentServiceSetSandboxTimeoutProcedure,
 			connect.WithSchema(hostAgentServiceMethods.ByName("SetSandboxTimeout")),
+			connect.WithClientOptions(opts...),
+		),
+		setSandboxNetwork: connect.NewClient[v1.SetSandboxNetworkRequest, v1.SetSandboxNetworkResponse](
+			httpClient,
+			baseURL+HostAgentServiceSetSandboxNetworkProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("SetSandboxNetwork")),
 			connect.WithClientOptions(opts...),
 		),
 		getSandboxMetrics: connect.NewClient[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse](
@@ -342,6 +352,7 @@ type hostAgentServiceClient struct {
 	getSandbox        *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
 	listSandboxes     *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
 	setSandboxTimeout *connect.Client[v1.SetSandboxTimeoutRequest, v1.SetSandboxTimeoutResponse]
+	setSandboxNetwork *connect.Client[v1.SetSandboxNetworkRequest, v1.SetSandboxNetworkResponse]
 	getSandboxMetrics *connect.Client[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse]
 	exec              *connect.Client[v1.ExecRequest, v1.ExecResponse]
 	execStream        *connect.Client[v1.ExecRequest, v1.ExecStreamResponse]
@@ -393,6 +404,11 @@ func (c *hostAgentServiceClient) ListSandboxes(ctx context.Context, req *connect
 // SetSandboxTimeout calls hostagent.v1.HostAgentService.SetSandboxTimeout.
 func (c *hostAgentServiceClient) SetSandboxTimeout(ctx context.Context, req *connect.Request[v1.SetSandboxTimeoutRequest]) (*connect.Response[v1.SetSandboxTimeoutResponse], error) {
 	return c.setSandboxTimeout.CallUnary(ctx, req)
+}
+
+// SetSandboxNetwork calls hostagent.v1.HostAgentService.SetSandboxNetwork.
+func (c *hostAgentServiceClient) SetSandboxNetwork(ctx context.Context, req *connect.Request[v1.SetSandboxNetworkRequest]) (*connect.Response[v1.SetSandboxNetworkResponse], error) {
+	return c.setSandboxNetwork.CallUnary(ctx, req)
 }
 
 // GetSandboxMetrics calls hostagent.v1.HostAgentService.GetSandboxMetrics.
@@ -508,6 +524,7 @@ type HostAgentServiceHandler interface {
 	GetSandbox(context.Context, *connect.Request[v1.GetSandboxRequest]) (*connect.Response[v1.GetSandboxResponse], error)
 	ListSandboxes(context.Context, *connect.Request[v1.ListSandboxesRequest]) (*connect.Response[v1.ListSandboxesResponse], error)
 	SetSandboxTimeout(context.Context, *connect.Request[v1.SetSandboxTimeoutRequest]) (*connect.Response[v1.SetSandboxTimeoutResponse], error)
+	SetSandboxNetwork(context.Context, *connect.Request[v1.SetSandboxNetworkRequest]) (*connect.Response[v1.SetSandboxNetworkResponse], error)
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecStreamResponse]) error
@@ -580,6 +597,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		HostAgentServiceSetSandboxTimeoutProcedure,
 		svc.SetSandboxTimeout,
 		connect.WithSchema(hostAgentServiceMethods.ByName("SetSandboxTimeout")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceSetSandboxNetworkHandler := connect.NewUnaryHandler(
+		HostAgentServiceSetSandboxNetworkProcedure,
+		svc.SetSandboxNetwork,
+		connect.WithSchema(hostAgentServiceMethods.ByName("SetSandboxNetwork")),
 		connect.WithHandlerOptions(opts...),
 	)
 	hostAgentServiceGetSandboxMetricsHandler := connect.NewUnaryHandler(
@@ -722,6 +745,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceListSandboxesHandler.ServeHTTP(w, r)
 		case HostAgentServiceSetSandboxTimeoutProcedure:
 			hostAgentServiceSetSandboxTimeoutHandler.ServeHTTP(w, r)
+		case HostAgentServiceSetSandboxNetworkProcedure:
+			hostAgentServiceSetSandboxNetworkHandler.ServeHTTP(w, r)
 		case HostAgentServiceGetSandboxMetricsProcedure:
 			hostAgentServiceGetSandboxMetricsHandler.ServeHTTP(w, r)
 		case HostAgentServiceExecProcedure:
@@ -795,6 +820,10 @@ func (UnimplementedHostAgentServiceHandler) ListSandboxes(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) SetSandboxTimeout(context.Context, *connect.Request[v1.SetSandboxTimeoutRequest]) (*connect.Response[v1.SetSandboxTimeoutResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.SetSandboxTimeout is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) SetSandboxNetwork(context.Context, *connect.Request[v1.SetSandboxNetworkRequest]) (*connect.Response[v1.SetSandboxNetworkResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.SetSandboxNetwork is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error) {
