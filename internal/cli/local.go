@@ -83,13 +83,32 @@ initramfs, a root filesystem and a manifest. The agent finds template X in
 <state dir>/images/X (default ` + guestimage.DefaultDir + `; $WRENN_STATE_DIR changes it).`,
 	}
 	c.PersistentFlags().StringVar(&dir, "dir", defaultImagesDir(), "images directory (the agent's <state dir>/images)")
+	var from, registryUser, registryPasswordFile string
+	var insecureRegistry bool
 	build := &cobra.Command{
-		Use:       "build " + strings.Join(guestimage.Kinds, "|"),
-		Short:     "Build a guest image (unchanged inputs skip the build)",
+		Use:   "build " + strings.Join(guestimage.Kinds, "|") + " | NAME --from-image REF",
+		Short: "Build a guest image (unchanged inputs skip the build)",
+		Long: `Build one of the built-in images, or (with --from-image) an image named NAME
+from an OCI image: its layers flattened (whiteouts applied) plus envd,
+wrenn-init and the default user. The image must have /bin/bash.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: guestimage.Kinds,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name, o.Dir, o.Progress = args[0], dir, a.stderr
+			if from != "" {
+				src := &guestimage.ImageSource{Ref: from, Insecure: insecureRegistry}
+				src.Auth.Username = registryUser
+				if registryPasswordFile != "" {
+					pw, err := os.ReadFile(registryPasswordFile)
+					if err != nil {
+						return fmt.Errorf("--registry-password-file: %w", err)
+					}
+					src.Auth.Password = strings.TrimRight(string(pw), "\r\n")
+				}
+				o.FromImage = src
+			} else if registryUser != "" || registryPasswordFile != "" || insecureRegistry {
+				return fmt.Errorf("--registry-username, --registry-password-file and --insecure-registry go with --from-image")
+			}
 			res, err := guestimage.Build(cmd.Context(), o)
 			if err != nil {
 				return fmt.Errorf("build image %s: %w", args[0], err)
@@ -105,6 +124,10 @@ initramfs, a root filesystem and a manifest. The agent finds template X in
 	bf.StringVar(&o.KernelVersion, "kernel", "", "kernel version from /boot (default: the newest)")
 	bf.StringVar(&o.Mirror, "mirror", "", "Debian mirror for the base image (default http://deb.debian.org/debian)")
 	bf.BoolVar(&o.Force, "force", false, "rebuild even when the image is up to date")
+	bf.StringVar(&from, "from-image", "", "OCI image reference to build NAME from (e.g. registry.example.com/team/app:1)")
+	bf.StringVar(&registryUser, "registry-username", "", "user name for the registry (with --registry-password-file)")
+	bf.StringVar(&registryPasswordFile, "registry-password-file", "", "file holding the registry password (kept out of the command line)")
+	bf.BoolVar(&insecureRegistry, "insecure-registry", false, "reach the registry over plain HTTP (a local registry)")
 	verify := &cobra.Command{
 		Use:   "verify NAME",
 		Short: "Check an image's files against its manifest",

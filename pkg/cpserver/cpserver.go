@@ -131,6 +131,9 @@ func Run(ctx context.Context, opts ...Option) error {
 
 	svc := service.New(pool, keys, cfg, o.log)
 	defer svc.Close()
+	if err := svc.FailOrphanBuilds(ctx); err != nil {
+		return fmt.Errorf("template builds: %w", err)
+	}
 	mx := cpmetrics.New(pool, o.log)
 	svc.OnOperation = mx.ObserveOperation
 	if ok, err := svc.HasAdmin(ctx); err == nil && !ok {

@@ -31,8 +31,14 @@ func startDevStack(t *testing.T, dataDir string) *devStack {
 // startDevStackFrom runs `wrenn dev` from the binary wrenn.
 func startDevStackFrom(t *testing.T, wrenn, dataDir string) *devStack {
 	t.Helper()
+	return startDevStackRuntime(t, wrenn, dataDir, "gvisor")
+}
+
+// startDevStackRuntime runs `wrenn dev` with an agent on runtime.
+func startDevStackRuntime(t *testing.T, wrenn, dataDir, runtime string) *devStack {
+	t.Helper()
 	d := &devStack{out: &bytes.Buffer{}, exited: make(chan error, 1)}
-	d.cmd = exec.Command(wrenn, "dev", "--data-dir", dataDir, "--images-dir", imagesDir, "--runtime", "gvisor",
+	d.cmd = exec.Command(wrenn, "dev", "--data-dir", dataDir, "--images-dir", imagesDir, "--runtime", runtime,
 		"--listen", freeAddr(t), "--proxy-listen", freeAddr(t), "--agent-listen", freeAddr(t), "--verbose",
 		"--proxy-tls-port", strings.TrimPrefix(freeAddr(t), "127.0.0.1:"))
 	w := &syncWriter{w: d.out}
