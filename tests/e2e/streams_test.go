@@ -55,4 +55,3 @@ func TestLongStreamsUnderLoad(t *testing.T) {
 		})
 	}
 }
-
