@@ -247,8 +247,8 @@ type placement struct {
 	load float64
 }
 
-// candidates lists the healthy hosts that have template and room for a
-// sandbox of memMiB, least loaded first. Load counts the database's live
+// candidates lists the healthy hosts that have template (any host for
+// "") and room for a sandbox of memMiB, least loaded first. Load counts the database's live
 // sandboxes, which is current, rather than the last heartbeat's, which
 // lags behind creates made since.
 //
@@ -276,7 +276,7 @@ func (s *Service) candidates(ctx context.Context, template string, memMiB, diskM
 			continue
 		}
 		healthy++
-		if !slices.Contains(h.Templates, template) {
+		if template != "" && !slices.Contains(h.Templates, template) {
 			continue
 		}
 		withTemplate++
