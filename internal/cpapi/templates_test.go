@@ -5,11 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
@@ -67,6 +70,39 @@ func TestTemplateSpecsRefused(t *testing.T) {
 	b := cp.Signup(t, "tpl-b@example.com")
 	if r := cp.Must(t, http.StatusOK, "GET", "/v1/templates/files/"+hash, b.Token, nil); r.Map()["present"] != false {
 		t.Fatalf("another team sees the files: %s", r)
+	}
+}
+
+// TestTemplateFromImageV1 submits a build from an OCI image with
+// registry credentials through /v1: it is accepted, the credentials are
+// in neither the answer nor the stored spec, and with no host to pull
+// the image the build fails saying so. GET answers from the stored row.
+func TestTemplateFromImageV1(t *testing.T) {
+	cp := startCP(t, nil)
+	a := cp.Signup(t, "tpl-oci@example.com")
+	const password = "pw-never-stored"
+	r := cp.Must(t, http.StatusAccepted, "POST", "/v1/templates", a.Token, map[string]any{
+		"name": "oci", "from_image": "registry.example.com/team/tool:1",
+		"from_image_registry": map[string]string{"username": "robot", "password": password},
+		"steps":               []map[string]any{{"type": "RUN", "args": []string{"true"}}},
+	})
+	if !strings.Contains(r.String(), `"from_image":"registry.example.com/team/tool:1"`) {
+		t.Fatalf("the spec: %s", r)
+	}
+	m := r.Map()
+	path := fmt.Sprintf("/v1/templates/%s/builds/%s", m["template_id"], m["id"])
+	var got cptest.Response
+	waitfor.True(t, 30*time.Second, "the build to fail without a host", func() bool {
+		got = cp.Must(t, http.StatusOK, "GET", path, a.Token, nil)
+		return got.Map()["status"] == "error"
+	})
+	if !strings.Contains(got.String(), "image registry.example.com/team/tool:1: no capacity: no healthy host") {
+		t.Fatalf("the failed build: %s", got)
+	}
+	for _, body := range []string{r.String(), got.String()} {
+		if strings.Contains(body, password) || strings.Contains(body, "from_image_registry") {
+			t.Fatalf("the credentials were kept: %s", body)
+		}
 	}
 }
 
