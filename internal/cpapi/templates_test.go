@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
@@ -104,6 +106,24 @@ func TestTemplateFromImageV1(t *testing.T) {
 			t.Fatalf("the credentials were kept: %s", body)
 		}
 	}
+
+	// A host reports an image made from an OCI image beside minimal: no
+	// team lists it, starts a sandbox from it or builds on it.
+	admin := cp.Admin(t, "tpl-oci-admin@example.com")
+	tok := cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/tokens", admin.Token, nil).Map()["token"].(string)
+	var reg hostapi.RegisterResponse
+	_ = cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/register", "", map[string]string{"token": tok, "address": "127.0.0.1:1"}).JSON(&reg)
+	made := guestimage.OCIImageName("sha256:" + strings.Repeat("ab", 32))
+	cp.Must(t, http.StatusOK, "POST", "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Secret, hostapi.Heartbeat{Address: "127.0.0.1:1",
+		Capacity: hostapi.Capacity{Runtime: "gvisor", CPUs: 2, MemoryMiB: 4096, DiskFreeMiB: 10240, Templates: []string{"minimal", made}}})
+	list := cp.Must(t, http.StatusOK, "GET", "/v1/templates", a.Token, nil).String()
+	if !strings.Contains(list, `"minimal"`) || strings.Contains(list, made) {
+		t.Fatalf("the templates list: %s", list)
+	}
+	sb := cp.Must(t, http.StatusBadRequest, "POST", "/v1/sandboxes", a.Token, map[string]any{"template": made})
+	mustContain(t, sb, "start template builds only")
+	base := cp.Must(t, http.StatusBadRequest, "POST", "/v1/templates", a.Token, map[string]any{"name": "reuse", "from_template": made, "steps": []map[string]any{{"type": "RUN", "args": []string{"true"}}}})
+	mustContain(t, base, "unknown base")
 }
 
 // e2bDo calls the E2B-compatible API with an API key.

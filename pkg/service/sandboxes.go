@@ -187,6 +187,9 @@ func (s *Service) createSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	if err := in.validate(s.Config.MaxDiskMiB); err != nil {
 		return Sandbox{}, err
 	}
+	if in.SnapshotID == nil && in.onHost == nil && hostOnlyImage(in.Template) {
+		return Sandbox{}, errf(ErrInvalid, "template %q: images made from OCI images start template builds only; build a template with fromImage and start sandboxes from it", in.Template)
+	}
 	// A quota refusal comes before any host is looked for; the check
 	// that counts is the one made with the row's insert, below.
 	d := demand{sandbox: true, create: true, vcpus: in.VCPUs, memoryMiB: int64(in.MemoryMiB), diskMiB: diskDemand(in.DiskMiB)}

@@ -254,7 +254,7 @@ func (s *Service) resolveBase(ctx context.Context, c auth.Caller, ref string) (b
 	case !errors.Is(err, ErrNotFound):
 		return buildBase{}, err
 	}
-	if templateName.MatchString(ref) && s.TemplateAvailable(ctx, ref) {
+	if templateName.MatchString(ref) && !hostOnlyImage(ref) && s.TemplateAvailable(ctx, ref) {
 		return buildBase{image: ref, key: "image:" + ref}, nil
 	}
 	return buildBase{}, errf(ErrInvalid, "unknown base %q: no template of your team and no image on any ready host has that name", ref)

@@ -39,6 +39,17 @@ test('fromImage: an anonymous pull, steps on top, a sandbox from it', { skip, ti
   const logs = await build(Template().fromImage(env.WRENN_TEST_IMAGE).runCmd('echo built on the image > /home/user/built'), 'oci-app')
   assert.match(logs, /Pulling image /)
   assert.equal(await run('oci-app', probe + '; cat /home/user/built'), probeOut + 'built on the image\n')
+
+  // The image made on the host is the build's only: no team lists it,
+  // starts a sandbox from it or builds on it (it may hold a private
+  // registry's files).
+  const image = logs.match(/is guest image (oci-[0-9a-f]+)/)[1]
+  await assert.rejects(Sandbox.create(image), /start template builds only/)
+  await assert.rejects(build(Template().fromTemplate(image).runCmd('true'), 'oci-reuse'), /unknown base/)
+  const list = await fetch(env.E2B_API_URL.replace(/\/e2b$/, '') + '/v1/templates', { headers: { Authorization: `Bearer ${env.E2B_API_KEY}` } })
+  assert.equal(list.status, 200)
+  const body = await list.text()
+  assert.ok(body.includes('"oci-app"') && !body.includes(image), body)
 })
 
 test('fromImage with registry credentials; the same digest is not made again', { skip, timeout: 600_000 }, async () => {
