@@ -52,6 +52,11 @@ func New(svc *service.Service, domain string, log *slog.Logger) *Proxy {
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 60 * time.Second
 	t.ResponseHeaderTimeout = 0
+	// A port in the domain is for clients building URLs (the proxy is not
+	// on 443); Host is matched without one.
+	if h, _, err := net.SplitHostPort(domain); err == nil {
+		domain = h
+	}
 	return &Proxy{svc: svc, domain: strings.TrimPrefix(strings.ToLower(domain), "."), log: log, transport: t}
 }
 
