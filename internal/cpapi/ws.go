@@ -40,7 +40,8 @@ func queryUint(r *http.Request, name string, def uint32) (uint32, bool) {
 // wsPty serves a terminal: binary frames carry input and output; text
 // frames carry {"type":"resize","cols","rows"} and {"type":"kill"} from the
 // client, and {"type":"started","pid"} and {"type":"exit"} from the server.
-// ?pid= reattaches to a terminal that outlived an earlier connection.
+// ?pid= reattaches to a terminal that outlived an earlier connection;
+// &replay=true then sends its latest output first (up to 64 KiB).
 func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
 	g, ok := a.guest(w, r, "")
 	if !ok {
@@ -53,6 +54,15 @@ func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_argument", "cols and rows must be 1 to 1000, pid a process id")
 		return
 	}
+	replay := false
+	switch v := r.URL.Query().Get("replay"); {
+	case v == "" || v == "false":
+	case v == "true" && pid != 0:
+		replay = true
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_argument", "replay is true or false, and only with pid (a new terminal has no output yet)")
+		return
+	}
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered
@@ -62,7 +72,7 @@ func (a *API) wsPty(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go a.endOnRevocation(ctx, cancel, r, conn)
-	term, err := g.OpenTerminal(ctx, service.TerminalOptions{PID: pid, Cols: cols, Rows: rows, Cmd: r.URL.Query().Get("cmd"), User: r.URL.Query().Get("user")})
+	term, err := g.OpenTerminal(ctx, service.TerminalOptions{PID: pid, Cols: cols, Rows: rows, Cmd: r.URL.Query().Get("cmd"), User: r.URL.Query().Get("user"), Replay: replay})
 	if err != nil {
 		conn.Close(websocket.StatusInternalError, truncate(err.Error()))
 		return

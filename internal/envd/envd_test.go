@@ -267,6 +267,178 @@ func TestPtyBurstArrivesComplete(t *testing.T) {
 	}
 }
 
+// Terminal input with ends of input (Ctrl-D) among it, in one message:
+// each end at the start of a line ends the program reading, and what
+// follows it reaches the next reader, in order; after text without a
+// newline, Ctrl-D hands the text over and ends nothing. (In gVisor this
+// needs envd's care: tests/e2e TestAgentTerminalEndOfInput.)
+func TestPtyEndOfInputAmongInput(t *testing.T) {
+	e := startEnvd(t)
+	dir := t.TempDir()
+	req := &pb.StartRequest{
+		Process: &pb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "cat > one; cat > two; read -r x; echo \"got:$x\""}, Cwd: &dir},
+		Pty:     &pb.PTY{Size: &pb.PTY_Size{Cols: 80, Rows: 24}},
+	}
+	s, err := e.proc.Start(context.Background(), connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Receive() || s.Msg().GetEvent().GetStart() == nil {
+		t.Fatalf("no start: %v", s.Err())
+	}
+	pid := s.Msg().GetEvent().GetStart().GetPid()
+	send := func(data string) {
+		t.Helper()
+		in := &pb.SendInputRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Input: &pb.ProcessInput{Input: &pb.ProcessInput_Pty{Pty: []byte(data)}}}
+		if _, err := e.proc.SendInput(context.Background(), connect.NewRequest(in)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("first\rpart")
+	send("\x04")
+	waitfor.True(t, 10*time.Second, "cat to get the text before Ctrl-D", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "one"))
+		return string(b) == "first\npart"
+	})
+	send("\x04second\r\x04typed\r")
+	var out []byte
+	var end *pb.ProcessEvent_EndEvent
+	for s.Receive() {
+		out = append(out, s.Msg().GetEvent().GetData().GetPty()...)
+		if e := s.Msg().GetEvent().GetEnd(); e != nil {
+			end = e
+		}
+	}
+	if !bytes.Contains(out, []byte("got:typed")) || end.GetExitCode() != 0 {
+		t.Fatalf("output %q, end %v (%v)", out, end, s.Err())
+	}
+	for name, want := range map[string]string{"one": "first\npart", "two": "second\n"} {
+		if b, _ := os.ReadFile(filepath.Join(dir, name)); string(b) != want {
+			t.Errorf("%s holds %q, want %q", name, b, want)
+		}
+	}
+}
+
+// A terminal's output reaches its client while the program runs on
+// quietly: nothing of it waits for more output to come. (envd's reader
+// goes on reading what is already there after a full read; on a master
+// left in blocking mode that read waited for more instead, holding the
+// tail of a burst back, in about one run of three.)
+func TestPtyOutputArrivesWhileProgramWaits(t *testing.T) {
+	e := startEnvd(t)
+	for run := range 8 {
+		req := &pb.StartRequest{
+			Process: &pb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "seq 1 20000; echo done-$((1+1)); sleep 60"}},
+			Pty:     &pb.PTY{Size: &pb.PTY_Size{Cols: 80, Rows: 24}},
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := e.proc.Start(ctx, connect.NewRequest(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []byte
+		var pid uint32
+		for !bytes.Contains(out, []byte("done-2")) && s.Receive() {
+			if st := s.Msg().GetEvent().GetStart(); st != nil {
+				pid = st.GetPid()
+			}
+			out = append(out, s.Msg().GetEvent().GetData().GetPty()...)
+		}
+		cancel()
+		if !bytes.Contains(out, []byte("done-2")) {
+			t.Fatalf("run %d: %d bytes of output arrived in 5 s, then nothing while the program waited; it ends %q", run, len(out), out[max(0, len(out)-30):])
+		}
+		kill := &pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: pid}}, Signal: pb.Signal_SIGNAL_SIGKILL}
+		if _, err := e.proc.SendSignal(context.Background(), connect.NewRequest(kill)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A terminal keeps its latest output for a client that attaches again
+// and asks for it (envdapi.ReplayHeader): up to 64 KiB from a line start,
+// then what follows, nothing twice; a client that does not ask (E2B's)
+// gets only what follows.
+func TestPtyReplayOnAttach(t *testing.T) {
+	e := startEnvd(t)
+	dir := t.TempDir()
+	// The output comes while no client follows the terminal.
+	req := &pb.StartRequest{
+		Process: &pb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", "seq 1 20000; echo done-$((1+1)); touch written; read -r x; echo \"got-$x\""}, Cwd: &dir},
+		Pty:     &pb.PTY{Size: &pb.PTY_Size{Cols: 80, Rows: 24}},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := e.proc.Start(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Receive() || s.Msg().GetEvent().GetStart() == nil {
+		t.Fatalf("no start: %v", s.Err())
+	}
+	started := s.Msg().GetEvent().GetStart().GetPid()
+	s.Close()
+	waitfor.NoError(t, 20*time.Second, "the output to be written", func() error {
+		_, err := os.Stat(filepath.Join(dir, "written"))
+		return err
+	})
+	out, err := exec.Command("seq", "1", "20000").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = append(bytes.ReplaceAll(out, []byte("\n"), []byte("\r\n")), "done-2\r\n"...)
+	attach := func(replay bool) *connect.ServerStreamForClient[pb.ConnectResponse] {
+		t.Helper()
+		r := connect.NewRequest(&pb.ConnectRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: started}}})
+		if replay {
+			r.Header().Set(envdapi.ReplayHeader, "1")
+		}
+		c, err := e.proc.Connect(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Receive() || c.Msg().GetEvent().GetStart() == nil {
+			t.Fatalf("attach: %v", c.Err())
+		}
+		return c
+	}
+	// envd reads the terminal's output a little after the program wrote
+	// it: attach until the replay holds all of it.
+	var again *connect.ServerStreamForClient[pb.ConnectResponse]
+	var replayed []byte
+	waitfor.NoError(t, 20*time.Second, "a replay of all the output", func() error {
+		if again != nil {
+			again.Close()
+		}
+		again = attach(true)
+		if !again.Receive() {
+			return fmt.Errorf("no replay: %v", again.Err())
+		}
+		replayed = again.Msg().GetEvent().GetData().GetPty()
+		if !bytes.HasSuffix(replayed, []byte("done-2\r\n")) {
+			return fmt.Errorf("the replay ends %q", replayed[max(0, len(replayed)-40):])
+		}
+		return nil
+	})
+	plain := attach(false)
+	if len(replayed) > 64<<10 || len(replayed) < 60<<10 || !bytes.HasSuffix(out, replayed) || out[len(out)-len(replayed)-1] != '\n' {
+		t.Fatalf("replayed %d bytes starting %q: want the output's last 64 KiB from a line start", len(replayed), replayed[:min(40, len(replayed))])
+	}
+	send := &pb.SendInputRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: started}}, Input: &pb.ProcessInput{Input: &pb.ProcessInput_Pty{Pty: []byte("x\r")}}}
+	if _, err := e.proc.SendInput(ctx, connect.NewRequest(send)); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*connect.ServerStreamForClient[pb.ConnectResponse]{"replaying": again, "plain": plain} {
+		var live []byte
+		for c.Receive() {
+			live = append(live, c.Msg().GetEvent().GetData().GetPty()...)
+		}
+		if string(live) != "x\r\ngot-x\r\n" { // the echo, the answer
+			t.Errorf("%s client: after attaching it got %q, want only the new output", name, live)
+		}
+	}
+}
+
 func TestKeepalivesWhileIdle(t *testing.T) {
 	e := startEnvd(t)
 	req := connect.NewRequest(bash("sleep 2.5; echo done"))

@@ -15,3 +15,9 @@ const Version = "0.6.13"
 
 // VersionHeader carries Version on envd's answers to /init.
 const VersionHeader = "X-Envd-Version"
+
+// ReplayHeader on a Connect to a terminal process (value "1") asks envd to
+// send the terminal's latest output (up to 64 KiB, from a line start)
+// before what follows, so that a client attaching again sees the screen it
+// lost. E2B's clients do not send it and see no difference.
+const ReplayHeader = "Wrenn-Replay-Output"

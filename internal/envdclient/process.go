@@ -6,6 +6,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	procpb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 )
 
@@ -82,9 +83,14 @@ func (c *Client) Start(ctx context.Context, spec ProcessSpec) (*Process, error) 
 	return &Process{stream: st, msg: func() *procpb.ProcessEvent { return st.Msg().GetEvent() }}, nil
 }
 
-// Attach follows a running process, as a second terminal connection does.
-func (c *Client) Attach(ctx context.Context, pid uint32) (*Process, error) {
-	st, err := c.processStream.Connect(ctx, connect.NewRequest(&procpb.ConnectRequest{Process: selectPID(pid)}))
+// Attach follows a running process, as a second terminal connection does;
+// with replay, a terminal's latest output comes first (envdapi.ReplayHeader).
+func (c *Client) Attach(ctx context.Context, pid uint32, replay bool) (*Process, error) {
+	req := connect.NewRequest(&procpb.ConnectRequest{Process: selectPID(pid)})
+	if replay {
+		req.Header().Set(envdapi.ReplayHeader, "1")
+	}
+	st, err := c.processStream.Connect(ctx, req)
 	if err != nil {
 		return nil, err
 	}

@@ -110,7 +110,7 @@ func TestTerminal(t *testing.T) {
 	if err := c.Resize(ctx, pid, TermSize{Cols: 100, Rows: 30}); err != nil {
 		t.Fatal(err)
 	}
-	second, err := c.Attach(ctx, pid)
+	second, err := c.Attach(ctx, pid, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -179,7 +179,7 @@ func (s *Service) PtyAttach(ctx context.Context, req *connect.Request[pb.PtyAtta
 		}
 		p, err = c.Start(ctx, spec)
 	} else {
-		p, err = c.Attach(ctx, m.Pid)
+		p, err = c.Attach(ctx, m.Pid, m.Replay)
 	}
 	if err != nil {
 		return err

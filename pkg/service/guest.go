@@ -390,6 +390,9 @@ type TerminalOptions struct {
 	// Cmd is the program (default: a login shell).
 	Cmd  string
 	User string
+	// Replay, when reattaching, sends the terminal's latest output first
+	// (up to 64 KiB, from a line start), so a new screen shows what was there.
+	Replay bool
 }
 
 // Terminal is an attached terminal in a sandbox. It lives on in the
@@ -403,7 +406,7 @@ type Terminal struct {
 // OpenTerminal starts or reattaches to a terminal and waits until it runs.
 func (g *Guest) OpenTerminal(ctx context.Context, o TerminalOptions) (*Terminal, error) {
 	stream, err := g.t.Agent.PtyAttach(ctx, connect.NewRequest(&pb.PtyAttachRequest{
-		SandboxId: g.t.AgentID, Pid: o.PID, Cols: o.Cols, Rows: o.Rows, Cmd: o.Cmd, User: o.User,
+		SandboxId: g.t.AgentID, Pid: o.PID, Cols: o.Cols, Rows: o.Rows, Cmd: o.Cmd, User: o.User, Replay: o.Replay,
 	}))
 	if err != nil {
 		return nil, g.t.fail("terminal", err)

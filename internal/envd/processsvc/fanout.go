@@ -1,6 +1,7 @@
 package processsvc
 
 import (
+	"bytes"
 	"errors"
 	"sync"
 	"time"
@@ -112,16 +113,64 @@ func (s *subscriber) evict() {
 type fanout struct {
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
+	// recent is a terminal's latest output, at most recentMax bytes, which
+	// a client that attaches again can have first (replay); cut is set once
+	// older output was dropped from it.
+	recent    []byte
+	recentMax int
+	cut       bool
 }
+
+// replayBytes is how much of a terminal's latest output it keeps for a
+// client that attaches again: a few screens and their scrollback.
+const replayBytes = 64 << 10
 
 func newFanout() *fanout { return &fanout{subs: map[*subscriber]struct{}{}} }
 
-func (f *fanout) subscribe() *subscriber {
+// keepRecent makes f keep its latest output for replay.
+func (f *fanout) keepRecent(max int) { f.recentMax = max }
+
+func (f *fanout) subscribe() *subscriber { return f.subscribeReplay(false) }
+
+// subscribeReplay subscribes; with replay, the new subscriber's queue
+// starts with the output f kept, so that it sees it once and then all
+// that follows, without a gap. Kept output that was cut starts at a line.
+func (f *fanout) subscribeReplay(replay bool) *subscriber {
 	s := newSubscriber()
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if replay && len(f.recent) > 0 {
+		b := f.recent
+		if f.cut {
+			if i := bytes.IndexByte(b, '\n'); i >= 0 {
+				b = b[i+1:]
+			}
+		}
+		if len(b) > 0 {
+			s.queue = append(s.queue, &pb.ProcessEvent_DataEvent{Output: &pb.ProcessEvent_DataEvent_Pty{Pty: bytes.Clone(b)}})
+			s.bytes = len(b)
+			signal(s.ready)
+		}
+	}
 	f.subs[s] = struct{}{}
-	f.mu.Unlock()
 	return s
+}
+
+// remember keeps b as the latest output. Precondition: f.mu held.
+func (f *fanout) remember(b []byte) {
+	if f.recentMax == 0 || len(b) == 0 {
+		return
+	}
+	if len(b) >= f.recentMax {
+		f.recent = append(f.recent[:0], b[len(b)-f.recentMax:]...)
+		f.cut = true
+		return
+	}
+	if over := len(f.recent) + len(b) - f.recentMax; over > 0 {
+		f.recent = f.recent[:copy(f.recent, f.recent[over:])]
+		f.cut = true
+	}
+	f.recent = append(f.recent, b...)
 }
 
 func (f *fanout) unsubscribe(s *subscriber) {
@@ -132,9 +181,11 @@ func (f *fanout) unsubscribe(s *subscriber) {
 }
 
 // publish hands ev to every subscriber; output published while nobody
-// follows the process is discarded, as in E2B's envd.
+// follows the process is discarded, as in E2B's envd, except what a
+// terminal keeps for replay.
 func (f *fanout) publish(ev *pb.ProcessEvent_DataEvent, size int, stop <-chan struct{}) {
 	f.mu.Lock()
+	f.remember(payload(ev))
 	subs := make([]*subscriber, 0, len(f.subs))
 	for s := range f.subs {
 		subs = append(subs, s)

@@ -48,6 +48,8 @@ type proc struct {
 	tty         *os.File // PTY master; nil without a PTY
 	stdin       *os.File // nil when stdin is disabled
 	stdinClosed bool
+	lastIn      byte        // the last byte typed into the terminal
+	eof         *pendingEOF // an end of input typed that may be unread
 
 	out     *fanout
 	stop    chan struct{} // closed when envd shuts down
@@ -87,6 +89,11 @@ func startProc(spec startSpec, config *pb.ProcessConfig, tag *string, out *fanou
 		spec.cmd.SysProcAttr.Setctty = true
 		tty, err := pty.StartWithAttrs(spec.cmd, size, spec.cmd.SysProcAttr)
 		if err != nil {
+			return nil, fmt.Errorf("start %s with a pty: %w", spec.cmd.Path, err)
+		}
+		if tty, err = pollable(tty); err != nil {
+			_ = spec.cmd.Process.Kill()
+			_ = spec.cmd.Wait()
 			return nil, fmt.Errorf("start %s with a pty: %w", spec.cmd.Path, err)
 		}
 		p.tty = tty
@@ -138,6 +145,25 @@ func startProc(spec startSpec, config *pb.ProcessConfig, tag *string, out *fanou
 	}
 	go p.wait(&readers, onDone)
 	return p, nil
+}
+
+// pollable returns the PTY master f as a non-blocking file in Go's
+// poller. creack/pty leaves the master in blocking mode (its ioctls go
+// through Fd, which makes a file blocking), and then readBurst's reads of
+// "what is already there" waited for more output instead of returning:
+// the tail of a burst stayed in envd until the program wrote again.
+// The new descriptor shares the old one's open file, and f is closed.
+func pollable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate the pty master: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("make the pty master non-blocking: %w", err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 type outputKindT int
@@ -337,7 +363,10 @@ func (p *proc) writeInput(in *pb.ProcessInput) error {
 		if p.tty == nil {
 			return errNoPty
 		}
-		dst, data = p.tty, v.Pty
+		if err := p.writeTerminal(v.Pty); err != nil {
+			return fmt.Errorf("write input to pid %d: %w", p.pid, err)
+		}
+		return nil
 	case *pb.ProcessInput_Stdin:
 		if p.tty != nil {
 			return errHasPty

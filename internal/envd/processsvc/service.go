@@ -20,6 +20,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/envd/envstate"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/keepalive"
 	"git.omukk.dev/wrenn/sandbox/internal/envd/osuser"
+	"git.omukk.dev/wrenn/sandbox/internal/envdapi"
 	pb "git.omukk.dev/wrenn/sandbox/proto/envd/process"
 	"git.omukk.dev/wrenn/sandbox/proto/envd/process/processconnect"
 )
@@ -88,6 +89,9 @@ func (s *Service) Start(ctx context.Context, req *connect.Request[pb.StartReques
 		stdin = req.Msg.GetStdin()
 	}
 	out := newFanout()
+	if req.Msg.Pty != nil {
+		out.keepRecent(replayBytes)
+	}
 	sub := out.subscribe()
 	defer out.unsubscribe(sub)
 
@@ -271,7 +275,7 @@ func (s *Service) Connect(ctx context.Context, req *connect.Request[pb.ConnectRe
 	if err != nil {
 		return err
 	}
-	sub := p.out.subscribe()
+	sub := p.out.subscribeReplay(req.Header().Get(envdapi.ReplayHeader) == "1")
 	defer p.out.unsubscribe(sub)
 	return follow(ctx, p, sub, keepalive.Interval(req.Header()), func(ev *pb.ProcessEvent) error {
 		return stream.Send(&pb.ConnectResponse{Event: ev})

@@ -3449,15 +3449,17 @@ func (x *MovePathResponse) GetEntry() *FileEntry {
 }
 
 type PtyAttachRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	Pid           uint32                 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"` // attach to this terminal; 0 starts a new one
-	Cols          uint32                 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
-	Rows          uint32                 `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
-	Cmd           string                 `protobuf:"bytes,5,opt,name=cmd,proto3" json:"cmd,omitempty"` // new terminal: default /bin/bash -i -l
-	Args          []string               `protobuf:"bytes,6,rep,name=args,proto3" json:"args,omitempty"`
-	User          string                 `protobuf:"bytes,7,opt,name=user,proto3" json:"user,omitempty"`
-	Envs          map[string]string      `protobuf:"bytes,8,rep,name=envs,proto3" json:"envs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Pid       uint32                 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"` // attach to this terminal; 0 starts a new one
+	Cols      uint32                 `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
+	Rows      uint32                 `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cmd       string                 `protobuf:"bytes,5,opt,name=cmd,proto3" json:"cmd,omitempty"` // new terminal: default /bin/bash -i -l
+	Args      []string               `protobuf:"bytes,6,rep,name=args,proto3" json:"args,omitempty"`
+	User      string                 `protobuf:"bytes,7,opt,name=user,proto3" json:"user,omitempty"`
+	Envs      map[string]string      `protobuf:"bytes,8,rep,name=envs,proto3" json:"envs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// With pid set: send the terminal's latest output (up to 64 KiB) first.
+	Replay        bool `protobuf:"varint,9,opt,name=replay,proto3" json:"replay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3546,6 +3548,13 @@ func (x *PtyAttachRequest) GetEnvs() map[string]string {
 		return x.Envs
 	}
 	return nil
+}
+
+func (x *PtyAttachRequest) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
 }
 
 type PtyAttachResponse struct {
@@ -4195,7 +4204,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\vdestination\x18\x03 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04user\x18\x04 \x01(\tR\x04user\"A\n" +
 	"\x10MovePathResponse\x12-\n" +
-	"\x05entry\x18\x01 \x01(\v2\x17.hostagent.v1.FileEntryR\x05entry\"\x9c\x02\n" +
+	"\x05entry\x18\x01 \x01(\v2\x17.hostagent.v1.FileEntryR\x05entry\"\xb4\x02\n" +
 	"\x10PtyAttachRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
@@ -4205,7 +4214,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x03cmd\x18\x05 \x01(\tR\x03cmd\x12\x12\n" +
 	"\x04args\x18\x06 \x03(\tR\x04args\x12\x12\n" +
 	"\x04user\x18\a \x01(\tR\x04user\x12<\n" +
-	"\x04envs\x18\b \x03(\v2(.hostagent.v1.PtyAttachRequest.EnvsEntryR\x04envs\x1a7\n" +
+	"\x04envs\x18\b \x03(\v2(.hostagent.v1.PtyAttachRequest.EnvsEntryR\x04envs\x12\x16\n" +
+	"\x06replay\x18\t \x01(\bR\x06replay\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +

@@ -456,11 +456,14 @@ export const files = {
   }
 };
 
-/** ptyURL is the WebSocket URL of a terminal (pid reattaches to one). */
+/** ptyURL is the WebSocket URL of a terminal (pid reattaches to one and has its latest output replayed). */
 export function ptyURL(sandbox: string, o: { cols: number; rows: number; pid?: number }): string {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const q = new URLSearchParams({ cols: String(o.cols), rows: String(o.rows), csrf });
-  if (o.pid) q.set('pid', String(o.pid));
+  if (o.pid) {
+    q.set('pid', String(o.pid));
+    q.set('replay', 'true');
+  }
   return `${scheme}//${location.host}/v1/ws/sandboxes/${enc(sandbox)}/pty?${q}`;
 }
 
