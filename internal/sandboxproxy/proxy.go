@@ -37,9 +37,9 @@ const TrafficTokenHeader = "E2b-Traffic-Access-Token"
 
 // Proxy serves sandbox traffic.
 type Proxy struct {
-	svc       *service.Service
-	domain    string
-	log       *slog.Logger
+	svc    *service.Service
+	domain string
+	log    *slog.Logger
 	// Requests in flight per client address and per sandbox, each
 	// bounded (config.ProxyMaxPerClient, ProxyMaxPerSandbox).
 	clients, sandboxes inFlight

@@ -100,11 +100,11 @@ func (s *Service) AuthenticateHostCert(ctx context.Context, host uuid.UUID, cert
 	return h, err
 }
 
-// agentTLS is how the control plane reaches host h: it presents its own
+// AgentTLS is how the control plane reaches host h: it presents its own
 // certificate, and accepts only a server certificate the host CA issued
 // for h. Revoking h's certificates needs no check here: a deleted host is
 // never called.
-func (s *Service) agentTLS(h db.Host) *tls.Config {
+func (s *Service) AgentTLS(host uuid.UUID) *tls.Config {
 	ca := s.CA
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -115,14 +115,14 @@ func (s *Service) agentTLS(h db.Host) *tls.Config {
 		// certificate is the host's we meant to reach (the address alone
 		// could have moved to another host).
 		InsecureSkipVerify: true,
-		VerifyConnection:   hostca.VerifyConnection(ca.Pool(), x509.ExtKeyUsageServerAuth, hostca.HostURI(id.Format(id.Host, h.ID))),
+		VerifyConnection:   hostca.VerifyConnection(ca.Pool(), x509.ExtKeyUsageServerAuth, hostca.HostURI(id.Format(id.Host, host))),
 	}
 }
 
 // agentTransports are a host's two transports: HTTP/2 for the agent's
 // API, HTTP/1.1 for the sandbox proxy (WebSocket upgrades need it).
 func (s *Service) agentTransports(h db.Host) (rpc, proxy *http.Transport) {
-	tc := s.agentTLS(h)
+	tc := s.AgentTLS(h.ID)
 	rpc = agentclient.Transport()
 	rpc.TLSClientConfig = tc
 	proxy = http.DefaultTransport.(*http.Transport).Clone()
