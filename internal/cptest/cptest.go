@@ -66,6 +66,9 @@ type CP struct {
 	// MetricsURL is the metrics listener's (/metrics, /healthz, /readyz).
 	MetricsURL string
 	Config     config.Config
+	// HTTPClient calls the API (nil: http.DefaultClient); a test of a
+	// control plane serving HTTPS sets one that trusts its CA.
+	HTTPClient *http.Client
 	cancel     context.CancelFunc
 	done       chan error
 }
@@ -166,7 +169,7 @@ type Response = cpclient.Response
 // io.Reader (sent as is), or a json.RawMessage (sent as is, as JSON, even
 // if malformed).
 func (cp *CP) Do(method, path, token string, body any) (Response, error) {
-	return cpclient.New(cp.URL, nil).Do(context.Background(), method, path, token, body)
+	return cpclient.New(cp.URL, cp.HTTPClient).Do(context.Background(), method, path, token, body)
 }
 
 // Must is Do that fails the test on a transport error or a status other

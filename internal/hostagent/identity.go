@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,13 @@ type identity struct {
 	// cpRoots verify the control plane's HTTPS certificate (nil: the
 	// system's trust store).
 	cpRoots *x509.CertPool
+
+	mu sync.Mutex
+	// transports are the clients' (client), whose idle connections a
+	// renewal closes: a kept-alive connection presents the certificate
+	// it was made with, which the control plane stops honouring when it
+	// expires.
+	transports []*http.Transport
 }
 
 // loadIdentity reads the identity saved in dir; a missing certificate is
@@ -138,10 +146,25 @@ func (id *identity) serverTLS() *tls.Config {
 // host's current certificate.
 func (id *identity) client(timeout time.Duration) *http.Client {
 	c := controlPlaneClient(id.cpRoots, timeout)
-	c.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	t := c.Transport.(*http.Transport)
+	t.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		return id.cert.Load(), nil
 	}
+	id.mu.Lock()
+	id.transports = append(id.transports, t)
+	id.mu.Unlock()
 	return c
+}
+
+// reconnect closes the clients' idle connections, so that their next
+// requests present the current certificate; requests in flight finish
+// on theirs.
+func (id *identity) reconnect() {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	for _, t := range id.transports {
+		t.CloseIdleConnections()
+	}
 }
 
 // controlPlaneClient is an HTTP client of the control plane that checks
@@ -188,6 +211,7 @@ func (id *identity) renew(ctx context.Context, cp *cpclient.Client, secret, name
 	if err := id.set([]byte(res.Certificate), keyPEM); err != nil {
 		return err
 	}
+	id.reconnect()
 	return saveIdentity(id.dir, keyPEM, []byte(res.Certificate), id.caPEM)
 }
 

@@ -149,8 +149,10 @@ func (ca *CA) SignHost(csrPEM []byte, hostID, address string, ttl time.Duration)
 func (ca *CA) sign(tmpl *x509.Certificate, pub any, ttl time.Duration) (*x509.Certificate, []byte, error) {
 	now := time.Now()
 	tmpl.SerialNumber = serial()
-	// A little back-dating absorbs clock skew between hosts.
-	tmpl.NotBefore, tmpl.NotAfter = now.Add(-5*time.Minute), now.Add(ttl)
+	// A little back-dating absorbs clock skew between hosts (a tenth of
+	// a short lifetime, so that renewing at two thirds stays before
+	// expiry).
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-min(5*time.Minute, ttl/10)), now.Add(ttl)
 	if tmpl.NotAfter.After(ca.cert.NotAfter) {
 		tmpl.NotAfter = ca.cert.NotAfter
 	}

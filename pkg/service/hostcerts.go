@@ -24,18 +24,9 @@ import (
 func (s *Service) LoadHostCA(ctx context.Context) error {
 	row, err := s.Q.GetHostCA(ctx)
 	if errors.Is(err, pgx.ErrNoRows) {
-		ca, err := hostca.New()
-		if err != nil {
-			return fmt.Errorf("make the host CA: %w", err)
-		}
-		key, err := ca.KeyDER()
-		if err != nil {
+		if err := s.createHostCA(ctx); err != nil {
 			return err
 		}
-		if err := s.Q.CreateHostCA(ctx, db.CreateHostCAParams{CertPem: string(ca.CertPEM()), KeyEnc: s.Keys.Seal(string(key))}); err != nil {
-			return fmt.Errorf("store the host CA: %w", err)
-		}
-		s.Log.Info("made the host CA for control plane <-> agent mutual TLS")
 		row, err = s.Q.GetHostCA(ctx)
 	}
 	if err != nil {
@@ -50,6 +41,22 @@ func (s *Service) LoadHostCA(ctx context.Context) error {
 		return err
 	}
 	s.CA = ca
+	return nil
+}
+
+func (s *Service) createHostCA(ctx context.Context) error {
+	ca, err := hostca.New()
+	if err != nil {
+		return fmt.Errorf("make the host CA: %w", err)
+	}
+	key, err := ca.KeyDER()
+	if err != nil {
+		return err
+	}
+	if err := s.Q.CreateHostCA(ctx, db.CreateHostCAParams{CertPem: string(ca.CertPEM()), KeyEnc: s.Keys.Seal(string(key))}); err != nil {
+		return fmt.Errorf("store the host CA: %w", err)
+	}
+	s.Log.Info("made the host CA for control plane <-> agent mutual TLS (kept in PostgreSQL, its key sealed)")
 	return nil
 }
 
