@@ -145,9 +145,6 @@ func (s *Service) RegisterHost(ctx context.Context, token, name, address string,
 	if address == "" || strings.ContainsAny(address, " /") {
 		return db.Host{}, HostCredentials{}, errf(ErrInvalid, "address must be the agent's host:port as the control plane reaches it")
 	}
-	if len(csr) == 0 {
-		return db.Host{}, HostCredentials{}, errf(ErrInvalid, "csr is required: the agent sends a certificate request for its key (an agent older than the control plane must be upgraded)")
-	}
 	var creds HostCredentials
 	params := db.CreateHostParams{ID: id.New(), Name: name, Address: address}
 	if s.Config.PlainHTTP {
@@ -168,6 +165,10 @@ func (s *Service) RegisterHost(ctx context.Context, token, name, address string,
 		if err != nil {
 			return err
 		}
+		if len(csr) == 0 {
+			return errf(ErrInvalid, "csr is required: the agent sends a certificate request for its key (an agent older than the control plane must be upgraded)")
+		}
+		// A refused request rolls the token's use back.
 		creds.Certificate, err = s.issueHostCert(ctx, q, h, csr)
 		return err
 	})
