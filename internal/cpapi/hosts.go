@@ -48,6 +48,13 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request) {
 // request), or, only on a control plane serving plain HTTP (development:
 // `wrenn dev`), by its secret. It answers the failure itself.
 func (a *API) authenticateHost(w http.ResponseWriter, r *http.Request) (db.Host, bool) {
+	return a.authenticateHostFor(w, r, false)
+}
+
+// authenticateHostFor is authenticateHost; firstCert also takes the
+// secret of a host that has no certificate yet, over HTTPS too: a host
+// registered before mutual TLS gets its first certificate that way, once.
+func (a *API) authenticateHostFor(w http.ResponseWriter, r *http.Request, firstCert bool) (db.Host, bool) {
 	hid, ok := pathID(w, r, "hostID", id.Host)
 	if !ok {
 		return db.Host{}, false
@@ -60,6 +67,9 @@ func (a *API) authenticateHost(w http.ResponseWriter, r *http.Request) (db.Host,
 	case a.cfg.PlainHTTP:
 		secret, _ := credential(r, false)
 		h, err = a.svc.AuthenticateHost(r.Context(), hid, secret)
+	case firstCert:
+		secret, _ := credential(r, false)
+		h, err = a.svc.AuthenticateHostWithoutCert(r.Context(), hid, secret)
 	default:
 		err = fault.New(fault.Unauthenticated, "a host authenticates with its certificate (mutual TLS); none was presented")
 	}
@@ -89,9 +99,10 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request) {
 }
 
 // renewHostCert issues a host a new certificate for a new key (POST
-// /v1/hosts/{hostID}/certificate), authenticated as a host's report is.
+// /v1/hosts/{hostID}/certificate), authenticated as a host's report is,
+// or for a host registered before mutual TLS, its first by its secret.
 func (a *API) renewHostCert(w http.ResponseWriter, r *http.Request) {
-	h, ok := a.authenticateHost(w, r)
+	h, ok := a.authenticateHostFor(w, r, true)
 	if !ok {
 		return
 	}

@@ -78,8 +78,13 @@ func joinControlPlane(ctx context.Context, stateDir, base, token, name, address 
 	}
 	if ok && c.ControlPlane == base && c.HostID != "" {
 		id, err := loadIdentity(stateDir, c.HostID)
+		if errors.Is(err, os.ErrNotExist) && c.Secret != "" {
+			// Registered before mutual TLS: the secret gets the first
+			// certificate, once.
+			id, err = firstCertificate(ctx, stateDir, c, name, cpRoots)
+		}
 		if errors.Is(err, os.ErrNotExist) {
-			return c, nil, fmt.Errorf("this host is registered as %s but has no certificate in %s (registered by an agent older than mutual TLS): remove %s and register again with a new token", c.HostID, stateDir, path)
+			return c, nil, fmt.Errorf("this host is registered as %s but has no certificate in %s: remove %s and register again with a new token", c.HostID, stateDir, path)
 		}
 		if err != nil {
 			return c, nil, err
@@ -116,6 +121,25 @@ func joinControlPlane(ctx context.Context, stateDir, base, token, name, address 
 		return c, nil, err
 	}
 	return c, id, os.Rename(tmp, path)
+}
+
+// firstCertificate gets a certificate for a host registered before mutual
+// TLS, authenticated by its secret.
+func firstCertificate(ctx context.Context, stateDir string, c credentials, name string, cpRoots *x509.CertPool) (*identity, error) {
+	keyPEM, csrPEM, err := newKeyAndCSR(name)
+	if err != nil {
+		return nil, err
+	}
+	cp := cpclient.New(c.ControlPlane, controlPlaneClient(cpRoots, 30*time.Second))
+	var res hostapi.HostCertificate
+	if err := cp.Call(ctx, http.MethodPost, "/v1/hosts/"+c.HostID+hostapi.CertificatePath, c.Secret, hostapi.RenewRequest{CSR: string(csrPEM)}, &res); err != nil {
+		return nil, fmt.Errorf("get this host's first certificate from %s: %w", c.ControlPlane, err)
+	}
+	id, err := newIdentity(stateDir, c.HostID, []byte(res.Certificate), keyPEM, []byte(res.CA))
+	if err != nil {
+		return nil, err
+	}
+	return id, saveIdentity(stateDir, keyPEM, []byte(res.Certificate), []byte(res.CA))
 }
 
 // heartbeat reports this host's capacity to the control plane until ctx

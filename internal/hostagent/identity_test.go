@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +19,10 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
 	"git.omukk.dev/wrenn/sandbox/internal/hostca"
@@ -27,6 +31,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
 )
 
@@ -402,4 +407,50 @@ func startPG(t *testing.T) *cptest.Postgres {
 	}
 	t.Cleanup(pg.Stop)
 	return pg
+}
+
+// TestHostFromBeforeMutualTLS: a host registered before mutual TLS (a
+// secret, no certificate) gets its first certificate with its secret when
+// the upgraded agent starts, keeping its host ID (and so its sandboxes);
+// after that its secret opens nothing.
+func TestHostFromBeforeMutualTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and a control plane")
+	}
+	pg := startPG(t)
+	cp, webCA := tlsCP(t, pg, time.Hour)
+	ctx := context.Background()
+	hid := uuid.New()
+	secret := "wrh_" + strings.Repeat("s", 40)
+	conn, err := pgx.Connect(ctx, cp.Config.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO hosts (id, name, address, status, secret_hash) VALUES ($1, 'old', '127.0.0.1:7070', 'ready', $2)`, hid, cpauth.HashSecret(secret)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	old := credentials{ControlPlane: cp.URL, HostID: id.Format(id.Host, hid), Secret: secret}
+	b, _ := json.Marshal(old)
+	if err := os.WriteFile(credentialsPath(dir), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, ident, err := joinControlPlane(ctx, dir, cp.URL, "", "old", "127.0.0.1:7070", webCA.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HostID != old.HostID || hostca.HostID(ident.cert.Load().Leaf) != old.HostID {
+		t.Fatalf("host %s, certificate for %s", c.HostID, hostca.HostID(ident.cert.Load().Leaf))
+	}
+	if _, err := cpclient.New(cp.URL, ident.client(5*time.Second)).Heartbeat(ctx, c.HostID, "", hostapi.Heartbeat{Address: "127.0.0.1:7070"}); err != nil {
+		t.Fatalf("heartbeat with the first certificate: %v", err)
+	}
+	// The secret does not get a second certificate, nor a heartbeat in.
+	if _, err := firstCertificate(ctx, t.TempDir(), old, "old", webCA.Pool()); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("a second certificate by the secret: %v", err)
+	}
+	if r, _ := cp.Do("POST", "/v1/hosts/"+old.HostID+"/heartbeat", secret, hostapi.Heartbeat{}); r.Status != 401 {
+		t.Errorf("heartbeat by the secret over HTTPS: %s", r)
+	}
 }

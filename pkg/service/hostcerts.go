@@ -107,6 +107,25 @@ func (s *Service) AuthenticateHostCert(ctx context.Context, host uuid.UUID, cert
 	return h, err
 }
 
+// AuthenticateHostWithoutCert checks the secret of a host that was
+// registered before mutual TLS and has never had a certificate: its one
+// way to its first (the secret was its credential until then). Once it has
+// one, only certificates authenticate it.
+func (s *Service) AuthenticateHostWithoutCert(ctx context.Context, host uuid.UUID, secret string) (db.Host, error) {
+	h, err := s.AuthenticateHost(ctx, host, secret)
+	if err != nil {
+		return h, err
+	}
+	n, err := s.Q.CountHostCertificates(ctx, host)
+	if err != nil {
+		return h, err
+	}
+	if n > 0 {
+		return db.Host{}, errf(ErrUnauthorized, "this host has a certificate: authenticate with it (mutual TLS)")
+	}
+	return h, nil
+}
+
 // AgentTLS is how the control plane reaches host h: it presents its own
 // certificate, and accepts only a server certificate the host CA issued
 // for h. Revoking h's certificates needs no check here: a deleted host is
