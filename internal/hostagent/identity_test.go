@@ -270,7 +270,8 @@ func TestForeignCertificatesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	quiet := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	go quiet.Serve(ln)
 	if res, err := asCPForA.Get("https://" + ln.Addr().String() + "/healthz"); err == nil {
 		res.Body.Close()
 		t.Error("the control plane took an agent certificate from another CA")
@@ -375,8 +376,12 @@ func TestRotationKeepsStreams(t *testing.T) {
 	}
 	// New connections get the new certificate, and the control plane
 	// still calls the agent and takes its heartbeats.
-	asCP.CloseIdleConnections()
-	res2, err := (&http.Client{Transport: asCP}).Get("https://" + a.addr + "/healthz")
+	res.Body.Close()
+	fresh, err := cp.AgentTransport(context.Background(), a.creds.HostID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res2, err := (&http.Client{Transport: fresh}).Get("https://" + a.addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
