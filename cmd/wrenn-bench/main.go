@@ -26,6 +26,7 @@ benchmarks:
   cp [flags]       control plane: list and auth latency, what it adds to a create (root)
   sdk [flags]      the E2B SDK against wrenn dev: create from a snapshot to first command (root)
   sdks [flags]     the Go SDK beside the JS SDK on one wrenn dev: create, run, 64 MiB files, PTY (root)
+  templates [flags] template builds cold and cached against the steps by hand; create from a template against from base (root)
 `
 
 func main() {
@@ -141,6 +142,21 @@ func benchCmd(ctx context.Context, args []string) error {
 		o.Out = os.Stdout
 		return bench.SDK(ctx, o)
 	}
+	if len(args) > 0 && args[0] == "templates" {
+		fs := flag.NewFlagSet("bench templates", flag.ExitOnError)
+		var o bench.TemplateOptions
+		fs.StringVar(&o.Envd, "envd", "bin/envd", "envd binary")
+		fs.StringVar(&o.Init, "init", "bin/wrenn-init", "wrenn-init binary")
+		fs.StringVar(&o.Runtime, "runtime", "gvisor", "the agent's runtime: gvisor or qemu")
+		fs.StringVar(&o.ImagesDir, "images-dir", "", "reuse guest images from this directory (default: build them; base takes minutes)")
+		fs.StringVar(&o.Script, "script", "tests/e2b/template-bench.mjs", "the benchmark script (npm ci in its directory first)")
+		fs.IntVar(&o.Runs, "runs", 3, "runs of each measurement")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		o.Out = os.Stdout
+		return bench.Templates(ctx, o)
+	}
 	if len(args) > 0 && args[0] == "sdks" {
 		fs := flag.NewFlagSet("sdks", flag.ExitOnError)
 		var o bench.SDKsOptions
@@ -165,7 +181,7 @@ func benchCmd(ctx context.Context, args []string) error {
 		return nil
 	}
 	if len(args) == 0 || args[0] != "envd" {
-		return fmt.Errorf("usage: wrenn-bench envd|boot|agent|snapshot|cp|sdk|sdks [flags]")
+		return fmt.Errorf("usage: wrenn-bench envd|boot|agent|snapshot|cp|sdk|sdks|templates [flags]")
 	}
 	fs := flag.NewFlagSet("bench envd", flag.ExitOnError)
 	var o bench.EnvdOptions

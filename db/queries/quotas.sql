@@ -21,5 +21,6 @@ SELECT
     -- A sandbox that named no disk counts as default_disk_mib until its host says.
     coalesce(sum(CASE WHEN disk_mib > 0 THEN disk_mib ELSE sqlc.arg(default_disk_mib)::int END) FILTER (WHERE state NOT IN ('stopped', 'error')), 0)::bigint AS disk_mib,
     count(*) FILTER (WHERE created_at > now() - interval '1 minute')::int AS created_last_minute,
-    (SELECT count(*) FROM snapshots s WHERE s.team_id = sqlc.arg(team_id)::uuid)::int AS snapshots
+    -- Cached build layers are the platform's, not the team's.
+    (SELECT count(*) FROM snapshots s WHERE s.team_id = sqlc.arg(team_id)::uuid AND s.kind <> 'layer')::int AS snapshots
 FROM sandboxes WHERE team_id = sqlc.arg(team_id)::uuid;

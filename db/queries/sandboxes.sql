@@ -73,10 +73,10 @@ RETURNING *;
 SELECT * FROM snapshots WHERE id = $1 AND team_id = $2;
 
 -- name: GetSnapshotByName :one
-SELECT * FROM snapshots WHERE team_id = $1 AND name = $2;
+SELECT * FROM snapshots WHERE team_id = $1 AND name = $2 AND kind = 'user';
 
 -- name: ListSnapshots :many
-SELECT * FROM snapshots WHERE team_id = $1 ORDER BY created_at, id;
+SELECT * FROM snapshots WHERE team_id = $1 AND kind = 'user' ORDER BY created_at, id;
 
 -- name: SetSnapshotReady :one
 UPDATE snapshots SET status = 'ready', size_bytes = $2 WHERE id = $1 RETURNING *;

@@ -37,6 +37,12 @@ func SDK(ctx context.Context, o SDKOptions) error {
 // withDev runs `wrenn dev` in this process on a temporary data directory
 // and loopback ports, calls fn once it serves, and stops it.
 func withDev(ctx context.Context, envd, init, runtime string, fn func(devstack.Info) error) error {
+	return withDevOptions(ctx, devstack.Options{Runtime: runtime, Envd: envd, Init: init}, fn)
+}
+
+// withDevOptions is withDev with more of wrenn dev's options (o's data
+// directory, ports, output and readiness are the benchmark's).
+func withDevOptions(ctx context.Context, o devstack.Options, fn func(devstack.Info) error) error {
 	parent, err := os.MkdirTemp("", "wrenn-bench-sdk-")
 	if err != nil {
 		return err
@@ -58,9 +64,9 @@ func withDev(ctx context.Context, envd, init, runtime string, fn func(devstack.I
 	ready := make(chan devstack.Info, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- devstack.Run(sctx, devstack.Options{DataDir: filepath.Join(parent, "data"), Runtime: runtime, Listen: ports[0], ProxyListen: ports[1],
-			AgentListen: ports[2], Envd: envd, Init: init, Out: io.Discard, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Ready: func(i devstack.Info) { ready <- i }})
+		o.DataDir, o.Listen, o.ProxyListen, o.AgentListen = filepath.Join(parent, "data"), ports[0], ports[1], ports[2]
+		o.Out, o.Log, o.Ready = io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), func(i devstack.Info) { ready <- i }
+		done <- devstack.Run(sctx, o)
 	}()
 	var info devstack.Info
 	select {

@@ -50,7 +50,9 @@ sandboxes), the control plane and PostgreSQL; the next run reuses the data.`,
 	f.StringVar(&o.ImagesDir, "images-dir", "", "guest images (default <data-dir>/images)")
 	f.StringVar(&o.Runtime, "runtime", "auto", "auto (firecracker or qemu on a KVM that runs standard guests, else gvisor, else qemu/TCG), qemu, gvisor or firecracker")
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "control plane API")
-	f.StringVar(&o.ProxyListen, "proxy-listen", "127.0.0.1:8081", "sandbox proxy")
+	f.StringVar(&o.ProxyListen, "proxy-listen", "127.0.0.1:8081", "sandbox proxy (by the E2b-Sandbox-Id and E2b-Sandbox-Port headers)")
+	f.IntVar(&o.ProxyTLSPort, "proxy-tls-port", 8443, "also serve the sandbox proxy over TLS on this loopback port, by host name <port>-<sandboxID>.<sandbox-domain>, with a CA kept in <data-dir>/tls (0: off)")
+	f.StringVar(&o.SandboxDomain, "sandbox-domain", "wrenn.localhost", "the TLS proxy's domain; names under localhost resolve to this machine without DNS")
 	f.StringVar(&o.AgentListen, "agent-listen", "127.0.0.1:7070", "host agent")
 	f.BoolVar(&o.Base, "base", false, "also build the base image (Debian with python3, git, ...; debootstrap takes minutes)")
 	f.StringVar(&o.Envd, "envd", filepath.Join(binDir, "envd"), "envd binary for images")
@@ -81,13 +83,32 @@ initramfs, a root filesystem and a manifest. The agent finds template X in
 <state dir>/images/X (default ` + guestimage.DefaultDir + `; $WRENN_STATE_DIR changes it).`,
 	}
 	c.PersistentFlags().StringVar(&dir, "dir", defaultImagesDir(), "images directory (the agent's <state dir>/images)")
+	var from, registryUser, registryPasswordFile string
+	var insecureRegistry bool
 	build := &cobra.Command{
-		Use:       "build " + strings.Join(guestimage.Kinds, "|"),
-		Short:     "Build a guest image (unchanged inputs skip the build)",
+		Use:   "build " + strings.Join(guestimage.Kinds, "|") + " | NAME --from-image REF",
+		Short: "Build a guest image (unchanged inputs skip the build)",
+		Long: `Build one of the built-in images, or (with --from-image) an image named NAME
+from an OCI image: its layers flattened (whiteouts applied) plus envd,
+wrenn-init and the default user. The image must have /bin/bash.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: guestimage.Kinds,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name, o.Dir, o.Progress = args[0], dir, a.stderr
+			if from != "" {
+				src := &guestimage.ImageSource{Ref: from, Insecure: insecureRegistry}
+				src.Auth.Username = registryUser
+				if registryPasswordFile != "" {
+					pw, err := os.ReadFile(registryPasswordFile)
+					if err != nil {
+						return fmt.Errorf("--registry-password-file: %w", err)
+					}
+					src.Auth.Password = strings.TrimRight(string(pw), "\r\n")
+				}
+				o.FromImage = src
+			} else if registryUser != "" || registryPasswordFile != "" || insecureRegistry {
+				return fmt.Errorf("--registry-username, --registry-password-file and --insecure-registry go with --from-image")
+			}
 			res, err := guestimage.Build(cmd.Context(), o)
 			if err != nil {
 				return fmt.Errorf("build image %s: %w", args[0], err)
@@ -103,6 +124,10 @@ initramfs, a root filesystem and a manifest. The agent finds template X in
 	bf.StringVar(&o.KernelVersion, "kernel", "", "kernel version from /boot (default: the newest)")
 	bf.StringVar(&o.Mirror, "mirror", "", "Debian mirror for the base image (default http://deb.debian.org/debian)")
 	bf.BoolVar(&o.Force, "force", false, "rebuild even when the image is up to date")
+	bf.StringVar(&from, "from-image", "", "OCI image reference to build NAME from (e.g. registry.example.com/team/app:1)")
+	bf.StringVar(&registryUser, "registry-username", "", "user name for the registry (with --registry-password-file)")
+	bf.StringVar(&registryPasswordFile, "registry-password-file", "", "file holding the registry password (kept out of the command line)")
+	bf.BoolVar(&insecureRegistry, "insecure-registry", false, "reach the registry over plain HTTP (a local registry)")
 	verify := &cobra.Command{
 		Use:   "verify NAME",
 		Short: "Check an image's files against its manifest",

@@ -343,14 +343,26 @@ func (a *API) listTemplates(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	type templateView struct {
+	type imageView struct {
 		Name    string `json:"name"`
 		BuiltIn bool   `json:"built_in"`
 		TeamID  string `json:"team_id"`
+		// Built templates (POST /v1/templates) add their ID and tags.
+		*templateView
 	}
-	writeJSON(w, http.StatusOK, mapSlice(ts, func(t db.Template) templateView {
-		return templateView{Name: t.Name, BuiltIn: t.TeamID == id.PlatformTeam, TeamID: id.Format(id.Team, t.TeamID)}
-	}))
+	out := mapSlice(ts, func(t db.Template) imageView {
+		return imageView{Name: t.Name, BuiltIn: t.TeamID == id.PlatformTeam, TeamID: id.Format(id.Team, t.TeamID)}
+	})
+	built, err := a.svc.ListBuiltTemplates(r.Context(), caller(r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	for _, t := range built {
+		v := viewTemplate(t)
+		out = append(out, imageView{Name: t.Name, TeamID: id.Format(id.Team, t.TeamID), templateView: &v})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) adminUsers(w http.ResponseWriter, r *http.Request) {

@@ -144,6 +144,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Delete("/teams/{teamID}/members/{userID}", a.removeMember)
 
 			r.Get("/templates", a.listTemplates)
+			a.templateRoutes(r)
 
 			r.Get("/sandboxes", a.listSandboxes)
 			r.Post("/sandboxes", a.createSandbox)

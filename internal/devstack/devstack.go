@@ -41,8 +41,14 @@ type Options struct {
 	// Runtime is auto, qemu, gvisor or firecracker.
 	Runtime     string
 	Listen      string // control plane API
-	ProxyListen string // sandbox proxy
+	ProxyListen string // sandbox proxy, by headers
 	AgentListen string
+	// ProxyTLSPort serves the sandbox proxy over TLS on this port of both
+	// loopback addresses as well, by host name: <port>-<sandboxID>.
+	// <SandboxDomain>, with a certificate from a CA kept in the data
+	// directory (0: not at all).
+	ProxyTLSPort  int
+	SandboxDomain string
 	// Base also builds the base image (debootstrap: minutes).
 	Base bool
 	// CodeInterpreter also builds the code-interpreter image (base and
@@ -67,6 +73,11 @@ type Info struct {
 	APIKey                string
 	E2BEnv                []string // NAME=value for the E2B SDK
 	EnvFile               string   // the same, in a file
+	// With a TLS proxy: its URL pattern, the E2B SDK's variables for it
+	// (E2B_DOMAIN and the CA for Node), and the same in a file.
+	ProxyTLSURL string
+	E2BTLSEnv   []string
+	TLSEnvFile  string
 }
 
 // credentials are the first run's admin and key, kept for later runs.
@@ -136,11 +147,21 @@ func Run(ctx context.Context, o Options) error {
 	cfg.Listen, cfg.ProxyListen, cfg.DatabaseURL, cfg.Secret = o.Listen, o.ProxyListen, pg.URL("wrenn"), secret
 	cfg.HeartbeatTimeout = 15 * time.Second
 	cfg.PlainHTTP = true // wrenn dev is for development
+	cpOpts := []cpserver.Option{cpserver.WithLogger(log)}
+	var tp *tlsProxy
+	if o.ProxyTLSPort != 0 {
+		if tp, err = listenTLSProxy(o.DataDir, o.SandboxDomain, o.ProxyTLSPort, log); err != nil {
+			return err
+		}
+		defer tp.close()
+		cfg.SandboxDomain = tp.domain
+		cpOpts = append(cpOpts, cpserver.WithProxyTLSListeners(tp.config, tp.listeners...))
+	}
 	cpCtx, stopCP := context.WithCancel(context.WithoutCancel(ctx))
 	cpDone := make(chan error, 1)
 	cpReady := make(chan string, 1)
 	go func() {
-		cpDone <- cpserver.Run(cpCtx, cpserver.WithConfig(cfg), cpserver.WithLogger(log), cpserver.WithReady(func(a string) { cpReady <- a }))
+		cpDone <- cpserver.Run(cpCtx, append(cpOpts, cpserver.WithConfig(cfg), cpserver.WithReady(func(a string) { cpReady <- a }))...)
 	}()
 	defer func() {
 		stopCP()
@@ -197,6 +218,14 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.WriteFile(info.EnvFile, []byte(strings.Join(info.E2BEnv, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
+	if tp != nil {
+		info.ProxyTLSURL = "https://<port>-<sandboxID>." + tp.domain
+		info.E2BTLSEnv = []string{"E2B_API_URL=" + api.URL() + "/e2b", "E2B_DOMAIN=" + tp.domain, "E2B_API_KEY=" + creds.APIKey, "NODE_EXTRA_CA_CERTS=" + tp.caFile}
+		info.TLSEnvFile = filepath.Join(o.DataDir, "e2b-tls.env")
+		if err := os.WriteFile(info.TLSEnvFile, []byte(strings.Join(info.E2BTLSEnv, "\n")+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
 	printUsage(o.Out, info, o.DataDir, o.CLI)
 	if o.Ready != nil {
 		o.Ready(info)
@@ -222,14 +251,14 @@ Wrenn is running. Data in %[1]s; Ctrl-C stops everything.
 
   API         %[2]s/v1   (reference and console: %[2]s/docs)
   Dashboard   %[9]s
-  Sandboxes   %[3]s   (sandbox proxy: E2b-Sandbox-Id / E2b-Sandbox-Port headers)
+  Sandboxes   %[3]s   (sandbox proxy: E2b-Sandbox-Id / E2b-Sandbox-Port headers)%[10]s
   Admin       %[4]s   password %[5]s
   API key     %[6]s
 
 For the E2B SDK, one per line (also in %[7]s; load it with: set -a; . %[7]s; set +a):
 
 %[8]s
-
+%[11]s
 For Wrenn's own API, the Go SDK (pkg/sdk) and the wrenn CLI:
 
 WRENN_API_URL=%[2]s
@@ -238,7 +267,7 @@ WRENN_SANDBOX_URL=%[3]s
 
 Try it:
 
-`, dataDir, i.APIURL, i.ProxyURL, i.AdminEmail, i.AdminPass, i.APIKey, i.EnvFile, strings.Join(i.E2BEnv, "\n"), dashboardLine(i.APIURL))
+`, dataDir, i.APIURL, i.ProxyURL, i.AdminEmail, i.AdminPass, i.APIKey, i.EnvFile, strings.Join(i.E2BEnv, "\n"), dashboardLine(i.APIURL), tlsProxyLine(i), tlsEnvBlock(i))
 	for _, ex := range Examples(i, cli) {
 		fmt.Fprintf(w, "  %s\n", ex)
 	}
@@ -246,9 +275,29 @@ Try it:
 	io.WriteString(out, w.String())
 }
 
+func tlsProxyLine(i Info) string {
+	if i.ProxyTLSURL == "" {
+		return ""
+	}
+	return "\n              " + i.ProxyTLSURL + "   (the same proxy by host name, over TLS)"
+}
+
+func tlsEnvBlock(i Info) string {
+	if i.TLSEnvFile == "" {
+		return ""
+	}
+	return fmt.Sprintf(`
+Or by host name over TLS, which getHost(port) and signed file URLs need (also in %s;
+*.localhost names resolve to this machine; the CA is this stack's own):
+
+%s
+`, i.TLSEnvFile, strings.Join(i.E2BTLSEnv, "\n"))
+}
+
 // Examples are the commands printed under "Try it", each meant to work
 // pasted as is into a shell on this machine: the API with curl, the CLI
-// (logging in with the dev key), and the official E2B SDK with Node.
+// (logging in with the dev key), and the official E2B SDK with Node
+// (and, with the TLS proxy, a sandbox's port by its host name).
 func Examples(i Info, exe string) []string {
 	cli := exe
 	if exe == "" {
@@ -258,12 +307,17 @@ func Examples(i Info, exe string) []string {
 	}
 	js := `node -e "import('e2b').then(async ({Sandbox}) => { const s = await Sandbox.create(); console.log((await s.commands.run('uname -a')).stdout); await s.kill() })"`
 	node := fmt.Sprintf("(set -a; . %s; set +a; %s && %s)", i.EnvFile, e2bDir(exe), js)
-	return []string{
+	examples := []string{
 		fmt.Sprintf(`curl -s -X POST %s/v1/sandboxes -H "Authorization: Bearer %s" -H "Content-Type: application/json" -d '{"template":"minimal","timeout_seconds":60}'`, i.APIURL, i.APIKey),
 		fmt.Sprintf("echo %s | %s login --api-url %s --sandbox-url %s --api-key-stdin", i.APIKey, cli, i.APIURL, i.ProxyURL),
 		fmt.Sprintf("id=$(%[1]s sandbox create) && %[1]s exec $id -- uname -a; %[1]s sandbox kill $id", cli),
 		node,
 	}
+	if i.TLSEnvFile != "" {
+		js := `node -e "import('e2b').then(async ({Sandbox}) => { const s = await Sandbox.create(); const url = 'https://' + s.getHost(49983) + '/health'; console.log(url, (await fetch(url)).status); await s.kill() })"`
+		examples = append(examples, fmt.Sprintf("(set -a; . %s; set +a; %s && %s)", i.TLSEnvFile, e2bDir(exe), js))
+	}
+	return examples
 }
 
 // e2bDir is a shell step that enters a directory where Node finds the

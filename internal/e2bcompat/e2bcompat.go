@@ -6,6 +6,7 @@
 package e2bcompat
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,12 +38,14 @@ type handler struct {
 	log     *slog.Logger
 	domain  string
 	maxBody int64
+	// publicURL (config public_url) prefixes the upload links handed out.
+	publicURL string
 }
 
 // Mount adds the routes under Prefix on root, the control plane's root
 // router (whose audit middleware records their calls).
 func Mount(root chi.Router, svc *service.Service, domain string, maxBody int64, log *slog.Logger) {
-	h := &handler{svc: svc, log: log, domain: domain, maxBody: maxBody}
+	h := &handler{svc: svc, log: log, domain: domain, maxBody: maxBody, publicURL: svc.Config.PublicURL}
 	root.Route(Prefix, func(r chi.Router) {
 		r.Use(h.authenticate)
 		r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -65,7 +68,8 @@ func Mount(root chi.Router, svc *service.Service, domain string, maxBody int64, 
 		r.Get("/sandboxes/metrics", h.manyMetrics)
 		r.Post("/sandboxes/{sandboxID}/snapshots", h.createSnapshot)
 		r.Get("/snapshots", h.listSnapshots)
-		r.Delete("/templates/{templateID}", h.deleteSnapshot)
+		r.Delete("/templates/{templateID}", h.deleteTemplateOr(h.deleteSnapshot))
+		h.templateRoutes(r)
 	})
 }
 
@@ -92,6 +96,14 @@ func (h *handler) fail(w http.ResponseWriter, err error) {
 
 func (h *handler) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, err := h.uploadCaller(r); ok {
+			if err != nil {
+				writeError(w, http.StatusUnauthorized, err.Error())
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
 		cred := r.Header.Get("X-API-Key")
 		if cred == "" {
 			cred, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -102,9 +114,13 @@ func (h *handler) authenticate(next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, err.Error())
 			return
 		}
-		cphttp.NoteCaller(r.Context(), c)
-		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
+		next.ServeHTTP(w, r.WithContext(withCaller(r.Context(), c)))
 	})
+}
+
+func withCaller(ctx context.Context, c auth.Caller) context.Context {
+	cphttp.NoteCaller(ctx, c)
+	return auth.WithCaller(ctx, c)
 }
 
 func keyPrefix(k string) string {

@@ -61,6 +61,10 @@ type Options struct {
 	// CodeInterpreter is the code-interpreter binary (static), for the
 	// code-interpreter image.
 	CodeInterpreter string
+
+	// FromImage builds the image Name from an OCI image instead of one
+	// of Kinds.
+	FromImage *ImageSource
 }
 
 // Manifest describes a built image.
@@ -109,7 +113,7 @@ func (b *builder) step(format string, args ...any) {
 // (or nothing) and never a half-written one.
 func Build(ctx context.Context, opts Options) (*Result, error) {
 	b := &builder{opts: opts, started: time.Now()}
-	if !validKind(opts.Name) {
+	if !validKind(opts.Name) && opts.FromImage == nil {
 		return nil, fmt.Errorf("unknown image %q: choose one of %s", opts.Name, strings.Join(Kinds, ", "))
 	}
 	for _, bin := range []struct{ what, path string }{{"envd", opts.Envd}, {"wrenn-init", opts.Init}} {
@@ -127,6 +131,11 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		bo.Name, bo.Force = "base", false
 		var err error
 		if base, err = Build(ctx, bo); err != nil {
+			return nil, err
+		}
+	}
+	if opts.FromImage != nil {
+		if err := b.pullSource(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -171,14 +180,16 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	b.step("root filesystem tree")
 	tree := filepath.Join(b.stage, "tree")
-	switch opts.Name {
-	case "minimal":
+	switch {
+	case opts.FromImage != nil:
+		err = b.ociTree(ctx, tree)
+	case opts.Name == "minimal":
 		err = b.minimalTree(ctx, tree)
-	case "base":
+	case opts.Name == "base":
 		err = b.baseTree(ctx, tree)
-	case CodeInterpreterKind:
+	case opts.Name == CodeInterpreterKind:
 		err = b.codeInterpreterTree(ctx, tree, base.Dir)
-	case BaselineKind:
+	case opts.Name == BaselineKind:
 		err = b.baselineTree(ctx, tree)
 	}
 	if err != nil {
@@ -234,7 +245,7 @@ func (b *builder) fingerprint() (string, map[string]string, error) {
 	fmt.Fprintf(h, "builder %s\nimage %s\nkernel %s\n", BuilderVersion, b.opts.Name, b.kernel.Version)
 	components := map[string]string{"kernel": b.kernel.Version}
 	inputs := []struct{ name, path string }{{"envd", b.opts.Envd}, {"wrenn-init", b.opts.Init}, {"vmlinuz", b.kernel.Image}}
-	if b.opts.Name != "base" {
+	if b.opts.Name != "base" && b.opts.FromImage == nil {
 		inputs = append(inputs, struct{ name, path string }{"busybox", busyboxPath}, struct{ name, path string }{"bash", bashStaticPath})
 	}
 	for _, in := range inputs {
@@ -247,6 +258,10 @@ func (b *builder) fingerprint() (string, map[string]string, error) {
 	}
 	if b.opts.Name == "base" {
 		fmt.Fprintf(h, "packages %s\nmirror %s\n", strings.Join(basePackages, ","), b.mirror())
+	}
+	if src := b.opts.FromImage; src != nil {
+		fmt.Fprintf(h, "oci %s\n", src.pulled.Digest)
+		components["image"] = src.Ref + "@" + src.pulled.Digest
 	}
 	return hex.EncodeToString(h.Sum(nil)), components, nil
 }

@@ -26,8 +26,8 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
 	"git.omukk.dev/wrenn/sandbox/internal/hostca"
+	"git.omukk.dev/wrenn/sandbox/internal/localca"
 	"git.omukk.dev/wrenn/sandbox/internal/sandbox"
-	"git.omukk.dev/wrenn/sandbox/internal/testca"
 	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
@@ -37,9 +37,9 @@ import (
 
 // tlsCP is a real control plane serving HTTPS with a certificate from a
 // test CA, as in production, with hosts' certificates valid for ttl.
-func tlsCP(t *testing.T, pg *cptest.Postgres, ttl time.Duration) (*cptest.CP, *testca.CA) {
+func tlsCP(t *testing.T, pg *cptest.Postgres, ttl time.Duration) (*cptest.CP, *localca.CA) {
 	t.Helper()
-	ca, err := testca.New("wrenn test web root")
+	ca, err := localca.New("wrenn test web root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func (a *testAgent) callers(who string) int {
 	return a.seen[who]
 }
 
-func startTestAgent(t *testing.T, cp *cptest.CP, webCA *testca.CA, admin string) *testAgent {
+func startTestAgent(t *testing.T, cp *cptest.CP, webCA *localca.CA, admin string) *testAgent {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)

@@ -47,6 +47,11 @@ type Proxy struct {
 
 // New returns a proxy; domain may be empty (header routing only).
 func New(svc *service.Service, domain string, log *slog.Logger) *Proxy {
+	// A port in the domain is for clients building URLs (the proxy is not
+	// on 443); Host is matched without one.
+	if h, _, err := net.SplitHostPort(domain); err == nil {
+		domain = h
+	}
 	return &Proxy{svc: svc, domain: strings.TrimPrefix(strings.ToLower(domain), "."), log: log}
 }
 

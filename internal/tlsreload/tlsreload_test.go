@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"git.omukk.dev/wrenn/sandbox/internal/testca"
+	"git.omukk.dev/wrenn/sandbox/internal/localca"
 )
 
 // servedSubject connects to addr as serverName and returns the subject
 // of the certificate the server presented, and the protocol negotiated.
-func servedSubject(t *testing.T, ca *testca.CA, addr, serverName string) (string, string) {
+func servedSubject(t *testing.T, ca *localca.CA, addr, serverName string) (string, string) {
 	t.Helper()
 	cfg := ca.ClientConfig()
 	cfg.ServerName = serverName
@@ -32,7 +32,7 @@ func servedSubject(t *testing.T, ca *testca.CA, addr, serverName string) (string
 // A renewed pair is served without a restart, a wildcard certificate
 // covers every sandbox name, and a broken renewal leaves the old pair.
 func TestReloadOnChange(t *testing.T) {
-	ca, err := testca.New("test root")
+	ca, err := localca.New("test root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestReloadOnChange(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	ca, err := testca.New("test root")
+	ca, err := localca.New("test root")
 	if err != nil {
 		t.Fatal(err)
 	}

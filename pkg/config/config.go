@@ -30,7 +30,9 @@ type Config struct {
 	MetricsListen string
 	// SandboxDomain routes proxy requests by Host: <port>-<sandboxID>.<domain>
 	// (WRENN_SANDBOX_DOMAIN). Without it, requests are routed by the
-	// E2b-Sandbox-Id and E2b-Sandbox-Port headers only.
+	// E2b-Sandbox-Id and E2b-Sandbox-Port headers only. A port may follow
+	// (sandbox.example.com:8443) when the proxy is not on 443: clients
+	// build URLs from the domain as given, the proxy matches Host without it.
 	SandboxDomain string
 	// DatabaseURL is a PostgreSQL connection string (WRENN_DATABASE_URL).
 	DatabaseURL string

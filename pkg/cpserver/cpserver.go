@@ -46,6 +46,8 @@ type options struct {
 	log        *slog.Logger
 	listener   net.Listener
 	proxyLn    net.Listener
+	proxyTLS   *tls.Config
+	proxyTLSLn []net.Listener
 	metricsLn  net.Listener
 	ready      func(addr string)
 }
@@ -70,6 +72,13 @@ func WithListener(ln net.Listener) Option { return func(o *options) { o.listener
 // WithProxyListener serves the sandbox proxy on ln instead of listening
 // on the configured proxy address.
 func WithProxyListener(ln net.Listener) Option { return func(o *options) { o.proxyLn = ln } }
+
+// WithProxyTLSListeners serves the sandbox proxy over TLS with tlsCfg on
+// lns as well: `wrenn dev` offers it both plainly (by headers) and by
+// host name over TLS with its own CA.
+func WithProxyTLSListeners(tlsCfg *tls.Config, lns ...net.Listener) Option {
+	return func(o *options) { o.proxyTLS, o.proxyTLSLn = tlsCfg, lns }
+}
 
 // WithMetricsListener serves /metrics on ln instead of listening on the
 // configured metrics address.
@@ -131,6 +140,9 @@ func Run(ctx context.Context, opts ...Option) error {
 		// and whether it is still on record, the host routes check.
 		apiTLS.ClientAuth, apiTLS.ClientCAs = tls.VerifyClientCertIfGiven, svc.CA.Pool()
 	}
+	if err := svc.FailOrphanBuilds(ctx); err != nil {
+		return fmt.Errorf("template builds: %w", err)
+	}
 	mx := cpmetrics.New(pool, o.log)
 	svc.OnOperation = mx.ObserveOperation
 	if ok, err := svc.HasAdmin(ctx); err == nil && !ok {
@@ -170,12 +182,21 @@ func Run(ctx context.Context, opts ...Option) error {
 			return fmt.Errorf("sandbox proxy: listen on %s: %w", cfg.ProxyListen, err)
 		}
 	}
-	if o.proxyLn != nil {
+	if o.proxyLn != nil || len(o.proxyTLSLn) > 0 {
 		proxy := sandboxproxy.New(svc, cfg.SandboxDomain, o.log)
 		defer proxy.Close()
-		servers = append(servers, &http.Server{Handler: clientip.Middleware(cfg.TrustedProxies)(mx.Proxy.Wrap(proxy)),
-			ReadHeaderTimeout: cfg.ProxyHeaderTimeout, IdleTimeout: cfg.ProxyIdleTimeout, TLSConfig: proxyTLS, ErrorLog: errLog})
-		listeners = append(listeners, sandboxproxy.LimitListener(o.proxyLn, 2*cfg.ProxyMaxPerClient, cfg.TrustedProxies))
+		serve := func(ln net.Listener, tlsCfg *tls.Config) {
+			servers = append(servers, &http.Server{Handler: clientip.Middleware(cfg.TrustedProxies)(mx.Proxy.Wrap(proxy)),
+				ReadHeaderTimeout: cfg.ProxyHeaderTimeout, IdleTimeout: cfg.ProxyIdleTimeout, TLSConfig: tlsCfg, ErrorLog: errLog})
+			listeners = append(listeners, sandboxproxy.LimitListener(ln, 2*cfg.ProxyMaxPerClient, cfg.TrustedProxies))
+		}
+		if o.proxyLn != nil {
+			serve(o.proxyLn, proxyTLS)
+		}
+		for _, ln := range o.proxyTLSLn {
+			serve(ln, o.proxyTLS)
+			o.log.Info("sandbox proxy listening", "addr", ln.Addr().String(), "domain", cfg.SandboxDomain, "tls", true)
+		}
 	}
 
 	var ms *metrics.Server

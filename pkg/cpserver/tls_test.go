@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
-	"git.omukk.dev/wrenn/sandbox/internal/testca"
+	"git.omukk.dev/wrenn/sandbox/internal/localca"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpserver"
 )
@@ -24,7 +24,7 @@ import (
 // <port>-<sandbox>.<domain> name, and a renewed certificate is served
 // without a restart.
 func TestTLS(t *testing.T) {
-	ca, err := testca.New("wrenn test root")
+	ca, err := localca.New("wrenn test root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestTLS(t *testing.T) {
 // check-config reads the file as a start would and checks the files it
 // names; a bad value fails with the key and the reason.
 func TestCheckConfig(t *testing.T) {
-	ca, err := testca.New("wrenn test root")
+	ca, err := localca.New("wrenn test root")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,6 +149,7 @@ type Snapshot struct {
 	Status          string
 	Error           string
 	CreatedAt       time.Time
+	Kind            string
 }
 
 type Team struct {
@@ -185,10 +186,68 @@ type TeamQuota struct {
 	UpdatedAt        time.Time
 }
 
+type TeamTemplate struct {
+	ID        uuid.UUID
+	TeamID    uuid.UUID
+	Name      string
+	CreatedAt time.Time
+	Public    bool
+}
+
 type Template struct {
 	TeamID    uuid.UUID
 	Name      string
 	CreatedAt time.Time
+}
+
+type TemplateBuild struct {
+	ID              uuid.UUID
+	TemplateID      uuid.UUID
+	TeamID          uuid.UUID
+	Status          string
+	Spec            []byte
+	Vcpus           int32
+	MemoryMib       int32
+	SnapshotID      *uuid.UUID
+	Envs            []byte
+	Workdir         string
+	CancelRequested bool
+	FailedStep      *int32
+	ExitCode        *int32
+	Error           string
+	CreatedAt       time.Time
+	FinishedAt      *time.Time
+}
+
+type TemplateBuildLog struct {
+	BuildID uuid.UUID
+	Seq     int32
+	At      time.Time
+	Level   string
+	Step    string
+	Message string
+}
+
+type TemplateFile struct {
+	TeamID    uuid.UUID
+	Hash      string
+	Data      []byte
+	CreatedAt time.Time
+}
+
+type TemplateLayer struct {
+	TeamID     uuid.UUID
+	Key        string
+	SnapshotID uuid.UUID
+	BuildID    *uuid.UUID
+	CreatedAt  time.Time
+}
+
+type TemplateTag struct {
+	TemplateID uuid.UUID
+	Tag        string
+	BuildID    uuid.UUID
+	CreatedAt  time.Time
 }
 
 type User struct {

@@ -91,7 +91,8 @@ SELECT
     -- A sandbox that named no disk counts as default_disk_mib until its host says.
     coalesce(sum(CASE WHEN disk_mib > 0 THEN disk_mib ELSE $1::int END) FILTER (WHERE state NOT IN ('stopped', 'error')), 0)::bigint AS disk_mib,
     count(*) FILTER (WHERE created_at > now() - interval '1 minute')::int AS created_last_minute,
-    (SELECT count(*) FROM snapshots s WHERE s.team_id = $2::uuid)::int AS snapshots
+    -- Cached build layers are the platform's, not the team's.
+    (SELECT count(*) FROM snapshots s WHERE s.team_id = $2::uuid AND s.kind <> 'layer')::int AS snapshots
 FROM sandboxes WHERE team_id = $2::uuid
 `
 

@@ -102,7 +102,7 @@ func (q *Queries) CreateSandbox(ctx context.Context, arg CreateSandboxParams) (S
 const createSnapshot = `-- name: CreateSnapshot :one
 INSERT INTO snapshots (id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, status)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating')
-RETURNING id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at
+RETURNING id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at, kind
 `
 
 type CreateSnapshotParams struct {
@@ -144,6 +144,7 @@ func (q *Queries) CreateSnapshot(ctx context.Context, arg CreateSnapshotParams) 
 		&i.Status,
 		&i.Error,
 		&i.CreatedAt,
+		&i.Kind,
 	)
 	return i, err
 }
@@ -237,7 +238,7 @@ func (q *Queries) GetSandboxAny(ctx context.Context, id uuid.UUID) (Sandbox, err
 }
 
 const getSnapshot = `-- name: GetSnapshot :one
-SELECT id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at FROM snapshots WHERE id = $1 AND team_id = $2
+SELECT id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at, kind FROM snapshots WHERE id = $1 AND team_id = $2
 `
 
 type GetSnapshotParams struct {
@@ -262,12 +263,13 @@ func (q *Queries) GetSnapshot(ctx context.Context, arg GetSnapshotParams) (Snaps
 		&i.Status,
 		&i.Error,
 		&i.CreatedAt,
+		&i.Kind,
 	)
 	return i, err
 }
 
 const getSnapshotByName = `-- name: GetSnapshotByName :one
-SELECT id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at FROM snapshots WHERE team_id = $1 AND name = $2
+SELECT id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at, kind FROM snapshots WHERE team_id = $1 AND name = $2 AND kind = 'user'
 `
 
 type GetSnapshotByNameParams struct {
@@ -292,6 +294,7 @@ func (q *Queries) GetSnapshotByName(ctx context.Context, arg GetSnapshotByNamePa
 		&i.Status,
 		&i.Error,
 		&i.CreatedAt,
+		&i.Kind,
 	)
 	return i, err
 }
@@ -531,7 +534,7 @@ func (q *Queries) ListSandboxes(ctx context.Context, arg ListSandboxesParams) ([
 }
 
 const listSnapshots = `-- name: ListSnapshots :many
-SELECT id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at FROM snapshots WHERE team_id = $1 ORDER BY created_at, id
+SELECT id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at, kind FROM snapshots WHERE team_id = $1 AND kind = 'user' ORDER BY created_at, id
 `
 
 func (q *Queries) ListSnapshots(ctx context.Context, teamID uuid.UUID) ([]Snapshot, error) {
@@ -557,6 +560,7 @@ func (q *Queries) ListSnapshots(ctx context.Context, teamID uuid.UUID) ([]Snapsh
 			&i.Status,
 			&i.Error,
 			&i.CreatedAt,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -837,7 +841,7 @@ func (q *Queries) SetSandboxState(ctx context.Context, arg SetSandboxStateParams
 }
 
 const setSnapshotReady = `-- name: SetSnapshotReady :one
-UPDATE snapshots SET status = 'ready', size_bytes = $2 WHERE id = $1 RETURNING id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at
+UPDATE snapshots SET status = 'ready', size_bytes = $2 WHERE id = $1 RETURNING id, team_id, name, host_id, source_sandbox_id, template, vcpus, memory_mib, disk_mib, size_bytes, status, error, created_at, kind
 `
 
 type SetSnapshotReadyParams struct {
@@ -862,6 +866,7 @@ func (q *Queries) SetSnapshotReady(ctx context.Context, arg SetSnapshotReadyPara
 		&i.Status,
 		&i.Error,
 		&i.CreatedAt,
+		&i.Kind,
 	)
 	return i, err
 }

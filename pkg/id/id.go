@@ -24,6 +24,9 @@ const (
 	Snapshot Kind = "snap"
 	// Invitation is a pending invitation into a team.
 	Invitation Kind = "inv"
+	// Template is a team's built template; Build one run of its spec.
+	Template Kind = "tpl"
+	Build    Kind = "bld"
 )
 
 // PlatformTeam owns platform-wide resources such as the built-in templates.

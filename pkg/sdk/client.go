@@ -182,23 +182,45 @@ func (c *Client) wrennOnly(op string) error {
 // (when not nil); it returns the response headers.
 func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body, out any) (http.Header, error) {
 	var rd io.Reader
+	ctype := ""
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
-		rd = bytes.NewReader(b)
+		rd, ctype = bytes.NewReader(b), "application/json"
 	}
+	res, err := c.send(ctx, op, method, path, q, rd, ctype)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return nil, requestError(op, err)
+	}
+	if out != nil && len(bytes.TrimSpace(data)) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return res.Header, fmt.Errorf("%s: decode the answer: %w", op, err)
+		}
+	}
+	return res.Header, nil
+}
+
+// send makes an authenticated API request with body (of type ctype, when
+// not empty) and returns a successful response for the caller to read
+// and close; any other status is the API's error.
+func (c *Client) send(ctx context.Context, op, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
 	u := c.apiURL + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
@@ -213,20 +235,15 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 	if err != nil {
 		return nil, requestError(op, err)
 	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
-	if err != nil {
-		return nil, requestError(op, err)
-	}
 	if res.StatusCode/100 != 2 {
-		return res.Header, httpError(op, res.StatusCode, data)
-	}
-	if out != nil && len(bytes.TrimSpace(data)) > 0 {
-		if err := json.Unmarshal(data, out); err != nil {
-			return res.Header, fmt.Errorf("%s: decode the answer: %w", op, err)
+		defer res.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		if err != nil {
+			return nil, requestError(op, err)
 		}
+		return nil, httpError(op, res.StatusCode, data)
 	}
-	return res.Header, nil
+	return res, nil
 }
 
 // requestError wraps a transport failure: a context's end keeps its own

@@ -47,8 +47,12 @@ var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // CreateSandboxInput is a request for a new sandbox; zero values take
 // defaults.
 type CreateSandboxInput struct {
-	Template       string
-	SnapshotID     *uuid.UUID
+	Template   string
+	SnapshotID *uuid.UUID
+	// snapshotTeam owns SnapshotID when another team does: the build of
+	// a platform template (set by fromTemplate and template builds only,
+	// never from a request).
+	snapshotTeam   *uuid.UUID
 	VCPUs          int32
 	MemoryMiB      int32
 	DiskMiB        int32
@@ -173,6 +177,9 @@ func (s *Service) createSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	if err := requireTeam(c); err != nil {
 		return Sandbox{}, err
 	}
+	if err := s.fromTemplate(ctx, c, &in); err != nil {
+		return Sandbox{}, err
+	}
 	if err := in.validate(s.Config.MaxDiskMiB); err != nil {
 		return Sandbox{}, err
 	}
@@ -185,7 +192,11 @@ func (s *Service) createSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	var hosts []db.Host
 	var snapName string
 	if in.SnapshotID != nil {
-		snap, err := s.Q.GetSnapshot(ctx, db.GetSnapshotParams{ID: *in.SnapshotID, TeamID: c.TeamID})
+		owner := c.TeamID
+		if in.snapshotTeam != nil {
+			owner = *in.snapshotTeam
+		}
+		snap, err := s.Q.GetSnapshot(ctx, db.GetSnapshotParams{ID: *in.SnapshotID, TeamID: owner})
 		if err != nil {
 			return Sandbox{}, notFound(err, "snapshot")
 		}

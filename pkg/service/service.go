@@ -63,6 +63,8 @@ type Service struct {
 	// busy holds sandboxes with an operation in flight in this process, so
 	// the reconciler does not judge them halfway.
 	busy sync.Map
+	// builds are the template builds this process runs.
+	builds builders
 }
 
 // New returns a service over an open pool.
@@ -71,7 +73,10 @@ func New(pool *pgxpool.Pool, keys *cpauth.Keys, cfg config.Config, log *slog.Log
 }
 
 // Close releases the agent connections.
-func (s *Service) Close() { s.agents.closeAll() }
+func (s *Service) Close() {
+	s.builds.close()
+	s.agents.closeAll()
+}
 
 // notFound turns pgx's no-rows into ErrNotFound with a message.
 func notFound(err error, what string) error {

@@ -82,6 +82,9 @@ func (s *Service) DeleteSnapshot(ctx context.Context, c auth.Caller, snap uuid.U
 	if err != nil {
 		return err
 	}
+	if sn.Kind != "user" {
+		return errf(ErrConflict, "snapshot %s belongs to a template build (%s); delete the template instead", id.Format(id.Snapshot, sn.ID), sn.Name)
+	}
 	if err := s.deleteSnapshotFiles(ctx, sn); err != nil {
 		return err
 	}

@@ -112,7 +112,7 @@ func (s *Service) DeleteTeam(ctx context.Context, c auth.Caller, team uuid.UUID)
 	// Snapshots hold files (memory included) on their hosts: they go
 	// first, so that no file outlives its row. A host that cannot remove
 	// one stops the deletion, to be tried again.
-	snaps, err := s.Q.ListSnapshots(ctx, team)
+	snaps, err := s.Q.ListAllTeamSnapshots(ctx, team) // templates' and layers' too
 	if err != nil {
 		return err
 	}

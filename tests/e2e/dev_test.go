@@ -20,6 +20,7 @@ type devStack struct {
 	out    *bytes.Buffer
 	exited chan error
 	env    []string // the E2B_* lines it printed
+	tlsEnv []string // the lines for its proxy by host name over TLS
 }
 
 func startDevStack(t *testing.T, dataDir string) *devStack {
@@ -30,9 +31,16 @@ func startDevStack(t *testing.T, dataDir string) *devStack {
 // startDevStackFrom runs `wrenn dev` from the binary wrenn.
 func startDevStackFrom(t *testing.T, wrenn, dataDir string) *devStack {
 	t.Helper()
+	return startDevStackRuntime(t, wrenn, dataDir, "gvisor")
+}
+
+// startDevStackRuntime runs `wrenn dev` with an agent on runtime.
+func startDevStackRuntime(t *testing.T, wrenn, dataDir, runtime string) *devStack {
+	t.Helper()
 	d := &devStack{out: &bytes.Buffer{}, exited: make(chan error, 1)}
-	d.cmd = exec.Command(wrenn, "dev", "--data-dir", dataDir, "--images-dir", imagesDir, "--runtime", "gvisor",
-		"--listen", freeAddr(t), "--proxy-listen", freeAddr(t), "--agent-listen", freeAddr(t), "--verbose")
+	d.cmd = exec.Command(wrenn, "dev", "--data-dir", dataDir, "--images-dir", imagesDir, "--runtime", runtime,
+		"--listen", freeAddr(t), "--proxy-listen", freeAddr(t), "--agent-listen", freeAddr(t), "--verbose",
+		"--proxy-tls-port", strings.TrimPrefix(freeAddr(t), "127.0.0.1:"))
 	w := &syncWriter{w: d.out}
 	d.cmd.Stdout, d.cmd.Stderr = w, w
 	if err := d.cmd.Start(); err != nil {
@@ -55,8 +63,15 @@ func startDevStackFrom(t *testing.T, wrenn, dataDir string) *devStack {
 		return strings.Contains(d.output(), "Wrenn is running")
 	})
 	sc := bufio.NewScanner(strings.NewReader(d.output()))
+	byName := false
 	for sc.Scan() {
-		if line := sc.Text(); strings.HasPrefix(line, "E2B_") {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "Or by host name over TLS"):
+			byName = true
+		case byName && (strings.HasPrefix(line, "E2B_") || strings.HasPrefix(line, "NODE_EXTRA_CA_CERTS=")):
+			d.tlsEnv = append(d.tlsEnv, line)
+		case strings.HasPrefix(line, "E2B_"):
 			d.env = append(d.env, line)
 		}
 	}
@@ -120,6 +135,18 @@ func TestDevStackWithE2BSDK(t *testing.T) {
 	if err != nil || !bytes.Contains(out, []byte("# fail 0")) || !bytes.Contains(out, []byte("# skipped 0")) {
 		t.Fatalf("E2B SDK against wrenn dev: %v\n%s", err, out)
 	}
+	// The same stack by host name over TLS, as e2b-tls.env configures it
+	// (the file and the printed lines agree).
+	if len(d.tlsEnv) != 4 || readFile(t, filepath.Join(dataDir, "e2b-tls.env")) != strings.Join(d.tlsEnv, "\n")+"\n" {
+		t.Fatalf("printed TLS variables: %q", d.tlsEnv)
+	}
+	cmd = exec.Command("node", "--test", "hostname.test.mjs")
+	cmd.Dir = sdkDir
+	cmd.Env = append(withoutE2B(os.Environ()), d.tlsEnv...)
+	out, err = cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("# fail 0")) || !bytes.Contains(out, []byte("# skipped 0")) {
+		t.Fatalf("E2B SDK against wrenn dev by host name over TLS: %v\n%s", err, out)
+	}
 	// Sandboxes the suite left are kept, paused, for the next run; nothing
 	// of them runs.
 	d.stop(t)
@@ -134,4 +161,16 @@ func TestDevStackWithE2BSDK(t *testing.T) {
 	}
 	again.stop(t)
 	assertNothingRunning(t, filepath.Join(dataDir, "agent"))
+}
+
+// withoutE2B is env without the E2B_* variables a developer's shell may
+// carry.
+func withoutE2B(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "E2B_") && !strings.HasPrefix(kv, "NODE_EXTRA_CA_CERTS=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

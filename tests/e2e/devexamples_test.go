@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -58,7 +59,7 @@ func TestDevStackExamples(t *testing.T) {
 			examples = append(examples, strings.TrimSpace(line))
 		}
 	}
-	if len(examples) != 4 {
+	if len(examples) != 5 {
 		t.Fatalf("examples: %q", examples)
 	}
 	home, elsewhere := t.TempDir(), t.TempDir()
@@ -80,6 +81,10 @@ func TestDevStackExamples(t *testing.T) {
 		case strings.Contains(ex, " login "):
 			if !bytes.Contains(out, []byte("Logged in")) {
 				t.Errorf("login example printed %s", out)
+			}
+		case strings.Contains(ex, "getHost"):
+			if !regexp.MustCompile(`^https://49983-sb-[0-9a-z]+\.wrenn\.localhost:[0-9]+/health 20[04]\n$`).Match(out) {
+				t.Errorf("the host name example printed %q", out)
 			}
 		default:
 			if !bytes.Contains(out, []byte("Linux")) {

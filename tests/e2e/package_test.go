@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/dist"
+	"git.omukk.dev/wrenn/sandbox/internal/localca"
 	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
-	"git.omukk.dev/wrenn/sandbox/internal/testca"
 	"git.omukk.dev/wrenn/sandbox/internal/unitrun"
 )
 
@@ -338,7 +338,7 @@ func TestDebianPackages(t *testing.T) {
 	v1, v2 := filepath.Join(work, "v1"), filepath.Join(work, "v2")
 	buildPackages(t, v1, "0.0.1"+testVersionMark+"1")
 
-	ca, err := testca.New("wrenn deploy test root")
+	ca, err := localca.New("wrenn deploy test root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -615,7 +615,7 @@ func waitForState(t *testing.T, dir, key, sandbox, want string) {
 	}
 }
 
-func waitForSubject(t *testing.T, ca *testca.CA, addr, serverName, want string) {
+func waitForSubject(t *testing.T, ca *localca.CA, addr, serverName, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -23,8 +23,8 @@ import (
 	"sync"
 	"testing"
 
+	"git.omukk.dev/wrenn/sandbox/internal/localca"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
-	"git.omukk.dev/wrenn/sandbox/internal/testca"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/dns/dnsmessage"
 )
@@ -152,7 +152,7 @@ func (o *Outside) SetNames(names map[string]netip.Addr) {
 func Answer(addr netip.Addr, name string) string { return addr.String() + " " + name }
 
 func (o *Outside) serve() error {
-	ca, err := testca.New("outside")
+	ca, err := localca.New("outside")
 	if err != nil {
 		return err
 	}
