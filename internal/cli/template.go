@@ -23,6 +23,10 @@ const templateSpecHelp = `The spec file (YAML or JSON) is the body of POST /v1/t
 
   name: my-app
   from_template: base          # an image (minimal, base) or a template (name or name:tag)
+  # or, instead, an OCI image the build's host pulls (layers flattened; envd,
+  # wrenn-init and the default user added), with credentials if it is private:
+  # from_image: registry.example.com/team/tool:1
+  # from_image_registry: {username: robot, password: "..."}
   tags: [v1]                   # optional
   vcpus: 2                     # optional build sandbox size
   memory_mib: 1024

@@ -5,11 +5,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
+	"git.omukk.dev/wrenn/sandbox/internal/waitfor"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 )
 
@@ -35,7 +40,10 @@ func TestTemplateSpecsRefused(t *testing.T) {
 		{"no steps", map[string]any{"name": "x", "from_template": "minimal", "steps": []any{}}, "at least one step"},
 		{"unknown base", map[string]any{"name": "x", "from_template": "no-such-base", "steps": run}, `unknown base "no-such-base"`},
 		{"no base", map[string]any{"name": "x", "steps": run}, "needs a base"},
-		{"oci image", map[string]any{"name": "x", "from_image": "debian:12", "steps": run}, "from OCI images is not supported"},
+		{"bad image reference", map[string]any{"name": "x", "from_image": "Debian:12!", "steps": run}, "fromImage: image reference"},
+		{"two bases", map[string]any{"name": "x", "from_image": "debian:12", "from_template": "minimal", "steps": run}, "one base"},
+		{"credential without image", map[string]any{"name": "x", "from_template": "minimal", "from_image_registry": map[string]string{"username": "u", "password": "p"}, "steps": run}, "fromImageRegistry is a credential for fromImage"},
+		{"half a credential", map[string]any{"name": "x", "from_image": "debian:12", "from_image_registry": map[string]string{"username": "u"}, "steps": run}, "both username and password"},
 		{"escaping copy", map[string]any{"name": "x", "from_template": "minimal", "steps": []map[string]any{{"type": "COPY", "args": []string{"../secrets", "/x"}, "files_hash": hash}}}, "escapes the build context"},
 		{"absolute copy", map[string]any{"name": "x", "from_template": "minimal", "steps": []map[string]any{{"type": "COPY", "args": []string{"/etc/passwd", "/x"}, "files_hash": hash}}}, "relative to the build context"},
 		{"copy not uploaded", map[string]any{"name": "x", "from_template": "minimal", "steps": []map[string]any{{"type": "COPY", "args": []string{"app", "/x"}, "files_hash": hash}}}, "upload the archive first"},
@@ -65,6 +73,57 @@ func TestTemplateSpecsRefused(t *testing.T) {
 	if r := cp.Must(t, http.StatusOK, "GET", "/v1/templates/files/"+hash, b.Token, nil); r.Map()["present"] != false {
 		t.Fatalf("another team sees the files: %s", r)
 	}
+}
+
+// TestTemplateFromImageV1 submits a build from an OCI image with
+// registry credentials through /v1: it is accepted, the credentials are
+// in neither the answer nor the stored spec, and with no host to pull
+// the image the build fails saying so. GET answers from the stored row.
+func TestTemplateFromImageV1(t *testing.T) {
+	cp := startCP(t, nil)
+	a := cp.Signup(t, "tpl-oci@example.com")
+	const password = "pw-never-stored"
+	r := cp.Must(t, http.StatusAccepted, "POST", "/v1/templates", a.Token, map[string]any{
+		"name": "oci", "from_image": "registry.example.com/team/tool:1",
+		"from_image_registry": map[string]string{"username": "robot", "password": password},
+		"steps":               []map[string]any{{"type": "RUN", "args": []string{"true"}}},
+	})
+	if !strings.Contains(r.String(), `"from_image":"registry.example.com/team/tool:1"`) {
+		t.Fatalf("the spec: %s", r)
+	}
+	m := r.Map()
+	path := fmt.Sprintf("/v1/templates/%s/builds/%s", m["template_id"], m["id"])
+	var got cptest.Response
+	waitfor.True(t, 30*time.Second, "the build to fail without a host", func() bool {
+		got = cp.Must(t, http.StatusOK, "GET", path, a.Token, nil)
+		return got.Map()["status"] == "error"
+	})
+	if !strings.Contains(got.String(), "image registry.example.com/team/tool:1: no capacity: no healthy host") {
+		t.Fatalf("the failed build: %s", got)
+	}
+	for _, body := range []string{r.String(), got.String()} {
+		if strings.Contains(body, password) || strings.Contains(body, "from_image_registry") {
+			t.Fatalf("the credentials were kept: %s", body)
+		}
+	}
+
+	// A host reports an image made from an OCI image beside minimal: no
+	// team lists it, starts a sandbox from it or builds on it.
+	admin := cp.Admin(t, "tpl-oci-admin@example.com")
+	tok := cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/tokens", admin.Token, nil).Map()["token"].(string)
+	var reg hostapi.RegisterResponse
+	_ = cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/register", "", map[string]string{"token": tok, "address": "127.0.0.1:1"}).JSON(&reg)
+	made := guestimage.OCIImageName("sha256:" + strings.Repeat("ab", 32))
+	cp.Must(t, http.StatusOK, "POST", "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Secret, hostapi.Heartbeat{Address: "127.0.0.1:1",
+		Capacity: hostapi.Capacity{Runtime: "gvisor", CPUs: 2, MemoryMiB: 4096, DiskFreeMiB: 10240, Templates: []string{"minimal", made}}})
+	list := cp.Must(t, http.StatusOK, "GET", "/v1/templates", a.Token, nil).String()
+	if !strings.Contains(list, `"minimal"`) || strings.Contains(list, made) {
+		t.Fatalf("the templates list: %s", list)
+	}
+	sb := cp.Must(t, http.StatusBadRequest, "POST", "/v1/sandboxes", a.Token, map[string]any{"template": made})
+	mustContain(t, sb, "start template builds only")
+	base := cp.Must(t, http.StatusBadRequest, "POST", "/v1/templates", a.Token, map[string]any{"name": "reuse", "from_template": made, "steps": []map[string]any{{"type": "RUN", "args": []string{"true"}}}})
+	mustContain(t, base, "unknown base")
 }
 
 // e2bDo calls the E2B-compatible API with an API key.

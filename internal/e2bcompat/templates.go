@@ -2,6 +2,7 @@ package e2bcompat
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -161,14 +162,22 @@ type e2bStep struct {
 	Gzip            *bool    `json:"gzip"`
 }
 
+// e2bRegistry is E2B's fromImageRegistry: type registry carries a user
+// name and password; aws and gcp carry cloud credentials Wrenn refuses.
+type e2bRegistry struct {
+	Type     string `json:"type"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
 type startBuildBody struct {
-	FromImage         string         `json:"fromImage"`
-	FromTemplate      string         `json:"fromTemplate"`
-	FromImageRegistry map[string]any `json:"fromImageRegistry"`
-	StartCmd          string         `json:"startCmd"`
-	ReadyCmd          string         `json:"readyCmd"`
-	Steps             []e2bStep      `json:"steps"`
-	Force             bool           `json:"force"`
+	FromImage         string       `json:"fromImage"`
+	FromTemplate      string       `json:"fromTemplate"`
+	FromImageRegistry *e2bRegistry `json:"fromImageRegistry"`
+	StartCmd          string       `json:"startCmd"`
+	ReadyCmd          string       `json:"readyCmd"`
+	Steps             []e2bStep    `json:"steps"`
+	Force             bool         `json:"force"`
 }
 
 func (h *handler) startBuild(w http.ResponseWriter, r *http.Request) {
@@ -176,9 +185,13 @@ func (h *handler) startBuild(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &b) {
 		return
 	}
-	if b.FromImageRegistry != nil {
-		writeError(w, http.StatusBadRequest, "fromImageRegistry is not supported: this installation builds from templates, not registry images")
-		return
+	var registry *service.RegistryAuth
+	if reg := b.FromImageRegistry; reg != nil {
+		if reg.Type != "registry" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("fromImageRegistry type %q is not supported: use type registry (username and password, fromImage with credentials); AWS and GCP registry credentials are not", reg.Type))
+			return
+		}
+		registry = &service.RegistryAuth{Username: reg.Username, Password: reg.Password}
 	}
 	tid, err := id.Parse(id.Template, chi.URLParam(r, "templateID"))
 	if err != nil {
@@ -190,7 +203,7 @@ func (h *handler) startBuild(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "build not found")
 		return
 	}
-	spec := service.BuildSpec{FromTemplate: b.FromTemplate, FromImage: b.FromImage, StartCmd: b.StartCmd, ReadyCmd: b.ReadyCmd, Force: b.Force}
+	spec := service.BuildSpec{FromTemplate: b.FromTemplate, FromImage: b.FromImage, FromImageRegistry: registry, StartCmd: b.StartCmd, ReadyCmd: b.ReadyCmd, Force: b.Force}
 	for _, st := range b.Steps {
 		spec.Steps = append(spec.Steps, service.BuildStep{Type: st.Type, Args: st.Args, FilesHash: st.FilesHash, Force: st.Force})
 	}

@@ -26,9 +26,39 @@ type ImageSource struct {
 
 var imageNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
+// OCIImagePrefix starts the name of an image BuildOCI makes.
+const OCIImagePrefix = "oci-"
+
+// BuildOCI resolves src and builds it into the image named for its
+// digest (OCIImagePrefix + 48 hex digits), so that one image is built
+// once per host: a later call finds it up to date after fetching only
+// the manifest. opts.Name and opts.FromImage are set here.
+func BuildOCI(ctx context.Context, opts Options, src *ImageSource) (*Result, error) {
+	img, err := ociimage.Pull(ctx, src.Ref, ociimage.Options{Auth: src.Auth, Insecure: src.Insecure})
+	if err != nil {
+		return nil, err
+	}
+	src.pulled = img
+	opts.Name = OCIImageName(img.Digest)
+	opts.FromImage = src
+	return Build(ctx, opts)
+}
+
+// OCIImageName is the image BuildOCI makes from the OCI image with digest.
+func OCIImageName(digest string) string {
+	hex := strings.TrimPrefix(digest, "sha256:")
+	if len(hex) > 48 {
+		hex = hex[:48]
+	}
+	return OCIImagePrefix + hex
+}
+
 // pullSource resolves the image, so that its digest is in the fingerprint.
 func (b *builder) pullSource(ctx context.Context) error {
 	src := b.opts.FromImage
+	if src.pulled != nil {
+		return nil // BuildOCI resolved it to name the image
+	}
 	if !imageNamePattern.MatchString(b.opts.Name) || validKind(b.opts.Name) {
 		return fmt.Errorf("image name %q: an image built from an OCI image needs a name of its own (lowercase letters, digits, '.', '_', '-'), not one of %s", b.opts.Name, strings.Join(Kinds, ", "))
 	}

@@ -27,6 +27,9 @@ type Service struct {
 	M      *sandbox.Manager
 	HostID string
 	Log    *slog.Logger
+	// ImagesDir, Envd and Init are where PrepareImage puts the images
+	// it builds and the binaries it installs in them.
+	ImagesDir, Envd, Init string
 }
 
 // Handler is the service; its caller authenticates requests (mutual TLS

@@ -181,7 +181,8 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("listen on %s: %w", o.Listen, err)
 	}
 	defer ln.Close()
-	svc := &Service{M: m, HostID: o.HostID, Log: o.Log}
+	svc := &Service{M: m, HostID: o.HostID, Log: o.Log, ImagesDir: o.ImagesDir}
+	svc.Envd, svc.Init = GuestBinaries()
 	am := newAgentMetrics(m, o.NetworkSlots)
 	ready := &readiness{controlPlane: o.ControlPlane != ""}
 	if o.MetricsListen != "" {

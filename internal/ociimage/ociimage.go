@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // Auth is a registry credential; the zero value pulls anonymously.
@@ -60,7 +63,7 @@ func Pull(ctx context.Context, ref string, o Options) (*Image, error) {
 	}
 	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithAuth(auth), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}))
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, err)
+		return nil, pullError(ref, r.Context().RegistryStr(), err)
 	}
 	d, err := img.Digest()
 	if err != nil {
@@ -71,6 +74,53 @@ func Pull(ctx context.Context, ref string, o Options) (*Image, error) {
 		return nil, fmt.Errorf("pull %s: config: %w", ref, err)
 	}
 	return &Image{Ref: ref, Digest: d.String(), Config: cf.Config, img: img}, nil
+}
+
+// Why a pull failed, for the caller to map to its own errors.
+var (
+	// ErrDenied: the registry refused the credentials (or wants some).
+	ErrDenied = errors.New("registry denied access")
+	// ErrNotFound: no such repository or tag.
+	ErrNotFound = errors.New("image not found")
+	// ErrUnreachable: the registry could not be reached.
+	ErrUnreachable = errors.New("registry unreachable")
+)
+
+// pullError says in words what went wrong; the registry's own error
+// stays wrapped for details.
+func pullError(ref, registry string, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch {
+		case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden:
+			return fmt.Errorf("pull %s: %w: registry %s answered HTTP %d; check the registry user name and password (%v)", ref, ErrDenied, registry, te.StatusCode, err)
+		case te.StatusCode == http.StatusNotFound:
+			return fmt.Errorf("pull %s: %w: registry %s has no such repository or tag (%v)", ref, ErrNotFound, registry, err)
+		}
+		for _, d := range te.Errors {
+			switch d.Code {
+			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode:
+				return fmt.Errorf("pull %s: %w: registry %s has no such repository or tag (%v)", ref, ErrNotFound, registry, err)
+			case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
+				return fmt.Errorf("pull %s: %w: check the registry user name and password (%v)", ref, ErrDenied, err)
+			}
+		}
+		return fmt.Errorf("pull %s: %w", ref, err)
+	}
+	var ne net.Error
+	var oe *net.OpError
+	if errors.As(err, &oe) || errors.As(err, &ne) {
+		return fmt.Errorf("pull %s: %w: cannot connect to %s (%v)", ref, ErrUnreachable, registry, err)
+	}
+	return fmt.Errorf("pull %s: %w", ref, err)
+}
+
+// ParseReference checks that ref is an image reference.
+func ParseReference(ref string) error {
+	if _, err := name.ParseReference(ref); err != nil {
+		return fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	return nil
 }
 
 // Flatten writes the image's file system, its layers applied in order

@@ -4,9 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"io"
-	"log"
-	"net/http"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -14,115 +12,40 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"git.omukk.dev/wrenn/sandbox/internal/ociimage/ocitest"
 )
-
-type entry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-}
-
-func layer(t *testing.T, entries ...entry) v1.Layer {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Size: int64(len(e.body)), Linkname: e.link}
-		if e.typ != tar.TypeReg {
-			h.Size = 0
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if e.typ == tar.TypeReg {
-			_, _ = tw.Write([]byte(e.body))
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
 
 // testImage has two layers; the second removes a file and a directory's
 // old contents with whiteouts.
 func testImage(t *testing.T) v1.Image {
 	t.Helper()
-	l1 := layer(t,
-		entry{name: "etc/", typ: tar.TypeDir, mode: 0o755},
-		entry{name: "etc/gone.conf", typ: tar.TypeReg, mode: 0o644, body: "old"},
-		entry{name: "etc/kept.conf", typ: tar.TypeReg, mode: 0o644, body: "kept"},
-		entry{name: "opt/", typ: tar.TypeDir, mode: 0o755},
-		entry{name: "opt/app/", typ: tar.TypeDir, mode: 0o755},
-		entry{name: "opt/app/old.txt", typ: tar.TypeReg, mode: 0o644, body: "old"},
-		entry{name: "bin/", typ: tar.TypeDir, mode: 0o755},
-		entry{name: "bin/tool", typ: tar.TypeReg, mode: 0o4755, body: "#!/bin/sh\n"},
-		entry{name: "bin/tool-link", typ: tar.TypeSymlink, link: "tool"},
-		entry{name: "escape", typ: tar.TypeSymlink, link: "/"},
+	l1 := ocitest.Layer(t,
+		ocitest.Entry{Name: "etc/", Type: tar.TypeDir, Mode: 0o755},
+		ocitest.Entry{Name: "etc/gone.conf", Type: tar.TypeReg, Mode: 0o644, Body: "old"},
+		ocitest.Entry{Name: "etc/kept.conf", Type: tar.TypeReg, Mode: 0o644, Body: "kept"},
+		ocitest.Entry{Name: "opt/", Type: tar.TypeDir, Mode: 0o755},
+		ocitest.Entry{Name: "opt/app/", Type: tar.TypeDir, Mode: 0o755},
+		ocitest.Entry{Name: "opt/app/old.txt", Type: tar.TypeReg, Mode: 0o644, Body: "old"},
+		ocitest.Entry{Name: "bin/", Type: tar.TypeDir, Mode: 0o755},
+		ocitest.Entry{Name: "bin/tool", Type: tar.TypeReg, Mode: 0o4755, Body: "#!/bin/sh\n"},
+		ocitest.Entry{Name: "bin/tool-link", Type: tar.TypeSymlink, Link: "tool"},
+		ocitest.Entry{Name: "escape", Type: tar.TypeSymlink, Link: "/"},
 	)
-	l2 := layer(t,
-		entry{name: "etc/.wh.gone.conf", typ: tar.TypeReg},
-		entry{name: "opt/app/.wh..wh..opq", typ: tar.TypeReg},
-		entry{name: "opt/app/new.txt", typ: tar.TypeReg, mode: 0o600, body: "new"},
-		entry{name: "bin/hard", typ: tar.TypeLink, link: "bin/tool"},
+	l2 := ocitest.Layer(t,
+		ocitest.Entry{Name: "etc/.wh.gone.conf", Type: tar.TypeReg},
+		ocitest.Entry{Name: "opt/app/.wh..wh..opq", Type: tar.TypeReg},
+		ocitest.Entry{Name: "opt/app/new.txt", Type: tar.TypeReg, Mode: 0o600, Body: "new"},
+		ocitest.Entry{Name: "bin/hard", Type: tar.TypeLink, Link: "bin/tool"},
 	)
-	img, err := mutate.AppendLayers(empty.Image, l1, l2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Env = []string{"PATH=/bin", "GREETING=hi"}
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-// basicAuth guards a handler with one user name and password, as a
-// private registry does.
-func basicAuth(h http.Handler, user, pass string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
-			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-func push(t *testing.T, srv *httptest.Server, repo string, img v1.Image, auth authn.Authenticator) string {
-	t.Helper()
-	ref := strings.TrimPrefix(srv.URL, "http://") + "/" + repo
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(r, img, remote.WithAuth(auth)); err != nil {
-		t.Fatal(err)
-	}
-	return ref
+	return ocitest.Image(t, []string{"PATH=/bin", "GREETING=hi"}, l1, l2)
 }
 
 func TestPullAndFlatten(t *testing.T) {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewServer(ocitest.Handler())
 	defer srv.Close()
-	ref := push(t, srv, "test/app:v1", testImage(t), authn.Anonymous)
+	ref := ocitest.Push(t, srv, "test/app:v1", testImage(t), authn.Anonymous)
 	ctx := context.Background()
 	img, err := Pull(ctx, ref, Options{Insecure: true})
 	if err != nil {
@@ -181,17 +104,29 @@ func TestFlattenStaysInsideRoot(t *testing.T) {
 }
 
 func TestPullWithCredentials(t *testing.T) {
-	srv := httptest.NewServer(basicAuth(registry.New(registry.Logger(log.New(io.Discard, "", 0))), "robot", "s3cret"))
+	srv := httptest.NewServer(ocitest.BasicAuth(ocitest.Handler(), "robot", "s3cret"))
 	defer srv.Close()
-	ref := push(t, srv, "private/app:v1", testImage(t), &authn.Basic{Username: "robot", Password: "s3cret"})
+	ref := ocitest.Push(t, srv, "private/app:v1", testImage(t), &authn.Basic{Username: "robot", Password: "s3cret"})
 	ctx := context.Background()
 	if _, err := Pull(ctx, ref, Options{Insecure: true}); err == nil || !strings.Contains(err.Error(), "401") && !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
 		t.Fatalf("anonymous pull from a private registry: %v", err)
 	}
-	if _, err := Pull(ctx, ref, Options{Insecure: true, Auth: Auth{Username: "robot", Password: "wrong"}}); err == nil {
-		t.Fatal("a wrong password was accepted")
+	_, err := Pull(ctx, ref, Options{Insecure: true, Auth: Auth{Username: "robot", Password: "wrong"}})
+	if !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "user name and password") || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("a wrong password: want ErrDenied naming the credentials (and not the password), got %v", err)
 	}
-	img, err := Pull(ctx, ref, Options{Insecure: true, Auth: Auth{Username: "robot", Password: "s3cret"}})
+	missing := strings.Replace(ref, "private/app:v1", "private/nothing:v1", 1)
+	if _, err := Pull(ctx, missing, Options{Auth: Auth{Username: "robot", Password: "s3cret"}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an unknown image: want ErrNotFound, got %v", err)
+	}
+	closed := httptest.NewServer(ocitest.Handler())
+	gone := strings.TrimPrefix(closed.URL, "http://") + "/app:v1"
+	closed.Close()
+	if _, err := Pull(ctx, gone, Options{}); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("a registry that is not there: want ErrUnreachable, got %v", err)
+	}
+	// A loopback registry is plain HTTP without Insecure, as with docker.
+	img, err := Pull(ctx, ref, Options{Auth: Auth{Username: "robot", Password: "s3cret"}})
 	if err != nil {
 		t.Fatal(err)
 	}

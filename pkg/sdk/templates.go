@@ -46,6 +46,12 @@ type TemplateStep struct {
 	Force bool `json:"force,omitempty"`
 }
 
+// RegistryAuth is a user name and password (or token) for a registry.
+type RegistryAuth struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
 // TemplateSpec is a build: the body of POST /v1/templates.
 type TemplateSpec struct {
 	Name      string   `json:"name"`
@@ -53,9 +59,13 @@ type TemplateSpec struct {
 	VCPUs     int      `json:"vcpus,omitempty"`
 	MemoryMiB int      `json:"memory_mib,omitempty"`
 	// FromTemplate is the base: an image (minimal, base) or a template
-	// (name or name:tag).
-	FromTemplate string         `json:"from_template"`
-	Steps        []TemplateStep `json:"steps"`
+	// (name or name:tag). FromImage is the other kind of base: an OCI
+	// image in a registry, with FromImageRegistry's credentials if the
+	// registry wants them (sent for the pull only; never stored).
+	FromTemplate      string         `json:"from_template,omitempty"`
+	FromImage         string         `json:"from_image,omitempty"`
+	FromImageRegistry *RegistryAuth  `json:"from_image_registry,omitempty"`
+	Steps             []TemplateStep `json:"steps"`
 	// StartCmd runs detached once the steps are done; the template is
 	// frozen with it running after ReadyCmd succeeds.
 	StartCmd string `json:"start_cmd,omitempty"`

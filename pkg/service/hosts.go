@@ -16,6 +16,7 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
+	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
@@ -227,6 +228,9 @@ func (s *Service) RecordHeartbeat(ctx context.Context, h db.Host, hb hostapi.Hea
 			return err
 		}
 		for _, t := range hb.Templates {
+			if hostOnlyImage(t) {
+				continue
+			}
 			if err := q.UpsertTemplate(ctx, db.UpsertTemplateParams{TeamID: id.PlatformTeam, Name: t}); err != nil {
 				return err
 			}
@@ -298,16 +302,25 @@ func (s *Service) DeleteHost(ctx context.Context, c auth.Caller, host uuid.UUID,
 	return err
 }
 
+// hostOnlyImage reports whether a host's image was made from an OCI
+// image for a template build. Such images are no team's to list or start
+// from (one may come from a private registry, pulled with a team's
+// credentials): only that build's sandbox starts from it, and sandboxes
+// from the template are clones of its snapshot.
+func hostOnlyImage(name string) bool {
+	return strings.HasPrefix(name, guestimage.OCIImagePrefix)
+}
+
 // placement is a host that can take a sandbox, with its current load.
 type placement struct {
 	host db.Host
 	load float64
 }
 
-// candidates lists the healthy hosts that have template and room for a
-// sandbox of memMiB, least loaded first. Load counts the database's live
-// sandboxes, which is current, rather than the last heartbeat's, which
-// lags behind creates made since.
+// candidates lists the healthy hosts that have template (any host for
+// "") and room for a sandbox of memMiB, least loaded first. Load counts
+// the database's live sandboxes, which is current, rather than the last
+// heartbeat's, which lags behind creates made since.
 //
 // diskMiB, when the request names one, must fit in what the host reports
 // it can still promise; a disk left to the template's default is fitted
@@ -333,7 +346,7 @@ func (s *Service) candidates(ctx context.Context, template string, memMiB, diskM
 			continue
 		}
 		healthy++
-		if !slices.Contains(h.Templates, template) {
+		if template != "" && !slices.Contains(h.Templates, template) {
 			continue
 		}
 		withTemplate++

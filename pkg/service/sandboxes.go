@@ -52,7 +52,11 @@ type CreateSandboxInput struct {
 	// snapshotTeam owns SnapshotID when another team does: the build of
 	// a platform template (set by fromTemplate and template builds only,
 	// never from a request).
-	snapshotTeam   *uuid.UUID
+	snapshotTeam *uuid.UUID
+	// onHost places the sandbox on that host, whose image Template may
+	// be newer than its last heartbeat (a template build from an OCI
+	// image; never from a request).
+	onHost         *uuid.UUID
 	VCPUs          int32
 	MemoryMiB      int32
 	DiskMiB        int32
@@ -183,6 +187,9 @@ func (s *Service) createSandbox(ctx context.Context, c auth.Caller, in CreateSan
 	if err := in.validate(s.Config.MaxDiskMiB); err != nil {
 		return Sandbox{}, err
 	}
+	if in.SnapshotID == nil && in.onHost == nil && hostOnlyImage(in.Template) {
+		return Sandbox{}, errf(ErrInvalid, "template %q: images made from OCI images start template builds only; build a template with fromImage and start sandboxes from it", in.Template)
+	}
 	// A quota refusal comes before any host is looked for; the check
 	// that counts is the one made with the row's insert, below.
 	d := demand{sandbox: true, create: true, vcpus: in.VCPUs, memoryMiB: int64(in.MemoryMiB), diskMiB: diskDemand(in.DiskMiB)}
@@ -220,9 +227,19 @@ func (s *Service) createSandbox(ctx context.Context, c auth.Caller, in CreateSan
 		}
 		snapName = id.Format(id.Snapshot, snap.ID)
 	} else {
+		tmpl := in.Template
+		if in.onHost != nil {
+			tmpl = "" // the host has it: it just said so
+		}
 		var err error
-		if hosts, err = s.candidates(ctx, in.Template, in.MemoryMiB, in.DiskMiB); err != nil {
+		if hosts, err = s.candidates(ctx, tmpl, in.MemoryMiB, in.DiskMiB); err != nil {
 			return Sandbox{}, err
+		}
+		if in.onHost != nil {
+			hosts = slices.DeleteFunc(hosts, func(h db.Host) bool { return h.ID != *in.onHost })
+			if len(hosts) == 0 {
+				return Sandbox{}, errf(ErrNoCapacity, "no capacity: host %s, which has image %s, cannot take a sandbox now", id.Format(id.Host, *in.onHost), in.Template)
+			}
 		}
 	}
 	yes := true

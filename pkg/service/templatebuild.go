@@ -265,7 +265,48 @@ func (r *buildRun) destroySandbox(ctx context.Context) {
 	r.sandbox = nil
 }
 
+// prepareImage has a host make the guest image of the build's OCI image
+// (or find it made for that digest); the build sandbox starts there.
+// The credentials go to the agent in the call and nowhere else.
+func (r *buildRun) prepareImage(ctx context.Context) error {
+	ref := r.base.oci
+	fail := func(format string, args ...any) error {
+		return &stepError{step: "base", msg: fmt.Sprintf("image %s: ", ref) + fmt.Sprintf(format, args...)}
+	}
+	hosts, err := r.s.candidates(ctx, "", r.b.MemoryMib, 0)
+	if err != nil {
+		return fail("%v", err)
+	}
+	h := hosts[0]
+	client, err := r.s.agent(h)
+	if err != nil {
+		return fail("%v", err)
+	}
+	r.log("info", "base", "Pulling image %s on host %s", ref, id.Format(id.Host, h.ID))
+	req := &pb.PrepareImageRequest{Ref: ref}
+	if a := r.rec.FromImageRegistry; a != nil {
+		req.Username, req.Password = a.Username, a.Password
+	}
+	t0 := time.Now()
+	res, err := client.PrepareImage(ctx, connect.NewRequest(req))
+	if err != nil {
+		return &stepError{step: "base", msg: agentError(h, "image "+ref, err).Error()}
+	}
+	r.base.image, r.base.key, r.base.host = res.Msg.Image, "oci:"+res.Msg.Digest, &h.ID
+	how := "made"
+	if res.Msg.Cached {
+		how = "already made; only the manifest was fetched"
+	}
+	r.log("info", "base", "Image %s (%s) is guest image %s: %s in %s", ref, res.Msg.Digest, res.Msg.Image, how, since(t0))
+	return nil
+}
+
 func (r *buildRun) build(ctx context.Context) (buildState, error) {
+	if r.base.oci != "" {
+		if err := r.prepareImage(ctx); err != nil {
+			return buildState{}, err
+		}
+	}
 	steps := r.rec.Steps
 	n := len(steps)
 	keys := make([]string, n)
@@ -295,7 +336,11 @@ func (r *buildRun) build(ctx context.Context) (buildState, error) {
 			break
 		}
 	}
-	r.log("info", "base", "Building template %s (build %s): %d steps from %s", r.t.Name, id.Format(id.Build, r.b.ID), n, r.rec.FromTemplate)
+	from := r.rec.FromTemplate
+	if r.base.oci != "" {
+		from = r.base.oci
+	}
+	r.log("info", "base", "Building template %s (build %s): %d steps from %s", r.t.Name, id.Format(id.Build, r.b.ID), n, from)
 	in := CreateSandboxInput{
 		VCPUs: r.b.Vcpus, MemoryMiB: r.b.MemoryMib, TimeoutSeconds: int32(BuildTimeLimit / time.Second),
 		Metadata: map[string]string{"wrenn.template_build": id.Format(id.Build, r.b.ID)},
@@ -308,7 +353,7 @@ func (r *buildRun) build(ctx context.Context) (buildState, error) {
 		in.SnapshotID = r.base.build.SnapshotID
 		in.snapshotTeam = &r.base.build.TeamID
 	default:
-		in.Template = r.base.image
+		in.Template, in.onHost = r.base.image, r.base.host
 	}
 	t0 := time.Now()
 	sb, err := r.s.CreateSandbox(ctx, r.c, in)

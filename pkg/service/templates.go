@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"git.omukk.dev/wrenn/sandbox/internal/ociimage"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
@@ -62,14 +63,23 @@ type BuildSpec struct {
 	// FromTemplate is an image (minimal, base, ...) or one of the team's
 	// templates (name or name:tag).
 	FromTemplate string `json:"from_template,omitempty"`
-	// FromImage (an OCI image reference) is refused: this installation
-	// builds from templates only.
-	FromImage string      `json:"from_image,omitempty"`
-	Steps     []BuildStep `json:"steps"`
-	StartCmd  string      `json:"start_cmd,omitempty"`
-	ReadyCmd  string      `json:"ready_cmd,omitempty"`
+	// FromImage is an OCI image in a registry (registry/repository:tag
+	// or @digest): the build's agent makes a guest image of it.
+	FromImage string `json:"from_image,omitempty"`
+	// FromImageRegistry is FromImage's registry credential. It lives in
+	// memory for the build only: the spec is stored without it.
+	FromImageRegistry *RegistryAuth `json:"from_image_registry,omitempty"`
+	Steps             []BuildStep   `json:"steps"`
+	StartCmd          string        `json:"start_cmd,omitempty"`
+	ReadyCmd          string        `json:"ready_cmd,omitempty"`
 	// Force ignores the layer cache for the whole build.
 	Force bool `json:"force,omitempty"`
+}
+
+// RegistryAuth is a user name and password for an image registry.
+type RegistryAuth struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
 }
 
 var (
@@ -125,10 +135,21 @@ func contextPath(src string) error {
 // against the database by checkSpec.
 func (sp *BuildSpec) validate() error {
 	switch {
+	case sp.FromImage != "" && sp.FromTemplate != "":
+		return errf(ErrInvalid, "a build has one base: fromImage or fromTemplate, not both")
 	case sp.FromImage != "":
-		return errf(ErrInvalid, "fromImage (%q): building from OCI images is not supported by this installation; use fromTemplate with an image such as base, or one of your templates", sp.FromImage)
+		if err := ociimage.ParseReference(sp.FromImage); err != nil {
+			return errf(ErrInvalid, "fromImage: %v", err)
+		}
+		if a := sp.FromImageRegistry; a != nil && (a.Username == "" || a.Password == "") {
+			return errf(ErrInvalid, "fromImageRegistry: both username and password are needed")
+		}
+	case sp.FromImageRegistry != nil:
+		return errf(ErrInvalid, "fromImageRegistry is a credential for fromImage, which is not set")
 	case sp.FromTemplate == "":
-		return errf(ErrInvalid, "a build needs a base: fromTemplate (an image such as base, or one of your templates)")
+		return errf(ErrInvalid, "a build needs a base: fromTemplate (an image such as base, or one of your templates) or fromImage (an OCI image in a registry)")
+	}
+	switch {
 	case len(sp.Steps) == 0 && sp.StartCmd == "":
 		return errf(ErrInvalid, "steps: a build needs at least one step or a start command")
 	case len(sp.Steps) > MaxBuildSteps:
@@ -190,12 +211,15 @@ func (sp *BuildSpec) validate() error {
 	return nil
 }
 
-// buildBase is what a build starts from: an image on the hosts, or a
-// ready build of one of the team's templates.
+// buildBase is what a build starts from: an image on the hosts, a
+// ready build of one of the team's templates, or an OCI image, which the
+// build's agent makes into an image (image, key and host are set then).
 type buildBase struct {
 	image string
 	build *db.TemplateBuild
 	key   string
+	oci   string
+	host  *uuid.UUID
 }
 
 // checkSpec validates sp for the caller's team: its base resolves and
@@ -216,6 +240,9 @@ func (s *Service) checkSpec(ctx context.Context, c auth.Caller, sp *BuildSpec) (
 			return buildBase{}, errf(ErrInvalid, "step %d (COPY %s): no uploaded files with hash %s; upload the archive first", i+1, st.Args[0], st.FilesHash)
 		}
 	}
+	if sp.FromImage != "" {
+		return buildBase{oci: sp.FromImage}, nil
+	}
 	return s.resolveBase(ctx, c, sp.FromTemplate)
 }
 
@@ -227,7 +254,7 @@ func (s *Service) resolveBase(ctx context.Context, c auth.Caller, ref string) (b
 	case !errors.Is(err, ErrNotFound):
 		return buildBase{}, err
 	}
-	if templateName.MatchString(ref) && s.TemplateAvailable(ctx, ref) {
+	if templateName.MatchString(ref) && !hostOnlyImage(ref) && s.TemplateAvailable(ctx, ref) {
 		return buildBase{image: ref, key: "image:" + ref}, nil
 	}
 	return buildBase{}, errf(ErrInvalid, "unknown base %q: no template of your team and no image on any ready host has that name", ref)
@@ -428,7 +455,9 @@ func (s *Service) StartBuild(ctx context.Context, c auth.Caller, templateID, bui
 	var rec buildRecord
 	_ = json.Unmarshal(b.Spec, &rec)
 	rec.BuildSpec = sp
-	raw, _ := json.Marshal(rec)
+	stored := rec
+	stored.FromImageRegistry = nil // credentials are never stored
+	raw, _ := json.Marshal(stored)
 	b, err = s.Q.StartTemplateBuild(ctx, db.StartTemplateBuildParams{ID: b.ID, Spec: raw})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return db.TemplateBuild{}, errf(ErrConflict, "build %s was started or cancelled meanwhile", id.Format(id.Build, buildID))

@@ -120,6 +120,9 @@ const (
 	// HostAgentServiceListSnapshotsProcedure is the fully-qualified name of the HostAgentService's
 	// ListSnapshots RPC.
 	HostAgentServiceListSnapshotsProcedure = "/hostagent.v1.HostAgentService/ListSnapshots"
+	// HostAgentServicePrepareImageProcedure is the fully-qualified name of the HostAgentService's
+	// PrepareImage RPC.
+	HostAgentServicePrepareImageProcedure = "/hostagent.v1.HostAgentService/PrepareImage"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -160,6 +163,11 @@ type HostAgentServiceClient interface {
 	CreateSnapshot(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
 	ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error)
+	// PrepareImage makes a guest image from an OCI image in a registry (its
+	// layers flattened, envd, wrenn-init and the default user added), named
+	// for the image's digest; an image already made for that digest is
+	// reused after fetching only the manifest. Template builds start from it.
+	PrepareImage(context.Context, *connect.Request[v1.PrepareImageRequest]) (*connect.Response[v1.PrepareImageResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -341,6 +349,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("ListSnapshots")),
 			connect.WithClientOptions(opts...),
 		),
+		prepareImage: connect.NewClient[v1.PrepareImageRequest, v1.PrepareImageResponse](
+			httpClient,
+			baseURL+HostAgentServicePrepareImageProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("PrepareImage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -374,6 +388,7 @@ type hostAgentServiceClient struct {
 	createSnapshot    *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
 	deleteSnapshot    *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
 	listSnapshots     *connect.Client[v1.ListSnapshotsRequest, v1.ListSnapshotsResponse]
+	prepareImage      *connect.Client[v1.PrepareImageRequest, v1.PrepareImageResponse]
 }
 
 // HostInfo calls hostagent.v1.HostAgentService.HostInfo.
@@ -516,6 +531,11 @@ func (c *hostAgentServiceClient) ListSnapshots(ctx context.Context, req *connect
 	return c.listSnapshots.CallUnary(ctx, req)
 }
 
+// PrepareImage calls hostagent.v1.HostAgentService.PrepareImage.
+func (c *hostAgentServiceClient) PrepareImage(ctx context.Context, req *connect.Request[v1.PrepareImageRequest]) (*connect.Response[v1.PrepareImageResponse], error) {
+	return c.prepareImage.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	HostInfo(context.Context, *connect.Request[v1.HostInfoRequest]) (*connect.Response[v1.HostInfoResponse], error)
@@ -554,6 +574,11 @@ type HostAgentServiceHandler interface {
 	CreateSnapshot(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
 	ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error)
+	// PrepareImage makes a guest image from an OCI image in a registry (its
+	// layers flattened, envd, wrenn-init and the default user added), named
+	// for the image's digest; an image already made for that digest is
+	// reused after fetching only the manifest. Template builds start from it.
+	PrepareImage(context.Context, *connect.Request[v1.PrepareImageRequest]) (*connect.Response[v1.PrepareImageResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -731,6 +756,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("ListSnapshots")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServicePrepareImageHandler := connect.NewUnaryHandler(
+		HostAgentServicePrepareImageProcedure,
+		svc.PrepareImage,
+		connect.WithSchema(hostAgentServiceMethods.ByName("PrepareImage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceHostInfoProcedure:
@@ -789,6 +820,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceDeleteSnapshotHandler.ServeHTTP(w, r)
 		case HostAgentServiceListSnapshotsProcedure:
 			hostAgentServiceListSnapshotsHandler.ServeHTTP(w, r)
+		case HostAgentServicePrepareImageProcedure:
+			hostAgentServicePrepareImageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -908,4 +941,8 @@ func (UnimplementedHostAgentServiceHandler) DeleteSnapshot(context.Context, *con
 
 func (UnimplementedHostAgentServiceHandler) ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ListSnapshots is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) PrepareImage(context.Context, *connect.Request[v1.PrepareImageRequest]) (*connect.Response[v1.PrepareImageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.PrepareImage is not implemented"))
 }
