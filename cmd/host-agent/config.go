@@ -117,7 +117,7 @@ func checkConfig(fs *flag.FlagSet, args []string, w io.Writer) error {
 	if get("control-plane") == "" && get("secret-file") == "" && os.Getenv("WRENN_AGENT_SECRET") == "" {
 		problems = append(problems, errors.New("neither control_plane nor secret_file is set: the agent registers with a control plane, or (alone) needs a secret callers present"))
 	}
-	for _, name := range []string{"secret-file", "registration-token-file"} {
+	for _, name := range []string{"secret-file", "registration-token-file", "control-plane-ca-file"} {
 		if v := get(name); v != "" {
 			if _, err := os.ReadFile(v); err != nil {
 				problems = append(problems, fmt.Errorf("%s: %w", strings.ReplaceAll(name, "-", "_"), err))

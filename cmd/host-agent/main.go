@@ -37,6 +37,7 @@ func main() {
 	flag.IntVar(&o.MaxSandboxes, "max-sandboxes", 0, "most sandboxes at once (0: no limit beyond network slots)")
 	flag.DurationVar(&o.ReadyTimeout, "ready-timeout", 3*time.Minute, "how long a guest may take to boot")
 	flag.StringVar(&o.ControlPlane, "control-plane", os.Getenv("WRENN_CONTROL_PLANE"), "wrenn-cp base URL to register with and heartbeat to (or WRENN_CONTROL_PLANE)")
+	flag.StringVar(&o.ControlPlaneCA, "control-plane-ca-file", "", "PEM file of the CA certificates to trust for the control plane's HTTPS certificate instead of the system's trust store (a private CA)")
 	tokenFile := flag.String("registration-token-file", "", "file holding a one-time host registration token, needed the first time (or set WRENN_REGISTRATION_TOKEN)")
 	flag.StringVar(&o.Advertise, "advertise", "", "host:port where the control plane reaches this agent (default: the listen address)")
 	onStop := flag.String("on-stop", "pause", "what stopping the agent does to its sandboxes: pause (kept on disk; the next start takes them back, paused) or destroy")

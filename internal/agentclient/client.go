@@ -1,5 +1,7 @@
-// Package agentclient dials a host agent's hostagent.v1 API with its bearer
-// secret. Errors come back as the fault kinds the agent sent them with
+// Package agentclient dials a host agent's hostagent.v1 API: over mutual
+// TLS for the control plane (NewTLS, with a transport whose TLS config
+// presents the control plane's certificate and checks the host's), or
+// with a bearer secret for an agent run alone (New: benchmarks, tests). Errors come back as the fault kinds the agent sent them with
 // (fault.Interceptor decodes them), so callers classify them with
 // fault.KindOf or errors.Is(err, fault.NotFound).
 package agentclient
@@ -38,6 +40,13 @@ func Transport() *http.Transport {
 	t.Protocols = &p
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
 	return t
+}
+
+// NewTLS is a client of the agent at addr ("host:port") over rt, whose TLS
+// configuration authenticates both sides.
+func NewTLS(addr string, rt http.RoundTripper) hostagentv1connect.HostAgentServiceClient {
+	return hostagentv1connect.NewHostAgentServiceClient(&http.Client{Transport: rt}, "https://"+addr,
+		connect.WithReadMaxBytes(hostapi.MaxAgentResponse), connect.WithInterceptors(fault.Interceptor()))
 }
 
 // NewWithTransport is New over a transport the caller owns.

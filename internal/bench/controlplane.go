@@ -18,7 +18,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 
-	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
 	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/internal/hostagent"
@@ -216,12 +215,18 @@ func createOverhead(ctx context.Context, o CPOptions, cp *cptest.CP, session, ke
 		done <- err
 		return nil, err
 	}
-	var creds struct{ Secret string }
+	var creds struct {
+		HostID string `json:"host_id"`
+	}
 	b, err := os.ReadFile(filepath.Join(state, "control-plane.json"))
 	if err != nil || json.Unmarshal(b, &creds) != nil {
 		return nil, fmt.Errorf("agent credentials: %v", err)
 	}
-	agent := agentclient.New(addr, creds.Secret)
+	// Direct calls go as the control plane's do: mutual TLS.
+	agent, err := cp.AgentClient(ctx, creds.HostID, addr)
+	if err != nil {
+		return nil, err
+	}
 	// The host is placeable once its first heartbeat is in.
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		var hosts []struct{ Status string }

@@ -99,8 +99,9 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 		// Public: what the sign-in page offers, and the browser's session.
 		r.Get("/auth/providers", a.providers)
 		r.Get("/auth/session", a.browserSession)
-		// Hosts authenticate with their own secret.
+		// Hosts authenticate with their certificates (authenticateHost).
 		r.Post("/hosts/{hostID}/heartbeat", a.heartbeat)
+		r.Post("/hosts/{hostID}"+hostapi.CertificatePath, a.renewHostCert)
 		r.Post("/hosts/{hostID}"+hostapi.SandboxesChangedPath, a.sandboxesChanged)
 
 		// WebSocket streams: their own group, their own authentication

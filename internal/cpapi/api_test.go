@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"git.omukk.dev/wrenn/sandbox/internal/hostca"
+
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -381,6 +383,27 @@ func TestAdmin(t *testing.T) {
 	}
 	if r, _ := cp.Do("POST", "/v1/hosts/"+id.Format(id.Host, uuid.New())+"/heartbeat", "wrh_nope", map[string]any{}); r.Status != 401 {
 		t.Errorf("heartbeat with a wrong secret: %s", r)
+	}
+	// A bad certificate request is refused, naming it, and leaves the
+	// token unused.
+	for name, csr := range map[string]string{"no csr": "", "bad csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"} {
+		if r, _ := cp.Do("POST", "/v1/hosts/register", "", map[string]string{"token": tok, "address": "127.0.0.1:1", "csr": csr}); r.Status != 400 || !strings.Contains(r.String(), "csr") {
+			t.Errorf("%s: %s", name, r)
+		}
+	}
+	key, _ := hostca.NewKey()
+	csr, _ := hostca.CSR(key, "h")
+	r := cp.Must(t, 201, "POST", "/v1/hosts/register", "", map[string]string{"token": tok, "address": "127.0.0.1:1", "csr": string(csr)}).Map()
+	hostID, _ := r["host_id"].(string)
+	if cert, err := hostca.ParseCertificate([]byte(r["certificate"].(string))); err != nil || hostca.HostID(cert) != hostID {
+		t.Errorf("registration's certificate: %v %v", r, err)
+	}
+	// Renewal needs the host's credential (here, plain HTTP: its secret).
+	if r, _ := cp.Do("POST", "/v1/hosts/"+hostID+"/certificate", "wrh_nope", map[string]string{"csr": string(csr)}); r.Status != 401 {
+		t.Errorf("renewal with a wrong secret: %s", r)
+	}
+	if r := cp.Must(t, 200, "POST", "/v1/hosts/"+hostID+"/certificate", r["secret"].(string), map[string]string{"csr": string(csr)}).Map(); r["certificate"] == "" {
+		t.Errorf("renewal: %v", r)
 	}
 }
 

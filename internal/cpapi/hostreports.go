@@ -8,17 +8,10 @@ import (
 )
 
 // sandboxesChanged takes an agent's report of sandboxes it changed on its
-// own (POST /v1/hosts/{hostID}/sandboxes/changed, the host's secret).
+// own (POST /v1/hosts/{hostID}/sandboxes/changed, its certificate).
 func (a *API) sandboxesChanged(w http.ResponseWriter, r *http.Request) {
-	hid, ok := pathID(w, r, "hostID", id.Host)
+	h, ok := a.authenticateHost(w, r)
 	if !ok {
-		return
-	}
-	secret, _ := credential(r, false)
-	h, err := a.svc.AuthenticateHost(r.Context(), hid, secret)
-	if err != nil {
-		a.log.Warn("host authentication failed", "ip", clientIP(r), "host", id.Format(id.Host, hid))
-		a.fail(w, r, err)
 		return
 	}
 	setActor(r.Context(), "host", id.Format(id.Host, h.ID), id.PlatformTeam)

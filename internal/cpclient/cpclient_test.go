@@ -37,7 +37,7 @@ func TestClient(t *testing.T) {
 	if err != nil || res.HostID != "host-1" || res.Secret != "wrh_x" {
 		t.Fatalf("register: %+v %v", res, err)
 	}
-	if got.method != "POST" || got.auth != "" || got.ct != "application/json" || got.body != `{"token":"wrt_t","name":"","address":"10.0.0.1:7070"}` {
+	if got.method != "POST" || got.auth != "" || got.ct != "application/json" || got.body != `{"token":"wrt_t","name":"","address":"10.0.0.1:7070","csr":""}` {
 		t.Errorf("register sent %+v", got)
 	}
 

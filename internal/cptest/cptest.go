@@ -16,11 +16,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
+	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
 	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpserver"
+	"git.omukk.dev/wrenn/sandbox/pkg/id"
+	"git.omukk.dev/wrenn/sandbox/pkg/service"
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
 // Postgres is one server shared by the control planes of a test binary.
@@ -59,6 +66,9 @@ type CP struct {
 	// MetricsURL is the metrics listener's (/metrics, /healthz, /readyz).
 	MetricsURL string
 	Config     config.Config
+	// HTTPClient calls the API (nil: http.DefaultClient); a test of a
+	// control plane serving HTTPS sets one that trusts its CA.
+	HTTPClient *http.Client
 	cancel     context.CancelFunc
 	done       chan error
 }
@@ -159,7 +169,7 @@ type Response = cpclient.Response
 // io.Reader (sent as is), or a json.RawMessage (sent as is, as JSON, even
 // if malformed).
 func (cp *CP) Do(method, path, token string, body any) (Response, error) {
-	return cpclient.New(cp.URL, nil).Do(context.Background(), method, path, token, body)
+	return cpclient.New(cp.URL, cp.HTTPClient).Do(context.Background(), method, path, token, body)
 }
 
 // Must is Do that fails the test on a transport error or a status other
@@ -242,4 +252,40 @@ func (cp *CP) APIKey(t testing.TB, a Account) string {
 	r := cp.Must(t, http.StatusCreated, "POST", "/v1/api-keys", a.Token, map[string]string{"name": "test"})
 	k, _ := r.Map()["key"].(string)
 	return k
+}
+
+// AgentClient calls the agent of host hostID at addr as the control plane
+// does, for tests and benchmarks that reach an agent directly.
+func (cp *CP) AgentClient(ctx context.Context, hostID, addr string) (hostagentv1connect.HostAgentServiceClient, error) {
+	t, err := cp.AgentTransport(ctx, hostID)
+	if err != nil {
+		return nil, err
+	}
+	return agentclient.NewTLS(addr, t), nil
+}
+
+// AgentTransport reaches host hostID's agent as the control plane does:
+// mutual TLS, with the control plane's certificate from the host CA in
+// its database.
+func (cp *CP) AgentTransport(ctx context.Context, hostID string) (*http.Transport, error) {
+	hid, err := id.Parse(id.Host, hostID)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := cpauth.NewKeys(cp.Config.Secret)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, cp.Config.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	svc := service.New(pool, keys, cp.Config, slog.New(slog.DiscardHandler))
+	if err := svc.LoadHostCA(ctx); err != nil {
+		return nil, err
+	}
+	t := agentclient.Transport()
+	t.TLSClientConfig = svc.AgentTLS(hid)
+	return t, nil
 }

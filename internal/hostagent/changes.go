@@ -64,8 +64,8 @@ func (c *changeReporter) take() []string {
 const changeRetry = 2 * time.Second
 
 // run sends the reports until ctx ends.
-func (c *changeReporter) run(ctx context.Context, log *slog.Logger, creds credentials) {
-	cp := cpclient.New(creds.ControlPlane, &http.Client{Timeout: 15 * time.Second})
+func (c *changeReporter) run(ctx context.Context, log *slog.Logger, creds credentials, id *identity) {
+	cp := cpclient.New(creds.ControlPlane, id.client(15*time.Second))
 	failing := false
 	for {
 		select {

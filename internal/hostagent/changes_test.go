@@ -33,7 +33,7 @@ func TestChangeReportsReachTheControlPlane(t *testing.T) {
 	defer func() { _ = cp.Stop() }()
 	admin := cp.Admin(t, "admin@example.com")
 	token := cp.Must(t, 201, "POST", "/v1/hosts/tokens", admin.Token, nil).Map()["token"].(string)
-	creds, err := joinControlPlane(ctx, t.TempDir(), cp.URL, token, "h1", "127.0.0.1:9")
+	creds, ident, err := joinControlPlane(ctx, t.TempDir(), cp.URL, token, "h1", "127.0.0.1:9", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestChangeReportsReachTheControlPlane(t *testing.T) {
 	c := newChangeReporter()
 	go func() {
 		defer close(done)
-		c.run(rctx, slog.New(slog.NewTextHandler(io.Discard, nil)), creds)
+		c.run(rctx, slog.New(slog.NewTextHandler(io.Discard, nil)), creds, ident)
 	}()
 	defer func() { stop(); <-done }()
 	c.note(id.Format(id.Sandbox, uuid.New()))

@@ -32,13 +32,14 @@ type Service struct {
 	ImagesDir, Envd, Init string
 }
 
-// Handler is the service behind bearer authentication. Every error a
-// method returns leaves as its fault kind (fault.Interceptor), so the
-// handlers return the manager's and envd's errors as they are.
-func Handler(svc *Service, secret string, opts ...connect.HandlerOption) (string, http.Handler) {
-	path, h := hostagentv1connect.NewHostAgentServiceHandler(svc, append([]connect.HandlerOption{connect.WithInterceptors(fault.Interceptor()),
+// Handler is the service; its caller authenticates requests (mutual TLS
+// with the control plane, or requireBearer for an agent run alone).
+// Every error a method returns leaves as its fault kind
+// (fault.Interceptor), so the handlers return the manager's and envd's
+// errors as they are.
+func Handler(svc *Service, opts ...connect.HandlerOption) (string, http.Handler) {
+	return hostagentv1connect.NewHostAgentServiceHandler(svc, append([]connect.HandlerOption{connect.WithInterceptors(fault.Interceptor()),
 		connect.WithReadMaxBytes(hostapi.MaxAgentRequest)}, opts...)...)
-	return path, requireBearer(secret, svc.Log, h)
 }
 
 // requireBearer refuses a call without the agent's secret, answering in

@@ -51,8 +51,8 @@ func TestAgentMetrics(t *testing.T) {
 	am := newAgentMetrics(m, 0)
 	svc := &Service{M: m, HostID: "h1", Log: slog.New(slog.DiscardHandler)}
 	mux := http.NewServeMux()
-	path, h := Handler(svc, "0123456789abcdef0123", connect.WithInterceptors(am.interceptor()))
-	mux.Handle(path, h)
+	path, h := Handler(svc, connect.WithInterceptors(am.interceptor()))
+	mux.Handle(path, requireBearer("0123456789abcdef0123", svc.Log, h))
 	agent := httptest.NewServer(am.handler(mux))
 	defer agent.Close()
 	metricsSrv := httptest.NewServer(metrics.Handler(am.reg))

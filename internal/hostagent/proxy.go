@@ -17,7 +17,9 @@ import (
 
 // withGuestProxy serves proxied requests (those naming a sandbox) into the
 // sandbox's network, on any port, streamed both ways; everything else goes
-// to next.
+// to next. An agent run alone checks the secret in HeaderProxySecret
+// (secret not empty); one registered with a control plane has
+// authenticated the caller by its certificate already (secret empty).
 func withGuestProxy(m *sandbox.Manager, secret string, log *slog.Logger, next http.Handler) http.Handler {
 	want := []byte(secret)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -26,7 +28,7 @@ func withGuestProxy(m *sandbox.Manager, secret string, log *slog.Logger, next ht
 			next.ServeHTTP(w, r)
 			return
 		}
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get(hostapi.HeaderProxySecret)), want) != 1 {
+		if secret != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get(hostapi.HeaderProxySecret)), want) != 1 {
 			log.Warn("unauthenticated proxy request", "remote", r.RemoteAddr, "sandbox", id)
 			hostapi.WriteProxyError(w, http.StatusUnauthorized, "", "unauthenticated", "a valid agent secret is required")
 			return

@@ -3,6 +3,8 @@ package hostagent
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,10 +17,12 @@ import (
 	goruntime "runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
 	"git.omukk.dev/wrenn/sandbox/internal/metrics"
 	"git.omukk.dev/wrenn/sandbox/internal/network"
 	"git.omukk.dev/wrenn/sandbox/internal/runtime"
@@ -60,6 +64,9 @@ type Options struct {
 	// registration gave it instead of Secret.
 	ControlPlane      string
 	RegistrationToken string
+	// ControlPlaneCA, if set, is a PEM file of the CAs to trust for the
+	// control plane's HTTPS certificate instead of the system's.
+	ControlPlaneCA string
 	// Advertise is host:port where the control plane reaches this agent
 	// (default: the listening address, which must then be specific).
 	Advertise string
@@ -197,6 +204,7 @@ func Run(ctx context.Context, o Options) error {
 		}()
 		o.Log.Info("metrics listening", "addr", ms.Addr())
 	}
+	var idn *identity
 	if o.ControlPlane != "" {
 		if o.Advertise == "" {
 			o.Advertise = ln.Addr().String()
@@ -204,40 +212,49 @@ func Run(ctx context.Context, o Options) error {
 				return fmt.Errorf("listening on %s: pass --advertise host:port, the address the control plane reaches this agent at", o.Advertise)
 			}
 		}
-		creds, err := joinControlPlane(ctx, o.StateDir, o.ControlPlane, o.RegistrationToken, o.HostID, o.Advertise)
+		var cpRoots *x509.CertPool
+		if o.ControlPlaneCA != "" {
+			if cpRoots, err = LoadRoots(o.ControlPlaneCA); err != nil {
+				return fmt.Errorf("--control-plane-ca-file: %w", err)
+			}
+		}
+		creds, ident, err := joinControlPlane(ctx, o.StateDir, o.ControlPlane, o.RegistrationToken, o.HostID, o.Advertise, cpRoots)
 		if err != nil {
 			return err
 		}
-		o.Secret = creds.Secret
-		o.Log.Info("registered with the control plane", "control_plane", creds.ControlPlane, "host", creds.HostID, "advertise", o.Advertise)
+		o.Log.Info("registered with the control plane", "control_plane", creds.ControlPlane, "host", creds.HostID, "advertise", o.Advertise,
+			"certificate_not_after", ident.cert.Load().Leaf.NotAfter)
+		if creds.Secret != "" {
+			o.Log.Warn("the control plane serves plain HTTP: this host authenticates its reports with a secret, for development only")
+		}
+		idn = ident
 		hbCtx, stopHeartbeats := context.WithCancel(ctx)
-		hbDone := make(chan struct{})
-		go func() {
-			defer close(hbDone)
-			heartbeat(hbCtx, o.Log, creds, o.Advertise, m, ready)
-		}()
-		reportsDone := make(chan struct{})
-		go func() {
-			defer close(reportsDone)
-			changes.run(hbCtx, o.Log, creds)
-		}()
+		var wg sync.WaitGroup
+		wg.Go(func() { heartbeat(hbCtx, o.Log, creds, ident, o.Advertise, m, ready) })
+		wg.Go(func() { changes.run(hbCtx, o.Log, creds, ident) })
+		wg.Go(func() {
+			ident.keepRenewed(hbCtx, o.Log, cpclient.New(creds.ControlPlane, ident.client(30*time.Second)), creds.Secret, o.HostID)
+		})
 		defer func() {
 			stopHeartbeats()
-			<-hbDone
-			<-reportsDone
+			wg.Wait()
 		}()
 	}
-	mux := http.NewServeMux()
-	path, h := Handler(svc, o.Secret, connect.WithInterceptors(am.interceptor()))
-	mux.Handle(path, h)
-	// Public probes: up, and ready to take sandboxes.
-	mux.Handle("GET /healthz", metrics.Healthz())
-	mux.Handle("GET /readyz", metrics.Readyz(ready.check, o.Log))
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: am.handler(withGuestProxy(m, o.Secret, o.Log, mux)), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
-	o.Log.Info("agent listening", "addr", ln.Addr().String(), "state_dir", o.StateDir, "images", o.ImagesDir, "templates", m.Templates())
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	srv.Handler = agentHandler(svc, idn, o.Secret, ready, am)
+	if idn != nil {
+		// Mutual TLS with the control plane (HTTP/2 or HTTP/1.1 by ALPN):
+		// only the control plane's certificate from this host's CA gets
+		// in, and the host's current certificate is served.
+		ln = tls.NewListener(ln, idn.serverTLS())
+	} else {
+		// Alone: h2c, and callers present the agent's secret.
+		var protocols http.Protocols
+		protocols.SetHTTP1(true)
+		protocols.SetUnencryptedHTTP2(true)
+		srv.Protocols = &protocols
+	}
+	o.Log.Info("agent listening", "addr", ln.Addr().String(), "tls", idn != nil, "state_dir", o.StateDir, "images", o.ImagesDir, "templates", m.Templates())
 	if o.Ready != nil {
 		o.Ready <- ln.Addr().String()
 	}
@@ -257,6 +274,24 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return nil
+}
+
+// agentHandler is the agent's API, its guest proxy and its probes. With
+// an identity, the TLS layer has authenticated the control plane;
+// without, callers present secret.
+func agentHandler(svc *Service, idn *identity, secret string, ready *readiness, am *agentMetrics) http.Handler {
+	mux := http.NewServeMux()
+	path, h := Handler(svc, connect.WithInterceptors(am.interceptor()))
+	if idn == nil {
+		h = requireBearer(secret, svc.Log, h)
+	} else {
+		secret = ""
+	}
+	mux.Handle(path, h)
+	// Probes: up, and ready to take sandboxes.
+	mux.Handle("GET /healthz", metrics.Healthz())
+	mux.Handle("GET /readyz", metrics.Readyz(ready.check, svc.Log))
+	return am.handler(withGuestProxy(svc.M, secret, svc.Log, mux))
 }
 
 // chooseRuntime picks the best runtime this host has among those whose

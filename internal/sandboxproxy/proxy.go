@@ -37,10 +37,9 @@ const TrafficTokenHeader = "E2b-Traffic-Access-Token"
 
 // Proxy serves sandbox traffic.
 type Proxy struct {
-	svc       *service.Service
-	domain    string
-	log       *slog.Logger
-	transport *http.Transport
+	svc    *service.Service
+	domain string
+	log    *slog.Logger
 	// Requests in flight per client address and per sandbox, each
 	// bounded (config.ProxyMaxPerClient, ProxyMaxPerSandbox).
 	clients, sandboxes inFlight
@@ -48,20 +47,17 @@ type Proxy struct {
 
 // New returns a proxy; domain may be empty (header routing only).
 func New(svc *service.Service, domain string, log *slog.Logger) *Proxy {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 256
-	t.IdleConnTimeout = 60 * time.Second
-	t.ResponseHeaderTimeout = 0
 	// A port in the domain is for clients building URLs (the proxy is not
 	// on 443); Host is matched without one.
 	if h, _, err := net.SplitHostPort(domain); err == nil {
 		domain = h
 	}
-	return &Proxy{svc: svc, domain: strings.TrimPrefix(strings.ToLower(domain), "."), log: log, transport: t}
+	return &Proxy{svc: svc, domain: strings.TrimPrefix(strings.ToLower(domain), "."), log: log}
 }
 
-// Close drops idle connections to agents.
-func (p *Proxy) Close() { p.transport.CloseIdleConnections() }
+// Close does nothing: the connections to agents are the service's
+// (service.ProxyTarget's transport, one per host, over mutual TLS).
+func (p *Proxy) Close() {}
 
 // route finds the sandbox and port a request is for.
 func (p *Proxy) route(r *http.Request) (sandboxID string, port int, ok bool) {
@@ -148,15 +144,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", t.Address
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "https", t.Address
 			pr.Out.Host = pr.In.Host
-			pr.Out.Header.Set(hostapi.HeaderProxySecret, t.Secret)
+			pr.Out.Header.Del(hostapi.HeaderProxySecret)
 			pr.Out.Header.Set(hostapi.HeaderProxySandbox, sid)
 			pr.Out.Header.Set(hostapi.HeaderProxyPort, strconv.Itoa(port))
 			pr.Out.Header.Del(TrafficTokenHeader)
 			pr.SetXForwarded()
 		},
-		Transport:     p.transport,
+		Transport:     t.Transport,
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {

@@ -109,6 +109,10 @@ type Config struct {
 	MaxBodyBytes int64
 	// HostTokenTTL is how long a host registration token stays valid.
 	HostTokenTTL time.Duration
+	// HostCertTTL is how long a host's certificate (control plane <->
+	// agent mutual TLS) is valid (WRENN_HOST_CERT_TTL, default 720h);
+	// agents renew theirs after two thirds of it.
+	HostCertTTL time.Duration
 	// TLSCertFile and TLSKeyFile are the API's certificate chain and key
 	// (PEM), read again when they change.
 	TLSCertFile, TLSKeyFile string
@@ -161,7 +165,7 @@ func Defaults() Config {
 	return Config{
 		Listen: ":8080", ProxyListen: ":8081", SessionTTL: 24 * time.Hour, AuthRatePerMinute: 20, AuthAccountRatePerMinute: 10, AnonymousAuditPerMinute: 30,
 		HeartbeatTimeout: 30 * time.Second, ReconcileInterval: 30 * time.Second, TransitionGrace: 2 * time.Minute,
-		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, StreamAuthInterval: 5 * time.Second, MaxDiskMiB: 65536,
+		MaxBodyBytes: 1 << 20, HostTokenTTL: time.Hour, HostCertTTL: 30 * 24 * time.Hour, StreamAuthInterval: 5 * time.Second, MaxDiskMiB: 65536,
 		ExecMaxOutput: hostapi.DefaultExecOutput, ProxyMaxPerSandbox: 200, ProxyMaxPerClient: 100, ProxyIdleTimeout: 60 * time.Second, ProxyHeaderTimeout: 10 * time.Second,
 		Quota:     Quota{Sandboxes: 10, VCPUs: 16, MemoryMiB: 16384, DiskMiB: 102400, Snapshots: 20, CreatesPerMinute: 30},
 		GitHubURL: "https://github.com", GitHubAPIURL: "https://api.github.com",
@@ -206,7 +210,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"session_ttl", c.SessionTTL}, {"heartbeat_timeout", c.HeartbeatTimeout}, {"reconcile_interval", c.ReconcileInterval}, {"transition_grace", c.TransitionGrace}, {"host_token_ttl", c.HostTokenTTL},
+	}{{"session_ttl", c.SessionTTL}, {"heartbeat_timeout", c.HeartbeatTimeout}, {"reconcile_interval", c.ReconcileInterval}, {"transition_grace", c.TransitionGrace}, {"host_token_ttl", c.HostTokenTTL}, {"host_cert_ttl", c.HostCertTTL},
 		{"stream_auth_interval", c.StreamAuthInterval}, {"proxy_idle_timeout", c.ProxyIdleTimeout}, {"proxy_header_timeout", c.ProxyHeaderTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s must be positive, not %s", d.key, d.v)

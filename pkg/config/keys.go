@@ -55,6 +55,7 @@ func Keys(c *Config) []settings.Key {
 		settings.Duration("transition_grace", "WRENN_TRANSITION_GRACE", &c.TransitionGrace, "how long a sandbox may stay creating, pausing, … before the reconciler settles it"),
 		settings.Int64("max_body_bytes", "WRENN_MAX_BODY_BYTES", &c.MaxBodyBytes, "largest JSON request body"),
 		settings.Duration("host_token_ttl", "WRENN_HOST_TOKEN_TTL", &c.HostTokenTTL, "how long a host registration token stays valid"),
+		settings.Duration("host_cert_ttl", "WRENN_HOST_CERT_TTL", &c.HostCertTTL, "how long a host's mutual-TLS certificate is valid; agents renew after two thirds of it"),
 		settings.Int("max_disk_mib", "WRENN_MAX_DISK_MIB", &c.MaxDiskMiB, "largest disk one sandbox may ask for, in MiB"),
 		settings.Int("exec_max_output_bytes", "WRENN_EXEC_MAX_OUTPUT_BYTES", &c.ExecMaxOutput, "bound on each of stdout and stderr POST /v1/sandboxes/{id}/exec returns (at most 64 MiB)"),
 		settings.Int("quota_sandboxes", "WRENN_QUOTA_SANDBOXES", &c.Quota.Sandboxes, "a team's default quota: sandboxes not stopped, paused ones included"),

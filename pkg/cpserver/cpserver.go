@@ -131,6 +131,15 @@ func Run(ctx context.Context, opts ...Option) error {
 
 	svc := service.New(pool, keys, cfg, o.log)
 	defer svc.Close()
+	if err := svc.LoadHostCA(ctx); err != nil {
+		return err
+	}
+	if apiTLS != nil {
+		// Agents present the certificates the host CA issued them;
+		// everyone else presents none. Which host a certificate names,
+		// and whether it is still on record, the host routes check.
+		apiTLS.ClientAuth, apiTLS.ClientCAs = tls.VerifyClientCertIfGiven, svc.CA.Pool()
+	}
 	if err := svc.FailOrphanBuilds(ctx); err != nil {
 		return fmt.Errorf("template builds: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"git.omukk.dev/wrenn/sandbox/internal/hostca"
+
 	"github.com/jackc/pgx/v5"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
@@ -49,7 +51,15 @@ func TestMetrics(t *testing.T) {
 	// A host registers and heartbeats (over HTTP, as an agent does).
 	tok := cp.Must(t, 201, "POST", "/v1/hosts/tokens", admin.Token, map[string]any{}).Map()["token"].(string)
 	var reg hostapi.RegisterResponse
-	if err := cp.Must(t, 201, "POST", "/v1/hosts/register", "", hostapi.RegisterRequest{Token: tok, Name: "metrics-host", Address: "127.0.0.1:1"}).JSON(&reg); err != nil {
+	key, err := hostca.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := hostca.CSR(key, "metrics-host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Must(t, 201, "POST", "/v1/hosts/register", "", hostapi.RegisterRequest{Token: tok, Name: "metrics-host", Address: "127.0.0.1:1", CSR: string(csr)}).JSON(&reg); err != nil {
 		t.Fatal(err)
 	}
 	cp.Must(t, 200, "POST", "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Secret, hostapi.Heartbeat{Address: "127.0.0.1:1", Capacity: hostapi.Capacity{Runtime: "gvisor",

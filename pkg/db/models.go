@@ -65,6 +65,20 @@ type Host struct {
 	CreatedAt          time.Time
 }
 
+type HostCa struct {
+	ID        int32
+	CertPem   string
+	KeyEnc    []byte
+	CreatedAt time.Time
+}
+
+type HostCertificate struct {
+	Serial    string
+	HostID    uuid.UUID
+	NotAfter  time.Time
+	CreatedAt time.Time
+}
+
 type HostToken struct {
 	ID        uuid.UUID
 	Hash      []byte

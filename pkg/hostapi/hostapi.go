@@ -8,21 +8,47 @@ import (
 	"net/http"
 )
 
-// RegisterRequest exchanges a one-time token for host credentials.
+// RegisterRequest exchanges a one-time token and a certificate request
+// for the host's identity.
 type RegisterRequest struct {
 	Token string `json:"token"`
 	Name  string `json:"name"`
 	// Address is host:port where the control plane reaches the agent.
 	Address string `json:"address"`
+	// CSR is a PEM certificate request for the key the agent made; the
+	// key never leaves the host.
+	CSR string `json:"csr"`
 }
 
-// RegisterResponse carries the host's ID and the secret it uses from then
-// on, both to authenticate its heartbeats and to accept the control
-// plane's calls.
+// RegisterResponse carries the host's ID and its certificate, which the
+// agent serves its API with and presents to the control plane; the
+// agent accepts calls only from a certificate CA signed for the control
+// plane.
 type RegisterResponse struct {
 	HostID string `json:"host_id"`
-	Secret string `json:"secret"`
+	HostCertificate
+	// Secret authenticates the host's reports only to a control plane
+	// serving plain HTTP (development: `wrenn dev`), where it cannot
+	// present its certificate; empty otherwise.
+	Secret string `json:"secret,omitempty"`
 }
+
+// HostCertificate is a certificate issued to a host (PEM) and the CA
+// (PEM) that issued it.
+type HostCertificate struct {
+	Certificate string `json:"certificate"`
+	CA          string `json:"ca"`
+}
+
+// RenewRequest asks for a new certificate for a new key, before the
+// current one expires (POST /v1/hosts/{hostID}/certificate, made with
+// the current certificate).
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// CertificatePath is the renewal route under /v1/hosts/{hostID}.
+const CertificatePath = "/certificate"
 
 // Heartbeat is what an agent reports about itself.
 type Heartbeat struct {
@@ -50,8 +76,10 @@ type HeartbeatResponse struct {
 }
 
 // Headers of a request the control plane's sandbox proxy forwards to the
-// agent. The agent's secret travels in its own header because the
-// request's Authorization belongs to the sandbox (envd's user selection).
+// agent. An agent run alone (without a control plane) checks its secret
+// in HeaderProxySecret, because the request's Authorization belongs to
+// the sandbox (envd's user selection); from the control plane, mutual TLS
+// authenticates the request.
 const (
 	HeaderProxySecret  = "X-Wrenn-Agent-Secret"
 	HeaderProxySandbox = "X-Wrenn-Sandbox"

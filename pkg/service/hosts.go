@@ -30,54 +30,76 @@ const HostSecretPrefix = "wrh_"
 // HostTokenPrefix starts a one-time host registration token.
 const HostTokenPrefix = "wrt_"
 
-// agentPool caches one client per host; a changed address or secret
-// (re-registration) replaces it.
+// agentPool caches one client per host, over mutual TLS; a changed
+// address (re-registration, a heartbeat from elsewhere) replaces it, and
+// deleting the host drops it.
 type agentPool struct {
-	mu        sync.Mutex
-	clients   map[uuid.UUID]pooledAgent
-	transport *http.Transport
+	mu      sync.Mutex
+	clients map[uuid.UUID]pooledAgent
 }
 
 type pooledAgent struct {
-	address string
-	sealed  string
-	client  hostagentv1connect.HostAgentServiceClient
+	address    string
+	client     hostagentv1connect.HostAgentServiceClient
+	rpc, proxy *http.Transport
+}
+
+func (p pooledAgent) close() {
+	p.rpc.CloseIdleConnections()
+	p.proxy.CloseIdleConnections()
 }
 
 func (p *agentPool) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.transport != nil {
-		p.transport.CloseIdleConnections()
+	for _, c := range p.clients {
+		c.close()
 	}
 	p.clients = nil
 }
 
-// agent returns a client for host h.
-func (s *Service) agent(h db.Host) (hostagentv1connect.HostAgentServiceClient, error) {
-	if h.Status == "unreachable" {
-		return nil, errf(ErrUnavailable, "host %s is unreachable (no heartbeat for over %s); its sandboxes come back when it does", id.Format(id.Host, h.ID), s.Config.HeartbeatTimeout)
+// drop forgets a host's client and closes its idle connections.
+func (p *agentPool) drop(host uuid.UUID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[host]; ok {
+		c.close()
+		delete(p.clients, host)
 	}
-	if h.Address == "" || h.SecretEnc == nil {
-		return nil, errf(ErrUnavailable, "host %s has not registered yet", id.Format(id.Host, h.ID))
+}
+
+// pooled returns host h's client and transports.
+func (s *Service) pooled(h db.Host) (pooledAgent, error) {
+	if h.Status == "unreachable" {
+		return pooledAgent{}, errf(ErrUnavailable, "host %s is unreachable (no heartbeat for over %s); its sandboxes come back when it does", id.Format(id.Host, h.ID), s.Config.HeartbeatTimeout)
+	}
+	if h.Address == "" {
+		return pooledAgent{}, errf(ErrUnavailable, "host %s has not registered yet", id.Format(id.Host, h.ID))
+	}
+	if s.CA == nil {
+		return pooledAgent{}, errors.New("the host CA is not loaded")
 	}
 	p := &s.agents
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.clients[h.ID]; ok && c.address == h.Address && c.sealed == string(h.SecretEnc) {
-		return c.client, nil
+	if c, ok := p.clients[h.ID]; ok && c.address == h.Address {
+		return c, nil
+	} else if ok {
+		c.close()
 	}
-	secret, err := s.Keys.Open(h.SecretEnc)
-	if err != nil {
-		return nil, err
-	}
-	if p.transport == nil {
-		p.transport = agentclient.Transport()
+	if p.clients == nil {
 		p.clients = map[uuid.UUID]pooledAgent{}
 	}
-	c := agentclient.NewWithTransport(h.Address, secret, p.transport)
-	p.clients[h.ID] = pooledAgent{address: h.Address, sealed: string(h.SecretEnc), client: c}
+	rpc, proxy := s.agentTransports(h)
+	c := pooledAgent{address: h.Address, rpc: rpc, proxy: proxy, client: agentclient.NewTLS(h.Address, rpc)}
+	p.clients[h.ID] = c
 	return c, nil
+}
+
+// agent returns a client for host h.
+func (s *Service) agent(h db.Host) (hostagentv1connect.HostAgentServiceClient, error) {
+	c, err := s.pooled(h)
+	return c.client, err
 }
 
 // hostAgent loads a host and returns its client.
@@ -108,24 +130,32 @@ func (s *Service) CreateHostToken(ctx context.Context, c auth.Caller) (string, t
 	return tok, exp, err
 }
 
-// RegisterHost exchanges a registration token for a host ID and the secret
-// the host uses from then on (for heartbeats, and that the control plane
-// presents when calling the agent).
-func (s *Service) RegisterHost(ctx context.Context, token, name, address string) (db.Host, string, error) {
+// RegisterHost exchanges a registration token and a certificate request
+// (the agent's key stays on the host) for a host ID and a certificate for
+// it, which the host presents to the control plane and serves its API
+// with. Only a control plane serving plain HTTP (development: `wrenn
+// dev`) also gives a secret, since there a host cannot present its
+// certificate; it is empty otherwise.
+func (s *Service) RegisterHost(ctx context.Context, token, name, address string, csr []byte) (db.Host, HostCredentials, error) {
 	if name == "" {
 		name = address
 	}
 	if err := validName("host name", name, 200); err != nil {
-		return db.Host{}, "", err
+		return db.Host{}, HostCredentials{}, err
 	}
 	if address == "" || strings.ContainsAny(address, " /") {
-		return db.Host{}, "", errf(ErrInvalid, "address must be the agent's host:port as the control plane reaches it")
+		return db.Host{}, HostCredentials{}, errf(ErrInvalid, "address must be the agent's host:port as the control plane reaches it")
 	}
-	secret := cpauth.NewToken(HostSecretPrefix)
+	var creds HostCredentials
+	params := db.CreateHostParams{ID: id.New(), Name: name, Address: address}
+	if s.Config.PlainHTTP {
+		creds.Secret = cpauth.NewToken(HostSecretPrefix)
+		params.SecretHash, params.SecretEnc = cpauth.HashSecret(creds.Secret), s.Keys.Seal(creds.Secret)
+	}
 	var h db.Host
 	err := s.inTx(ctx, func(q *db.Queries) error {
 		var err error
-		h, err = q.CreateHost(ctx, db.CreateHostParams{ID: id.New(), Name: name, Address: address, SecretHash: cpauth.HashSecret(secret), SecretEnc: s.Keys.Seal(secret)})
+		h, err = q.CreateHost(ctx, params)
 		if err != nil {
 			return err
 		}
@@ -133,12 +163,35 @@ func (s *Service) RegisterHost(ctx context.Context, token, name, address string)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errf(ErrUnauthorized, "registration token invalid, expired or already used; create a new one (POST /v1/hosts/tokens)")
 		}
+		if err != nil {
+			return err
+		}
+		if len(csr) == 0 {
+			return errf(ErrInvalid, "csr is required: the agent sends a certificate request for its key (an agent older than the control plane must be upgraded)")
+		}
+		// A refused request rolls the token's use back.
+		creds.Certificate, err = s.issueHostCert(ctx, q, h, csr)
 		return err
 	})
-	return h, secret, err
+	if err != nil {
+		return db.Host{}, HostCredentials{}, err
+	}
+	creds.CA = string(s.CA.CertPEM())
+	return h, creds, nil
 }
 
-// AuthenticateHost checks a host's secret.
+// HostCredentials are what registration gives a host.
+type HostCredentials struct {
+	// Certificate (PEM) names the host; CA (PEM) is the root that signed
+	// it and the control plane's own certificate.
+	Certificate, CA string
+	// Secret is only for a control plane serving plain HTTP.
+	Secret string
+}
+
+// AuthenticateHost checks a host's secret: only a control plane serving
+// plain HTTP (development: `wrenn dev`) accepts it; over HTTPS hosts
+// present their certificates (AuthenticateHostCert).
 func (s *Service) AuthenticateHost(ctx context.Context, host uuid.UUID, secret string) (db.Host, error) {
 	h, err := s.Q.GetHost(ctx, host)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -224,7 +277,7 @@ func (s *Service) DeleteHost(ctx context.Context, c auth.Caller, host uuid.UUID,
 	if err := requireAdmin(c); err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(q *db.Queries) error {
+	err := s.inTx(ctx, func(q *db.Queries) error {
 		live, err := q.ListActiveSandboxesOnHost(ctx, &host)
 		if err != nil {
 			return err
@@ -243,6 +296,10 @@ func (s *Service) DeleteHost(ctx context.Context, c auth.Caller, host uuid.UUID,
 		}
 		return err
 	})
+	if err == nil {
+		s.agents.drop(host)
+	}
+	return err
 }
 
 // hostOnlyImage reports whether a host's image was made from an OCI
@@ -338,8 +395,10 @@ func (s *Service) ListTemplates(ctx context.Context, c auth.Caller) ([]db.Templa
 // ProxyTarget is where the sandbox proxy sends a request for a sandbox.
 type ProxyTarget struct {
 	Sandbox db.Sandbox
-	// Address and Secret reach the sandbox's agent.
-	Address, Secret string
+	// Address is the sandbox's agent; Transport reaches it (mutual TLS,
+	// HTTP/1.1).
+	Address   string
+	Transport http.RoundTripper
 }
 
 // ProxyTarget finds any team's sandbox for the proxy; the caller decides
@@ -359,11 +418,11 @@ func (s *Service) ProxyTarget(ctx context.Context, sid uuid.UUID) (ProxyTarget, 
 	if h.Status == "unreachable" {
 		return ProxyTarget{Sandbox: sb}, errf(ErrUnavailable, "the sandbox's host is unreachable")
 	}
-	secret, err := s.Keys.Open(h.SecretEnc)
+	c, err := s.pooled(h)
 	if err != nil {
 		return ProxyTarget{Sandbox: sb}, err
 	}
-	return ProxyTarget{Sandbox: sb, Address: h.Address, Secret: secret}, nil
+	return ProxyTarget{Sandbox: sb, Address: h.Address, Transport: c.proxy}, nil
 }
 
 // TrafficToken is a sandbox's token for its non-public ports.

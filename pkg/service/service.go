@@ -8,6 +8,7 @@ package service
 import (
 	"context"
 	"errors"
+	"git.omukk.dev/wrenn/sandbox/internal/hostca"
 	"log/slog"
 	"sync"
 	"time"
@@ -51,6 +52,9 @@ type Service struct {
 	Keys   *cpauth.Keys
 	Config config.Config
 	Log    *slog.Logger
+	// CA signs hosts' certificates and the control plane's own, for
+	// mutual TLS with agents (LoadHostCA).
+	CA *hostca.CA
 	// OnOperation, when set, hears how each sandbox lifecycle operation
 	// (OpCreate, …) ended and how long it took: metrics.
 	OnOperation func(op string, took time.Duration, err error)

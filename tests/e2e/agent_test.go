@@ -103,7 +103,13 @@ func launchAgent(t *testing.T, stateDir string, env []string, extraArgs ...strin
 // waitReady waits until the agent answers calls authenticated with secret.
 func (a *agent) waitReady(t *testing.T, secret string) {
 	t.Helper()
-	a.client = agentclient.New(a.addr, secret)
+	a.waitServing(t, agentclient.New(a.addr, secret))
+}
+
+// waitServing waits until the agent answers calls made through client.
+func (a *agent) waitServing(t *testing.T, client hostagentv1connect.HostAgentServiceClient) {
+	t.Helper()
+	a.client = client
 	waitfor.NoError(t, 30*time.Second, "the agent to serve", func() error {
 		select {
 		case err := <-a.exited:

@@ -31,6 +31,7 @@ import (
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	pb "git.omukk.dev/wrenn/sandbox/proto/hostagent/v1"
+	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
 )
 
 // cpAgent is an agent registered with a control plane.
@@ -52,7 +53,6 @@ func startCPAgent(t *testing.T, cp *cptest.CP, adminToken string, partition int,
 		"--network-partition", fmt.Sprint(partition)}, extraArgs...)...)
 	var creds struct {
 		HostID string `json:"host_id"`
-		Secret string
 	}
 	waitfor.NoError(t, 30*time.Second, "the agent to register", func() error {
 		b, err := os.ReadFile(filepath.Join(a.stateDir, "control-plane.json"))
@@ -61,12 +61,23 @@ func startCPAgent(t *testing.T, cp *cptest.CP, adminToken string, partition int,
 		}
 		return json.Unmarshal(b, &creds)
 	})
-	a.waitReady(t, creds.Secret)
+	a.waitServing(t, asControlPlane(t, cp, creds.HostID, a.addr))
 	waitfor.True(t, 30*time.Second, "host "+creds.HostID+" ready", func() bool {
 		h := cp.Must(t, 200, "GET", "/v1/hosts/"+creds.HostID, adminToken, nil).Map()
 		return h["status"] == "ready" && strings.Contains(fmt.Sprint(h["templates"]), "minimal")
 	})
 	return &cpAgent{agent: a, hostID: creds.HostID}
+}
+
+// asControlPlane is a client of host hostID's agent at addr that calls it
+// as the control plane does, over mutual TLS.
+func asControlPlane(t *testing.T, cp *cptest.CP, hostID, addr string) hostagentv1connect.HostAgentServiceClient {
+	t.Helper()
+	c, err := cp.AgentClient(context.Background(), hostID, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 type sbView struct {
@@ -916,12 +927,7 @@ func TestControlPlaneAgentRestart(t *testing.T) {
 	h.stop(t, syscall.SIGTERM)
 	assertNothingRunning(t, h.stateDir)
 	b := launchAgent(t, h.stateDir, nil, "--runtime", "gvisor", "--control-plane", cp.URL, "--network-partition", "3", "--on-stop", "pause")
-	var creds struct{ Secret string }
-	raw, err := os.ReadFile(filepath.Join(h.stateDir, "control-plane.json"))
-	if err != nil || json.Unmarshal(raw, &creds) != nil {
-		t.Fatalf("agent credentials: %v", err)
-	}
-	b.waitReady(t, creds.Secret)
+	b.waitServing(t, asControlPlane(t, cp, h.hostID, b.addr))
 	waitfor.True(t, 20*time.Second, "the control plane to see the sandbox paused", func() bool {
 		return sandboxOf(t, cp.Must(t, 200, "GET", "/v1/sandboxes/"+sb.ID, key, nil)).State == "paused"
 	})

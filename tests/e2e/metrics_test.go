@@ -20,7 +20,8 @@ import (
 // time, paused time left out. Then it scrapes both /metrics: each passes
 // promlint, counts the operations, the proxied bytes and the failures,
 // reports the host's capacity; /healthz and /readyz answer on the
-// agent's API port without credentials; and every metric the Grafana
+// metrics listener without credentials and on the agent's API port to the
+// control plane's certificate only; and every metric the Grafana
 // dashboard in docs/ uses is one the two processes serve.
 func TestMetrics(t *testing.T) {
 	metricsAddr := freeAddr(t)
@@ -28,9 +29,14 @@ func TestMetrics(t *testing.T) {
 	h := st.hosts[0]
 	agentMetrics := "http://" + metricsAddr + "/metrics"
 
-	for _, base := range []string{"http://" + h.addr, "http://" + metricsAddr} {
+	asCP, err := st.cp.AgentTransport(context.Background(), h.hostID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpClient := &http.Client{Transport: asCP}
+	for base, c := range map[string]*http.Client{"https://" + h.addr: cpClient, "http://" + metricsAddr: http.DefaultClient} {
 		for path, want := range map[string]string{"/healthz": `"ok"`, "/readyz": `"ready"`} {
-			res, err := http.Get(base + path)
+			res, err := c.Get(base + path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -41,8 +47,11 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	}
-	if res, err := http.Get("http://" + h.addr + "/metrics"); err != nil || res.StatusCode != http.StatusNotFound {
+	if res, err := cpClient.Get("https://" + h.addr + "/metrics"); err != nil || res.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET /metrics on the agent's API port: %v %v", res, err)
+	}
+	if res, err := http.Get("http://" + h.addr + "/healthz"); err == nil && res.StatusCode == http.StatusOK {
+		t.Fatal("the agent's API port answered plain HTTP")
 	}
 
 	key := st.key(t, "alice@example.com")

@@ -422,6 +422,10 @@ func TestDebianPackages(t *testing.T) {
 	in.run("agent-configure", v1)
 	in.run("agent-start", v1)
 	in.runUntil("hosts", v1, " ready gvisor minimal", time.Minute)
+	if out := in.run("host-certificate", v1); !strings.Contains(out, "URI:wrenn://host/host-") || !strings.Contains(out, "IP Address:127.0.0.1") ||
+		!strings.Contains(out, "host.crt: OK") {
+		t.Errorf("host-certificate printed %q", out)
+	}
 	if out := in.run("first-sandbox", v1); !strings.Contains(out, "Linux") {
 		t.Fatalf("first-sandbox printed %q", out)
 	}
