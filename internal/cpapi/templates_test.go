@@ -110,9 +110,7 @@ func TestTemplateFromImageV1(t *testing.T) {
 	// A host reports an image made from an OCI image beside minimal: no
 	// team lists it, starts a sandbox from it or builds on it.
 	admin := cp.Admin(t, "tpl-oci-admin@example.com")
-	tok := cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/tokens", admin.Token, nil).Map()["token"].(string)
-	var reg hostapi.RegisterResponse
-	_ = cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/register", "", map[string]string{"token": tok, "address": "127.0.0.1:1"}).JSON(&reg)
+	reg := cp.RegisterHost(t, admin.Token, "oci-host", "127.0.0.1:1")
 	made := guestimage.OCIImageName("sha256:" + strings.Repeat("ab", 32))
 	cp.Must(t, http.StatusOK, "POST", "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Secret, hostapi.Heartbeat{Address: "127.0.0.1:1",
 		Capacity: hostapi.Capacity{Runtime: "gvisor", CPUs: 2, MemoryMiB: 4096, DiskFreeMiB: 10240, Templates: []string{"minimal", made}}})

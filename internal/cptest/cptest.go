@@ -21,10 +21,12 @@ import (
 	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
 	"git.omukk.dev/wrenn/sandbox/internal/cpclient"
+	"git.omukk.dev/wrenn/sandbox/internal/hostca"
 	"git.omukk.dev/wrenn/sandbox/internal/pglocal"
 	"git.omukk.dev/wrenn/sandbox/pkg/config"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpextension"
 	"git.omukk.dev/wrenn/sandbox/pkg/cpserver"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"git.omukk.dev/wrenn/sandbox/pkg/id"
 	"git.omukk.dev/wrenn/sandbox/pkg/service"
 	"git.omukk.dev/wrenn/sandbox/proto/hostagent/v1/hostagentv1connect"
@@ -288,4 +290,26 @@ func (cp *CP) AgentTransport(ctx context.Context, hostID string) (*http.Transpor
 	t := agentclient.Transport()
 	t.TLSClientConfig = svc.AgentTLS(hid)
 	return t, nil
+}
+
+// RegisterHost registers a host as an agent does (a fresh token, a
+// certificate request for a fresh key) and returns what registration
+// gave; on a control plane serving plain HTTP that includes the secret
+// its reports authenticate with.
+func (cp *CP) RegisterHost(t testing.TB, adminToken, name, address string) hostapi.RegisterResponse {
+	t.Helper()
+	tok := cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/tokens", adminToken, nil).Map()["token"].(string)
+	key, err := hostca.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := hostca.CSR(key, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg hostapi.RegisterResponse
+	if err := cp.Must(t, http.StatusCreated, "POST", "/v1/hosts/register", "", hostapi.RegisterRequest{Token: tok, Name: name, Address: address, CSR: string(csr)}).JSON(&reg); err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }

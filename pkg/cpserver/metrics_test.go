@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"git.omukk.dev/wrenn/sandbox/internal/hostca"
-
 	"github.com/jackc/pgx/v5"
 
 	"git.omukk.dev/wrenn/sandbox/internal/cptest"
@@ -49,19 +47,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	// A host registers and heartbeats (over HTTP, as an agent does).
-	tok := cp.Must(t, 201, "POST", "/v1/hosts/tokens", admin.Token, map[string]any{}).Map()["token"].(string)
-	var reg hostapi.RegisterResponse
-	key, err := hostca.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := hostca.CSR(key, "metrics-host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.Must(t, 201, "POST", "/v1/hosts/register", "", hostapi.RegisterRequest{Token: tok, Name: "metrics-host", Address: "127.0.0.1:1", CSR: string(csr)}).JSON(&reg); err != nil {
-		t.Fatal(err)
-	}
+	reg := cp.RegisterHost(t, admin.Token, "metrics-host", "127.0.0.1:1")
 	cp.Must(t, 200, "POST", "/v1/hosts/"+reg.HostID+"/heartbeat", reg.Secret, hostapi.Heartbeat{Address: "127.0.0.1:1", Capacity: hostapi.Capacity{Runtime: "gvisor",
 		CPUs: 8, MemoryMiB: 16384, DiskFreeMiB: 1024, MaxSandboxes: 20, Sandboxes: 1, CommittedVCPUs: 2, CommittedMemoryMiB: 512}})
 	// A sandbox row on it, as a create leaves it.
