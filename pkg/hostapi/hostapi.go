@@ -8,6 +8,10 @@ import (
 	"net/http"
 )
 
+// OCIImagePrefix starts the name of a guest image an agent made from an
+// OCI image for one template build: no team lists or starts from it.
+const OCIImagePrefix = "oci-"
+
 // RegisterRequest exchanges a one-time token for host credentials.
 type RegisterRequest struct {
 	Token string `json:"token"`
