@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -26,8 +27,9 @@ type ImageSource struct {
 
 var imageNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
-// OCIImagePrefix starts the name of an image BuildOCI makes.
-const OCIImagePrefix = "oci-"
+// OCIImagePrefix starts the name of an image BuildOCI makes (the control
+// plane keeps such images out of teams' reach by it).
+const OCIImagePrefix = hostapi.OCIImagePrefix
 
 // BuildOCI resolves src and builds it into the image named for its
 // digest (OCIImagePrefix + 48 hex digits), so that one image is built

@@ -8,6 +8,10 @@ import (
 	"net/http"
 )
 
+// OCIImagePrefix starts the name of a guest image an agent made from an
+// OCI image for one template build: no team lists or starts from it.
+const OCIImagePrefix = "oci-"
+
 // RegisterRequest exchanges a one-time token and a certificate request
 // for the host's identity.
 type RegisterRequest struct {

@@ -16,7 +16,6 @@ import (
 
 	"git.omukk.dev/wrenn/sandbox/internal/agentclient"
 	"git.omukk.dev/wrenn/sandbox/internal/cpauth"
-	"git.omukk.dev/wrenn/sandbox/internal/guestimage"
 	"git.omukk.dev/wrenn/sandbox/pkg/auth"
 	"git.omukk.dev/wrenn/sandbox/pkg/db"
 	"git.omukk.dev/wrenn/sandbox/pkg/hostapi"
@@ -308,7 +307,7 @@ func (s *Service) DeleteHost(ctx context.Context, c auth.Caller, host uuid.UUID,
 // credentials): only that build's sandbox starts from it, and sandboxes
 // from the template are clones of its snapshot.
 func hostOnlyImage(name string) bool {
-	return strings.HasPrefix(name, guestimage.OCIImagePrefix)
+	return strings.HasPrefix(name, hostapi.OCIImagePrefix)
 }
 
 // placement is a host that can take a sandbox, with its current load.
