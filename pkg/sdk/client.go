@@ -178,9 +178,9 @@ func (c *Client) wrennOnly(op string) error {
 	return nil
 }
 
-// call sends a JSON request to the API and decodes a JSON answer into out
-// (when not nil); it returns the response headers.
-func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body, out any) (http.Header, error) {
+// open sends a request to the API and returns a successful answer with
+// its body unread (a stream); an unsuccessful one is the error.
+func (c *Client) open(ctx context.Context, op, method, path string, q url.Values, body any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -213,13 +213,28 @@ func (c *Client) call(ctx context.Context, op, method, path string, q url.Values
 	if err != nil {
 		return nil, requestError(op, err)
 	}
+	if res.StatusCode/100 != 2 {
+		defer res.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		if err != nil {
+			return nil, requestError(op, err)
+		}
+		return nil, httpError(op, res.StatusCode, data)
+	}
+	return res, nil
+}
+
+// call sends a JSON request to the API and decodes a JSON answer into out
+// (when not nil); it returns the response headers.
+func (c *Client) call(ctx context.Context, op, method, path string, q url.Values, body, out any) (http.Header, error) {
+	res, err := c.open(ctx, op, method, path, q, body)
+	if err != nil {
+		return nil, err
+	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
 		return nil, requestError(op, err)
-	}
-	if res.StatusCode/100 != 2 {
-		return res.Header, httpError(op, res.StatusCode, data)
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
