@@ -52,6 +52,11 @@ func (s *Service) SandboxLogs(ctx context.Context, req *connect.Request[pb.Sandb
 	if err := send(entries); err != nil || !m.Follow {
 		return err
 	}
+	if n := len(entries); n > 0 && !entries[n-1].Time.Before(q.Start) {
+		// Stamps are unique and increasing: a line shown unfinished
+		// above is not shown again when it ends.
+		q.Start = entries[n-1].Time.Add(time.Nanosecond)
+	}
 	err = console.Follow(ctx, dir, pos, q, gone, send)
 	if ctx.Err() != nil {
 		return nil // the caller left

@@ -134,11 +134,12 @@ func readOnce(dir string, q Query) ([]Entry, Position, error) {
 	if err != nil {
 		return nil, Position{}, err
 	}
-	// The line being written is shown too, though Follow starts at it.
-	if tail, err := readAt(cur, end, size-end); err == nil && len(tail) > 0 {
+	// The line being written is shown too; Follow starts at it (a
+	// follower skips what it was shown by its stamp).
+	if tail, err := readAt(cur, end, size-end); err == nil && len(tail) > 0 && !sel.full {
 		sel.add(parseLine(tail, &sel.last))
 	}
-	return sel.out, Position{Ino: ino, Off: end}, nil
+	return sel.entries(), Position{Ino: ino, Off: end}, nil
 }
 
 // selector applies a query to entries as they are read, keeping no more
@@ -155,16 +156,25 @@ func (s *selector) add(e Entry) {
 		return
 	}
 	s.out = append(s.out, e)
-	if s.q.Limit > 0 && len(s.out) > s.q.Limit {
-		if s.q.Newest {
+	switch {
+	case s.q.Limit <= 0:
+	case s.q.Newest:
+		// Trimmed in halves, so that each entry is copied a bounded
+		// number of times however long the log.
+		if len(s.out) >= 2*s.q.Limit {
 			s.out = append(s.out[:0], s.out[len(s.out)-s.q.Limit:]...)
-		} else {
-			s.out, s.full = s.out[:s.q.Limit], true
 		}
+	case len(s.out) >= s.q.Limit:
+		s.out, s.full = s.out[:s.q.Limit], true
 	}
-	if s.q.Limit > 0 && !s.q.Newest && len(s.out) == s.q.Limit {
-		s.full = true
+}
+
+// entries is what was selected, no more than the limit.
+func (s *selector) entries() []Entry {
+	if s.q.Limit > 0 && len(s.out) > s.q.Limit {
+		return s.out[len(s.out)-s.q.Limit:]
 	}
+	return s.out
 }
 
 // file adds every line of f from off to size, the last one too when it
