@@ -62,7 +62,8 @@ func run() error {
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// component names envd's lines in the sandbox's log, beside wrenn-init's.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "envd")
 
 	host := *addr
 	if host == "" {

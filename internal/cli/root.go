@@ -136,7 +136,7 @@ E2B_API_KEY and E2B_SANDBOX_URL work too, against any E2B-compatible API).`,
 			root.AddCommand(c)
 		}
 	}
-	add("sandboxes", a.sandboxCmd(), a.execCmd(), a.shellCmd(), a.cpCmd(), a.snapshotCmd(), a.templateCmd())
+	add("sandboxes", a.sandboxCmd(), a.execCmd(), a.shellCmd(), a.cpCmd(), a.logsCmd(), a.snapshotCmd(), a.templateCmd())
 	add("account", a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.keyCmd(), a.hostCmd())
 	add("local", a.devCmd(), a.imageCmd(), a.benchCmd(), a.manCmd())
 	return root

@@ -157,6 +157,7 @@ func New(svc *service.Service, cfg config.Config, log *slog.Logger) *API {
 			r.Post("/sandboxes/{sandboxID}/exec", a.exec)
 			r.Get("/sandboxes/{sandboxID}/processes", a.listProcesses)
 			r.Get("/sandboxes/{sandboxID}/metrics", a.metrics)
+			r.Get("/sandboxes/{sandboxID}/logs", a.sandboxLogs)
 			r.Get("/sandboxes/{sandboxID}/files", a.downloadFile)
 			r.Put("/sandboxes/{sandboxID}/files", a.uploadFile)
 			r.Delete("/sandboxes/{sandboxID}/files", a.removeFile)

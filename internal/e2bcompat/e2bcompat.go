@@ -65,6 +65,8 @@ func Mount(root chi.Router, svc *service.Service, domain string, maxBody int64, 
 		r.Put("/sandboxes/{sandboxID}/network", h.setNetwork)
 		r.Post("/sandboxes/{sandboxID}/refreshes", h.refresh)
 		r.Get("/sandboxes/{sandboxID}/metrics", h.metrics)
+		r.Get("/sandboxes/{sandboxID}/logs", h.logsV1)
+		r.Get("/v2/sandboxes/{sandboxID}/logs", h.logsV2)
 		r.Get("/sandboxes/metrics", h.manyMetrics)
 		r.Post("/sandboxes/{sandboxID}/snapshots", h.createSnapshot)
 		r.Get("/snapshots", h.listSnapshots)

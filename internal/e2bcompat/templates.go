@@ -215,7 +215,8 @@ func (h *handler) startBuild(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-type logEntry struct {
+// buildLogEntry is E2B's BuildLogEntry.
+type buildLogEntry struct {
 	Timestamp time.Time `json:"timestamp"`
 	Level     string    `json:"level"`
 	Message   string    `json:"message"`
@@ -225,22 +226,22 @@ type logEntry struct {
 type statusReason struct {
 	Message    string     `json:"message"`
 	Step       string     `json:"step,omitempty"`
-	LogEntries []logEntry `json:"logEntries"`
+	LogEntries []buildLogEntry `json:"logEntries"`
 }
 
 type buildInfo struct {
 	BuildID    string        `json:"buildID"`
 	TemplateID string        `json:"templateID"`
 	Status     string        `json:"status"`
-	LogEntries []logEntry    `json:"logEntries"`
+	LogEntries []buildLogEntry    `json:"logEntries"`
 	Logs       []string      `json:"logs"`
 	Reason     *statusReason `json:"reason,omitempty"`
 }
 
-func entries(logs []db.TemplateBuildLog) []logEntry {
-	out := make([]logEntry, 0, len(logs))
+func entries(logs []db.TemplateBuildLog) []buildLogEntry {
+	out := make([]buildLogEntry, 0, len(logs))
 	for _, l := range logs {
-		out = append(out, logEntry{Timestamp: l.At, Level: l.Level, Message: l.Message, Step: l.Step})
+		out = append(out, buildLogEntry{Timestamp: l.At, Level: l.Level, Message: l.Message, Step: l.Step})
 	}
 	return out
 }
@@ -278,7 +279,7 @@ func (h *handler) buildStatus(w http.ResponseWriter, r *http.Request) {
 		out.Status = b.Status
 	default:
 		out.Status = "error"
-		out.Reason = &statusReason{Message: b.Error, LogEntries: []logEntry{}}
+		out.Reason = &statusReason{Message: b.Error, LogEntries: []buildLogEntry{}}
 		if b.FailedStep != nil {
 			out.Reason.Step = strconv.Itoa(int(*b.FailedStep))
 		}

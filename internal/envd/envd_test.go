@@ -46,11 +46,16 @@ type testEnvd struct {
 
 func startEnvd(t *testing.T) *testEnvd {
 	t.Helper()
+	return startEnvdLogging(t, testLogger(t))
+}
+
+func startEnvdLogging(t *testing.T, log *slog.Logger) *testEnvd {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Local: true, Log: testLogger(t)})
+	srv, err := New(Config{Local: true, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -614,6 +614,24 @@ func (m *Manager) get(id string) (*Sandbox, error) {
 // Get returns a sandbox by ID.
 func (m *Manager) Get(id string) (*Sandbox, error) { return m.get(id) }
 
+// LogDir is the directory of a sandbox's console (console.Read and
+// console.Follow read it), running or paused, and a func that reports
+// when the sandbox is gone (its directory with it).
+func (m *Manager) LogDir(id string) (string, func() bool, error) {
+	s, err := m.get(id)
+	if err != nil {
+		return "", nil, err
+	}
+	gone := func() bool {
+		st := s.Info().State
+		return st == Stopping || st == Stopped
+	}
+	if gone() {
+		return "", nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return filepath.Join(m.sandboxesDir(), id), gone, nil
+}
+
 // List returns every sandbox's state, by creation time.
 func (m *Manager) List() []Info {
 	m.mu.Lock()

@@ -423,3 +423,33 @@ func TestDriverCapabilities(t *testing.T) {
 		t.Errorf("after the refused requests: %s", st)
 	}
 }
+
+// A sandbox's log directory is its own, running or paused; once it is
+// destroyed, its followers are told it is gone and a new read is not found.
+func TestLogDirFollowsTheSandbox(t *testing.T) {
+	h := newHarness(t)
+	h.create(t, "sb1", nil)
+	dir, gone, err := h.m.LogDir("sb1")
+	if err != nil || gone() {
+		t.Fatalf("LogDir of a running sandbox: %q %v", dir, err)
+	}
+	if want := filepath.Join(h.m.sandboxesDir(), "sb1"); dir != want {
+		t.Errorf("log directory %s, want %s", dir, want)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.m.LogDir("nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LogDir of no sandbox: %v", err)
+	}
+	if err := h.m.Destroy("sb1"); err != nil {
+		t.Fatal(err)
+	}
+	if !gone() {
+		t.Error("a follower of a destroyed sandbox is not told it is gone")
+	}
+	if _, _, err := h.m.LogDir("sb1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LogDir of a destroyed sandbox: %v", err)
+	}
+	h.assertNothingHeld(t)
+}

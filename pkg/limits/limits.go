@@ -27,3 +27,9 @@ const (
 	// a client extends it as often as it likes.
 	MaxTimeout = 7 * 24 * time.Hour
 )
+
+// A sandbox's log: what one read returns.
+const (
+	DefaultLogEntries = 1000
+	MaxLogEntries     = 10000
+)

@@ -1,9 +1,10 @@
-// The official E2B SDK's calls for issue 15's bugs, against a Wrenn whose
+// The official E2B SDK's calls for issue 15's bugs and features (logs
+// through the SDK's own API client, which its generated schema types), against a Wrenn whose
 // reconciler does not run during the test (tests/e2e TestE2BParitySDK
 // starts it and sets E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY).
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Sandbox } from 'e2b'
+import { ApiClient, ConnectionConfig, Sandbox } from 'e2b'
 
 const configured = !!(process.env.E2B_API_URL && process.env.E2B_SANDBOX_URL && process.env.E2B_API_KEY)
 const skip = configured ? false : 'needs E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY of a running Wrenn'
@@ -106,4 +107,51 @@ test('metrics: start and end, memCache and timestampUnix; many sandboxes at once
     await a.kill()
     await b.kill()
   }
+})
+
+test('logs: the SDK\'s API client reads /v2/sandboxes/{id}/logs and /sandboxes/{id}/logs', { skip, timeout: 120_000 }, async () => {
+  const sbx = await Sandbox.create()
+  const client = new ApiClient(new ConnectionConfig())
+  const v2 = (query) => client.api.GET('/v2/sandboxes/{sandboxID}/logs', { params: { path: { sandboxID: sbx.sandboxId }, query } })
+  try {
+    // A line a root process writes to the console, as a start command would.
+    const marker = `e2b-log-${Date.now()}`
+    await sbx.commands.run(`echo ${marker} > /proc/1/fd/1`, { user: 'root' })
+    let res
+    for (let i = 0; i < 200; i++) {
+      res = await v2({ search: marker })
+      assert.equal(res.response.status, 200, JSON.stringify(res.error))
+      if (res.data.logs.length) break
+      await sleep(100)
+    }
+    assert.equal(res.data.logs.length, 1, JSON.stringify(res.data))
+    const line = res.data.logs[0]
+    assert.equal(line.message, marker)
+    assert.equal(line.level, 'info')
+    assert.deepEqual(line.fields, {})
+    const at = new Date(line.timestamp).getTime()
+    assert.ok(Math.abs(Date.now() - at) < 600_000, line.timestamp)
+
+    // envd's start line, structured.
+    const start = (await v2({ search: 'envd listening', level: 'info' })).data.logs
+    assert.ok(start.length >= 1 && start[0].fields.component === 'envd', JSON.stringify(start))
+    // Backward from the end: newest first; warnings only.
+    const back = (await v2({ direction: 'backward', limit: 2 })).data.logs
+    assert.equal(back.length, 2)
+    assert.ok(new Date(back[0].timestamp) >= new Date(back[1].timestamp), JSON.stringify(back))
+    assert.ok((await v2({ level: 'warn' })).data.logs.every((e) => e.level === 'warn' || e.level === 'error'))
+    // Forward from the marker's millisecond.
+    const fwd = (await v2({ cursor: at, limit: 1 })).data.logs
+    assert.ok(fwd.length === 1 && new Date(fwd[0].timestamp).getTime() >= at, JSON.stringify(fwd))
+    assert.equal((await v2({ direction: 'sideways' })).response.status, 400)
+
+    // The deprecated v1 route: lines and entries side by side.
+    const v1 = await client.api.GET('/sandboxes/{sandboxID}/logs', { params: { path: { sandboxID: sbx.sandboxId }, query: { start: at, limit: 1000 } } })
+    assert.equal(v1.response.status, 200)
+    assert.equal(v1.data.logs.length, v1.data.logEntries.length)
+    assert.ok(v1.data.logs.some((l) => l.line === marker) && v1.data.logEntries.some((e) => e.message === marker), JSON.stringify(v1.data))
+  } finally {
+    await sbx.kill()
+  }
+  assert.equal((await v2({})).response.status, 404)
 })

@@ -32,6 +32,12 @@ type sdkStack struct {
 
 func startSDKStack(t *testing.T) *sdkStack {
 	t.Helper()
+	return startSDKStackOn(t, "gvisor")
+}
+
+// startSDKStackOn is startSDKStack with an agent of runtime rt.
+func startSDKStackOn(t *testing.T, rt string) *sdkStack {
+	t.Helper()
 	requireVMs(t)
 	if _, err := exec.LookPath("runsc"); err != nil {
 		t.Skip("runsc is not installed (scripts/setup builds it)")
@@ -50,7 +56,7 @@ func startSDKStack(t *testing.T) *sdkStack {
 			assertNothingRunning(t, s.agent.stateDir)
 		}
 	})
-	s.agent = startCPAgent(t, cp, s.admin.Token, 7, "gvisor")
+	s.agent = startCPAgent(t, cp, s.admin.Token, 7, rt)
 	s.key = cp.APIKey(t, s.admin)
 	return s
 }

@@ -7,6 +7,14 @@
 // again; so a console takes at most twice its cap, in two visible files,
 // and each rotation is marked in the log with the bytes seen so far.
 //
+// Every line is stamped by the keeper, on the host, with the time its
+// first byte arrived (a fixed-width UTC timestamp and a space, see
+// StampLayout): the guest's own clock is neither trusted nor always right
+// (it is set only at /init). Stamps never repeat or go backwards within a
+// console, across keepers too (a resumed guest's keeper starts after the
+// last stamp in the file), so a stamp is a cursor for reading the log in
+// pages (read.go).
+//
 // The keeper is this same binary started again under another name (see
 // init), in a session of its own: it outlives an agent that is killed, so
 // that a guest writing to its console never meets a closed pipe, and ends
@@ -15,6 +23,7 @@ package console
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -118,9 +127,10 @@ func (k *Keeper) Stop() {
 	_ = k.cmd.Wait()
 }
 
-// keep copies src into path until EOF, rotating at max bytes.
+// keep copies src into path until EOF, stamping each line and rotating
+// at max bytes.
 func keep(src io.Reader, path string, max int64) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
@@ -128,30 +138,24 @@ func keep(src io.Reader, path string, max int64) error {
 	if err != nil {
 		return err
 	}
-	size, total := fi.Size(), int64(0)
+	k := &keeper{f: f, path: path, max: max, size: fi.Size(), lineStart: true}
+	k.clock.last = lastStamp(f, fi.Size())
+	if k.size > 0 && !endsWithNewline(f, fi.Size()) {
+		// The previous keeper's guest stopped mid-line; this one's
+		// output starts a line of its own.
+		if err := k.write([]byte("\n")); err != nil {
+			return err
+		}
+	}
 	buf := bufio.NewReaderSize(src, 64<<10)
 	chunk := make([]byte, 64<<10)
 	for {
 		n, rerr := buf.Read(chunk)
-		data := chunk[:n]
-		for len(data) > 0 {
-			room := max - size
-			if room <= 0 {
-				if f, size, err = rotate(f, path, total); err != nil {
-					return err
-				}
-				continue
-			}
-			part := data[:min(int64(len(data)), room)]
-			if _, err := f.Write(part); err != nil {
-				return err
-			}
-			size += int64(len(part))
-			total += int64(len(part))
-			data = data[len(part):]
+		if err := k.copy(chunk[:n]); err != nil {
+			return err
 		}
 		if rerr == io.EOF {
-			return f.Close()
+			return k.f.Close()
 		}
 		if rerr != nil {
 			return rerr
@@ -159,17 +163,136 @@ func keep(src io.Reader, path string, max int64) error {
 	}
 }
 
-// rotate moves the full file aside and opens a new one, noting it; it
-// returns the new file and its size.
-func rotate(f *os.File, path string, total int64) (*os.File, int64, error) {
-	f.Close()
-	if err := os.Rename(path, path+".1"); err != nil {
-		return nil, 0, err
+// keeper is the state of one keep: the file, its size, and whether the
+// next byte starts a line (and so gets a stamp first).
+type keeper struct {
+	f         *os.File
+	path      string
+	max, size int64
+	total     int64 // bytes of the guest's seen by this keeper
+	lineStart bool
+	clock     stampClock
+}
+
+// copy writes the guest's bytes, a stamp before each line.
+func (k *keeper) copy(data []byte) error {
+	for len(data) > 0 {
+		if k.lineStart {
+			if k.max-k.size <= min(k.max/8, MaxLine+int64(len(StampLayout))+1) {
+				// Little room left: rotate between lines, so that
+				// lines of a usual length are never cut in two.
+				if err := k.rotate(); err != nil {
+					return err
+				}
+			}
+			if err := k.write(k.clock.next(time.Now()).AppendFormat(nil, StampLayout+" ")); err != nil {
+				return err
+			}
+			k.lineStart = false
+		}
+		line, ends := data, false
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, ends = data[:i+1], true
+		}
+		if err := k.write(line); err != nil {
+			return err
+		}
+		k.lineStart = ends
+		k.total += int64(len(line))
+		data = data[len(line):]
 	}
-	nf, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	return nil
+}
+
+// write appends p, rotating first whenever the file is full; a line cut
+// by a rotation goes on, stamped again, after the rotation's note.
+func (k *keeper) write(p []byte) error {
+	for len(p) > 0 {
+		room := k.max - k.size
+		if room <= 0 {
+			if err := k.rotate(); err != nil {
+				return err
+			}
+			room = k.max - k.size
+			if room <= 0 { // a cap smaller than the note: keep what fits
+				return nil
+			}
+		}
+		part := p[:min(int64(len(p)), room)]
+		if _, err := k.f.Write(part); err != nil {
+			return err
+		}
+		k.size += int64(len(part))
+		p = p[len(part):]
+	}
+	return nil
+}
+
+// rotate moves the full file aside and opens a new one that starts with
+// a note of it.
+func (k *keeper) rotate() error {
+	k.f.Close()
+	if err := os.Rename(k.path, k.path+".1"); err != nil {
+		return err
+	}
+	nf, err := os.OpenFile(k.path, os.O_CREATE|os.O_RDWR|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
-	n, err := fmt.Fprintf(nf, "[wrenn: console rotated at %s after %d bytes; the previous part is %s]\n", time.Now().UTC().Format(time.RFC3339), total, filepath.Base(path)+".1")
-	return nf, int64(n), err
+	now := k.clock.next(time.Now())
+	note := fmt.Appendf(now.AppendFormat(nil, StampLayout+" "), "%s console rotated at %s after %d bytes; the previous part is %s]\n",
+		rotationNote, now.Format(time.RFC3339), k.total, filepath.Base(k.path)+".1")
+	k.f, k.size = nf, 0
+	if _, err := nf.Write(note); err != nil {
+		return err
+	}
+	k.size = int64(len(note))
+	if !k.lineStart {
+		// The guest's line goes on in the new file: stamp it again.
+		stamp := k.clock.next(time.Now()).AppendFormat(nil, StampLayout+" ")
+		if _, err := nf.Write(stamp); err != nil {
+			return err
+		}
+		k.size += int64(len(stamp))
+	}
+	return nil
+}
+
+// rotationNote starts the line a rotation writes.
+const rotationNote = "[wrenn:"
+
+// stampClock hands out strictly increasing stamps, so that each line's
+// stamp names it.
+type stampClock struct{ last time.Time }
+
+func (c *stampClock) next(now time.Time) time.Time {
+	now = now.UTC().Truncate(time.Nanosecond)
+	if !now.After(c.last) {
+		now = c.last.Add(time.Nanosecond)
+	}
+	c.last = now
+	return now
+}
+
+// lastStamp is the stamp of the last stamped line in the first size
+// bytes of f, or the zero time.
+func lastStamp(f *os.File, size int64) time.Time {
+	off := max(0, size-64<<10)
+	b := make([]byte, size-off)
+	if n, err := f.ReadAt(b, off); err != nil && err != io.EOF || n < len(b) {
+		return time.Time{}
+	}
+	lines := bytes.Split(b, []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		if t, _, ok := cutStamp(lines[i]); ok {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+func endsWithNewline(f *os.File, size int64) bool {
+	b := make([]byte, 1)
+	_, err := f.ReadAt(b, size-1)
+	return err == nil && b[0] == '\n'
 }

@@ -104,7 +104,7 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, in *instance) er
 		return err
 	}
 	// The guest's serial console is Firecracker's stdout: kept, capped.
-	keeper, err := console.Start(filepath.Join(spec.Dir, "console.log"), console.MaxBytes)
+	keeper, err := console.Start(filepath.Join(spec.Dir, console.FileName), console.MaxBytes)
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,7 @@ func (in *instance) abandon() {
 func (in *instance) PID() int              { return in.cmd.Process.Pid }
 func (in *instance) Done() <-chan struct{} { return in.done }
 func (in *instance) Err() error            { return in.waitErr }
-func (in *instance) Console() string       { return filepath.Join(in.dir, "console.log") }
+func (in *instance) Console() string       { return filepath.Join(in.dir, console.FileName) }
 
 func (in *instance) Shutdown(ctx context.Context) error {
 	if err := in.client.Do(ctx, ShutdownCall()); err != nil {

@@ -127,7 +127,7 @@ func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
 // which grew without bound and unseen). runsc's own errors are in
 // runsc.log in the sandbox's directory.
 func (d *Driver) launch(ctx context.Context, in *instance, args ...string) error {
-	keeper, err := console.Start(filepath.Join(in.dir, "console.log"), console.MaxBytes)
+	keeper, err := console.Start(filepath.Join(in.dir, console.FileName), console.MaxBytes)
 	if err != nil {
 		return err
 	}
@@ -582,7 +582,7 @@ func (in *instance) watch() {
 func (in *instance) PID() int              { return in.pid }
 func (in *instance) Done() <-chan struct{} { return in.done }
 func (in *instance) Err() error            { return in.exitErr }
-func (in *instance) Console() string       { return filepath.Join(in.dir, "console.log") }
+func (in *instance) Console() string       { return filepath.Join(in.dir, console.FileName) }
 
 func (in *instance) Shutdown(ctx context.Context) error {
 	if !in.started {

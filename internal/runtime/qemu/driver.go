@@ -120,7 +120,7 @@ func (d *Driver) launch(ctx context.Context, in *instance, spec runtime.Spec, in
 		}
 		defer state.Close()
 	}
-	keeper, err := console.Start(filepath.Join(spec.Dir, "console.log"), console.MaxBytes)
+	keeper, err := console.Start(filepath.Join(spec.Dir, console.FileName), console.MaxBytes)
 	if err != nil {
 		return err
 	}

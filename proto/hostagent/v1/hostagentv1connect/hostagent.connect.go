@@ -61,6 +61,9 @@ const (
 	// HostAgentServiceGetSandboxMetricsProcedure is the fully-qualified name of the HostAgentService's
 	// GetSandboxMetrics RPC.
 	HostAgentServiceGetSandboxMetricsProcedure = "/hostagent.v1.HostAgentService/GetSandboxMetrics"
+	// HostAgentServiceSandboxLogsProcedure is the fully-qualified name of the HostAgentService's
+	// SandboxLogs RPC.
+	HostAgentServiceSandboxLogsProcedure = "/hostagent.v1.HostAgentService/SandboxLogs"
 	// HostAgentServiceExecProcedure is the fully-qualified name of the HostAgentService's Exec RPC.
 	HostAgentServiceExecProcedure = "/hostagent.v1.HostAgentService/Exec"
 	// HostAgentServiceExecStreamProcedure is the fully-qualified name of the HostAgentService's
@@ -135,6 +138,10 @@ type HostAgentServiceClient interface {
 	SetSandboxTimeout(context.Context, *connect.Request[v1.SetSandboxTimeoutRequest]) (*connect.Response[v1.SetSandboxTimeoutResponse], error)
 	SetSandboxNetwork(context.Context, *connect.Request[v1.SetSandboxNetworkRequest]) (*connect.Response[v1.SetSandboxNetworkResponse], error)
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
+	// The sandbox's log (its console: the guest's init, envd, and what else
+	// writes to it), running or paused, in batches, oldest first; with
+	// follow, then new entries as they come until the sandbox is gone.
+	SandboxLogs(context.Context, *connect.Request[v1.SandboxLogsRequest]) (*connect.ServerStreamForClient[v1.SandboxLogsResponse], error)
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecStreamResponse], error)
 	// The processes envd started in the sandbox (commands and terminals).
@@ -227,6 +234,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+HostAgentServiceGetSandboxMetricsProcedure,
 			connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxMetrics")),
+			connect.WithClientOptions(opts...),
+		),
+		sandboxLogs: connect.NewClient[v1.SandboxLogsRequest, v1.SandboxLogsResponse](
+			httpClient,
+			baseURL+HostAgentServiceSandboxLogsProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("SandboxLogs")),
 			connect.WithClientOptions(opts...),
 		),
 		exec: connect.NewClient[v1.ExecRequest, v1.ExecResponse](
@@ -368,6 +381,7 @@ type hostAgentServiceClient struct {
 	setSandboxTimeout *connect.Client[v1.SetSandboxTimeoutRequest, v1.SetSandboxTimeoutResponse]
 	setSandboxNetwork *connect.Client[v1.SetSandboxNetworkRequest, v1.SetSandboxNetworkResponse]
 	getSandboxMetrics *connect.Client[v1.GetSandboxMetricsRequest, v1.GetSandboxMetricsResponse]
+	sandboxLogs       *connect.Client[v1.SandboxLogsRequest, v1.SandboxLogsResponse]
 	exec              *connect.Client[v1.ExecRequest, v1.ExecResponse]
 	execStream        *connect.Client[v1.ExecRequest, v1.ExecStreamResponse]
 	listProcesses     *connect.Client[v1.ListProcessesRequest, v1.ListProcessesResponse]
@@ -429,6 +443,11 @@ func (c *hostAgentServiceClient) SetSandboxNetwork(ctx context.Context, req *con
 // GetSandboxMetrics calls hostagent.v1.HostAgentService.GetSandboxMetrics.
 func (c *hostAgentServiceClient) GetSandboxMetrics(ctx context.Context, req *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error) {
 	return c.getSandboxMetrics.CallUnary(ctx, req)
+}
+
+// SandboxLogs calls hostagent.v1.HostAgentService.SandboxLogs.
+func (c *hostAgentServiceClient) SandboxLogs(ctx context.Context, req *connect.Request[v1.SandboxLogsRequest]) (*connect.ServerStreamForClient[v1.SandboxLogsResponse], error) {
+	return c.sandboxLogs.CallServerStream(ctx, req)
 }
 
 // Exec calls hostagent.v1.HostAgentService.Exec.
@@ -546,6 +565,10 @@ type HostAgentServiceHandler interface {
 	SetSandboxTimeout(context.Context, *connect.Request[v1.SetSandboxTimeoutRequest]) (*connect.Response[v1.SetSandboxTimeoutResponse], error)
 	SetSandboxNetwork(context.Context, *connect.Request[v1.SetSandboxNetworkRequest]) (*connect.Response[v1.SetSandboxNetworkResponse], error)
 	GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error)
+	// The sandbox's log (its console: the guest's init, envd, and what else
+	// writes to it), running or paused, in batches, oldest first; with
+	// follow, then new entries as they come until the sandbox is gone.
+	SandboxLogs(context.Context, *connect.Request[v1.SandboxLogsRequest], *connect.ServerStream[v1.SandboxLogsResponse]) error
 	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error)
 	ExecStream(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecStreamResponse]) error
 	// The processes envd started in the sandbox (commands and terminals).
@@ -634,6 +657,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		HostAgentServiceGetSandboxMetricsProcedure,
 		svc.GetSandboxMetrics,
 		connect.WithSchema(hostAgentServiceMethods.ByName("GetSandboxMetrics")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceSandboxLogsHandler := connect.NewServerStreamHandler(
+		HostAgentServiceSandboxLogsProcedure,
+		svc.SandboxLogs,
+		connect.WithSchema(hostAgentServiceMethods.ByName("SandboxLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
 	hostAgentServiceExecHandler := connect.NewUnaryHandler(
@@ -780,6 +809,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceSetSandboxNetworkHandler.ServeHTTP(w, r)
 		case HostAgentServiceGetSandboxMetricsProcedure:
 			hostAgentServiceGetSandboxMetricsHandler.ServeHTTP(w, r)
+		case HostAgentServiceSandboxLogsProcedure:
+			hostAgentServiceSandboxLogsHandler.ServeHTTP(w, r)
 		case HostAgentServiceExecProcedure:
 			hostAgentServiceExecHandler.ServeHTTP(w, r)
 		case HostAgentServiceExecStreamProcedure:
@@ -861,6 +892,10 @@ func (UnimplementedHostAgentServiceHandler) SetSandboxNetwork(context.Context, *
 
 func (UnimplementedHostAgentServiceHandler) GetSandboxMetrics(context.Context, *connect.Request[v1.GetSandboxMetricsRequest]) (*connect.Response[v1.GetSandboxMetricsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.GetSandboxMetrics is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) SandboxLogs(context.Context, *connect.Request[v1.SandboxLogsRequest], *connect.ServerStream[v1.SandboxLogsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.SandboxLogs is not implemented"))
 }
 
 func (UnimplementedHostAgentServiceHandler) Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.Response[v1.ExecResponse], error) {
