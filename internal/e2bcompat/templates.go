@@ -224,18 +224,18 @@ type buildLogEntry struct {
 }
 
 type statusReason struct {
-	Message    string     `json:"message"`
-	Step       string     `json:"step,omitempty"`
+	Message    string          `json:"message"`
+	Step       string          `json:"step,omitempty"`
 	LogEntries []buildLogEntry `json:"logEntries"`
 }
 
 type buildInfo struct {
-	BuildID    string        `json:"buildID"`
-	TemplateID string        `json:"templateID"`
-	Status     string        `json:"status"`
-	LogEntries []buildLogEntry    `json:"logEntries"`
-	Logs       []string      `json:"logs"`
-	Reason     *statusReason `json:"reason,omitempty"`
+	BuildID    string          `json:"buildID"`
+	TemplateID string          `json:"templateID"`
+	Status     string          `json:"status"`
+	LogEntries []buildLogEntry `json:"logEntries"`
+	Logs       []string        `json:"logs"`
+	Reason     *statusReason   `json:"reason,omitempty"`
 }
 
 func entries(logs []db.TemplateBuildLog) []buildLogEntry {
