@@ -13,7 +13,8 @@ const skip = configured ? false : "needs wrenn dev's e2b-tls.env (E2B_API_URL, E
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 test('envd, a served port and signed file URLs, by host name over TLS', { skip, timeout: 240_000 }, async () => {
-  const sbx = await Sandbox.create()
+  // minimal: busybox serves the port below (base has no busybox).
+  const sbx = await Sandbox.create('minimal')
   try {
     // envd itself is reached at https://49983-<id>.<domain>.
     assert.equal((await sbx.commands.run('echo by-name')).stdout, 'by-name\n')
