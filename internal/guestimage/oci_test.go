@@ -2,11 +2,7 @@ package guestimage
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
-	"io"
-	"log"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -15,37 +11,10 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"git.omukk.dev/wrenn/sandbox/internal/ociimage"
+	"git.omukk.dev/wrenn/sandbox/internal/ociimage/ocitest"
 )
-
-// ociLayer is a layer of regular files (path → content; "" content with
-// a ".wh." name is a whiteout).
-func ociLayer(t *testing.T, files map[string][]byte) v1.Layer {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for p, body := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: p, Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body))}); err != nil {
-			t.Fatal(err)
-		}
-		_, _ = tw.Write(body)
-	}
-	_ = tw.Close()
-	data := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
 
 // TestBuildFromOCIImage: an image pushed by the test to a local registry
 // that wants credentials becomes a guest image: flattened (the whiteout
@@ -56,27 +25,16 @@ func TestBuildFromOCIImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l1 := ociLayer(t, map[string][]byte{"bin/bash": bash, "etc/passwd": []byte("root:x:0:0:root:/root:/bin/bash\n"), "etc/gone.txt": []byte("old")})
-	l2 := ociLayer(t, map[string][]byte{"etc/.wh.gone.txt": nil, "etc/kept.txt": []byte("kept")})
-	img, err := mutate.AppendLayers(empty.Image, l1, l2)
-	if err != nil {
-		t.Fatal(err)
+	reg := func(name, body string) ocitest.Entry {
+		return ocitest.Entry{Name: name, Body: body, Type: tar.TypeReg, Mode: 0o755}
 	}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "robot" || p != "pw" {
-			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		reg.ServeHTTP(w, r)
-	}))
+	img := ocitest.Image(t, nil,
+		ocitest.Layer(t, reg("bin/bash", string(bash)), reg("etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"), reg("etc/gone.txt", "old")),
+		ocitest.Layer(t, reg("etc/.wh.gone.txt", ""), reg("etc/kept.txt", "kept")))
+	srv := httptest.NewServer(ocitest.BasicAuth(ocitest.Handler(), "robot", "pw"))
 	defer srv.Close()
-	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/tool:1"
-	r, _ := name.ParseReference(ref, name.Insecure)
-	if err := remote.Write(r, img, remote.WithAuth(&authn.Basic{Username: "robot", Password: "pw"})); err != nil {
-		t.Fatal(err)
-	}
+	robot := &authn.Basic{Username: "robot", Password: "pw"}
+	ref := ocitest.Push(t, srv, "test/tool:1", img, robot)
 
 	envd, init := binaries(t)
 	dir := t.TempDir()
@@ -116,12 +74,8 @@ func TestBuildFromOCIImage(t *testing.T) {
 		t.Fatalf("rebuild of an unchanged image: %v %+v", err, again)
 	}
 	// An image without bash is refused with what to do.
-	noBash, _ := mutate.AppendLayers(empty.Image, ociLayer(t, map[string][]byte{"etc/x": []byte("x")}))
-	r2, _ := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/test/nobash:1", name.Insecure)
-	if err := remote.Write(r2, noBash, remote.WithAuth(&authn.Basic{Username: "robot", Password: "pw"})); err != nil {
-		t.Fatal(err)
-	}
-	_, err = Build(context.Background(), Options{Name: "nobash", Dir: dir, Envd: envd, Init: init, FromImage: &ImageSource{Ref: r2.String(), Insecure: true, Auth: src.Auth}})
+	noBash := ocitest.Push(t, srv, "test/nobash:1", ocitest.Image(t, nil, ocitest.Layer(t, reg("etc/x", "x"))), robot)
+	_, err = Build(context.Background(), Options{Name: "nobash", Dir: dir, Envd: envd, Init: init, FromImage: &ImageSource{Ref: noBash, Insecure: true, Auth: src.Auth}})
 	if err == nil || !strings.Contains(err.Error(), "no /bin/bash") {
 		t.Fatalf("an image without bash: %v", err)
 	}
