@@ -4,6 +4,10 @@
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { BASE, launch, watch, shot, signIn } from './browser.mjs';
 
@@ -364,7 +368,13 @@ test('admin pages: members and invitations, hosts, audit, admin, settings', asyn
   // A host registers with that token (no agent behind it: it is only
   // drained and deleted here, and the real host stays as it is).
   const token = /echo '([^']+)'/.exec(await admin.getByTestId('host-command').innerText())[1];
-  const reg = await fetch(BASE + '/v1/hosts/register', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token, name: 'spare-host', address: '127.0.0.1:9' }) });
+  // As an agent does, it sends a certificate request for a P-256 key it
+  // keeps (here: openssl's, thrown away).
+  const keyDir = mkdtempSync(join(tmpdir(), 'spare-host-'));
+  const csr = execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-subj', '/CN=spare-host', '-keyout', join(keyDir, 'host.key')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  rmSync(keyDir, { recursive: true });
+  const reg = await fetch(BASE + '/v1/hosts/register', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token, name: 'spare-host', address: '127.0.0.1:9', csr }) });
   assert.equal(reg.status, 201, await reg.clone().text());
   await admin.getByRole('button', { name: 'Done' }).click();
   const spare = admin.locator('section.host', { has: admin.getByRole('heading', { name: 'spare-host' }) });
