@@ -73,23 +73,31 @@ func unixMilliParam(v, name string) (time.Time, error) {
 	return time.UnixMilli(n), nil
 }
 
+// logParams reads what both log routes take: the sandbox, a time in Unix
+// milliseconds (named at), and the limit; a bad one is answered with a
+// 400 and ok false.
+func logParams(w http.ResponseWriter, r *http.Request, at string) (sid uuid.UUID, t time.Time, limit int, ok bool) {
+	if sid, ok = sandboxParam(w, r, ""); !ok {
+		return
+	}
+	q := r.URL.Query()
+	t, err := unixMilliParam(q.Get(at), at)
+	if err == nil {
+		limit, err = logLimit(q.Get("limit"))
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return sid, t, 0, false
+	}
+	return sid, t, limit, true
+}
+
 // logsV1 is GET /sandboxes/{id}/logs?start=&limit=: the first limit
 // entries from start (Unix ms), oldest first, both as lines and as
 // structured entries.
 func (h *handler) logsV1(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
+	sid, start, limit, ok := logParams(w, r, "start")
 	if !ok {
-		return
-	}
-	q := r.URL.Query()
-	start, err := unixMilliParam(q.Get("start"), "start")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	limit, err := logLimit(q.Get("limit"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	es, err := h.readLogs(r, sid, service.LogQuery{Start: start, Limit: limit})
@@ -113,21 +121,11 @@ func (h *handler) logsV1(w http.ResponseWriter, r *http.Request) {
 // first; backward, the last limit entries up to cursor (its whole
 // millisecond), newest first.
 func (h *handler) logsV2(w http.ResponseWriter, r *http.Request) {
-	sid, ok := sandboxParam(w, r, "")
+	sid, cursor, limit, ok := logParams(w, r, "cursor")
 	if !ok {
 		return
 	}
 	q := r.URL.Query()
-	cursor, err := unixMilliParam(q.Get("cursor"), "cursor")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	limit, err := logLimit(q.Get("limit"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	lq := service.LogQuery{Limit: limit, MinLevel: q.Get("level"), Search: q.Get("search")}
 	backward := false
 	switch d := q.Get("direction"); d {
